@@ -1,0 +1,1 @@
+"""Core: registries, recipe configuration, errors and determinism. Imports nothing heavy."""

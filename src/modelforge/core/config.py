@@ -1,0 +1,167 @@
+"""Recipe configuration: pydantic v2 classes are the only schema; YAML in, typed ``key.sub=value`` overrides.
+
+A recipe is ``Recipe{name, description, task, data, model, train, privacy?, explain?, serve?}``. ``data`` is
+validated by the task's own ``DataConfig`` class and ``model`` keywords by the model builder's signature; both
+happen in ``modelforge.tasks.recipes`` because ``core`` must not import tasks or models.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from modelforge.core.errors import ConfigError
+
+
+class StrictConfig(BaseModel):
+    """Base for every config section: unknown keys are errors, assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EarlyStopping(StrictConfig):
+    metric: str = Field("val_loss", description="metric to watch, as logged (e.g. val_accuracy)")
+    mode: Literal["min", "max"] = "min"
+    patience: int = Field(3, ge=1, description="evaluations without improvement before stopping")
+    min_delta: float = 0.0
+    restore_best: bool = Field(True, description="keep the best weights seen, not the last")
+
+
+class TrainConfig(StrictConfig):
+    epochs: int = Field(1, ge=1)
+    max_steps: Optional[int] = Field(None, ge=1, description="stop after this many optimiser steps")
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: Optional[int] = Field(None, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    schedule: Literal["constant", "step", "cosine", "linear", "onecycle"] = "constant"
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up before the schedule (constant/step/cosine/linear)")
+    step_size: int = Field(1000, ge=1, description="step schedule: optimiser steps between decays")
+    gamma: float = Field(0.1, gt=0, description="step schedule: decay factor")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine/linear: final lr as a fraction of lr")
+    pct_start: float = Field(0.3, gt=0, lt=1, description="onecycle: fraction of steps spent rising")
+    div_factor: float = Field(25.0, gt=0, description="onecycle: initial lr = lr / div_factor")
+    final_div_factor: float = Field(1e4, gt=0, description="onecycle: final lr = initial lr / final_div_factor")
+    grad_clip: Optional[float] = Field(None, gt=0, description="clip the global gradient norm to this value")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimiser step")
+    precision: Literal["fp32", "bf16"] = "fp32"
+    eval_every_steps: Optional[int] = Field(None, ge=1, description="also evaluate every N optimiser steps")
+    early_stopping: Optional[EarlyStopping] = None
+    checkpoint_every_steps: Optional[int] = Field(None, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every_steps: int = Field(50, ge=1)
+    seed: int = 0
+    num_workers: int = Field(0, ge=0)
+    progress: Literal["auto", "on", "off"] = "auto"
+    output_dir: str = Field("runs", description="runs go to <output_dir>/<recipe name>")
+
+
+class ModelConfig(BaseModel):
+    """``name`` picks a registered model; every other key is a keyword of its builder."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Recipe(StrictConfig):
+    name: str
+    description: str = ""
+    task: str
+    data: Any = Field(default_factory=dict, description="validated by the task's DataConfig")
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    privacy: Optional[dict[str, Any]] = None
+    explain: Optional[dict[str, Any]] = None
+    serve: Optional[dict[str, Any]] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_is_mapping(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("data") is None:
+            values["data"] = {}
+        return values
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read recipe {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping with task/data/model/train keys")
+    return raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.lr=0.01`` → (["train", "lr"], 0.01); the value is read as YAML so numbers/bools/lists get types."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"bad override {text!r}: expected key.sub=value, e.g. train.lr=0.01")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def set_path(raw: dict[str, Any], path: list[str], value: Any) -> None:
+    node = raw
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {'.'.join(path)}: {part!r} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def check_keys(raw: Any, cls: type[BaseModel], prefix: str = "") -> None:
+    """Fail on the first unknown key under a forbid-extra class, with a 'did you mean' from its fields."""
+    if not isinstance(raw, dict) or cls.model_config.get("extra") != "forbid":
+        return
+    fields = cls.model_fields
+    for key, value in raw.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" Did you mean {prefix}{close[0]}?" if close else ""
+            raise ConfigError(f"unknown key {prefix}{key}.{hint} Valid keys: {', '.join(fields)}")
+        annotation = fields[key].annotation
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                check_keys(value, candidate, f"{prefix}{key}.")
+
+
+def one_line(exc: ValidationError, prefix: str = "", source: str = "") -> str:
+    """A pydantic error as one actionable line: where, what, and the offending value."""
+    err = exc.errors()[0]
+    loc = prefix + ".".join(str(p) for p in err["loc"])
+    where = f"{source}: " if source else ""
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}{loc}: {err['msg']} (got {err.get('input')!r}){more}"
+
+
+def validate(cls: type[BaseModel], raw: dict[str, Any], prefix: str = "", source: str = "") -> Any:
+    check_keys(raw, cls, prefix)
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(one_line(exc, prefix, source)) from None
