@@ -1,0 +1,1 @@
+"""Data: user file formats, the embedded datasets, tokenizers, transforms and splits."""
