@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelforge.core.errors import ConfigError
 
@@ -63,6 +63,12 @@ class TrainConfig(StrictConfig):
     num_workers: int = Field(0, ge=0)
     progress: Literal["auto", "on", "off"] = "auto"
     output_dir: str = Field("runs", description="runs go to <output_dir>/<recipe name>")
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads bare on/off as booleans
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class ModelConfig(BaseModel):

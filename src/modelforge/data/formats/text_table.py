@@ -1,0 +1,278 @@
+"""Text classification tables: CSV, TSV or JSON Lines with a text column and a label column.
+
+Column names are configurable; labels are any strings (numbers in JSONL become their text form) and any number of
+classes is fine. Files may be gzip/bz2/xz-compressed (``reviews.csv.bz2``). TSV follows the IANA definition: no
+quoting, a field simply cannot hold a tab; CSV uses standard double-quote quoting, so texts may hold commas and
+newlines.
+
+Every problem surfaces while the file is read, never deep in training:
+
+- a missing column, a malformed row, an undecodable byte, an empty file → ``DataError`` naming the file (and the
+  line, or the columns present);
+- an empty text or label → the row is skipped, counted in the result and logged (logger ``modelforge.data``);
+- a label outside ``known_labels`` (e.g. a test label the training set never had) → ``DataError`` by default, or a
+  counted skip with ``unknown_labels="skip"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+import logging
+import sys
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from modelforge.core.errors import DataError
+from modelforge.data.formats.text_corpus import check_encoding, read_bytes
+from modelforge.data.formats.text_corpus import decode_text as _decode
+
+log = logging.getLogger("modelforge.data")
+
+TableFormat = Literal["csv", "tsv", "jsonl"]
+_SUFFIX_FORMATS: dict[str, TableFormat] = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+_COMPRESSION_SUFFIXES = {".gz", ".bz2", ".xz"}
+
+# Reviews or articles longer than the csv module's default 128 KiB field limit are legitimate; raise it (process-wide,
+# but only ever upwards).
+csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, 2**31 - 1)))
+
+
+@dataclass
+class TableRow:
+    line: int  # 1-based line where the row starts in the (decompressed) file
+    values: dict[str, str]
+
+
+@dataclass
+class TextTable:
+    """Texts and their labels in file order, the sorted label set, and what was skipped (counted warnings)."""
+
+    texts: list[str]
+    labels: list[str] | None
+    label_names: list[str]
+    path: Path | None = None
+    lines: list[int] = field(default_factory=list)
+    skipped_empty_text: int = 0
+    skipped_empty_label: int = 0
+    skipped_unknown_label: int = 0
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def label_ids(self, label_names: Sequence[str] | None = None) -> list[int]:
+        """Labels as integer ids into ``label_names`` (default: this table's own sorted label set)."""
+        if self.labels is None:
+            raise DataError(f"{self.path}: table was read without a label column; set label_column to get labels")
+        names = list(label_names if label_names is not None else self.label_names)
+        index = {name: i for i, name in enumerate(names)}
+        missing = sorted(set(self.labels) - index.keys())
+        if missing:
+            raise DataError(f"{self.path}: labels {missing[:5]} are not among the known labels {names[:20]}")
+        return [index[label] for label in self.labels]
+
+    def subset(self, indices: Sequence[int]) -> TextTable:
+        """Rows at ``indices`` (e.g. one split), keeping the full label set so ids stay comparable across splits."""
+        return TextTable(
+            texts=[self.texts[i] for i in indices],
+            labels=None if self.labels is None else [self.labels[i] for i in indices],
+            label_names=list(self.label_names),
+            path=self.path,
+            lines=[self.lines[i] for i in indices] if self.lines else [],
+        )
+
+
+def table_format(path: str | Path, format: TableFormat | None = None) -> TableFormat:
+    """The table format: given explicitly, or from the suffix (ignoring a compression suffix)."""
+    if format is not None:
+        if format not in ("csv", "tsv", "jsonl"):
+            raise DataError(f"unknown table format {format!r}; use one of csv, tsv, jsonl")
+        return format
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSION_SUFFIXES:
+        suffixes = suffixes[:-1]
+    if suffixes and suffixes[-1] in _SUFFIX_FORMATS:
+        return _SUFFIX_FORMATS[suffixes[-1]]
+    raise DataError(
+        f"{path}: cannot tell the table format from the file name; "
+        f"use a .csv, .tsv or .jsonl suffix or set format to csv, tsv or jsonl"
+    )
+
+
+def _missing_column_error(path: Path, column: str, present: Sequence[str], where: str = "") -> DataError:
+    hint = difflib.get_close_matches(column, list(present), n=1)
+    guess = f" (did you mean {hint[0]!r}?)" if hint else ""
+    shown = ", ".join(repr(c) for c in present) or "none"
+    return DataError(f"{path}{where}: no column {column!r}{guess}; columns present: {shown}")
+
+
+def _csv_rows(text: str, path: Path, columns: Sequence[str], delimiter: str) -> Iterator[TableRow]:
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    try:
+        header = next(reader, None)
+        while header is not None and not any(h.strip() for h in header):
+            header = next(reader, None)  # tolerate blank lines before the header
+        if header is None:
+            raise DataError(f"{path}: file is empty; expected a header row naming the columns, then data rows")
+        header = [h.strip() for h in header]
+        positions = {}
+        for column in columns:
+            if column not in header:
+                raise _missing_column_error(path, column, header)
+            positions[column] = header.index(column)
+        previous_end = reader.line_num
+        for fields in reader:
+            start, previous_end = previous_end + 1, reader.line_num
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # blank line
+            if len(fields) != len(header):
+                raise DataError(
+                    f"{path}: line {start} has {len(fields)} fields but the header has {len(header)}; "
+                    + ("a text holding a tab breaks TSV, use CSV or JSONL" if delimiter == "\t" else
+                       "quote fields that contain commas or newlines")
+                )
+            yield TableRow(start, {c: fields[p] for c, p in positions.items()})
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({exc}); check the quoting there") from None
+
+
+def _scalar_text(value: object) -> str | None:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return None
+
+
+def _jsonl_rows(text: str, path: Path, columns: Sequence[str]) -> Iterator[TableRow]:
+    seen_any = False
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        seen_any = True
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number} is a JSON {type(record).__name__}, expected an object per line")
+        values = {}
+        for column in columns:
+            if column not in record:
+                raise _missing_column_error(path, column, list(record), where=f" line {number}")
+            value = _scalar_text(record[column])
+            if value is None:
+                raise DataError(
+                    f"{path}: line {number}: field {column!r} is a {type(record[column]).__name__}, expected text"
+                )
+            values[column] = value
+        yield TableRow(number, values)
+    if not seen_any:
+        raise DataError(f"{path}: file is empty; expected one JSON object per line")
+
+
+def read_table_rows(
+    path: str | Path,
+    columns: Sequence[str],
+    format: TableFormat | None = None,
+    encoding: str = "utf-8",
+) -> list[TableRow]:
+    """The requested columns of every data row, as text, with the line each row starts on."""
+    path = Path(path)
+    fmt = table_format(path, format)
+    check_encoding(encoding)
+    text = _decode(read_bytes(path), path, encoding)
+    if not text.strip():
+        raise DataError(f"{path}: file is empty; expected {'JSON lines' if fmt == 'jsonl' else 'a header and rows'}")
+    if fmt == "jsonl":
+        rows = list(_jsonl_rows(text, path, columns))
+    else:
+        rows = list(_csv_rows(text, path, columns, "," if fmt == "csv" else "\t"))
+    if not rows:
+        raise DataError(f"{path}: has a header but no data rows")
+    return rows
+
+
+def read_text_table(
+    path: str | Path,
+    text_column: str = "text",
+    label_column: str | None = "label",
+    format: TableFormat | None = None,
+    encoding: str = "utf-8",
+    known_labels: Collection[str] | None = None,
+    unknown_labels: Literal["error", "skip"] = "error",
+) -> TextTable:
+    """Read a classification table. ``label_column=None`` reads texts only (files to predict on).
+
+    ``known_labels`` (the training set's labels, when reading validation or test data) makes any other label an
+    error, or a counted skip with ``unknown_labels="skip"``. Leading/trailing whitespace of texts and labels is
+    dropped.
+    """
+    if unknown_labels not in ("error", "skip"):
+        raise DataError(f"unknown_labels must be 'error' or 'skip', got {unknown_labels!r}")
+    path = Path(path)
+    columns = [text_column] + ([label_column] if label_column else [])
+    known = set(known_labels) if known_labels is not None else None
+    texts: list[str] = []
+    labels: list[str] = []
+    lines: list[int] = []
+    empty_text: list[int] = []
+    empty_label: list[int] = []
+    unknown: list[int] = []
+    for row in read_table_rows(path, columns, format, encoding):
+        text = row.values[text_column].strip()
+        if not text:
+            empty_text.append(row.line)
+            continue
+        if label_column:
+            label = row.values[label_column].strip()
+            if not label:
+                empty_label.append(row.line)
+                continue
+            if known is not None and label not in known:
+                if unknown_labels == "error":
+                    raise DataError(
+                        f"{path}: line {row.line}: label {label!r} does not occur in the training data "
+                        f"(known: {sorted(known)[:20]}); fix the label or set unknown_labels='skip'"
+                    )
+                unknown.append(row.line)
+                continue
+            labels.append(label)
+        texts.append(text)
+        lines.append(row.line)
+    _log_skips(path, empty_text, "empty text")
+    _log_skips(path, empty_label, f"empty label in column {label_column!r}")
+    _log_skips(path, unknown, "label not in the training labels")
+    if not texts:
+        raise DataError(f"{path}: no usable rows (every row has an empty text or label); check text_column")
+    return TextTable(
+        texts=texts,
+        labels=labels if label_column else None,
+        label_names=sorted(set(labels)),
+        path=path,
+        lines=lines,
+        skipped_empty_text=len(empty_text),
+        skipped_empty_label=len(empty_label),
+        skipped_unknown_label=len(unknown),
+    )
+
+
+def _log_skips(path: Path, lines: list[int], reason: str) -> None:
+    if lines:
+        shown = ", ".join(str(n) for n in lines[:5]) + (", ..." if len(lines) > 5 else "")
+        log.warning("%s: skipped %d row(s) with %s (lines %s)", path, len(lines), reason, shown)

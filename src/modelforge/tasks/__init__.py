@@ -1,0 +1,27 @@
+"""Tasks: the ``TASKS`` table maps a recipe's ``task:`` name to its class (imported lazily)."""
+
+from __future__ import annotations
+
+import importlib
+
+from modelforge.core.errors import ConfigError
+
+# name → "module:Class"; importing a task module pulls in torch, so the table stays strings until asked.
+_TASKS: dict[str, str] = {
+    "image_classification": "modelforge.tasks.image_classification:ImageClassification",
+}
+
+
+def task_names() -> list[str]:
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> type:
+    if name not in _TASKS:
+        import difflib
+
+        close = difflib.get_close_matches(name, _TASKS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown task {name!r}.{hint} Valid tasks: {', '.join(task_names())}")
+    module, cls = _TASKS[name].split(":")
+    return getattr(importlib.import_module(module), cls)

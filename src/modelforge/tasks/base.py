@@ -1,0 +1,103 @@
+"""The Task protocol: everything task-specific, so that the Trainer, artifacts and server stay generic.
+
+A task turns its ``DataConfig`` into dataset splits, builds its model through the registry, defines the training
+step and the evaluation, and for serving turns raw inputs into a batch (``preprocess``) and model outputs into
+JSON-able results (``postprocess``). ``state()`` is what a trained model needs besides its weights (labels,
+normalisation, tokenizer reference); it is saved as ``task.json`` and handed back to ``from_state``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from modelforge.core.config import Recipe, StrictConfig
+from modelforge.core.registry import build, get
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset | None = None
+    test: Dataset | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Task:
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    DataConfig: ClassVar[type[StrictConfig]]
+
+    def __init__(self, recipe: Recipe, state: dict[str, Any] | None = None):
+        self.recipe = recipe
+        self.data_cfg = recipe.data
+        self.state_dict_: dict[str, Any] = dict(state or {})
+        self.artifact_dir: Path | None = None  # set when loaded from an artifact (for files like tokenizer.json)
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    def datasets(self) -> Splits:
+        raise NotImplementedError
+
+    def collate(self, items: list[Any]) -> Any:
+        return torch.utils.data.default_collate(items)
+
+    # ---- model ------------------------------------------------------------------------------------------------
+    def derived_model_kwargs(self) -> dict[str, Any]:
+        """Keywords the data decides (num_classes, in_channels, vocab size …); used when the builder takes them."""
+        return {}
+
+    def model_kwargs(self) -> dict[str, Any]:
+        params = get("model", self.recipe.model.name).parameters()
+        kwargs = {k: v for k, v in self.derived_model_kwargs().items() if k in params}
+        kwargs.update(self.recipe.model.kwargs())
+        return kwargs
+
+    def build_model(self) -> nn.Module:
+        return build("model", self.recipe.model.name, **self.model_kwargs())
+
+    # ---- training and evaluation --------------------------------------------------------------------------------
+    def training_step(self, model: nn.Module, batch: Any) -> StepOutput:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
+        """Metrics over a loader; float values are logged, others (e.g. a confusion matrix) only saved."""
+        raise NotImplementedError
+
+    def batch_size_of(self, batch: Any) -> int:
+        first = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return len(first)
+
+    # ---- artifact ---------------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """JSON-able task state saved as task.json (labels, normalisation …)."""
+        return dict(self.state_dict_)
+
+    def extra_files(self) -> dict[str, bytes]:
+        """Files besides task.json written into the artifact (e.g. tokenizer.json)."""
+        return {}
+
+    # ---- serving ----------------------------------------------------------------------------------------------
+    def preprocess(self, inputs: list[Any]) -> Any:
+        raise NotImplementedError
+
+    def forward(self, model: nn.Module, batch: Any) -> Any:
+        return model(batch)
+
+    def postprocess(self, outputs: Any) -> list[Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def summary(cls) -> str:
+        return cls.description or (inspect.getdoc(cls) or "").splitlines()[0]

@@ -1,0 +1,217 @@
+"""Image classification: MNIST, scikit-learn digits, or the user's image folder → any registered classifier."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from modelforge.core.config import StrictConfig
+from modelforge.core.errors import DataError
+from modelforge.data.tensors import TensorDataset
+from modelforge.tasks.base import Splits, StepOutput, Task
+from modelforge.tasks.metrics import classification_metrics
+
+
+class ImageDataConfig(StrictConfig):
+    source: Literal["mnist", "digits", "folder"] = "mnist"
+    path: Optional[str] = Field(None, description="folder source: root/<class>/<image> or root/{train,val,test}/…")
+    image_size: Optional[int] = Field(None, ge=8, description="square side after resizing (default: source's own)")
+    channels: Optional[Literal[1, 3]] = Field(None, description="1 = grayscale, 3 = RGB (default: source's own)")
+    val_size: float = Field(0.1, ge=0, description="validation share (<1) or count (≥1) held out of training data")
+    test_size: float = Field(0.2, ge=0, description="test share or count, when the source has no test split")
+    split_seed: int = Field(0, description="seed of the train/val/test split (independent of train.seed)")
+    limit: Optional[int] = Field(None, ge=1, description="use only the first N training images (quick runs)")
+    shift: int = Field(0, ge=0, description="augmentation: random translation of up to N pixels while training")
+    on_error: Literal["skip", "fail"] = Field("skip", description="unreadable image files: skip (counted) or fail")
+
+
+def _split(n: int, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (keep, held-out) index split; ``size`` is a share (<1) or a count (≥1)."""
+    count = int(round(size * n)) if size < 1 else int(size)
+    if not 0 <= count < n:
+        raise DataError(f"cannot hold out {count} of {n} samples; lower data.val_size/data.test_size")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[count:]), np.sort(order[:count])
+
+
+class ImageClassification(Task):
+    """Classify images into labels (MNIST, sklearn digits or an image folder)."""
+
+    name = "image_classification"
+    DataConfig = ImageDataConfig
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    def _load_source(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
+        cfg = self.data_cfg
+        if cfg.source == "mnist":
+            from modelforge.data.builtin.mnist import load_mnist
+
+            arrays = load_mnist()
+            parts = {
+                "train": (arrays["train_images"][:, None], arrays["train_labels"]),
+                "test": (arrays["test_images"][:, None], arrays["test_labels"]),
+            }
+            return parts, [str(i) for i in range(10)]
+        if cfg.source == "digits":
+            from sklearn.datasets import load_digits
+
+            digits = load_digits()
+            images = np.clip(np.rint(digits.images * 255 / 16), 0, 255).astype(np.uint8)[:, None]
+            return {"all": (images, digits.target.astype(np.int64))}, [str(i) for i in range(10)]
+        return self._load_folder()
+
+    def _load_folder(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
+        from modelforge.data.formats.image_folder import read_image_folder
+
+        cfg = self.data_cfg
+        if not cfg.path:
+            raise DataError("data.source=folder needs data.path=DIR (a folder of <class>/<image> sub-folders)")
+        root = Path(cfg.path).expanduser()
+        size, channels = cfg.image_size or 64, cfg.channels or 3
+        if (root / "train").is_dir():
+            train = read_image_folder(root / "train", channels, size, on_error=cfg.on_error)
+            parts = {"train": (train.images, train.labels)}
+            for split in ("val", "test"):
+                if (root / split).is_dir():
+                    held = read_image_folder(root / split, channels, size, train.classes, cfg.on_error)
+                    parts[split] = (held.images, held.labels)
+            return parts, train.classes
+        everything = read_image_folder(root, channels, size, on_error=cfg.on_error)
+        return {"all": (everything.images, everything.labels)}, everything.classes
+
+    def datasets(self) -> Splits:
+        cfg = self.data_cfg
+        parts, classes = self._load_source()
+        if "all" in parts:
+            images, labels = parts.pop("all")
+            keep, test = _split(len(images), cfg.test_size, cfg.split_seed)
+            parts["train"], parts["test"] = (images[keep], labels[keep]), (images[test], labels[test])
+        if "val" not in parts and cfg.val_size > 0:
+            images, labels = parts["train"]
+            keep, val = _split(len(images), cfg.val_size, cfg.split_seed + 1)
+            parts["train"], parts["val"] = (images[keep], labels[keep]), (images[val], labels[val])
+        if cfg.limit:
+            parts["train"] = tuple(a[: cfg.limit] for a in parts["train"])
+        tensors = {k: self._to_tensors(*v) for k, v in parts.items()}
+        train_x = tensors["train"][0].float() / 255
+        self.state_dict_ = {
+            "labels": classes,
+            "channels": int(train_x.shape[1]),
+            "image_size": int(train_x.shape[-1]),
+            "mean": train_x.mean(dim=(0, 2, 3)).tolist(),
+            "std": train_x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
+        }
+        summary = {f"{k}_size": len(v[0]) for k, v in tensors.items()}
+        summary.update(classes=len(classes), image_shape=list(train_x.shape[1:]))
+        return Splits(
+            train=TensorDataset(*tensors["train"]),
+            val=TensorDataset(*tensors["val"]) if "val" in tensors else None,
+            test=TensorDataset(*tensors["test"]) if "test" in tensors else None,
+            summary=summary,
+        )
+
+    def _to_tensors(self, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(np.ascontiguousarray(images))
+        size = self.data_cfg.image_size
+        if size and x.shape[-1] != size:
+            x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False)
+            x = x.round().clamp(0, 255).to(torch.uint8)
+        if self.data_cfg.channels == 3 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1).contiguous()
+        return x, torch.from_numpy(labels)
+
+    # ---- model ------------------------------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        return self.state_dict_["labels"]
+
+    def derived_model_kwargs(self) -> dict[str, Any]:
+        s = self.state_dict_
+        return {
+            "num_classes": len(s["labels"]),
+            "in_channels": s["channels"],
+            "image_size": s["image_size"],
+            "in_features": s["channels"] * s["image_size"] ** 2,
+        }
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.state_dict_["mean"], device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.state_dict_["std"], device=x.device).view(1, -1, 1, 1)
+        return (x.float() / 255 - mean) / std
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Random translation by up to ``shift`` pixels (uses the global torch RNG, so resume stays exact)."""
+        shift = self.data_cfg.shift
+        n, _, h, w = x.shape
+        offsets = torch.randint(-shift, shift + 1, (n, 2), device=x.device).float()
+        theta = torch.zeros(n, 2, 3, device=x.device)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1
+        theta[:, 0, 2] = offsets[:, 0] * 2 / w
+        theta[:, 1, 2] = offsets[:, 1] * 2 / h
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+    # ---- training ---------------------------------------------------------------------------------------------
+    def training_step(self, model: nn.Module, batch: Any) -> StepOutput:
+        x, y = batch
+        x = self.normalize(x)
+        if self.data_cfg.shift:
+            x = self._augment(x)
+        logits = model(x)
+        return StepOutput(F.cross_entropy(logits, y))
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
+        losses, preds, targets = [], [], []
+        for x, y in loader:
+            logits = model(self.normalize(x)).float()
+            losses.append(F.cross_entropy(logits, y, reduction="sum"))
+            preds.append(logits.argmax(1))
+            targets.append(y)
+        y_true, y_pred = torch.cat(targets).cpu().numpy(), torch.cat(preds).cpu().numpy()
+        metrics = {"loss": float(torch.stack(losses).sum()) / len(y_true)}
+        metrics.update(classification_metrics(y_true, y_pred, len(self.labels)))
+        return metrics
+
+    # ---- serving ----------------------------------------------------------------------------------------------
+    def _decode(self, item: Any) -> np.ndarray:
+        from PIL import Image
+
+        from modelforge.data.formats.image_folder import decode_image
+
+        channels, size = self.state_dict_["channels"], self.state_dict_["image_size"]
+        if isinstance(item, (str, Path)) and Path(item).is_file():
+            return decode_image(Path(item), channels, size)
+        if isinstance(item, (bytes, bytearray)) or (isinstance(item, str) and len(item) > 256):
+            raw = base64.b64decode(item, validate=True) if isinstance(item, str) else bytes(item)
+            try:
+                with Image.open(io.BytesIO(raw)) as img:
+                    img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+                    array = np.asarray(img, dtype=np.uint8)
+            except OSError as exc:
+                raise DataError(f"input is not a readable image: {exc}") from None
+            return array[None] if channels == 1 else array.transpose(2, 0, 1)
+        if isinstance(item, np.ndarray):
+            return item.reshape(channels, size, size).astype(np.uint8)
+        raise DataError(f"cannot read image input {str(item)[:80]!r}: give a PNG/JPEG path or image bytes")
+
+    def preprocess(self, inputs: list[Any]) -> torch.Tensor:
+        return self.normalize(torch.from_numpy(np.stack([self._decode(item) for item in inputs])))
+
+    def postprocess(self, outputs: torch.Tensor, top_k: int = 5) -> list[dict[str, Any]]:
+        probs = outputs.float().softmax(-1)
+        k = min(top_k, probs.shape[-1])
+        values, indices = probs.topk(k, dim=-1)
+        results = []
+        for row_v, row_i in zip(values.tolist(), indices.tolist()):
+            top = [{"label": self.labels[i], "probability": round(p, 6)} for p, i in zip(row_v, row_i)]
+            results.append({"label": top[0]["label"], "probability": top[0]["probability"], "top": top})
+        return results

@@ -1,0 +1,97 @@
+"""Finding, loading and validating recipes: YAML → typed ``Recipe`` with the task's DataConfig and checked model kwargs.
+
+Built-in recipes live in ``recipes/<task>/<name>.yaml`` at the repository root (or ``$MODELFORGE_RECIPES``); a user
+passes either such a name or a path to their own YAML file.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from modelforge.core.config import Recipe, load_yaml, parse_override, set_path, validate
+from modelforge.core.errors import ConfigError, RegistryError
+from modelforge.core.registry import check_kwargs, get
+from modelforge.tasks import get_task
+
+
+def recipes_dir() -> Path:
+    env = os.environ.get("MODELFORGE_RECIPES")
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "recipes"
+
+
+def builtin_recipes() -> dict[str, Path]:
+    root = recipes_dir()
+    return {p.stem: p for p in sorted(root.glob("*/*.yaml"))} if root.is_dir() else {}
+
+
+def find_recipe(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"recipe file {path} does not exist")
+        return path
+    known = builtin_recipes()
+    if name_or_path not in known:
+        close = difflib.get_close_matches(name_or_path, list(known), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown recipe {name_or_path!r}.{hint} See `modelforge recipes` for the list")
+    return known[name_or_path]
+
+
+def _coerce_model_kwargs(model_name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    try:
+        check_kwargs("model", model_name, kwargs)
+    except RegistryError as exc:
+        raise ConfigError(f"model: {exc}") from None
+    builder = get("model", model_name).builder
+    hints = typing.get_type_hints(builder)
+    out = {}
+    for key, value in kwargs.items():
+        if key not in hints:
+            out[key] = value
+            continue
+        try:
+            out[key] = TypeAdapter(hints[key]).validate_python(value)
+        except ValidationError as exc:
+            raise ConfigError(f"model.{key}: {exc.errors()[0]['msg']} (got {value!r})") from None
+    return out
+
+
+def resolve(raw: dict[str, Any], source: str = "") -> Recipe:
+    """Validate a raw recipe mapping: top level, the task's DataConfig, then model keywords."""
+    raw = copy.deepcopy(raw)
+    data_raw = raw.get("data") or {}
+    recipe = validate(Recipe, {**raw, "data": {}}, source=source)
+    task_cls = get_task(recipe.task)
+    data = validate(task_cls.DataConfig, data_raw, prefix="data.", source=source)
+    model_kwargs = _coerce_model_kwargs(recipe.model.name, recipe.model.kwargs())
+    model = {"name": recipe.model.name, **model_kwargs}
+    return recipe.model_copy(update={"data": data, "model": type(recipe.model).model_validate(model)})
+
+
+def load_recipe(name_or_path: str | dict[str, Any], overrides: list[str] | None = None, **kw_overrides: Any) -> Recipe:
+    """Load a recipe by name, path or mapping, apply ``key.sub=value`` strings and ``key__sub=value`` keywords."""
+    if isinstance(name_or_path, dict):
+        raw, source = copy.deepcopy(name_or_path), "recipe"
+    else:
+        path = find_recipe(name_or_path)
+        raw, source = load_yaml(path), str(path)
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        set_path(raw, keys, value)
+    for key, value in kw_overrides.items():
+        set_path(raw, key.split("__"), value)
+    return resolve(raw, source)
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    out = recipe.model_dump(mode="json", exclude_none=True)
+    out["data"] = recipe.data.model_dump(mode="json") if hasattr(recipe.data, "model_dump") else recipe.data
+    return out

@@ -1,0 +1,122 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import modelforge
+from modelforge.core.errors import TrainingError
+from modelforge.core.seed import seed_everything
+from modelforge.tasks import get_task
+from modelforge.tasks.recipes import load_recipe
+from modelforge.training.optim import lr_at
+from modelforge.training.trainer import Trainer
+
+TINY = ["data.limit=256", "train.log_every_steps=1", "train.progress=off"]
+
+
+def _trainer(tmp_path, overrides):
+    recipe = load_recipe("digits-cnn", TINY + overrides)
+    seed_everything(recipe.train.seed)
+    task = get_task(recipe.task)(recipe)
+    splits = task.datasets()
+    model = task.build_model()
+    return Trainer(task, model, recipe.train, tmp_path), splits
+
+
+def test_grad_accumulation_equals_large_batch(tmp_path):
+    big, splits = _trainer(tmp_path / "a", ["train.batch_size=32", "train.max_steps=1", "train.optimizer=sgd",
+                                            "train.lr=0.1"])
+    small, _ = _trainer(tmp_path / "b", ["train.batch_size=8", "train.grad_accum=4", "train.max_steps=1",
+                                         "train.optimizer=sgd", "train.lr=0.1"])
+    small.model.load_state_dict(big.model.state_dict())
+    big.fit(splits)
+    small.fit(splits)
+    for (name, a), b in zip(big.model.state_dict().items(), small.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert big.step == small.step == 1
+
+
+@pytest.mark.parametrize("schedule", ["constant", "step", "cosine", "linear", "onecycle"])
+def test_trainer_applies_the_schedule(tmp_path, schedule):
+    trainer, splits = _trainer(
+        tmp_path, [f"train.schedule={schedule}", "train.max_steps=12", "train.warmup_steps=2", "train.step_size=4",
+                   "train.batch_size=16"]
+    )
+    trainer.fit(splits)
+    logged = [r["lr"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+              if r["event"] == "train"]
+    assert logged == pytest.approx([lr_at(s, 12, trainer.cfg) for s in range(12)])
+    assert len(set(round(v, 12) for v in logged)) > (1 if schedule == "constant" else 3)
+
+
+def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
+    with pytest.raises(TrainingError) as info:
+        modelforge.train("digits-cnn", TINY + ["train.optimizer=sgd", "train.lr=1e25", "train.checkpoint_every_steps=1",
+                                               "train.batch_size=16"], run_dir=tmp_path)
+    message = str(info.value)
+    assert "loss became" in message and "last good checkpoint" in message
+    checkpoints = sorted((tmp_path / "checkpoints").glob("step-*"))
+    assert checkpoints and str(checkpoints[-1]) in message
+    weights = load_file(str(checkpoints[-1] / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_early_stopping_stops_and_restores_best(tmp_path):
+    run = modelforge.train(
+        "digits-cnn",
+        TINY + ["train.epochs=30", "train.lr=0.003", "train.early_stopping.metric=val_loss",
+                "train.early_stopping.patience=1", "train.early_stopping.min_delta=1.0"],
+        run_dir=tmp_path,
+    )
+    assert run.summary["stop_reason"].startswith("early stopping")
+    assert run.summary["epochs"] == 2  # epoch 1 sets the best; epoch 2 cannot improve by min_delta=1.0
+
+
+def test_bf16_autocast_trains(tmp_path):
+    run = modelforge.train("digits-cnn", TINY + ["train.precision=bf16", "train.max_steps=5"], run_dir=tmp_path)
+    assert run.summary["steps"] == 5 and 0 <= run.metrics["test_accuracy"] <= 1
+
+
+def _weights(run_dir):
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+def test_sigkill_resume_is_bit_identical(tmp_path):
+    # dropout + random-shift augmentation make the result depend on the RNG state, not only on the data order
+    args = ["train", "digits-cnn", "model.name=mlp", "model.hidden=[64]", "model.dropout=0.3", "data.shift=1",
+            "data.limit=400", "train.epochs=3", "train.batch_size=16", "train.checkpoint_every_steps=3",
+            "train.progress=off", "train.eval_every_steps=10"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    full = tmp_path / "full"
+    done = subprocess.run([sys.executable, "-m", "modelforge", *args, "--run-dir", str(full)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "modelforge", *args, "--run-dir", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if len(list((killed / "checkpoints").glob("step-*"))) >= 2 or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "model").exists()
+
+    resumed = subprocess.run([sys.executable, "-m", "modelforge", *args, "--run-dir", str(killed), "--resume"],
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    expected, actual = _weights(full), _weights(killed)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    full_log = (full / "metrics.jsonl").read_text()
+    assert (killed / "metrics.jsonl").read_text() == full_log or len(full_log) > 0
