@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -26,5 +26,5 @@ class TensorDataset(Dataset):
         idx = torch.as_tensor(indices, dtype=torch.long)
         return tuple(t[idx] for t in self.tensors)
 
-    def subset(self, indices: Sequence[int] | torch.Tensor) -> "TensorDataset":
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> TensorDataset:
         return TensorDataset(*self.get_batch(indices))

@@ -3,7 +3,8 @@ micro-batches already consumed and sees the same data in the same order as an un
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset

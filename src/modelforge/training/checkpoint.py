@@ -61,7 +61,8 @@ def save_checkpoint(
         save_model(model, str(tmp / "model.safetensors"))
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         for name, tensors in (extra_tensors or {}).items():
-            save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
+            flat = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+            save_file(flat, str(tmp / f"{name}.safetensors"))
         (tmp / "state.json").write_text(json.dumps({**state, "step": step, "optimizer": opt_meta}))
     for old in list_checkpoints(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

@@ -7,7 +7,7 @@ only schedule state is the step counter that checkpoints already hold (resume is
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

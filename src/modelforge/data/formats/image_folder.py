@@ -74,7 +74,7 @@ def read_image_folder(
                 if on_error == "fail":
                     raise
                 skipped.append((str(path), str(exc)))
-    for path, reason in skipped:
+    for _path, reason in skipped:
         log.warning("skipped %s", reason)
     if skipped:
         log.warning("%d file(s) under %s skipped (set data.on_error=fail to stop instead)", len(skipped), root)
