@@ -206,7 +206,7 @@ def test_empty_and_too_long_files_are_rejected(tmp_path):
     with pytest.raises(DataError, match=r"empty\.wav: WAV holds no audio samples"):
         read_wav(tmp_path / "empty.wav")
     write_wav(tmp_path / "long.wav", tone(440.0, 2.0), SR)
-    with pytest.raises(DataError, match=r"long\.wav: audio is longer than the 1\.5 s limit.*max_seconds"):
+    with pytest.raises(DataError, match=r"long\.wav: audio is 2\.0 s long, over the 1\.5 s limit.*max_seconds"):
         read_wav(tmp_path / "long.wav", SR, max_seconds=1.5)
     assert len(read_wav(tmp_path / "long.wav", SR, max_seconds=2.0)) == 2 * SR
 
@@ -229,7 +229,8 @@ def test_resampler_is_accurate_and_anti_aliased():
         # at least as close to the ideal tone as scipy's polyphase resampler
         assert np.abs(y - ideal)[300:-300].max() <= max(1e-4, np.abs(ref - ideal)[300:-300].max())
     above_nyquist = resample(torch.tensor(tone(10000.0, 1.0, rate=44100, amplitude=1.0)), 44100, SR)
-    assert 20 * np.log10(above_nyquist[300:-300].pow(2).mean().sqrt().item() / np.sqrt(0.5)) < -60  # aliasing suppressed
+    alias_rms = above_nyquist[300:-300].pow(2).mean().sqrt().item()
+    assert 20 * np.log10(alias_rms / np.sqrt(0.5)) < -60  # a tone above the new Nyquist rate does not alias
     batch = resample(torch.stack([torch.tensor(tone(500.0, rate=22050))] * 3), 22050, SR)
     assert batch.shape == (3, SR // 2) and torch.equal(batch[0], batch[2])
 
@@ -249,12 +250,13 @@ def test_spec_augment_is_seeded_and_bounded():
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert (feats > 0).all()  # the input was not modified
     zeros = a == 0
+    assert zeros.any()
     for row, length in enumerate(lengths.tolist()):
         time_masked = zeros[row].all(dim=1)
         freq_masked = zeros[row].all(dim=0)
         assert not time_masked[length:].any()  # time masks stay inside the utterance
         assert time_masked.sum() <= 2 * min(30, int(0.2 * length))
-        assert 0 < freq_masked.sum() <= 20 or (zeros[row].sum() == time_masked.sum() * 80)
+        assert freq_masked.sum() <= 2 * 10
         assert (zeros[row] == (time_masked[:, None] | freq_masked[None, :])).all()  # only whole rows/columns
 
 
@@ -280,7 +282,6 @@ def test_noise_is_added_at_the_requested_snr():
 def test_speed_perturbation_scales_duration_and_frequency():
     x = torch.tensor(tone(1000.0, 1.0))
     y, lengths = speed_perturb(x[None], 1.1, torch.tensor([SR]))
-    assert y.shape[-1] == lengths.item() == round(SR / 1.1) + 1 or y.shape[-1] == lengths.item()
-    assert abs(y.shape[-1] - SR / 1.1) <= 1
+    assert y.shape[-1] == lengths.item() and abs(y.shape[-1] - SR / 1.1) <= 1
     spectrum = np.abs(np.fft.rfft(y[0].numpy()))
     assert abs(spectrum.argmax() * SR / y.shape[-1] - 1100.0) < 2.0

@@ -127,6 +127,7 @@ def write_wav(path: str | Path, waveform: ArrayLike, sample_rate: int) -> None:
             wf.setsampwidth(2)
             wf.setframerate(int(sample_rate))
             wf.writeframes(data.astype("<i2").tobytes())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a cache may be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -145,15 +146,15 @@ def _read_wav_frames(path: Path, max_seconds: float | None) -> tuple[np.ndarray,
     try:
         with wave.open(str(path), "rb") as wf:
             channels, width, rate = wf.getnchannels(), wf.getsampwidth(), wf.getframerate()
-            limit = _frame_limit(path, rate, max_seconds)
-            raw = wf.readframes(limit + 1 if limit is not None else wf.getnframes())
+            limit, declared = _frame_limit(path, rate, max_seconds), wf.getnframes()
+            raw = wf.readframes(limit + 1 if limit is not None else declared)
         fmt = "pcm"  # ``wave`` only opens integer PCM
     except wave.Error as exc:
         if "unknown format" not in str(exc):
             raise DataError(f"{path}: corrupt WAV file ({exc}); {CONVERT_HINT}") from None
         # IEEE float (format 3) and WAVE_FORMAT_EXTENSIBLE: read the chunks ourselves.
         channels, width, rate, fmt, raw = _read_wav_chunks(path)
-        limit = _frame_limit(path, rate, max_seconds)
+        limit, declared = _frame_limit(path, rate, max_seconds), len(raw) // max(1, width * channels)
     except (EOFError, struct.error) as exc:
         raise DataError(f"{path}: truncated or corrupt WAV header ({exc or 'unexpected end of file'}); "
                         f"{CONVERT_HINT}") from None
@@ -165,7 +166,8 @@ def _read_wav_frames(path: Path, max_seconds: float | None) -> tuple[np.ndarray,
         raise DataError(f"{path}: WAV holds no audio samples (0 frames); record or export it again")
     if limit is not None and len(frames) > limit:
         raise DataError(
-            f"{path}: audio is longer than the {max_seconds:g} s limit; trim or split it, or raise max_seconds"
+            f"{path}: audio is {max(declared, len(frames)) / rate:.1f} s long, over the {max_seconds:g} s limit; "
+            f"trim or split it, or raise max_seconds"
         )
     return frames, rate
 
@@ -298,12 +300,15 @@ def speed_perturb(
 # Features
 
 
-def hz_to_mel(hz: ArrayLike) -> ArrayLike:
-    """HTK mel scale."""
-    return 2595.0 * (np.log10(1.0 + hz / 700.0) if isinstance(hz, np.ndarray) else torch.log10(1.0 + hz / 700.0))
+def hz_to_mel(hz: ArrayLike | float) -> ArrayLike:
+    """HTK mel scale (tensors stay tensors; anything else goes through NumPy)."""
+    if isinstance(hz, torch.Tensor):
+        return 2595.0 * torch.log10(1.0 + hz / 700.0)
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
 
 
-def mel_to_hz(mel: ArrayLike) -> ArrayLike:
+def mel_to_hz(mel: ArrayLike | float) -> ArrayLike:
+    mel = mel if isinstance(mel, torch.Tensor) else np.asarray(mel, dtype=np.float64)
     return 700.0 * ((10.0 ** (mel / 2595.0)) - 1.0)
 
 
@@ -314,9 +319,7 @@ def mel_filterbank(
     """(n_fft // 2 + 1, n_mels) float64 triangles on the HTK mel scale, peak 1, no area normalisation."""
     f_max = sample_rate / 2 if f_max is None else f_max
     bin_hz = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * sample_rate / n_fft  # rfft bins, odd n_fft too
-    mel_edges = torch.linspace(float(hz_to_mel(torch.tensor(f_min, dtype=torch.float64))),
-                               float(hz_to_mel(torch.tensor(f_max, dtype=torch.float64))), n_mels + 2,
-                               dtype=torch.float64)
+    mel_edges = torch.linspace(float(hz_to_mel(f_min)), float(hz_to_mel(f_max)), n_mels + 2, dtype=torch.float64)
     hz_edges = mel_to_hz(mel_edges)
     lower, center, upper = hz_edges[:-2], hz_edges[1:-1], hz_edges[2:]
     rising = (bin_hz[:, None] - lower[None, :]) / (center - lower)[None, :]

@@ -12,7 +12,6 @@ frame's best token dominates (the usual case for a trained CTC model), but not o
 
 from __future__ import annotations
 
-import math
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -117,6 +116,7 @@ def greedy_decode(
 class _TrieNode:
     children: dict[int, _TrieNode] = field(default_factory=dict)
     is_word: bool = False
+    allowed: np.ndarray | None = None  # (V,) bool: tokens that may follow here (letters of words, space after one)
 
 
 class Lexicon:
@@ -136,28 +136,20 @@ class Lexicon:
                 self.words.add(word)
         if not self.words:
             raise DataError("the lexicon is empty; give at least one word")
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            node.allowed = np.zeros(len(vocab), dtype=bool)
+            node.allowed[list(node.children)] = True
+            node.allowed[vocab.space] = node.is_word  # a space may only close a complete word
+            stack.extend(node.children.values())
+
+    def step(self, node: _TrieNode, token: int, space: int) -> _TrieNode:
+        return self.root if token == space else node.children[token]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Prefix beam search
-
-
-def _logaddexp(a: float, b: float) -> float:
-    if a == _NEG_INF:
-        return b
-    if b == _NEG_INF:
-        return a
-    high, low = (a, b) if a > b else (b, a)
-    return high + math.log1p(math.exp(low - high))
-
-
-def _extend(prefix: tuple[int, ...], node: _TrieNode | None, token: int, lexicon: Lexicon | None, space: int | None):
-    """The trie node after appending ``token`` (None without a lexicon), or False when the lexicon forbids it."""
-    if lexicon is None:
-        return None
-    if token == space:  # a space closes a word: only after a complete one
-        return lexicon.root if prefix and prefix[-1] != space and node.is_word else False
-    return node.children.get(token, False)
 
 
 def prefix_beam_search(
@@ -172,55 +164,71 @@ def prefix_beam_search(
 
     ``prune``: tokens more than this many nats below the frame's best are not tried (the frame's best always is).
     With a lexicon, hypotheses that do not end on a complete word are dropped; if none is left the result is
-    ``[("", -inf)]``.
+    ``[("", -inf)]``. With an unbounded beam and no pruning the scores are the exact CTC label probabilities.
     """
     if beam_width < 1:
         raise ValueError(f"beam_width must be >= 1, got {beam_width}")
     array, _ = _as_batch(log_probs, None)
-    frames = array[0].astype(np.float64)
-    space = vocab.space
-    # beam: prefix → [log P(prefix, ending in blank), log P(prefix, ending in its last token)]
-    beams: dict[tuple[int, ...], list[float]] = {(): [0.0, _NEG_INF]}
+    # a beam: prefixes, log P(prefix, path ends in blank), log P(prefix, path ends in the prefix's last token)
+    prefixes: list[tuple[int, ...]] = [()]
+    p_blank, p_token = np.zeros(1), np.full(1, _NEG_INF)
     nodes: dict[tuple[int, ...], _TrieNode | None] = {(): lexicon.root if lexicon else None}
-    for frame in frames:
-        keep = np.flatnonzero(frame >= frame.max() + prune).tolist()
-        lp = frame.tolist()
-        following: dict[tuple[int, ...], list[float]] = {}
-        for prefix, (p_blank, p_token) in beams.items():
-            total = _logaddexp(p_blank, p_token)
-            last = prefix[-1] if prefix else None
-            for token in keep:
-                if token == BLANK:
-                    slot = following.setdefault(prefix, [_NEG_INF, _NEG_INF])
-                    slot[0] = _logaddexp(slot[0], total + lp[token])
-                    continue
-                if token == last and p_token != _NEG_INF:  # a repeat with no blank between merges into the prefix
-                    slot = following.setdefault(prefix, [_NEG_INF, _NEG_INF])
-                    slot[1] = _logaddexp(slot[1], p_token + lp[token])
-                # after the same token only a path through a blank starts a new character
-                source = p_blank if token == last else total
-                node = _extend(prefix, nodes[prefix], token, lexicon, space)
-                if node is False or source == _NEG_INF:
-                    continue
-                grown = prefix + (token,)
-                nodes.setdefault(grown, node)
-                slot = following.setdefault(grown, [_NEG_INF, _NEG_INF])
-                slot[1] = _logaddexp(slot[1], source + lp[token])
-        ranked = sorted(following.items(), key=lambda item: (-_logaddexp(*item[1]), item[0]))
-        beams = dict(ranked[:beam_width])
-    return _finish(beams, nodes, vocab, lexicon, n_best)
+    for frame in array[0].astype(np.float64):
+        prefixes, p_blank, p_token = _beam_step(prefixes, p_blank, p_token, frame, nodes, lexicon, vocab.space,
+                                                beam_width, prune)
+    return _finish(prefixes, np.logaddexp(p_blank, p_token), nodes, vocab, lexicon, n_best)
 
 
-def _finish(beams, nodes, vocab: CharVocab, lexicon: Lexicon | None, n_best: int) -> list[tuple[str, float]]:
-    scored: dict[str, float] = {}
-    for prefix, probs in beams.items():
+def _beam_step(prefixes, p_blank, p_token, frame, nodes, lexicon, space, beam_width, prune):
+    """One frame: every beam either stays (blank, or its last token repeated) or grows by one token."""
+    with np.errstate(invalid="ignore"):  # -inf - -inf never reaches a kept score
+        total = np.logaddexp(p_blank, p_token)
+        last = np.array([p[-1] if p else -1 for p in prefixes])
+        ends = last >= 0
+        stay_blank = total + frame[BLANK]
+        stay_token = np.where(ends, p_token + frame[np.maximum(last, 0)], _NEG_INF)
+        # growing by the token it ends with needs a blank in between, so only paths ending in blank count
+        source = np.repeat(total[:, None], len(frame), axis=1)
+        source[np.flatnonzero(ends), last[ends]] = p_blank[ends]
+        grow = source + frame[None, :]
+    grow[:, BLANK] = _NEG_INF
+    grow[:, frame < frame.max() + prune] = _NEG_INF
+    if lexicon is not None:
+        grow[~np.stack([nodes[p].allowed for p in prefixes])] = _NEG_INF
+    index = {p: i for i, p in enumerate(prefixes)}
+    for j, prefix in enumerate(prefixes):  # growth that lands on a prefix already in the beam merges into it
+        i = index.get(prefix[:-1]) if prefix else None
+        if i is not None and grow[i, prefix[-1]] > _NEG_INF:
+            stay_token[j] = np.logaddexp(stay_token[j], grow[i, prefix[-1]])
+            grow[i, prefix[-1]] = _NEG_INF
+    # a new prefix has a single parent, so only the beam_width best growths can survive this frame
+    flat = grow.ravel()
+    finite = np.flatnonzero(flat > _NEG_INF)
+    if len(finite) > beam_width:
+        finite = finite[np.argpartition(-flat[finite], beam_width - 1)[:beam_width]]
+    pool = [(prefixes[j], stay_blank[j], stay_token[j]) for j in range(len(prefixes))]
+    for flat_index in finite.tolist():
+        i, token = divmod(flat_index, len(frame))
+        grown = prefixes[i] + (token,)
+        if lexicon is not None:
+            nodes.setdefault(grown, lexicon.step(nodes[prefixes[i]], token, space))
+        pool.append((grown, _NEG_INF, flat[flat_index]))
+    pool = [entry for entry in pool if np.logaddexp(entry[1], entry[2]) > _NEG_INF]
+    pool.sort(key=lambda entry: (-np.logaddexp(entry[1], entry[2]), entry[0]))
+    kept = pool[:beam_width]
+    return [e[0] for e in kept], np.array([e[1] for e in kept]), np.array([e[2] for e in kept])
+
+
+def _finish(prefixes, scores, nodes, vocab: CharVocab, lexicon, n_best: int) -> list[tuple[str, float]]:
+    merged: dict[str, float] = {}
+    for prefix, score in zip(prefixes, scores.tolist(), strict=True):
         if lexicon is not None and prefix and prefix[-1] != vocab.space and not nodes[prefix].is_word:
             continue  # ends inside a word
         text = vocab.decode(prefix)
-        scored[text] = _logaddexp(scored.get(text, _NEG_INF), _logaddexp(*probs))  # same text, other spacing
-    if not scored:
+        merged[text] = float(np.logaddexp(merged.get(text, _NEG_INF), score))  # same text, other spacing
+    if not merged:
         return [("", _NEG_INF)]
-    return sorted(scored.items(), key=lambda item: (-item[1], item[0]))[:n_best]
+    return sorted(merged.items(), key=lambda item: (-item[1], item[0]))[:n_best]
 
 
 def beam_decode(

@@ -147,6 +147,7 @@ def write_speech_manifest(path: Path, records: list[SpeechRecord]) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write("\n".join(lines) + "\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a cache may be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
