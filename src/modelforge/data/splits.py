@@ -45,9 +45,9 @@ def check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
     return fractions
 
 
-def split_by_hash(keys: Iterable[str], fractions: Mapping[str, float] = DEFAULT_FRACTIONS, seed: int = 0) -> dict[
-    str, list[int]
-]:
+def split_by_hash(
+    keys: Iterable[str], fractions: Mapping[str, float] = DEFAULT_FRACTIONS, seed: int = 0
+) -> dict[str, list[int]]:
     """Assign item ``i`` to a split by where ``stable_hash(f"{seed}:{keys[i]}")`` falls in [0, 1)."""
     fractions = check_fractions(fractions)
     names = list(fractions)
@@ -79,15 +79,15 @@ def split_indices(n: int, fractions: Mapping[str, float] = DEFAULT_FRACTIONS, se
     permutation = np.random.default_rng(seed).permutation(n)
     out: dict[str, list[int]] = {}
     start = 0
-    for name, size in zip(fractions, _exact_sizes(n, fractions)):
+    for name, size in zip(fractions, _exact_sizes(n, fractions), strict=True):
         out[name] = sorted(int(i) for i in permutation[start : start + size])
         start += size
     return out
 
 
-def split_groups(groups: Sequence[Hashable], fractions: Mapping[str, float] = DEFAULT_FRACTIONS, seed: int = 0) -> dict[
-    str, list[int]
-]:
+def split_groups(
+    groups: Sequence[Hashable], fractions: Mapping[str, float] = DEFAULT_FRACTIONS, seed: int = 0
+) -> dict[str, list[int]]:
     """Split items so that all items of one group share a split; ``groups[i]`` is item ``i``'s group.
 
     The distinct groups are shuffled with a seeded generator and laid end to end, weighted by their item counts; a

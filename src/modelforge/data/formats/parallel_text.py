@@ -34,7 +34,7 @@ class ParallelText:
         return len(self.sources)
 
     def pairs(self) -> list[tuple[str, str]]:
-        return list(zip(self.sources, self.targets))
+        return list(zip(self.sources, self.targets, strict=True))
 
     def subset(self, indices: list[int]) -> ParallelText:
         return ParallelText(
@@ -106,7 +106,7 @@ def read_parallel_files(source_path: str | Path, target_path: str | Path, encodi
             f"has {len(target_lines)}; every source line needs exactly one target line"
         )
     sources, targets, numbers, empty_side = [], [], [], []
-    for number, (source, target) in enumerate(zip(source_lines, target_lines), start=1):
+    for number, (source, target) in enumerate(zip(source_lines, target_lines, strict=True), start=1):
         source, target = source.strip(), target.strip()
         if not source or not target:
             empty_side.append(number)

@@ -59,7 +59,7 @@ def decode_text(data: bytes, path: str | Path, encoding: str = "utf-8") -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise DataError(
-            f"{path}: byte {exc.start} (line {line}) is not valid {encoding} ({data[exc.start:exc.start + 1]!r}); "
+            f"{path}: byte {exc.start} (line {line}) is not valid {encoding} ({data[exc.start : exc.start + 1]!r}); "
             f"pass the file's real encoding, e.g. encoding='latin-1' or 'cp1252'"
         ) from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
@@ -96,9 +96,11 @@ def corpus_files(source: str | Path | Sequence[str | Path], pattern: str = "*.tx
     for item in sources:
         path = Path(item)
         if path.is_dir():
-            found = sorted((p for p in path.rglob(pattern) if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
+            found = sorted(
+                (p for p in path.rglob(pattern) if p.is_file()), key=lambda p, root=path: p.relative_to(root).as_posix()
+            )
             if not found:
-                raise DataError(f"{path}: no files matching {pattern!r} in this directory; add .txt files or set pattern")
+                raise DataError(f"{path}: no files matching {pattern!r} in this directory; add files or set pattern")
             files.extend(found)
         elif path.is_file():
             files.append(path)

@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from modelforge.core.errors import DataError
-from modelforge.data.formats.text_corpus import check_encoding, read_bytes
-from modelforge.data.formats.text_corpus import decode_text as _decode
+from modelforge.data.formats.text_corpus import check_encoding, decode_text, read_bytes
 
 log = logging.getLogger("modelforge.data")
 
@@ -139,8 +138,11 @@ def _csv_rows(text: str, path: Path, columns: Sequence[str], delimiter: str) -> 
             if len(fields) != len(header):
                 raise DataError(
                     f"{path}: line {start} has {len(fields)} fields but the header has {len(header)}; "
-                    + ("a text holding a tab breaks TSV, use CSV or JSONL" if delimiter == "\t" else
-                       "quote fields that contain commas or newlines")
+                    + (
+                        "a text holding a tab breaks TSV, use CSV or JSONL"
+                        if delimiter == "\t"
+                        else "quote fields that contain commas or newlines"
+                    )
                 )
             yield TableRow(start, {c: fields[p] for c, p in positions.items()})
     except csv.Error as exc:
@@ -196,7 +198,7 @@ def read_table_rows(
     path = Path(path)
     fmt = table_format(path, format)
     check_encoding(encoding)
-    text = _decode(read_bytes(path), path, encoding)
+    text = decode_text(read_bytes(path), path, encoding)
     if not text.strip():
         raise DataError(f"{path}: file is empty; expected {'JSON lines' if fmt == 'jsonl' else 'a header and rows'}")
     if fmt == "jsonl":
@@ -228,48 +230,36 @@ def read_text_table(
     path = Path(path)
     columns = [text_column] + ([label_column] if label_column else [])
     known = set(known_labels) if known_labels is not None else None
-    texts: list[str] = []
-    labels: list[str] = []
-    lines: list[int] = []
-    empty_text: list[int] = []
-    empty_label: list[int] = []
-    unknown: list[int] = []
+    table = TextTable(texts=[], labels=[] if label_column else None, label_names=[], path=path)
+    skipped: dict[str, list[int]] = {"text": [], "label": [], "unknown": []}
     for row in read_table_rows(path, columns, format, encoding):
         text = row.values[text_column].strip()
+        label = row.values[label_column].strip() if label_column else None
         if not text:
-            empty_text.append(row.line)
-            continue
-        if label_column:
-            label = row.values[label_column].strip()
-            if not label:
-                empty_label.append(row.line)
-                continue
-            if known is not None and label not in known:
-                if unknown_labels == "error":
-                    raise DataError(
-                        f"{path}: line {row.line}: label {label!r} does not occur in the training data "
-                        f"(known: {sorted(known)[:20]}); fix the label or set unknown_labels='skip'"
-                    )
-                unknown.append(row.line)
-                continue
-            labels.append(label)
-        texts.append(text)
-        lines.append(row.line)
-    _log_skips(path, empty_text, "empty text")
-    _log_skips(path, empty_label, f"empty label in column {label_column!r}")
-    _log_skips(path, unknown, "label not in the training labels")
-    if not texts:
+            skipped["text"].append(row.line)
+        elif label == "":
+            skipped["label"].append(row.line)
+        elif label is not None and known is not None and label not in known:
+            if unknown_labels == "error":
+                raise DataError(
+                    f"{path}: line {row.line}: label {label!r} does not occur in the training data "
+                    f"(known: {sorted(known)[:20]}); fix the label or set unknown_labels='skip'"
+                )
+            skipped["unknown"].append(row.line)
+        else:
+            table.texts.append(text)
+            table.lines.append(row.line)
+            if table.labels is not None and label is not None:
+                table.labels.append(label)
+    _log_skips(path, skipped["text"], "empty text")
+    _log_skips(path, skipped["label"], f"empty label in column {label_column!r}")
+    _log_skips(path, skipped["unknown"], "label not in the training labels")
+    if not table.texts:
         raise DataError(f"{path}: no usable rows (every row has an empty text or label); check text_column")
-    return TextTable(
-        texts=texts,
-        labels=labels if label_column else None,
-        label_names=sorted(set(labels)),
-        path=path,
-        lines=lines,
-        skipped_empty_text=len(empty_text),
-        skipped_empty_label=len(empty_label),
-        skipped_unknown_label=len(unknown),
-    )
+    table.label_names = sorted(set(table.labels or []))
+    table.skipped_empty_text, table.skipped_empty_label = len(skipped["text"]), len(skipped["label"])
+    table.skipped_unknown_label = len(skipped["unknown"])
+    return table
 
 
 def _log_skips(path: Path, lines: list[int], reason: str) -> None:
