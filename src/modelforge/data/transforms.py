@@ -96,11 +96,11 @@ def to_tensor(image: Any) -> torch.Tensor:
     if array.ndim != 3:
         raise ValueError(f"image array must be (H, W) or (H, W, C), got shape {array.shape}")
     if array.dtype == np.uint8:
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).float().div_(255)
+        tensor = torch.from_numpy(array.astype(np.float32)).div_(255)  # astype copies: Pillow's arrays are read-only
     elif array.dtype == np.uint16:
         tensor = torch.from_numpy(array.astype(np.float32) / 65535)
     elif array.dtype == bool or np.issubdtype(array.dtype, np.floating):
-        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        tensor = torch.from_numpy(np.array(array, dtype=np.float32))
     else:
         raise ValueError(f"unsupported image dtype {array.dtype}; expected uint8, uint16, bool or float")
     return tensor.permute(2, 0, 1).contiguous()

@@ -74,6 +74,26 @@ def _ellipse(size: int, cx: float, cy: float, rx: float, ry: float, angle: float
     return np.sqrt(u**2 + v**2)
 
 
+def _lesion(rng: np.random.Generator, size: int, taken: np.ndarray) -> np.ndarray | None:
+    """An irregular blob inside the body that keeps a gap to the lesions already placed (overlapping bright and dark
+    lesions would cancel out into an invisible but labelled patch); None if no spot is found."""
+    from scipy.ndimage import binary_dilation
+
+    c = size / 2
+    keep_out = binary_dilation(taken, iterations=3) if taken.any() else taken
+    for _attempt in range(20):
+        radius = size * rng.uniform(0.04, 0.1)
+        # the centre stays well inside the body (< 0.6 of its radius), so a lesion never leaves it
+        t, r = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.6)
+        cx, cy = c + r * np.cos(t) * size * 0.3, c + r * np.sin(t) * size * 0.25
+        rx, ry = radius * rng.uniform(0.7, 1.3), radius * rng.uniform(0.7, 1.3)
+        shape = _ellipse(size, cx, cy, rx, ry, rng.uniform(0, np.pi))
+        lesion = (shape + 0.18 * _smooth_noise(rng, size, radius / 2)) < 1  # irregular outline
+        if lesion.any() and not (lesion & keep_out).any():
+            return lesion
+    return None
+
+
 def render_phantom(rng: np.random.Generator, params: PhantomParams) -> tuple[np.ndarray, np.ndarray]:
     """One (image float in [0, 1], mask uint8 0/1) pair of shape (S, S)."""
     from scipy.ndimage import gaussian_filter
@@ -91,13 +111,9 @@ def render_phantom(rng: np.random.Generator, params: PhantomParams) -> tuple[np.
         image = np.where(organ < 1, rng.uniform(0.3, 0.65), image)
     mask = np.zeros((size, size), dtype=bool)
     for _ in range(rng.integers(params.min_lesions, params.max_lesions + 1)):
-        radius = size * rng.uniform(0.04, 0.1)
-        # the centre stays well inside the body (< 0.6 of its radius), so a lesion never leaves it
-        t, r = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.6)
-        cx, cy = c + r * np.cos(t) * size * 0.3, c + r * np.sin(t) * size * 0.25
-        rx, ry = radius * rng.uniform(0.7, 1.3), radius * rng.uniform(0.7, 1.3)
-        shape = _ellipse(size, cx, cy, rx, ry, rng.uniform(0, np.pi))
-        lesion = (shape + 0.18 * _smooth_noise(rng, size, radius / 2)) < 1  # irregular outline
+        lesion = _lesion(rng, size, mask)
+        if lesion is None:
+            continue
         sign = 1 if rng.uniform() < 0.6 else -1
         image = image + sign * rng.uniform(params.min_contrast, params.max_contrast) * lesion
         mask |= lesion

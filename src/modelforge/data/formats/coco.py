@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,6 +297,9 @@ def read_coco(
     treats them as problems. ``check_images`` checks that each image file exists and that its header size matches
     the JSON (``"header"``), also decodes it fully (``"decode"``: finds truncated files), or skips the check.
     """
+    if boxes_outside not in ("clip", "report") or check_images not in ("none", "header", "decode"):
+        raise ValueError(f"boxes_outside must be clip/report and check_images none/header/decode, got "
+                         f"{boxes_outside!r}, {check_images!r}")  # fmt: skip
     path = Path(path)
     data = _load_json(path)
     if image_dir is None:
@@ -308,7 +312,7 @@ def read_coco(
     seen: set[int] = set()
     clipped = 0
     for entry in data["annotations"]:
-        if isinstance(entry, dict) and entry.get("image_id") in dropped:
+        if isinstance(entry, dict) and isinstance(entry.get("image_id"), int) and entry["image_id"] in dropped:
             continue  # its image was already reported; one report per cause
         ann, reason, was_clipped = _read_annotation(entry, images, category_ids, boxes_outside)
         if ann is not None and ann.id in seen:
@@ -357,7 +361,10 @@ def annotation_mask(ann: CocoAnnotation, height: int, width: int) -> np.ndarray:
         rle = mask_utils.frPyObjects(seg, height, width)  # uncompressed RLE → compressed
     else:
         rle = dict(seg, counts=seg["counts"].encode("ascii") if isinstance(seg["counts"], str) else seg["counts"])
-    return mask_utils.decode(rle).astype(np.uint8)
+    with warnings.catch_warnings():
+        # pycocotools' compiled decoder trips NumPy 2's copy-keyword deprecation; the result is unaffected
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle).astype(np.uint8)
 
 
 def rle_from_mask(mask: np.ndarray) -> dict[str, Any]:

@@ -159,23 +159,26 @@ def read_segmentation_folder(
     return SegmentationFolder(root, pairs, class_names, problems, image_reader)
 
 
-def default_palette(num_classes: int) -> list[int]:
-    """Distinct colours for class indices (black background, then well-separated hues), as a flat RGB list."""
+def default_palette() -> list[int]:
+    """256 colours for class indices (black background, then well-separated hues), as a flat RGB list."""
     base = [(0, 0, 0), (255, 255, 255), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
             (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230)]  # fmt: skip
     colours = [base[i] if i < len(base) else ((i * 67) % 256, (i * 151) % 256, (i * 29) % 256) for i in range(256)]
-    return [channel for colour in colours[: max(num_classes, 1)] for channel in colour]
+    return [channel for colour in colours for channel in colour]
 
 
-def write_mask(path: Path, mask: np.ndarray, palette: list[int] | None = None) -> None:
-    """Save an integer (H, W) class-index mask as a palette PNG (indices must be 0..255)."""
+def write_mask(path: Path, mask: np.ndarray, palette: Sequence[int] | None = None) -> None:
+    """Save an integer (H, W) class-index mask (indices 0..255) as an 8-bit palette PNG."""
     from PIL import Image
 
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.size and (mask.min() < 0 or mask.max() > 255):
         raise ValueError(f"a mask must be (H, W) with class indices 0..255, got shape {mask.shape}")
+    colours = list(palette or default_palette())
+    # always 256 entries: with a short palette Pillow writes a 1/2/4-bit PNG and larger indices are lost
+    colours += default_palette()[len(colours) :]
     img = Image.fromarray(mask.astype(np.uint8))
-    img.putpalette(palette or default_palette(int(mask.max()) + 1 if mask.size else 1))
+    img.putpalette(colours[:768])
     img.save(path)  # putpalette turned the L image into mode P with the pixel values unchanged
 
 
@@ -195,12 +198,11 @@ def write_segmentation_folder(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     names = list(names) if names is not None else [f"{i:05d}" for i in range(len(images))]
-    palette = default_palette(len(class_names)) if class_names else None
     for name, image, mask in zip(names, images, masks, strict=True):
         if image.shape[:2] != mask.shape:
             raise ValueError(f"image {name} is {image.shape[:2]} but its mask is {mask.shape}")
         Image.fromarray(np.asarray(image, dtype=np.uint8)).save(root / f"{name}.{image_format}")
-        write_mask(root / f"{name}{MASK_SUFFIX}", mask, palette)
+        write_mask(root / f"{name}{MASK_SUFFIX}", mask)
     if class_names:
         atomic_write_text(root / "classes.txt", "\n".join(class_names) + "\n")
     return root

@@ -160,7 +160,9 @@ def sample_frames(path: str | Path, num_frames: int, *, rgb: bool = True) -> np.
         frames, decoded = _gather(path, sample_indices(total, num_frames), rgb)
         if len(frames) == num_frames:
             return np.stack(frames)
-        total = decoded  # the header overstated the length: sample again over the frames that really decode
+        # the header overstated the length (e.g. a truncated file): sample again over the frames that really decode
+        log.warning("%s: header says %d frames but only %d decode; sampling from those", path, total, decoded)
+        total = decoded
     else:
         total = sum(1 for _ in iter_frames(path, rgb=rgb))
     frames, _ = _gather(path, sample_indices(total, num_frames), rgb)
