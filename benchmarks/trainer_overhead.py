@@ -56,7 +56,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--quick", action="store_true", help="3,000 samples, 2 rounds")
     args = parser.parse_args()
+    if args.quick:
+        args.samples, args.rounds = 3000, 2
     arrays = load_mnist()
     x = torch.from_numpy(arrays["train_images"][: args.samples, None].copy())
     y = torch.from_numpy(arrays["train_labels"][: args.samples].copy())
@@ -80,6 +83,7 @@ def main() -> None:
     print(f"hand_written_epoch_s: {hand:.3f}  (all: {', '.join(f'{t:.2f}' for t in hand_times)})")
     print(f"modelforge_trainer_epoch_s: {ours:.3f}  (all: {', '.join(f'{t:.2f}' for t in trainer_times)})")
     print(f"ratio_trainer_over_hand: {ours / hand:.3f}  (target <= 1.03)")
+    print(f"table: trainer epoch time (s) | {ours:.3f} | {hand:.3f} | {ours / hand:.3f}")
 
 
 if __name__ == "__main__":

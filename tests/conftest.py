@@ -21,6 +21,6 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cli():
     return run_cli

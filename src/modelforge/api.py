@@ -59,19 +59,21 @@ def train(
     from modelforge.artifacts.model_dir import save_artifact
     from modelforge.tasks import get_task
     from modelforge.tasks.recipes import load_recipe, recipe_to_dict
+    from modelforge.training import distributed as dist_utils
     from modelforge.training.trainer import Trainer
 
     recipe_obj = load_recipe(str(recipe) if isinstance(recipe, Path) else recipe, overrides, **kw_overrides)
-    if run_dir is not None:
-        directory = Path(run_dir)
-    elif resume:
-        directory = latest_run_dir(recipe_obj.train.output_dir, recipe_obj.name) or new_run_dir(
-            recipe_obj.train.output_dir, recipe_obj.name
-        )
-    else:
-        directory = new_run_dir(recipe_obj.train.output_dir, recipe_obj.name)
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe_obj), sort_keys=False))
+    env = dist_utils.setup(dist_utils.default_device())
+    directory = _resolve_run_dir(recipe_obj, run_dir, resume) if env.is_main else None
+    if env.enabled:  # every rank must use the directory rank 0 chose
+        import torch.distributed
+
+        holder = [directory]
+        torch.distributed.broadcast_object_list(holder, src=0)
+        directory = holder[0]
+    if env.is_main:
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe_obj), sort_keys=False))
 
     seed_everything(recipe_obj.train.seed)
     task = get_task(recipe_obj.task)(recipe_obj)
@@ -86,9 +88,21 @@ def train(
         floats = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         trainer.metrics_log.write({"step": trainer.step, "epoch": trainer.epoch, "event": "test", **floats})
     summary.update(train_seconds=round(time.perf_counter() - started, 2), data=splits.summary)
-    save_artifact(directory / "model", recipe_obj, task, model)
-    atomic_write_json(directory / "results.json", {"summary": summary, "metrics": metrics})
+    final_model = trainer.export_model()
+    if env.is_main:
+        save_artifact(directory / "model", recipe_obj, task, final_model)
+        atomic_write_json(directory / "results.json", {"summary": summary, "metrics": metrics})
+    dist_utils.barrier(env)
     return Run(directory, metrics, summary)
+
+
+def _resolve_run_dir(recipe_obj: Any, run_dir: str | Path | None, resume: bool) -> Path:
+    if run_dir is not None:
+        return Path(run_dir)
+    out, name = recipe_obj.train.output_dir, recipe_obj.name
+    if resume:
+        return latest_run_dir(out, name) or new_run_dir(out, name)
+    return new_run_dir(out, name)
 
 
 def load(path: str | Path):

@@ -22,10 +22,30 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    if args.nproc and "WORLD_SIZE" not in os.environ:
+        from modelforge.training.distributed import launch
+
+        return launch(args.nproc, _without_nproc(args.argv))
     from modelforge.api import train
 
     run = train(args.recipe, args.overrides, resume=args.resume, run_dir=args.run_dir)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     floats = {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))}
     for key, value in floats.items():
         print(f"{key}: {value:.4f}")
@@ -81,6 +101,66 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
+    return value
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from modelforge.serve.app import ServeSettings, serve
+    from modelforge.serve.batching import BatchSettings
+
+    batch = BatchSettings(args.max_batch_size, args.max_wait_ms, args.queue_size)
+    settings = ServeSettings(batch=batch, api_key=args.api_key or os.environ.get("MODELFORGE_API_KEY") or None,
+                             max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+    serve(args.runs, args.host, args.port, settings, log_level=args.log_level)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from modelforge.artifacts.export import export
+
+    result = export(args.run, args.format, output=args.output, opset=args.opset)
+    inputs = ", ".join(f"{name}{shape}" for name, shape in result.inputs.items())
+    print(f"wrote {result.path} (opset {result.opset}; inputs {inputs}; outputs {', '.join(result.outputs)})")
+    if result.max_abs_diff is not None:
+        print(f"verified with onnxruntime: max |onnx - torch| = {result.max_abs_diff:.2e}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from modelforge.report import write_report
+
+    print(f"wrote {write_report(args.run, output=args.output, samples=args.samples)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from modelforge.report import compare_runs
+
+    comparison = compare_runs(args.runs, output=args.output, metric=args.metric)
+    print(comparison.table())
+    print(f"curves: {comparison.plot}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from modelforge.benchmarks_runner import run_benchmarks
+
+    return run_benchmarks(args.names, quick=args.quick)
+
+
 def _usage(text: str) -> int:
     print(f"modelforge: error: usage: {text}", file=sys.stderr)
     return EXIT_USAGE
@@ -97,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="typed overrides such as train.lr=0.01 data.limit=1000")
     p.add_argument("--resume", action="store_true", help="continue the latest run of this recipe from its checkpoint")
     p.add_argument("--run-dir", help="run directory (default: <train.output_dir>/<recipe name>[-N])")
+    p.add_argument("--nproc", type=int, help="launch N processes on this node through torchrun (see train.strategy)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a trained run on its test split")
@@ -115,14 +196,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.set_defaults(func=cmd_recipes)
 
+    p = sub.add_parser("bench", help="run the CPU benchmarks and print one table (name, ours, peer, ratio)")
+    p.add_argument("names", nargs="*", help="benchmark script names (default: all CPU benchmarks)")
+    p.add_argument("--quick", action="store_true", help="small settings (minutes, not tens of minutes)")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("models", help="list registered models with a one-line description")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("serve", help="serve runs over HTTP with micro-batching: modelforge serve RUN [RUN ...]")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (NAME=RUN to choose the model name)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require this key (Authorization: Bearer KEY); prefer env MODELFORGE_API_KEY")
+    p.add_argument("--max-batch-size", type=_positive_int, default=32, help="inputs per model call (1 = off)")
+    p.add_argument("--max-wait-ms", type=_non_negative_float, default=5.0, help="longest wait to fill a batch")
+    p.add_argument("--queue-size", type=_positive_int, default=256, help="waiting requests before HTTP 503")
+    p.add_argument("--max-body-mb", type=_non_negative_float, default=8.0, help="request body limit in MiB")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="export a run to ONNX, verified with onnxruntime: modelforge export RUN")
+    p.add_argument("run")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--opset", type=_positive_int, default=17)
+    p.add_argument("--output", help="file to write (default: RUN/model.onnx)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="write RUN/report.html: curves, metrics, confusion matrix, samples")
+    p.add_argument("run")
+    p.add_argument("--output", help="file to write (default: RUN/report.html)")
+    p.add_argument("--samples", type=int, default=12, help="sample predictions to show (0 = none)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="compare runs: a metrics table and overlaid curves (compare.png)")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--output", default="compare.png", help="curves plot to write (default: compare.png)")
+    p.add_argument("--metric", help="validation metric to overlay (default: the first logged, e.g. val_accuracy)")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

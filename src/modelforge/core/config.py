@@ -53,7 +53,11 @@ class TrainConfig(StrictConfig):
     final_div_factor: float = Field(1e4, gt=0, description="onecycle: final lr = initial lr / final_div_factor")
     grad_clip: Optional[float] = Field(None, gt=0, description="clip the global gradient norm to this value")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimiser step")
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype (fp16 uses a GradScaler)")
+    strategy: Literal["single", "ddp", "fsdp"] = Field("single", description="under torchrun: DDP or FSDP2 sharding")
+    compile: bool = Field(False, description="torch.compile the model (falls back with a warning)")
+    compile_backend: str = Field("inductor", description="torch.compile backend (inductor, aot_eager, …)")
+    activation_checkpointing: bool = Field(False, description="recompute each block's activations in backward")
     eval_every_steps: Optional[int] = Field(None, ge=1, description="also evaluate every N optimiser steps")
     early_stopping: Optional[EarlyStopping] = None
     checkpoint_every_steps: Optional[int] = Field(None, ge=1)

@@ -1,7 +1,9 @@
 """Checkpoints: ``checkpoints/step-NNNNNNN/`` = model.safetensors + optimizer.safetensors + state.json.
 
-Each checkpoint is written into a temporary directory and renamed into place, so a ``step-*`` directory is always
-complete; a run killed mid-write leaves only a ``.step-*.tmp-*`` directory that the next resume removes.
+Model and optimiser states are full (unsharded) state dicts keyed by parameter name, so a checkpoint written under
+any world size or strategy loads in a single process. Each checkpoint is written into a temporary directory and
+renamed into place, so a ``step-*`` directory is always complete; a run killed mid-write leaves only a
+``.step-*.tmp-*`` directory that the next resume removes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file
 
 from modelforge.core.atomic import atomic_directory
 from modelforge.core.errors import ArtifactError
@@ -22,47 +24,50 @@ from modelforge.core.errors import ArtifactError
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
-def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimiser state dict into tensors (for safetensors) and JSON-able rest."""
-    state = optimizer.state_dict()
+def plain_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Independent contiguous CPU copies: safetensors refuses tensors that share storage (tied weights)."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+
+
+def optimizer_to_flat(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimiser state dict into tensors (for safetensors) and the JSON-able rest."""
     tensors: dict[str, torch.Tensor] = {}
     other: dict[str, dict[str, Any]] = {}
-    for index, slots in state["state"].items():
+    for key, slots in state["state"].items():
         for name, value in slots.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{name}"] = value.detach().contiguous().clone()
+                tensors[f"{key}.{name}"] = value
             else:
-                other.setdefault(str(index), {})[name] = value
-    return tensors, {"param_groups": state["param_groups"], "other": other}
+                other.setdefault(str(key), {})[name] = value
+    return plain_tensors(tensors), {"param_groups": state["param_groups"], "other": other}
 
 
-def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    for index, slots in meta["other"].items():
-        state.setdefault(int(index), {}).update(slots)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+def optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[Any, dict[str, Any]] = {}
+    for flat, value in tensors.items():
+        key, name = flat.rsplit(".", 1)  # keys are parameter names (with dots); slot names have none
+        state.setdefault(key, {})[name] = value
+    for key, slots in meta["other"].items():
+        state.setdefault(key, {}).update(slots)
+    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def save_checkpoint(
     directory: Path,
     step: int,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    model_state: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
     state: dict[str, Any],
     extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
     keep: int = 2,
 ) -> Path:
     target = directory / f"step-{step:07d}"
-    opt_tensors, opt_meta = optimizer_to_flat(optimizer)
+    opt_tensors, opt_meta = optimizer_to_flat(optimizer_state)
     with atomic_directory(target) as tmp:
-        save_model(model, str(tmp / "model.safetensors"))
+        save_file(plain_tensors(model_state), str(tmp / "model.safetensors"))
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         for name, tensors in (extra_tensors or {}).items():
-            flat = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
-            save_file(flat, str(tmp / f"{name}.safetensors"))
+            save_file(plain_tensors(tensors), str(tmp / f"{name}.safetensors"))
         (tmp / "state.json").write_text(json.dumps({**state, "step": step, "optimizer": opt_meta}))
     for old in list_checkpoints(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -83,19 +88,13 @@ def clean_partial(directory: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
-) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
-    """Load weights and optimiser state in place; return state.json and any extra tensor files by name."""
+def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any], dict[str, dict]]:
+    """(state.json, model state, optimiser state, extra tensor files by name) of one checkpoint directory."""
     try:
         state = json.loads((path / "state.json").read_text())
-        load_model(model, str(path / "model.safetensors"), strict=True)
-        optimizer_from_flat(optimizer, load_file(str(path / "optimizer.safetensors")), state.pop("optimizer"))
-        extras = {
-            p.stem: load_file(str(p))
-            for p in path.glob("*.safetensors")
-            if p.stem not in ("model", "optimizer")
-        }
-    except (OSError, json.JSONDecodeError, SafetensorError, KeyError, RuntimeError, ValueError) as exc:
+        model_state = load_file(str(path / "model.safetensors"))
+        optimizer_state = optimizer_from_flat(load_file(str(path / "optimizer.safetensors")), state.pop("optimizer"))
+        extras = {p.stem: load_file(str(p)) for p in path.glob("*.safetensors") if p.stem not in ("model", "optimizer")}
+    except (OSError, json.JSONDecodeError, SafetensorError, KeyError, ValueError) as exc:
         raise ArtifactError(f"checkpoint {path} cannot be loaded: {exc}") from None
-    return state, extras
+    return state, model_state, optimizer_state, extras

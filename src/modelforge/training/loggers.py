@@ -15,18 +15,22 @@ from modelforge.core.atomic import atomic_write_text
 class MetricsLog:
     """Append-only JSON-lines log, flushed per record so a killed run keeps everything logged before it died."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, enabled: bool = True):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.enabled = enabled  # only rank 0 writes under torchrun
+        if enabled:
+            path.parent.mkdir(parents=True, exist_ok=True)
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop records written after the checkpoint we restart from (they will be written again)."""
-        if not self.path.exists():
+        if not self.enabled or not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(clean) + "\n")

@@ -1,9 +1,10 @@
 """The Trainer: the one training loop every task runs through.
 
-It owns the optimiser and schedule, gradient accumulation and clipping, bf16 autocast, evaluation every epoch (and
-every N steps), early stopping, the progress display, ``metrics.jsonl``, and atomic checkpoints with exact resume:
-weights, optimiser state, RNG states and the data-order position are all restored, so a run killed at any step and
-resumed ends bit-identical to an uninterrupted one.
+It owns the optimiser and schedule, gradient accumulation and clipping, bf16/fp16 autocast, evaluation every epoch
+(and every N steps), early stopping, the progress display, ``metrics.jsonl``, atomic checkpoints with exact resume,
+and — under torchrun — DDP or FSDP2 with a data order identical to a single process. Weights, optimiser state, RNG
+states and the data-order position are all restored on resume, so a run killed at any step and resumed ends
+bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,28 @@ from modelforge.core.errors import TrainingError
 from modelforge.core.seed import rng_state, set_rng_state
 from modelforge.tasks.base import Splits, Task
 from modelforge.training import checkpoint as ckpt
+from modelforge.training import distributed as dist_utils
 from modelforge.training.batches import epoch_order, eval_loader, iterate, move_to
 from modelforge.training.callbacks import Callback
 from modelforge.training.loggers import MetricsLog, Progress
 from modelforge.training.optim import build_optimizer, lr_at, set_lr
+
+
+def apply_activation_checkpointing(model: nn.Module) -> int:
+    """Recompute each block's activations during backward instead of storing them; returns the blocks wrapped."""
+    from torch.utils.checkpoint import checkpoint
+
+    blocks = dist_utils.block_modules(model)
+    for block in blocks:
+        forward = block.forward
+
+        def checkpointed(*args: Any, _forward: Any = forward, **kwargs: Any) -> Any:
+            if not torch.is_grad_enabled():
+                return _forward(*args, **kwargs)
+            return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+
+        block.forward = checkpointed
+    return len(blocks)
 
 
 class Trainer:
@@ -37,14 +57,22 @@ class Trainer:
         cfg: TrainConfig,
         run_dir: Path,
         callbacks: Iterable[Callback] = (),
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
     ):
         self.task, self.model, self.cfg, self.run_dir = task, model, cfg, Path(run_dir)
-        self.device = torch.device(device)
+        self.device = torch.device(device) if device is not None else dist_utils.default_device()
+        self.env = dist_utils.setup(self.device)
         self.model.to(self.device)
+        if cfg.activation_checkpointing and apply_activation_checkpointing(self.model) == 0:
+            warnings.warn("train.activation_checkpointing: this model has no *Block modules; nothing to checkpoint",
+                          stacklevel=2)
+        self.train_model = dist_utils.wrap(self.model, cfg.strategy, self.env, self.device)
+        if cfg.compile:
+            self.train_model = self._compiled(self.train_model, cfg.compile_backend)
         self.callbacks = list(callbacks)
         self.optimizer = build_optimizer(self.model.parameters(), cfg)
-        self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
+        self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.env.is_main)
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.step = 0
         self.epoch = 0
@@ -54,6 +82,14 @@ class Trainer:
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.stop_reason: str | None = None
         self.last_eval: dict[str, Any] = {}
+
+    @staticmethod
+    def _compiled(model: nn.Module, backend: str) -> nn.Module:
+        try:
+            return torch.compile(model, backend=backend)
+        except Exception as exc:  # noqa: BLE001 — any backend failure falls back to eager, as documented
+            warnings.warn(f"train.compile: torch.compile is unavailable here ({exc}); training eagerly", stacklevel=2)
+            return model
 
     # ---- sizes ------------------------------------------------------------------------------------------------
     def steps_per_epoch(self, n_train: int) -> int:
@@ -73,39 +109,63 @@ class Trainer:
             "best": self.best,
             "bad_evals": self.bad_evals,
             "stop_reason": self.stop_reason,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "world_size": self.env.world_size,
         }
 
-    def save_checkpoint(self) -> Path:
-        extras = {"best": self.best_weights} if self.best_weights is not None else None
-        return ckpt.save_checkpoint(
-            self.checkpoint_dir, self.step, self.model, self.optimizer, self._state(), extras, self.cfg.keep_checkpoints
-        )
+    def save_checkpoint(self) -> Path | None:
+        """Gather full states (every rank takes part) and write them from rank 0."""
+        model_state = dist_utils.full_model_state(self.model)
+        optimizer_state = dist_utils.full_optimizer_state(self.model, self.optimizer)
+        target = None
+        if self.env.is_main:
+            extras = {"best": self.best_weights} if self.best_weights is not None else None
+            target = ckpt.save_checkpoint(self.checkpoint_dir, self.step, model_state, optimizer_state, self._state(),
+                                          extras, self.cfg.keep_checkpoints)
+        dist_utils.barrier(self.env)
+        return target
 
     def resume(self) -> bool:
-        """Restore the latest complete checkpoint; False when there is none."""
-        ckpt.clean_partial(self.checkpoint_dir)
+        """Restore the latest complete checkpoint (written under any world size); False when there is none."""
+        if self.env.is_main:
+            ckpt.clean_partial(self.checkpoint_dir)
+        dist_utils.barrier(self.env)
         found = ckpt.list_checkpoints(self.checkpoint_dir)
         if not found:
             return False
-        state, extras = ckpt.load_checkpoint(found[-1], self.model, self.optimizer)
+        state, model_state, optimizer_state, extras = ckpt.read_checkpoint(found[-1])
+        dist_utils.load_full_model_state(self.model, model_state)
+        dist_utils.load_full_optimizer_state(self.model, self.optimizer, optimizer_state)
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.best, self.bad_evals, self.stop_reason = state["best"], state["bad_evals"], state.get("stop_reason")
         self.best_weights = extras.get("best")
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.metrics_log.truncate_after(self.step)
         return True
 
+    def export_model(self) -> nn.Module:
+        """A plain single-process module with the trained weights (gathers shards under FSDP; collective)."""
+        if not (self.env.enabled and self.cfg.strategy == "fsdp"):
+            return self.model
+        state = dist_utils.full_model_state(self.model)
+        plain = self.task.build_model()
+        plain.load_state_dict(state)
+        return plain
+
     # ---- evaluation and early stopping ------------------------------------------------------------------------
     def evaluate(self, dataset: Any, prefix: str = "val") -> dict[str, Any]:
+        """Every rank evaluates the whole set (identical results; FSDP needs all ranks in each forward)."""
         batch_size = self.cfg.eval_batch_size or self.cfg.batch_size
         loader = (move_to(b, self.device) for b in eval_loader(dataset, batch_size, self.task.collate))
         was_training = self.model.training
-        self.model.eval()
+        self.train_model.eval()
         try:
             with self._autocast():
-                metrics = self.task.evaluate(self.model, loader)
+                metrics = self.task.evaluate(self.train_model, loader)
         finally:
-            self.model.train(was_training)
+            self.train_model.train(was_training)
         return {f"{prefix}_{k}": v for k, v in metrics.items()}
 
     def _after_eval(self, metrics: dict[str, Any]) -> None:
@@ -130,24 +190,32 @@ class Trainer:
         if better:
             self.best, self.bad_evals = value, 0
             if stopper.restore_best:
-                self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self.best_weights = ckpt.plain_tensors(dist_utils.full_model_state(self.model))
         else:
             self.bad_evals += 1
             if self.bad_evals >= stopper.patience:
                 self.stop_reason = f"early stopping: {stopper.metric} did not improve for {stopper.patience} evals"
 
-    # ---- the loop ---------------------------------------------------------------------------------------------
+    # ---- one optimiser step -----------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.cfg.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.precision)
+        return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
 
     def _optimizer_step(self, total: int) -> float:
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         lr = lr_at(self.step, total, self.cfg)
         set_lr(self.optimizer, lr)
-        self.optimizer.step()
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return lr
@@ -160,68 +228,74 @@ class Trainer:
             "Lower train.lr, set train.grad_clip, or check the data"
         )
 
+    # ---- the loop ---------------------------------------------------------------------------------------------
     def fit(self, splits: Splits, resume: bool = False) -> dict[str, Any]:
-        cfg = self.cfg
         if resume:
             self.resume()
-        n_train = len(splits.train)
-        total = self.total_steps(n_train)
-        progress = Progress(cfg.progress, total)
+        total = self.total_steps(len(splits.train))
+        progress = Progress(self.cfg.progress if self.env.is_main else "off", total)
         for cb in self.callbacks:
             cb.on_train_start(self)
-        self.model.train()
-        window_loss, window_micro, window_n, window_t = 0.0, 0, 0, time.perf_counter()
+        self.train_model.train()
         try:
-            while self.epoch < cfg.epochs and self.step < total and not self.stop_reason:
-                batches = epoch_order(n_train, cfg.batch_size, cfg.seed, self.epoch)
-                stream = iterate(splits.train, batches[self.position :], self.task.collate, cfg.num_workers)
-                for batch in stream:
-                    batch = move_to(batch, self.device)
-                    with self._autocast():
-                        out = self.task.training_step(self.model, batch)
-                    if not torch.isfinite(out.loss):
-                        self._diverged(out.loss)
-                    group_end = min(len(batches), (self.position // cfg.grad_accum + 1) * cfg.grad_accum)
-                    group_size = group_end - (self.position // cfg.grad_accum) * cfg.grad_accum
-                    (out.loss / group_size).backward()
-                    self.position += 1
-                    window_loss += out.loss.item()
-                    window_micro += 1
-                    window_n += self.task.batch_size_of(batch)
-                    if self.position < group_end:
-                        continue
-                    lr = self._optimizer_step(total)
-                    last_in_epoch = self.position == len(batches)
-                    if last_in_epoch:
-                        self.epoch, self.position = self.epoch + 1, 0
-                    info = {"loss": window_loss / window_micro, "lr": lr}
-                    if self.step % cfg.log_every_steps == 0 or last_in_epoch or self.step == total:
-                        elapsed = time.perf_counter() - window_t
-                        info["samples_per_s"] = window_n / elapsed if elapsed > 0 else 0.0
-                        self.metrics_log.write({"step": self.step, "epoch": self.epoch, "event": "train", **info})
-                        window_loss, window_micro, window_n, window_t = 0.0, 0, 0, time.perf_counter()
-                    progress.update(self.step, self.epoch if not last_in_epoch else self.epoch - 1, info)
-                    for cb in self.callbacks:
-                        cb.on_step_end(self, info)
-                    due_eval = splits.val is not None and (
-                        last_in_epoch or (cfg.eval_every_steps and self.step % cfg.eval_every_steps == 0)
-                    )
-                    if due_eval:
-                        self._after_eval(self.evaluate(splits.val))
-                    if last_in_epoch:
-                        progress.epoch_end(self.epoch - 1, self.step, {**info, **self.last_eval})
-                    if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0:
-                        self.save_checkpoint()
-                    if self.step >= total or self.stop_reason:
-                        break
-                    if last_in_epoch:
-                        break
+            while self.epoch < self.cfg.epochs and self.step < total and not self.stop_reason:
+                self._run_epoch(splits, total, progress)
             self.save_checkpoint()
         finally:
             progress.update(self.step, max(0, self.epoch - 1), {}, force=True)
             progress.close()
         if self.best_weights is not None:
-            self.model.load_state_dict(self.best_weights)
+            dist_utils.load_full_model_state(self.model, self.best_weights)
         for cb in self.callbacks:
             cb.on_train_end(self)
-        return {"steps": self.step, "epochs": self.epoch, "stop_reason": self.stop_reason}
+        return {"steps": self.step, "epochs": self.epoch, "stop_reason": self.stop_reason,
+                "world_size": self.env.world_size}
+
+    def _run_epoch(self, splits: Splits, total: int, progress: Progress) -> None:
+        cfg = self.cfg
+        batches = epoch_order(len(splits.train), cfg.batch_size, cfg.seed, self.epoch)
+        mine = [dist_utils.shard(b, self.env) for b in batches[self.position :]]
+        window = {"loss": 0.0, "micro": 0, "samples": 0, "start": time.perf_counter()}
+        for batch in iterate(splits.train, mine, self.task.collate, cfg.num_workers):
+            batch = move_to(batch, self.device)
+            with self._autocast():
+                out = self.task.training_step(self.train_model, batch)
+            loss = dist_utils.all_reduce_mean(out.loss.detach(), self.env)
+            if not torch.isfinite(loss):
+                self._diverged(loss)
+            group_start = (self.position // cfg.grad_accum) * cfg.grad_accum
+            group_end = min(len(batches), group_start + cfg.grad_accum)
+            self._backward(out.loss / (group_end - group_start))
+            self.position += 1
+            window["loss"] += loss.item()
+            window["micro"] += 1
+            window["samples"] += self.task.batch_size_of(batch) * self.env.world_size
+            if self.position < group_end:
+                continue
+            lr = self._optimizer_step(total)
+            last_in_epoch = self.position == len(batches)
+            if last_in_epoch:
+                self.epoch, self.position = self.epoch + 1, 0
+            self._after_step(splits, total, progress, lr, window, last_in_epoch)
+            if self.step >= total or self.stop_reason or last_in_epoch:
+                break
+
+    def _after_step(self, splits: Splits, total: int, progress: Progress, lr: float, window: dict[str, Any],
+                    last_in_epoch: bool) -> None:
+        cfg = self.cfg
+        info = {"loss": window["loss"] / window["micro"], "lr": lr}
+        if self.step % cfg.log_every_steps == 0 or last_in_epoch or self.step == total:
+            elapsed = time.perf_counter() - window["start"]
+            info["samples_per_s"] = window["samples"] / elapsed if elapsed > 0 else 0.0
+            self.metrics_log.write({"step": self.step, "epoch": self.epoch, "event": "train", **info})
+            window.update(loss=0.0, micro=0, samples=0, start=time.perf_counter())
+        progress.update(self.step, self.epoch - 1 if last_in_epoch else self.epoch, info)
+        for cb in self.callbacks:
+            cb.on_step_end(self, info)
+        every = cfg.eval_every_steps
+        if splits.val is not None and (last_in_epoch or (every and self.step % every == 0)):
+            self._after_eval(self.evaluate(splits.val))
+        if last_in_epoch:
+            progress.epoch_end(self.epoch - 1, self.step, {**info, **self.last_eval})
+        if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0:
+            self.save_checkpoint()

@@ -1,0 +1,58 @@
+"""``modelforge bench``: run the repository's CPU benchmark scripts and gather their ``table:`` lines.
+
+Each script in ``benchmarks/`` prints ``table: <name> | <ours> | <peer> | <ratio>`` lines for the summary; the rest of
+its output goes to the terminal as it runs. GPU-only scripts are left out.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from modelforge.core.errors import ConfigError
+
+GPU_ONLY = {"gpu_gpt2"}
+
+
+def benchmarks_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def available() -> list[str]:
+    scripts = benchmarks_dir().glob("*.py")
+    return sorted(p.stem for p in scripts if p.stem not in GPU_ONLY and not p.stem.startswith("_"))
+
+
+def run_benchmarks(names: list[str], quick: bool = False) -> int:
+    known = available()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown benchmark {unknown[0]!r}; available: {', '.join(known)}")
+    rows: list[list[str]] = []
+    failed = 0
+    for name in names or known:
+        command = [sys.executable, str(benchmarks_dir() / f"{name}.py")] + (["--quick"] if quick else [])
+        print(f"== {name}: {' '.join(command[1:])}", flush=True)
+        result = subprocess.run(command, capture_output=True, text=True)
+        print(result.stdout, end="")
+        if result.returncode != 0:
+            failed += 1
+            print(f"{name} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows += [[c.strip() for c in line[6:].split("|")] for line in result.stdout.splitlines()
+                 if line.startswith("table:")]
+    _print_table(rows)
+    return 1 if failed else 0
+
+
+def _print_table(rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="modelforge bench")
+    for column in ("benchmark", "ours", "peer", "ratio"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(row + [""] * (4 - len(row)))[:4])
+    Console().print(table)
