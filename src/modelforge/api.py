@@ -92,8 +92,22 @@ def train(
     if env.is_main:
         save_artifact(directory / "model", recipe_obj, task, final_model)
         atomic_write_json(directory / "results.json", {"summary": summary, "metrics": metrics})
+        _write_report(directory, splits)
     dist_utils.barrier(env)
     return Run(directory, metrics, summary)
+
+
+def _write_report(directory: Path, splits: Any) -> None:
+    """The HTML report is a convenience: failing to draw it must not fail a finished training run."""
+    import warnings
+
+    from modelforge.report import write_report
+
+    try:
+        write_report(directory, splits=splits)
+    except Exception as exc:  # noqa: BLE001
+        warnings.warn(f"could not write {directory / 'report.html'}: {exc} (retry with `modelforge report`)",
+                      stacklevel=2)
 
 
 def _resolve_run_dir(recipe_obj: Any, run_dir: str | Path | None, resume: bool) -> Path:

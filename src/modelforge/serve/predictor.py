@@ -26,5 +26,11 @@ class Predictor:
         batch = self.task.preprocess(items)
         return self.task.postprocess(self.task.forward(self.model, batch))
 
+    def export(self, fmt: str = "onnx", **options: Any) -> Any:
+        """Export the model (``"onnx"``), verified against PyTorch with onnxruntime; see ``artifacts.export``."""
+        from modelforge.artifacts.export import export
+
+        return export(self.directory, fmt, **options)
+
     def __repr__(self) -> str:
         return f"Predictor({self.name!r}, task={self.recipe.task!r}, dir={str(self.directory)!r})"

@@ -98,6 +98,24 @@ class Task:
     def postprocess(self, outputs: Any) -> list[Any]:
         raise NotImplementedError
 
+    # How the HTTP server reads this task's inputs: "image" and "audio" items reach ``preprocess`` as the (already
+    # size-checked) file bytes, "text" items as str. None: the task is not served over HTTP.
+    input_kind: ClassVar[str | None] = None
+
+    def input_spec(self) -> dict[str, Any]:
+        """What ``GET /models`` tells clients about the inputs (kind, image size, sample rate …)."""
+        return {"kind": self.input_kind}
+
+    # ---- export -----------------------------------------------------------------------------------------------
+    def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
+        """Model inputs as ``forward`` passes them to the network, for ONNX export; the keys (in the order of the
+        network's positional arguments) become the ONNX input names. Tasks whose network is exportable override it."""
+        raise NotImplementedError(f"task {self.name!r} does not define example_inputs(), so it cannot be exported")
+
+    def export_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """Axes that vary in the exported graph, by input name and "output"; the batch axis by default."""
+        return {name: {0: "batch"} for name in [*self.example_inputs(1), "output"]}
+
     @classmethod
     def summary(cls) -> str:
         return cls.description or (inspect.getdoc(cls) or "").splitlines()[0]

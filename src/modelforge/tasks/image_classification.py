@@ -47,6 +47,7 @@ class ImageClassification(Task):
 
     name = "image_classification"
     DataConfig = ImageDataConfig
+    input_kind = "image"
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _load_source(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
@@ -202,6 +203,14 @@ class ImageClassification(Task):
         if isinstance(item, np.ndarray):
             return item.reshape(channels, size, size).astype(np.uint8)
         raise DataError(f"cannot read image input {str(item)[:80]!r}: give a PNG/JPEG path or image bytes")
+
+    def input_spec(self) -> dict[str, Any]:
+        s = self.state_dict_
+        return {"kind": "image", "channels": s["channels"], "image_size": s["image_size"]}
+
+    def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
+        s = self.state_dict_
+        return {"image": torch.randn(batch_size, s["channels"], s["image_size"], s["image_size"])}
 
     def preprocess(self, inputs: list[Any]) -> torch.Tensor:
         return self.normalize(torch.from_numpy(np.stack([self._decode(item) for item in inputs])))

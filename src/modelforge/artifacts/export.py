@@ -1,0 +1,148 @@
+"""Export a trained model to ONNX, verified against PyTorch with onnxruntime.
+
+The exported graph is the network alone, as the task's ``forward`` calls it: inputs are what ``task.preprocess``
+produces (for image classifiers, normalised float images), outputs the raw network outputs (logits). The task's
+state (labels, normalisation …) is stored in the ONNX metadata as JSON under ``modelforge.task_state``, so another
+runtime has everything needed to pre- and post-process. Tasks opt in through ``Task.example_inputs``.
+
+The TorchScript-based exporter (``dynamo=False``) is used: torch's newer ``torch.export`` path needs the
+``onnxscript`` package, which modelforge does not depend on; the legacy path handles these feed-forward networks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from modelforge.artifacts.model_dir import LoadedArtifact, load_artifact
+from modelforge.core.errors import ArtifactError, ConfigError
+
+FORMATS = ("onnx",)
+DEFAULT_OPSET = 17
+OPSETS = range(9, 21)  # what the TorchScript exporter writes (9 = its base) and onnxruntime runs
+TOLERANCE = 1e-4  # largest absolute difference from PyTorch's outputs accepted by the verification
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    opset: int
+    inputs: dict[str, list[int | str]]
+    outputs: list[str]
+    max_abs_diff: float | None
+
+
+def export(path: str | Path, format: str = "onnx", **options: Any) -> ExportResult:
+    """Export the run (or model directory) at ``path``; only ``onnx`` for now."""
+    if format != "onnx":
+        raise ConfigError(f"unknown export format {format!r}; valid: {', '.join(FORMATS)}")
+    return export_onnx(path, **options)
+
+
+def default_output(model_dir: Path) -> Path:
+    """``runs/<name>/model.onnx`` beside the model directory (the artifact directory itself stays as saved)."""
+    return (model_dir.parent if model_dir.name == "model" else model_dir) / "model.onnx"
+
+
+def export_onnx(
+    path: str | Path, output: str | Path | None = None, opset: int = DEFAULT_OPSET, verify: bool = True
+) -> ExportResult:
+    """Write ``model.onnx`` with a dynamic batch axis; with ``verify`` check onnxruntime against PyTorch."""
+    if opset not in OPSETS:
+        raise ConfigError(f"ONNX opset {opset} is not supported; choose {OPSETS.start}…{OPSETS.stop - 1}")
+    loaded = load_artifact(Path(path))
+    examples = _example_inputs(loaded, batch_size=2)
+    axes = loaded.task.export_dynamic_axes()
+    with torch.no_grad():
+        reference = loaded.model(*examples.values())
+    outputs = ["output"] if isinstance(reference, torch.Tensor) else [f"output_{i}" for i in range(len(reference))]
+    output_axes = {name: axes.get("output", {0: "batch"}) for name in outputs}
+    dynamic_axes = {**{k: v for k, v in axes.items() if k in examples}, **output_axes}
+
+    target = Path(output) if output else default_output(loaded.directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        _torch_export(loaded.model, examples, tmp, outputs, dynamic_axes, opset)
+        _add_metadata(tmp, loaded)
+        diff = verify_onnx(tmp, loaded) if verify else None
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    shapes = {name: [dynamic_axes.get(name, {}).get(i, size) for i, size in enumerate(t.shape)]
+              for name, t in examples.items()}
+    return ExportResult(target, opset, shapes, outputs, diff)
+
+
+def _example_inputs(loaded: LoadedArtifact, batch_size: int) -> dict[str, torch.Tensor]:
+    try:
+        examples = loaded.task.example_inputs(batch_size)
+    except NotImplementedError as exc:
+        raise ArtifactError(f"{loaded.directory}: {exc}") from None
+    if not examples or not all(isinstance(t, torch.Tensor) for t in examples.values()):
+        raise ArtifactError(f"{loaded.directory}: task {loaded.recipe.task!r} gave no example input tensors")
+    return examples
+
+
+def _torch_export(model: torch.nn.Module, examples: dict[str, torch.Tensor], path: Path, outputs: list[str],
+                  dynamic_axes: dict[str, dict[int, str]], opset: int) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notices, not actionable
+            torch.onnx.export(
+                model.eval(),
+                tuple(examples.values()),
+                str(path),
+                dynamo=False,
+                input_names=list(examples),
+                output_names=outputs,
+                dynamic_axes=dynamic_axes,
+                opset_version=opset,
+                do_constant_folding=True,
+            )
+    except Exception as exc:  # the exporter raises many types (unsupported op, bad opset …); one line for users
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ArtifactError(f"ONNX export (opset {opset}) failed: {first}") from exc
+
+
+def _add_metadata(path: Path, loaded: LoadedArtifact) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    meta = {
+        "modelforge.recipe": loaded.recipe.name,
+        "modelforge.task": loaded.recipe.task,
+        "modelforge.model": loaded.recipe.model.name,
+        "modelforge.task_state": json.dumps(loaded.task.state()),
+    }
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def verify_onnx(path: Path, loaded: LoadedArtifact, batch_size: int = 3) -> float:
+    """Largest |onnxruntime − PyTorch| over a batch size other than the traced one (so the dynamic axis is used)."""
+    import onnxruntime as ort
+
+    examples = _example_inputs(loaded, batch_size)
+    with torch.no_grad():
+        expected = loaded.model(*examples.values())
+    expected_list = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        actual = session.run(None, {name: t.numpy() for name, t in examples.items()})
+    except Exception as exc:  # onnxruntime's own error types; the first line says which node failed
+        raise ArtifactError(f"onnxruntime cannot run the exported model: {str(exc).strip().splitlines()[0]}") from exc
+    diff = max(float(np.abs(a - e.numpy()).max()) for a, e in zip(actual, expected_list))
+    if not diff <= TOLERANCE:
+        raise ArtifactError(f"ONNX outputs differ from PyTorch by {diff:.3g} (> {TOLERANCE:g}); the export is wrong")
+    return diff

@@ -1,0 +1,216 @@
+"""Run reports: ``write_report(run_dir)`` → a self-contained ``report.html``; ``compare_runs`` → table + overlay plot.
+
+A report is built only from what the run directory holds (recipe.yaml, metrics.jsonl, results.json, model/), so it
+can be written at the end of training or any time later. Parts that cannot be made (no model yet, data no longer
+available) become a one-line note in the report instead of failing it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelforge.core.atomic import atomic_write_bytes, atomic_write_text
+from modelforge.core.errors import ArtifactError, ModelforgeError
+from modelforge.report import html, plots
+
+__all__ = ["RunRecord", "Comparison", "read_run", "write_report", "compare_runs"]
+
+
+@dataclass
+class RunRecord:
+    directory: Path
+    recipe_text: str = ""
+    recipe: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.results.get("summary", {})
+
+    def final_metrics(self) -> dict[str, float]:
+        """Scalar test metrics from results.json, then the last logged value of every validation metric."""
+        scalars = {k: v for k, v in self.results.get("metrics", {}).items() if _is_number(v)}
+        for record in reversed(self.records):
+            if record.get("event") == "eval":
+                for key, value in record.items():
+                    if key.startswith("val_") and _is_number(value):
+                        scalars.setdefault(key, value)
+        return scalars
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_run(path: str | Path) -> RunRecord:
+    import yaml
+
+    from modelforge.training.loggers import read_metrics
+
+    directory = Path(path)
+    if directory.name == "model" and (directory / "config.json").exists():
+        directory = directory.parent
+    if not any((directory / name).exists() for name in ("recipe.yaml", "metrics.jsonl", "results.json")):
+        raise ArtifactError(f"{directory} is not a run directory (no recipe.yaml, metrics.jsonl or results.json)")
+    run = RunRecord(directory)
+    try:
+        if (directory / "recipe.yaml").exists():
+            run.recipe_text = (directory / "recipe.yaml").read_text(encoding="utf-8")
+            run.recipe = yaml.safe_load(run.recipe_text) or {}
+        if (directory / "results.json").exists():
+            run.results = json.loads((directory / "results.json").read_text(encoding="utf-8"))
+        run.records = read_metrics(directory / "metrics.jsonl")
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        raise ArtifactError(f"{directory}: cannot read the run's files ({exc.__class__.__name__}: {exc})") from None
+    return run
+
+
+# ---- the report -------------------------------------------------------------------------------------------------
+def write_report(run_dir: str | Path, output: str | Path | None = None, samples: int = 12,
+                 splits: Any = None) -> Path:
+    """Write ``report.html`` (and the figures as ``plots/*.png``) into the run directory; returns its path.
+
+    ``splits`` (the ``Splits`` training already has) spares reloading the data for the sample predictions.
+    """
+    run = read_run(run_dir)
+    figures: dict[str, bytes] = {}
+    sections = [html.Section("Overview", html.key_value_table(_overview(run)))]
+    metrics = run.final_metrics()
+    sections.append(html.Section("Final metrics", html.key_value_table(sorted(metrics.items()))))
+    data = run.summary.get("data") or {}
+    sections.append(html.Section("Data", html.key_value_table(data.items())))
+
+    curves = plots.training_curves(run.records)
+    figures.update(curves)
+    body = "".join(html.image(png, title) for title, png in curves.items())
+    sections.append(html.Section("Training curves", body or html.paragraph("metrics.jsonl holds no curves yet")))
+
+    labels = _labels(run.directory)
+    for key, matrix in run.results.get("metrics", {}).items():
+        if key.endswith("confusion_matrix") and isinstance(matrix, list) and matrix:
+            figures[key] = plots.confusion_matrix(matrix, labels)
+            sections.append(html.Section(key.replace("_", " ").capitalize(), html.image(figures[key], key)))
+
+    sample_png, note = _sample_predictions(run.directory, samples, splits)
+    if sample_png is not None:
+        figures["sample predictions"] = sample_png
+    sections.append(html.Section("Sample predictions",
+                                 html.image(sample_png, "sample predictions") if sample_png else html.paragraph(note)))
+    sections.append(html.Section("Recipe", html.preformatted(run.recipe_text or "(recipe.yaml missing)")))
+
+    title = f"{run.recipe.get('name', run.name)} — run report"
+    subtitle = f"{run.directory} · written {_dt.datetime.now().isoformat(timespec='seconds')}"
+    target = Path(output) if output else run.directory / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, html.page(title, subtitle, sections))
+    for name, png in figures.items():
+        atomic_write_bytes(run.directory / "plots" / f"{_slug(name)}.png", png)
+    return target
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _overview(run: RunRecord) -> list[tuple[str, Any]]:
+    recipe = run.recipe
+    rows: list[tuple[str, Any]] = [
+        ("recipe", recipe.get("name", "?")),
+        ("description", recipe.get("description", "")),
+        ("task", recipe.get("task", "?")),
+        ("model", (recipe.get("model") or {}).get("name", "?")),
+    ]
+    rows += [(k, v) for k, v in run.summary.items() if k != "data" and not isinstance(v, (dict, list))]
+    if not run.results:
+        rows.append(("status", "results.json missing: the run has not finished"))
+    return rows
+
+
+def _labels(directory: Path) -> list[str] | None:
+    try:
+        state = json.loads((directory / "model" / "task.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    labels = state.get("labels")
+    return [str(label) for label in labels] if isinstance(labels, list) else None
+
+
+def _sample_predictions(directory: Path, count: int, splits: Any) -> tuple[bytes | None, str]:
+    """A grid of test images titled with predicted (and true) labels, for image tasks; else a note why not."""
+    import torch
+
+    from modelforge.artifacts.model_dir import load_artifact
+
+    if count <= 0:
+        return None, "sample predictions were not asked for"
+    try:
+        loaded = load_artifact(directory)
+    except ArtifactError as exc:
+        return None, f"no model to predict with: {exc}"
+    task = loaded.task
+    if getattr(task, "input_kind", None) != "image":
+        return None, f"no sample view for task {loaded.recipe.task!r} yet"
+    try:
+        splits = splits if splits is not None else task.datasets()
+    except ModelforgeError as exc:
+        return None, f"the recipe's data is not available here ({exc})"
+    dataset = splits.test if splits.test is not None else splits.val
+    if dataset is None or len(dataset) == 0:
+        return None, "the recipe has no test or validation split"
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).astype(int))
+    pairs = [dataset[int(i)] for i in picks]
+    images = np.stack([np.asarray(x, dtype=np.uint8) for x, _ in pairs])
+    with torch.inference_mode():
+        results = task.postprocess(task.forward(loaded.model, task.preprocess(list(images))))
+    labels = task.state().get("labels") or []
+    truths = [labels[int(y)] if int(y) < len(labels) else str(int(y)) for _, y in pairs]
+    titles = [f"{r['label']} (true {t})" for r, t in zip(results, truths)]
+    return plots.image_grid(images, titles, [r["label"] == t for r, t in zip(results, truths)]), ""
+
+
+# ---- comparison -----------------------------------------------------------------------------------------------
+@dataclass
+class Comparison:
+    columns: list[str]
+    rows: list[list[Any]]
+    plot: Path
+
+    def table(self) -> str:
+        cells = [self.columns] + [[html.format_value(v) if v is not None else "-" for v in row] for row in self.rows]
+        widths = [max(len(str(row[i])) for row in cells) for i in range(len(self.columns))]
+        lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+def compare_runs(run_dirs: Sequence[str | Path], output: str | Path | None = None,
+                 metric: str | None = None) -> Comparison:
+    """Final metrics of several runs as one table, and their curves overlaid in one PNG (``compare.png``)."""
+    runs = [read_run(path) for path in run_dirs]
+    if len(runs) < 1:
+        raise ArtifactError("give at least one run directory to compare")
+    names = [run.name for run in runs]
+    if len(set(names)) < len(names):
+        names = [str(run.directory) for run in runs]
+    finals = [run.final_metrics() for run in runs]
+    keys = sorted({k for f in finals for k in f}, key=lambda k: (not k.startswith("test_"), k))
+    columns = ["run", "recipe", "steps", *keys]
+    rows = [[name, run.recipe.get("name", "?"), run.summary.get("steps"), *[f.get(k) for k in keys]]
+            for name, run, f in zip(names, runs, finals)]
+    target = Path(output) if output else Path("compare.png")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, plots.overlay_curves(dict(zip(names, (r.records for r in runs))), metric))
+    return Comparison(columns, rows, target)

@@ -1,0 +1,458 @@
+"""The HTTP server: FastAPI over one or more trained runs, with micro-batching, input limits and an optional API key.
+
+Endpoints: ``GET /health``, ``GET /models``, ``GET /models/{name}``, ``POST /models/{name}/predict``,
+``POST /models/{name}/explain``, the web page at ``/`` and OpenAPI at ``/docs``. Every error is JSON
+``{"error": message}`` with a 4xx status for anything the client can fix; a stack trace never reaches the client.
+Inputs are validated here, before they reach a model, so one bad request cannot fail a whole batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import io
+import json
+import logging
+import struct
+import wave
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelforge.core.errors import ArtifactError, ConfigError, ModelforgeError
+from modelforge.serve.batching import BatchSettings, MicroBatcher, QueueFullError
+from modelforge.serve.predictor import Predictor
+
+log = logging.getLogger("modelforge.serve")
+STATIC = Path(__file__).parent / "static"
+IMAGE_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM"}
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and batching; the defaults suit small models on a CPU."""
+
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    api_key: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_inputs: int = 64
+    max_image_pixels: int = 4096 * 4096
+    max_audio_seconds: float = 30.0
+    max_text_chars: int = 10_000
+
+
+class ClientError(Exception):
+    """A request the client must fix: becomes ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+class PredictRequest(BaseModel):
+    """JSON body of predict/explain (the OpenAPI schema; the body is parsed by hand to accept multipart too)."""
+
+    inputs: list[str] = Field(description="base64 image or WAV bytes (a data: URL prefix is allowed), or text")
+
+
+@dataclass
+class ServedModel:
+    name: str
+    predictor: Predictor
+    batcher: MicroBatcher
+
+    @property
+    def kind(self) -> str | None:
+        return getattr(self.predictor.task, "input_kind", None)
+
+    def describe(self) -> dict[str, Any]:
+        task, settings = self.predictor.task, self.batcher.settings
+        spec = task.input_spec() if hasattr(task, "input_spec") else {"kind": self.kind}
+        return {
+            "name": self.name,
+            "task": self.predictor.recipe.task,
+            "recipe": self.predictor.recipe.name,
+            "model": self.predictor.recipe.model.name,
+            "labels": task.state().get("labels"),
+            "input": spec,
+            "explain": callable(getattr(self.predictor, "explain", None)),
+            "batching": {"max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms,
+                         "queue_size": settings.queue_size, **self.batcher.stats.as_dict()},
+        }
+
+
+# ---- loading ----------------------------------------------------------------------------------------------------
+def _name_of(path: Path) -> str:
+    path = path.resolve()
+    return path.parent.name if path.name == "model" and (path / "config.json").exists() else path.name
+
+
+def load_models(runs: Sequence[str | Path], settings: BatchSettings) -> dict[str, ServedModel]:
+    """Load each run as ``NAME=RUN`` or ``RUN`` (named after its directory); names must be unique."""
+    models: dict[str, ServedModel] = {}
+    for spec in runs:
+        text = str(spec)
+        name, _, path = text.partition("=") if "=" in text and not Path(text).exists() else ("", "", text)
+        predictor = Predictor(Path(path))
+        name = name or _name_of(Path(path))
+        if name in models:
+            raise ConfigError(f"two runs are both named {name!r}; name them apart with NAME=RUN")
+        if getattr(predictor.task, "input_kind", None) is None:
+            raise ArtifactError(f"{path}: task {predictor.recipe.task!r} has no input_kind: it cannot be served")
+        models[name] = ServedModel(name, predictor, MicroBatcher(predictor.predict, settings, name))
+    if not models:
+        raise ConfigError("give at least one run directory to serve")
+    return models
+
+
+# ---- request body limit -------------------------------------------------------------------------------------------
+class BodyLimitMiddleware:
+    """Refuses bodies over ``max_bytes`` with 413 before the app reads them: by Content-Length when declared,
+    otherwise while reading (chunked uploads). The body is buffered (it is small by construction) and replayed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"request body is over the {self.max_bytes} byte limit"
+        await JSONResponse({"error": message}, status_code=413, headers={"Connection": "close"})(scope, receive, send)
+
+
+# ---- input validation -----------------------------------------------------------------------------------------
+def _b64(value: Any, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise ClientError(422, f"{where} must be a base64 string")
+    if value.startswith("data:"):
+        value = value.partition(",")[2]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ClientError(422, f"{where} is not valid base64") from None
+
+
+def check_image(data: bytes, where: str, max_pixels: int) -> bytes:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only: the pixel count is checked before decoding
+            fmt, (width, height) = img.format, img.size
+    except Image.DecompressionBombError:
+        raise ClientError(413, f"{where}: image is over the {max_pixels} pixel limit") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error):
+        raise ClientError(422, f"{where} is not a readable image (PNG, JPEG, BMP, GIF, WEBP, TIFF)") from None
+    if fmt not in IMAGE_FORMATS:
+        raise ClientError(422, f"{where}: image format {fmt} is not accepted ({', '.join(sorted(IMAGE_FORMATS))})")
+    if width * height > max_pixels:
+        raise ClientError(413, f"{where}: image is {width}×{height} pixels, over the {max_pixels} pixel limit")
+    return data
+
+
+def wav_seconds(data: bytes) -> float:
+    """Duration from a WAV header (PCM through ``wave``; float/extensible by the fmt and data chunk sizes)."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError("no RIFF/WAVE header")
+    try:
+        with wave.open(io.BytesIO(data), "rb") as wf:
+            return wf.getnframes() / max(1, wf.getframerate())
+    except wave.Error as exc:
+        if "unknown format" not in str(exc):
+            raise ValueError(str(exc)) from None
+    pos, frame_bytes, rate = 12, None, None
+    while pos + 8 <= len(data):
+        chunk, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        if chunk == b"fmt " and size >= 16:
+            _, channels, rate, _, block_align, _ = struct.unpack("<HHIIHH", data[pos + 8 : pos + 24])
+            frame_bytes = block_align or channels
+        elif chunk == b"data" and frame_bytes and rate:
+            return min(size, len(data) - pos - 8) / frame_bytes / rate
+        pos += 8 + size + (size & 1)
+    raise ValueError("missing fmt or data chunk")
+
+
+def check_audio(data: bytes, where: str, max_seconds: float) -> bytes:
+    try:
+        seconds = wav_seconds(data)
+    except (ValueError, EOFError, struct.error) as exc:
+        raise ClientError(422, f"{where} is not a readable WAV file ({exc})") from None
+    if seconds > max_seconds:
+        raise ClientError(413, f"{where}: audio is {seconds:.1f} s long, over the {max_seconds:g} s limit")
+    return data
+
+
+def check_text(value: Any, where: str, max_chars: int) -> str:
+    if not isinstance(value, str):
+        raise ClientError(422, f"{where} must be a string")
+    if not value.strip():
+        raise ClientError(422, f"{where} is empty")
+    if len(value) > max_chars:
+        raise ClientError(413, f"{where} is {len(value)} characters long, over the {max_chars} character limit")
+    return value
+
+
+def validate_item(kind: str | None, value: Any, where: str, settings: ServeSettings) -> Any:
+    """One JSON input (str) or uploaded file (bytes) → what ``task.preprocess`` receives for this input kind."""
+    if kind == "text":
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ClientError(422, f"{where} is not UTF-8 text") from None
+        return check_text(value, where, settings.max_text_chars)
+    data = value if isinstance(value, bytes) else _b64(value, where)
+    if kind == "image":
+        return check_image(data, where, settings.max_image_pixels)
+    if kind == "audio":
+        return check_audio(data, where, settings.max_audio_seconds)
+    raise ClientError(422, f"this model takes {kind!r} inputs, which the server cannot read")
+
+
+async def read_inputs(request: Request, model: ServedModel, settings: ServeSettings) -> list[Any]:
+    """The request's inputs, validated: a JSON ``{"inputs": [...]}`` body or a multipart upload."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ClientError(400, "request body is not valid JSON") from None
+        raw = body.get("inputs") if isinstance(body, dict) else None
+        if not isinstance(raw, list):
+            raise ClientError(422, 'JSON body must be an object with a list "inputs": {"inputs": [...]}')
+        values: list[Any] = raw
+    elif content_type == "multipart/form-data":
+        values = await _multipart_values(request, settings)
+    else:
+        raise ClientError(415, f"content type {content_type or '(none)'!r} is not accepted; "
+                               "send application/json or multipart/form-data")
+    if not values:
+        raise ClientError(422, "no inputs given")
+    if len(values) > settings.max_inputs:
+        raise ClientError(413, f"{len(values)} inputs in one request, over the limit of {settings.max_inputs}")
+    return [validate_item(model.kind, value, f"inputs[{i}]", settings) for i, value in enumerate(values)]
+
+
+async def _multipart_values(request: Request, settings: ServeSettings) -> list[Any]:
+    """Uploaded files (any field name) as bytes, plus ``text`` form fields as str, in the order sent."""
+    from starlette.datastructures import UploadFile
+
+    try:
+        form = await request.form(max_files=settings.max_inputs, max_fields=settings.max_inputs,
+                                  max_part_size=settings.max_body_bytes)
+    except Exception as exc:  # python-multipart and starlette raise several types for malformed bodies
+        status = getattr(exc, "status_code", 400)
+        raise ClientError(status if 400 <= status < 500 else 400, f"malformed multipart body ({exc})") from None
+    values: list[Any] = []
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            values.append(await value.read())
+        elif key == "text":
+            values.append(value)
+    await form.close()
+    return values
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _api_key_check(expected: str | None):
+    """A dependency: ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``, compared in constant time."""
+
+    async def check(request: Request) -> None:
+        if expected is None:
+            return
+        given = request.headers.get("x-api-key", "")
+        auth = request.headers.get("authorization", "")
+        if not given and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise ClientError(401, "missing or invalid API key (send Authorization: Bearer KEY or X-API-Key: KEY)",
+                              {"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ClientError)
+    async def client_error(request: Request, exc: ClientError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        return _error(exc.status_code, message, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(500, "internal server error (see the server log)")
+
+
+async def _run_model(model: ServedModel, items: list[Any]) -> list[Any]:
+    """Batched inference, with the model's failures mapped to client errors where the input is to blame."""
+    try:
+        return await model.batcher.submit(items)
+    except QueueFullError as exc:
+        raise ClientError(503, str(exc), {"Retry-After": str(exc.retry_after)}) from None
+    except ModelforgeError as exc:
+        raise ClientError(422, str(exc).splitlines()[0]) from None
+    except (ValueError, TypeError, OSError) as exc:  # a well-formed file the task still cannot use
+        log.warning("model %s rejected an input: %r", model.name, exc)
+        raise ClientError(422, f"the model could not process this input ({exc.__class__.__name__})") from None
+
+
+def _jsonable(obj: Any) -> Any:
+    """Explanations may hold arrays or tensors: make them plain lists."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _openapi_body() -> dict[str, Any]:
+    upload = {"type": "object", "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "image/WAV files"},
+        "text": {"type": "array", "items": {"type": "string"}, "description": "texts (text models)"},
+    }}
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": PredictRequest.model_json_schema()},
+        "multipart/form-data": {"schema": upload},
+    }}}
+
+
+def create_app(runs: Sequence[str | Path] | dict[str, ServedModel], settings: ServeSettings | None = None) -> FastAPI:
+    """The FastAPI app over run directories (or already loaded models); ``serve`` runs it with uvicorn."""
+    settings = settings or ServeSettings()
+    models = runs if isinstance(runs, dict) else load_models(runs, settings.batch)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for model in models.values():
+            model.batcher.start()
+        yield
+        for model in models.values():
+            await model.batcher.stop()
+
+    app = FastAPI(title="modelforge", version="0.1.0", lifespan=lifespan,
+                  description="Predictions from trained modelforge runs. Errors are JSON: {\"error\": message}.")
+    app.state.models, app.state.settings = models, settings
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    _install_error_handlers(app)
+    _add_routes(app, models, settings)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _add_routes(app: FastAPI, models: dict[str, ServedModel], settings: ServeSettings) -> None:
+    auth = [Depends(_api_key_check(settings.api_key))]
+
+    def get_model(name: str) -> ServedModel:
+        if name not in models:
+            raise ClientError(404, f"unknown model {name!r}; available: {', '.join(models)}")
+        return models[name]
+
+    @app.get("/health", summary="Liveness: the server is up and its models are loaded")
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok", "models": len(models)})
+
+    @app.get("/models", dependencies=auth, summary="The served models: task, labels, input spec, batching")
+    async def list_models() -> JSONResponse:
+        return JSONResponse({"models": [model.describe() for model in models.values()]})
+
+    @app.get("/models/{name}", dependencies=auth, summary="One served model")
+    async def show_model(name: str) -> JSONResponse:
+        return JSONResponse(get_model(name).describe())
+
+    @app.post("/models/{name}/predict", dependencies=auth, openapi_extra=_openapi_body(),
+              summary="Predict: JSON {\"inputs\": [...]} or a multipart upload; requests are micro-batched")
+    async def predict(name: str, request: Request) -> JSONResponse:
+        model = get_model(name)
+        items = await read_inputs(request, model, settings)
+        return JSONResponse({"model": name, "predictions": await _run_model(model, items)})
+
+    @app.post("/models/{name}/explain", dependencies=auth, openapi_extra=_openapi_body(),
+              summary="Explain predictions (only for tasks that support explanations; 501 otherwise)")
+    async def explain(name: str, request: Request) -> JSONResponse:
+        model = get_model(name)
+        explainer = getattr(model.predictor, "explain", None)
+        if not callable(explainer):
+            raise ClientError(501, f"model {name!r} (task {model.predictor.recipe.task}) does not support "
+                                   "explanations")
+        items = await read_inputs(request, model, settings)
+        try:
+            result = await model.batcher.run_exclusive(lambda: explainer(items))
+        except ModelforgeError as exc:
+            raise ClientError(422, str(exc).splitlines()[0]) from None
+        return JSONResponse({"model": name, "explanations": _jsonable(result)})
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def serve(runs: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000,
+          settings: ServeSettings | None = None, log_level: str = "info") -> None:
+    """Load the runs and serve them with uvicorn until interrupted."""
+    import uvicorn
+
+    settings = settings or ServeSettings()
+    app = create_app(runs, settings)
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s")
+    if host not in LOOPBACK and settings.api_key is None:
+        log.warning("serving on %s without an API key: anyone who can reach this address can use the models", host)
+    names = ", ".join(app.state.models)
+    log.info("serving %s on http://%s:%d (web page at /, API docs at /docs)", names, host, port)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=True)

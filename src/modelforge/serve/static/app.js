@@ -1,0 +1,252 @@
+// The modelforge web page: pick a served model, give it an input (drawing, upload or text), show the predictions.
+// Plain browser JavaScript talking to the same JSON API as any client; no build step.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { models: [], lastInput: null };
+
+function headers(extra) {
+  const key = $("api-key").value.trim();
+  return Object.assign(key ? { Authorization: "Bearer " + key } : {}, extra || {});
+}
+
+function showStatus(message) {
+  $("status").textContent = message || "";
+}
+
+async function api(path, options) {
+  const response = await fetch(path, Object.assign({}, options, { headers: headers((options || {}).headers) }));
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (err) {
+    body = { error: "the server answered " + response.status + " without JSON" };
+  }
+  if (response.status === 401) $("key-row").hidden = false;
+  if (!response.ok) throw new Error((body && body.error) || "HTTP " + response.status);
+  return body;
+}
+
+function currentModel() {
+  return state.models.find((m) => m.name === $("model").value);
+}
+
+async function loadModels() {
+  try {
+    state.models = (await api("/models")).models;
+  } catch (err) {
+    showStatus("Could not list models: " + err.message);
+    return;
+  }
+  const select = $("model");
+  select.innerHTML = "";
+  for (const model of state.models) {
+    const option = document.createElement("option");
+    option.value = model.name;
+    option.textContent = model.name + " (" + model.task + ")";
+    select.appendChild(option);
+  }
+  showStatus("");
+  selectModel();
+}
+
+function selectModel() {
+  const model = currentModel();
+  if (!model) return;
+  const kind = model.input.kind;
+  $("image-input").hidden = kind !== "image";
+  $("text-input").hidden = kind !== "text";
+  $("file-input").hidden = kind !== "image" && kind !== "audio";
+  $("file").accept = kind === "audio" ? ".wav,audio/wav" : "image/*";
+  $("file-title").textContent = kind === "audio" ? "Upload a WAV recording" : "Or upload an image";
+  const size = model.input.image_size ? ", " + model.input.image_size + "×" + model.input.image_size + " px" : "";
+  $("model-info").textContent = kind + " input" + size + (model.labels ? ", " + model.labels.length + " labels" : "");
+  $("result").hidden = true;
+}
+
+// ---- drawing ------------------------------------------------------------------------------------------------
+const canvas = $("canvas");
+const pen = canvas.getContext("2d");
+let drawing = false;
+
+function clearCanvas() {
+  pen.fillStyle = "#000";
+  pen.fillRect(0, 0, canvas.width, canvas.height);
+}
+
+function point(event) {
+  const box = canvas.getBoundingClientRect();
+  return [(event.clientX - box.left) * canvas.width / box.width, (event.clientY - box.top) * canvas.height / box.height];
+}
+
+canvas.addEventListener("pointerdown", (event) => {
+  drawing = true;
+  canvas.setPointerCapture(event.pointerId);
+  const [x, y] = point(event);
+  pen.beginPath();
+  pen.moveTo(x, y);
+  pen.lineTo(x + 0.1, y);
+  pen.stroke();
+});
+canvas.addEventListener("pointermove", (event) => {
+  if (!drawing) return;
+  const [x, y] = point(event);
+  pen.lineTo(x, y);
+  pen.stroke();
+});
+canvas.addEventListener("pointerup", () => { drawing = false; });
+canvas.addEventListener("pointerleave", () => { drawing = false; });
+
+// Crop the ink to its bounding box and centre it in a square with a margin, as MNIST-style digits are framed;
+// a digit drawn small in a corner would otherwise be shrunk to a few pixels by the model's resize.
+function framedDrawing() {
+  const { width, height } = canvas;
+  const pixels = pen.getImageData(0, 0, width, height).data;
+  let top = height, left = width, bottom = -1, right = -1;
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      if (pixels[(y * width + x) * 4] > 40) {
+        top = Math.min(top, y); bottom = Math.max(bottom, y);
+        left = Math.min(left, x); right = Math.max(right, x);
+      }
+    }
+  }
+  if (bottom < 0) return null;
+  const side = Math.max(bottom - top, right - left) + 1;
+  const framed = document.createElement("canvas");
+  framed.width = framed.height = 112;
+  const ctx = framed.getContext("2d");
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, 112, 112);
+  const inner = 112 * 0.72;
+  const scale = inner / side;
+  const w = (right - left + 1) * scale, h = (bottom - top + 1) * scale;
+  ctx.drawImage(canvas, left, top, right - left + 1, bottom - top + 1, (112 - w) / 2, (112 - h) / 2, w, h);
+  return framed.toDataURL("image/png");
+}
+
+// ---- predictions ----------------------------------------------------------------------------------------------
+function setBusy(busy) {
+  for (const id of ["predict-drawing", "predict-text", "explain"]) $(id).disabled = busy;
+}
+
+async function predict(body, isForm) {
+  const model = currentModel();
+  if (!model) return;
+  setBusy(true);
+  showStatus("");
+  try {
+    const options = isForm
+      ? { method: "POST", body: body }
+      : { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } };
+    const result = await api("/models/" + encodeURIComponent(model.name) + "/predict", options);
+    state.lastInput = { body: body, isForm: isForm };
+    showPrediction(result.predictions[0], model);
+  } catch (err) {
+    showStatus(err.message);
+  } finally {
+    setBusy(false);
+  }
+}
+
+function showPrediction(prediction, model) {
+  $("result").hidden = false;
+  $("heatmap").hidden = true;
+  $("explain").hidden = !model.explain;
+  const rows = $("predictions").querySelector("tbody");
+  rows.innerHTML = "";
+  const top = prediction && prediction.top;
+  $("raw").hidden = Boolean(top);
+  $("label").textContent = prediction && prediction.label !== undefined ? prediction.label : "";
+  if (!top) {
+    $("raw").textContent = JSON.stringify(prediction, null, 2);
+    return;
+  }
+  for (const entry of top) {
+    const row = rows.insertRow();
+    row.insertCell().textContent = entry.label;
+    row.cells[0].className = "name";
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.style.width = (100 * entry.probability).toFixed(1) + "%";
+    row.insertCell().appendChild(bar);
+    const pct = row.insertCell();
+    pct.className = "pct";
+    pct.textContent = (100 * entry.probability).toFixed(1) + "%";
+  }
+}
+
+// ---- explanations (shown when the model supports them) ------------------------------------------------------------
+function firstMatrix(value) {
+  if (Array.isArray(value) && Array.isArray(value[0]) && typeof value[0][0] === "number") return value;
+  if (Array.isArray(value)) {
+    for (const item of value) { const found = firstMatrix(item); if (found) return found; }
+  } else if (value && typeof value === "object") {
+    for (const key of Object.keys(value)) { const found = firstMatrix(value[key]); if (found) return found; }
+  }
+  return null;
+}
+
+function drawHeatmap(matrix) {
+  const target = $("heatmap");
+  const rows = matrix.length, cols = matrix[0].length;
+  const flat = matrix.flat();
+  const peak = Math.max(...flat.map(Math.abs)) || 1;
+  const small = document.createElement("canvas");
+  small.width = cols; small.height = rows;
+  const ctx = small.getContext("2d");
+  const image = ctx.createImageData(cols, rows);
+  flat.forEach((v, i) => {
+    const a = Math.min(1, Math.abs(v) / peak);
+    image.data.set(v >= 0 ? [255, 255 * (1 - a), 255 * (1 - a), 255] : [255 * (1 - a), 255 * (1 - a), 255, 255], i * 4);
+  });
+  ctx.putImageData(image, 0, 0);
+  const out = target.getContext("2d");
+  out.imageSmoothingEnabled = false;
+  out.drawImage(small, 0, 0, target.width, target.height);
+  target.hidden = false;
+}
+
+async function explain() {
+  const model = currentModel();
+  if (!model || !state.lastInput) return;
+  setBusy(true);
+  try {
+    const { body, isForm } = state.lastInput;
+    const options = isForm
+      ? { method: "POST", body: body }
+      : { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } };
+    const result = await api("/models/" + encodeURIComponent(model.name) + "/explain", options);
+    const matrix = firstMatrix(result.explanations);
+    if (matrix) drawHeatmap(matrix); else showStatus("The explanation has no heat-map to draw.");
+  } catch (err) {
+    showStatus(err.message);
+  } finally {
+    setBusy(false);
+  }
+}
+
+// ---- wiring -------------------------------------------------------------------------------------------------
+$("model").addEventListener("change", selectModel);
+$("api-key").addEventListener("change", loadModels);
+$("clear").addEventListener("click", () => { clearCanvas(); $("result").hidden = true; });
+$("predict-drawing").addEventListener("click", () => {
+  const image = framedDrawing();
+  if (!image) { showStatus("Draw something first."); return; }
+  predict({ inputs: [image] }, false);
+});
+$("predict-text").addEventListener("click", () => predict({ inputs: [$("text").value] }, false));
+$("file").addEventListener("change", () => {
+  const file = $("file").files[0];
+  if (!file) return;
+  const form = new FormData();
+  form.append("file", file);
+  predict(form, true);
+});
+$("explain").addEventListener("click", explain);
+
+pen.strokeStyle = "#fff";
+pen.lineWidth = 20;
+pen.lineCap = pen.lineJoin = "round";
+clearCanvas();
+loadModels();
