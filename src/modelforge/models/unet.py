@@ -91,16 +91,16 @@ class UNet(nn.Module):
 
 
 def _example() -> tuple[torch.Tensor]:
-    return (torch.randn(2, 1, 30, 30),)  # 30 is not a multiple of 2^depth: exercises the padding path
+    return (torch.randn(2, 1, 14, 14),)  # 14 → 7 → 3: odd sides exercise the padding path
 
 
-@register("model", "unet", example=_example, tiny={"width": 4, "depth": 2})
+@register("model", "unet", example=_example, tiny={"width": 8, "depth": 2})
 def unet(in_channels: int = 1, num_classes: int = 2, width: int = 64, depth: int = 4, bilinear: bool = False) -> UNet:
     """U-Net: 4 levels of double 3×3 conv (64→1024 channels), skip connections, per-pixel class logits."""
     return UNet(UNetConfig(in_channels, num_classes, width, depth, bilinear))
 
 
-@register("model", "unet_small", example=_example, tiny={"width": 4, "bilinear": True})
+@register("model", "unet_small", example=_example, tiny={"width": 8, "depth": 2, "bilinear": True})
 def unet_small(
     in_channels: int = 1, num_classes: int = 2, width: int = 16, depth: int = 3, bilinear: bool = False
 ) -> UNet:

@@ -1,0 +1,50 @@
+"""DCGAN: the reference layout's parameter counts, image sizes it can generate, value ranges and initialisation."""
+
+import pytest
+import torch
+
+from modelforge.core.errors import ConfigError
+from modelforge.core.registry import build
+from modelforge.models.gan import upsampling_plan
+
+
+def test_parameter_counts_match_pytorchs_dcgan_example() -> None:
+    model = build("model", "dcgan", latent_dim=100, image_size=64, channels=3, width=64)
+    assert sum(p.numel() for p in model.generator.parameters()) == 3_576_704
+    assert sum(p.numel() for p in model.discriminator.parameters()) == 2_765_568
+
+
+@pytest.mark.parametrize(("size", "plan"), [(28, (7, 2)), (32, (4, 3)), (64, (4, 4)), (48, (6, 3))])
+def test_upsampling_plan(size: int, plan: tuple[int, int]) -> None:
+    assert upsampling_plan(size) == plan
+
+
+def test_unreachable_image_size_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="image_size 30 cannot be reached"):
+        build("model", "dcgan", image_size=30)
+
+
+@pytest.mark.parametrize(("size", "channels"), [(28, 1), (32, 3)])
+def test_forward_gives_images_in_range_and_one_logit_each(size: int, channels: int) -> None:
+    model = build("model", "dcgan", latent_dim=8, image_size=size, channels=channels, width=4).eval()
+    with torch.no_grad():
+        images, logits = model(model.sample_latent(3))
+        assert torch.equal(model.discriminator(images), logits)
+    assert images.shape == (3, channels, size, size) and logits.shape == (3,)
+    assert images.abs().max() <= 1
+
+
+def test_sample_latent_follows_the_generator() -> None:
+    model = build("model", "dcgan", latent_dim=8, width=4)
+    a = model.sample_latent(2, torch.Generator().manual_seed(3))
+    b = model.sample_latent(2, torch.Generator().manual_seed(3))
+    assert a.shape == (2, 8) and torch.equal(a, b)
+
+
+def test_weights_start_as_in_the_paper() -> None:
+    torch.manual_seed(0)
+    model = build("model", "dcgan")
+    first = model.generator.net[1].weight  # 100·256·4·4 ≈ 410k draws: the std is pinned down tightly
+    assert abs(first.std().item() - 0.02) < 2e-4 and abs(first.mean().item()) < 2e-4
+    bn = model.generator.net[2].weight
+    assert abs(bn.mean().item() - 1) < 0.01 and bn.std().item() < 0.05
