@@ -54,6 +54,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"stopped: {run.summary['stop_reason']}")
     print(f"run: {run.directory}")
     print(f"predict: modelforge predict {run.directory} INPUT...")
+    print(f"serve:   modelforge serve {run.directory}   (then open http://127.0.0.1:8000/)")
+    print(f"report:  {run.directory / 'report.html'}")
     print(f"evaluate: modelforge eval {run.directory}")
     return 0
 

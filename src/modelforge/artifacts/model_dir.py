@@ -28,10 +28,14 @@ REQUIRED = ("config.json", "model.safetensors", "task.json")
 
 
 def save_artifact(directory: Path, recipe: Recipe, task: Task, model: torch.nn.Module) -> Path:
+    kwargs = task.model_kwargs()
+    if kwargs.get("pretrained"):
+        # the trained weights are in model.safetensors: rebuilding must not fetch the pretrained ones again
+        kwargs["pretrained"] = False
     config = {
         "format_version": FORMAT_VERSION,
         "recipe": recipe_to_dict(recipe),
-        "model": {"name": recipe.model.name, "kwargs": task.model_kwargs()},
+        "model": {"name": recipe.model.name, "kwargs": kwargs},
     }
     with atomic_directory(directory) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
