@@ -1,7 +1,8 @@
 import subprocess
 import sys
+from pathlib import Path
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_gpu_gpt2_benchmark_smoke_configuration_runs_on_cpu():
