@@ -504,7 +504,7 @@ def gpt2(vocab_size: int = 50257, max_positions: int = 1024, dim: int = 768, num
 
 
 @register("model", "gpt_llama_style", example=_gpt_example, tiny={**_TINY_GPT, "mlp_hidden": 96})
-def gpt_llama_style(vocab_size: int = 32000, max_positions: int = 512, dim: int = 288, num_layers: int = 6,
+def gpt_llama_style(vocab_size: int = 32000, max_positions: int = 256, dim: int = 288, num_layers: int = 6,
                     num_heads: int = 6, mlp_hidden: int = 768, dropout: float = 0.0) -> GPT:
     """LLaMA-style decoder: RMSNorm, rotary positions, SwiGLU, no biases, untied head (llama2.c 15M shape)."""
     return GPT(TransformerConfig(vocab_size=vocab_size, max_positions=max_positions, dim=dim, num_layers=num_layers,
