@@ -163,6 +163,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_benchmarks(args.names, quick=args.quick)
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from modelforge.tasks.generation import generate_command
+
+    text = generate_command(args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                            args.seed, stream=not args.no_stream)
+    print(text if args.no_stream else "")
+    return 0
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from modelforge.tasks.speech_recognition import transcribe_command
+
+    print(transcribe_command(args.run, args.wavs, args.json, beam_width=args.beam))
+    return 0
+
+
 def _usage(text: str) -> int:
     print(f"modelforge: error: usage: {text}", file=sys.stderr)
     return EXIT_USAGE
@@ -197,6 +213,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     p.add_argument("name", nargs="?")
     p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("generate", help="continue a prompt with a trained language model (streams tokens)")
+    p.add_argument("run")
+    p.add_argument("--prompt", default="", help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None, help="same seed, same text")
+    p.add_argument("--no-stream", action="store_true", help="print the text once at the end")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("transcribe", help="speech to text with a trained speech run: transcribe RUN FILE.wav...")
+    p.add_argument("run")
+    p.add_argument("wavs", nargs="+", metavar="FILE.wav")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {input, text}")
+    p.add_argument("--beam", type=int, metavar="WIDTH", help="beam search of this width (default: the run's decoding)")
+    p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("bench", help="run the CPU benchmarks and print one table (name, ours, peer, ratio)")
     p.add_argument("names", nargs="*", help="benchmark script names (default: all CPU benchmarks)")

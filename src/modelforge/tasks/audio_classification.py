@@ -1,0 +1,127 @@
+"""Audio classification: one label per utterance — keyword spotting over the generated ``spoken-commands`` set.
+
+The label of an utterance is its transcript (a command phrase), so the same sources serve as for speech recognition:
+the generated sets (test voices never heard in training) or a user manifest whose texts are the class names. Data
+loading, augmentation and feature extraction are shared with ``speech_recognition``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from modelforge.core.errors import DataError
+from modelforge.tasks.base import Splits, StepOutput, Task
+from modelforge.tasks.metrics import classification_metrics
+from modelforge.tasks.speech_recognition import (
+    SPLIT_NAMES,
+    SpeechDataConfig,
+    WaveformDataset,
+    augment_waveforms,
+    check_split_sizes,
+    collate_speech,
+    load_records,
+    pad_stack,
+    read_input_audio,
+    read_split,
+    speech_features,
+)
+
+
+class AudioClassificationDataConfig(SpeechDataConfig):
+    source: Literal["spoken-commands", "spoken-digits", "manifest"] = Field(
+        "spoken-commands", description="utterances labelled by their transcript (a command phrase)"
+    )
+
+
+def _label_of(text: str) -> str:
+    return " ".join(text.split())
+
+
+class AudioClassification(Task):
+    """Classify whole utterances into labels (keyword spotting over spoken commands, or your labelled WAVs)."""
+
+    name = "audio_classification"
+    DataConfig = AudioClassificationDataConfig
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    def datasets(self) -> Splits:
+        cfg = self.data_cfg
+        parts = load_records(cfg)
+        check_split_sizes(parts)
+        labels = sorted({_label_of(r.text) for r in parts["train"]})
+        if len(labels) < 2:
+            raise DataError(f"audio classification needs at least 2 labels in the training data, got {labels}")
+        index = {label: i for i, label in enumerate(labels)}
+        built, summary = {}, {"source": cfg.source, "classes": len(labels)}
+        for split in SPLIT_NAMES:
+            # a held-out utterance of a label never trained on cannot be scored: it is dropped and counted
+            records = [r for r in parts[split] if _label_of(r.text) in index]
+            if len(records) < len(parts[split]):
+                summary[f"{split}_unknown_labels"] = len(parts[split]) - len(records)
+            if not records:
+                continue
+            audio, kept, skipped = read_split(cfg, records, split)
+            targets = [torch.tensor(index[_label_of(r.text)], dtype=torch.long) for r in kept]
+            built[split] = WaveformDataset(audio, targets)
+            summary[f"{split}_size"] = len(kept)
+            if skipped:
+                summary["skipped_files"] = len(skipped)
+                summary["first_skipped"] = skipped[0]
+        self.state_dict_ = {"labels": labels, "n_features": cfg.features.n_features}
+        return Splits(built["train"], built.get("val"), built.get("test"), summary)
+
+    def collate(self, items: list[Any]) -> Any:
+        return collate_speech(items)
+
+    # ---- model ------------------------------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        return self.state_dict_["labels"]
+
+    def derived_model_kwargs(self) -> dict[str, Any]:
+        n_features = self.state_dict_.get("n_features", self.data_cfg.features.n_features)
+        return {"n_features": n_features, "n_mels": n_features, "num_classes": len(self.labels)}
+
+    # ---- training and evaluation --------------------------------------------------------------------------------
+    def training_step(self, model: nn.Module, batch: Any) -> StepOutput:
+        waves, wave_lengths, labels = batch
+        waves, wave_lengths = augment_waveforms(self.data_cfg, waves, wave_lengths)
+        feats, frames = speech_features(self.data_cfg, waves, wave_lengths, train=True)
+        return StepOutput(F.cross_entropy(model(feats.transpose(1, 2), frames).float(), labels))
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
+        losses, preds, targets = [], [], []
+        for waves, wave_lengths, labels in loader:
+            feats, frames = speech_features(self.data_cfg, waves, wave_lengths)
+            logits = model(feats.transpose(1, 2), frames).float()
+            losses.append(F.cross_entropy(logits, labels, reduction="sum"))
+            preds.append(logits.argmax(1))
+            targets.append(labels)
+        y_true, y_pred = torch.cat(targets).cpu().numpy(), torch.cat(preds).cpu().numpy()
+        metrics: dict[str, Any] = {"loss": float(torch.stack(losses).sum()) / len(y_true)}
+        metrics.update(classification_metrics(y_true, y_pred, len(self.labels)))
+        return metrics
+
+    # ---- serving ----------------------------------------------------------------------------------------------
+    def preprocess(self, inputs: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        waves = [read_input_audio(item, self.data_cfg.features, i) for i, item in enumerate(inputs)]
+        return speech_features(self.data_cfg, *pad_stack(waves))
+
+    def forward(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        feats, frames = batch
+        return model(feats.transpose(1, 2), frames)  # audio models take (B, F, T), as models/asr.py
+
+    def postprocess(self, outputs: torch.Tensor, top_k: int = 5) -> list[dict[str, Any]]:
+        probs = outputs.float().softmax(-1)
+        values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+        results = []
+        for row_v, row_i in zip(values.tolist(), indices.tolist(), strict=True):
+            top = [{"label": self.labels[i], "probability": round(p, 6)} for p, i in zip(row_v, row_i, strict=True)]
+            results.append({"label": top[0]["label"], "probability": top[0]["probability"], "top": top})
+        return results
