@@ -9,6 +9,8 @@ from modelforge.core.errors import ConfigError
 # name → "module:Class"; importing a task module pulls in torch, so the table stays strings until asked.
 _TASKS: dict[str, str] = {
     "image_classification": "modelforge.tasks.image_classification:ImageClassification",
+    "text_classification": "modelforge.tasks.text_classification:TextClassification",
+    "language_modeling": "modelforge.tasks.language_modeling:LanguageModeling",
     "speech_recognition": "modelforge.tasks.speech_recognition:SpeechRecognition",
     "audio_classification": "modelforge.tasks.audio_classification:AudioClassification",
 }

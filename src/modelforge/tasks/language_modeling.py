@@ -1,0 +1,285 @@
+"""Language modeling: next-token prediction on Shakespeare or the user's plain-text corpus, and text generation.
+
+The corpus is cut contiguously: the first part trains, the next ``val_fraction`` validates, the last
+``test_fraction`` tests, so no evaluated text was seen (or half-seen, through an overlapping window) in training.
+The tokenizer (characters or byte-level BPE) is trained on the training part only.
+
+Training windows tile the training ids every ``block_size`` tokens; with ``random_offsets`` each window is shifted by
+a random 0…block_size-1 tokens inside ``training_step``, drawn from the global torch RNG that checkpoints capture —
+the random windows of nanoGPT, with the Trainer's exact resume. Evaluation uses fixed, non-overlapping windows
+(evenly spaced, at most ``eval_windows`` of them) and reports loss, perplexity and bits per character.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from tokenizers import Tokenizer
+from torch import nn
+from torch.utils.data import Dataset
+
+from modelforge.core.config import StrictConfig
+from modelforge.core.errors import ArtifactError, ConfigError, DataError
+from modelforge.tasks.base import Splits, StepOutput, Task
+from modelforge.tasks.generation import SamplingConfig, TextStreamer, generate_ids
+from modelforge.tasks.text_classification import TOKENIZER_FILE, TokenizerConfig, build_tokenizer, load_tokenizer
+
+_CHUNK = re.compile(r"[^\n]*(?:\n+|$)")  # lines with their newlines: the unit the corpus is encoded in
+
+
+class LMTokenizerConfig(StrictConfig):
+    kind: Literal["char", "bpe"] = Field("char", description="characters, or byte-level BPE trained on the corpus")
+    vocab_size: int = Field(4096, ge=8, description="bpe: vocabulary size (char: an upper bound, rarely reached)")
+    min_frequency: int = Field(1, ge=1, description="bpe: drop merges seen fewer times than this")
+    lowercase: bool = Field(False, description="lower-case the corpus first")
+
+    def as_tokenizer_config(self) -> TokenizerConfig:
+        return TokenizerConfig(**self.model_dump())
+
+
+class LMDataConfig(StrictConfig):
+    source: Literal["shakespeare", "file"] = "shakespeare"
+    path: Optional[str] = Field(None, description="file source: a .txt file or a folder of them")
+    pattern: str = Field("*.txt", description="file source with a folder: which files to read")
+    encoding: str = "utf-8"
+    tokenizer: LMTokenizerConfig = Field(default_factory=LMTokenizerConfig)
+    block_size: int = Field(256, ge=2, description="tokens of context per training window")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of the corpus (after train) for validation")
+    test_fraction: float = Field(0.0, ge=0, lt=1, description="share of the corpus (the very end) for test")
+    random_offsets: bool = Field(True, description="shift each training window by a random 0..block_size-1")
+    eval_windows: Optional[int] = Field(
+        256, ge=1, description="evaluate on at most N evenly spaced windows per split (None: all)"
+    )
+    limit: Optional[int] = Field(None, ge=100, description="use only the first N characters of the corpus")
+
+
+class TokenWindows(Dataset):
+    """Windows of ``length`` ids starting every ``stride`` ids (optionally only the chosen ``starts``)."""
+
+    def __init__(self, ids: torch.Tensor, length: int, stride: int, starts: torch.Tensor | None = None):
+        if len(ids) < length:
+            raise DataError(
+                f"a split has {len(ids)} tokens, fewer than one window of {length}; use a larger corpus or fraction, "
+                "or a smaller data.block_size"
+            )
+        self.ids, self.length = ids, length
+        self.starts = torch.arange(0, len(ids) - length + 1, stride) if starts is None else starts
+        self.offsets = torch.arange(length)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        start = int(self.starts[index])
+        return self.ids[start : start + self.length]
+
+    def get_batch(self, indices: Any) -> torch.Tensor:
+        starts = self.starts[torch.as_tensor(indices, dtype=torch.long)]
+        return self.ids[starts.unsqueeze(1) + self.offsets]
+
+
+def _evenly_spaced(count: int, keep: int | None) -> torch.Tensor | None:
+    if keep is None or count <= keep:
+        return None
+    return torch.linspace(0, count - 1, keep).round().long().unique()
+
+
+class LanguageModeling(Task):
+    """Predict the next token of a text corpus (Shakespeare or your .txt files); generate continuations."""
+
+    name = "language_modeling"
+    DataConfig = LMDataConfig
+    input_kind = "text"
+
+    def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
+        super().__init__(recipe, state)
+        self._tokenizer: Tokenizer | None = None
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    def _corpus(self) -> str:
+        cfg = self.data_cfg
+        if cfg.source == "shakespeare":
+            from modelforge.data.builtin.shakespeare import load_shakespeare
+
+            text = load_shakespeare()
+        else:
+            from modelforge.data.formats.text_corpus import read_text_corpus
+
+            if not cfg.path:
+                raise ConfigError("data.source=file needs data.path=FILE_OR_FOLDER (plain .txt text)")
+            text = read_text_corpus(Path(cfg.path).expanduser(), cfg.encoding, cfg.pattern).join()
+        return text[: cfg.limit] if cfg.limit else text
+
+    def encode_text(self, text: str) -> list[int]:
+        """The corpus encoding: line by line (bounded memory on large corpora), ids concatenated."""
+        chunks = [c for c in _CHUNK.findall(text) if c]
+        return [i for enc in self.tokenizer.encode_batch(chunks) for i in enc.ids]
+
+    def _prepare(self, parts: dict[str, str]) -> dict[str, torch.Tensor]:
+        """Train the tokenizer on the training text and encode every split; cached by content, since a large
+        corpus takes a while to tokenize and every run of a recipe would otherwise redo it."""
+        from modelforge.core.atomic import atomic_write_text
+        from modelforge.data.cache import cache_dir, load_arrays, save_arrays_atomic
+
+        digest = hashlib.sha256(self.data_cfg.tokenizer.model_dump_json().encode())
+        for name, text in parts.items():
+            digest.update(f"\0{name}:{len(text)}\0".encode())
+            digest.update(text.encode("utf-8", errors="surrogatepass"))
+        folder = cache_dir("language_modeling")
+        key = digest.hexdigest()[:24]
+        tok_file, ids_file = folder / f"{key}.tokenizer.json", folder / f"{key}.npz"
+        arrays = load_arrays(ids_file) if tok_file.exists() else None
+        if arrays is not None and set(arrays) == set(parts):
+            self._tokenizer = load_tokenizer(tok_file.read_text(encoding="utf-8"), str(tok_file))
+            return {k: torch.from_numpy(v.astype(np.int64)) for k, v in arrays.items()}
+        lines = [c for c in _CHUNK.findall(parts["train"]) if c]
+        self._tokenizer = build_tokenizer(self.data_cfg.tokenizer.as_tokenizer_config(), lines)
+        encoded = {k: np.asarray(self.encode_text(v), dtype=np.int32) for k, v in parts.items()}
+        atomic_write_text(tok_file, self._tokenizer.to_str())
+        save_arrays_atomic(ids_file, **encoded)
+        return {k: torch.from_numpy(v.astype(np.int64)) for k, v in encoded.items()}
+
+    def datasets(self) -> Splits:
+        cfg = self.data_cfg
+        text = self._corpus()
+        n = len(text)
+        train_end = int(n * (1 - cfg.val_fraction - cfg.test_fraction))
+        val_end = int(n * (1 - cfg.test_fraction))
+        if train_end <= 0:
+            raise ConfigError("data.val_fraction + data.test_fraction leave no training text; lower them")
+        parts = {"train": text[:train_end], "val": text[train_end:val_end]}
+        if cfg.test_fraction > 0:
+            parts["test"] = text[val_end:]
+        ids = self._prepare(parts)
+        window = cfg.block_size + 1  # inputs and their next-token targets
+        extra = cfg.block_size if cfg.random_offsets else 0
+        train = TokenWindows(ids["train"], window + extra, cfg.block_size)
+        held = {}
+        for split in ("val", "test"):
+            if split in ids:
+                full = TokenWindows(ids[split], window, cfg.block_size)
+                keep = _evenly_spaced(len(full), cfg.eval_windows)
+                held[split] = full if keep is None else TokenWindows(ids[split], window, cfg.block_size,
+                                                                     full.starts[keep])
+        self.state_dict_ = {
+            "block_size": cfg.block_size,
+            "vocab_size": self._tokenizer.get_vocab_size(),
+            "tokenizer": TOKENIZER_FILE,
+            # characters per token of the held-out text, to turn a per-token loss into bits per character
+            "chars_per_token": sum(len(parts[k]) for k in held) / max(sum(len(ids[k]) for k in held), 1),
+        }
+        summary = {f"{k}_tokens": len(v) for k, v in ids.items()}
+        summary.update({f"{k}_windows": len(v) for k, v in {"train": train, **held}.items()})
+        summary.update(vocab_size=self._tokenizer.get_vocab_size(), characters=n)
+        return Splits(train=train, val=held.get("val"), test=held.get("test"), summary=summary)
+
+    # ---- tokenizer ----------------------------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            if self.artifact_dir is None:
+                raise ArtifactError("the tokenizer is not built yet: call datasets() or load a trained artifact")
+            file = self.artifact_dir / self.state_dict_.get("tokenizer", TOKENIZER_FILE)
+            if not file.is_file():
+                raise ArtifactError(f"{file} is missing; the artifact is incomplete")
+            self._tokenizer = load_tokenizer(file.read_text(encoding="utf-8"), str(file))
+        return self._tokenizer
+
+    def extra_files(self) -> dict[str, bytes]:
+        return {TOKENIZER_FILE: self.tokenizer.to_str().encode("utf-8")}
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    # ---- model ------------------------------------------------------------------------------------------------
+    def derived_model_kwargs(self) -> dict[str, Any]:
+        return {"vocab_size": self.state_dict_["vocab_size"], "max_positions": self.state_dict_["block_size"]}
+
+    def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
+        vocab = self.state_dict_["vocab_size"]
+        return {"input_ids": torch.randint(0, vocab, (batch_size, min(8, self.state_dict_["block_size"])))}
+
+    def export_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {"input_ids": {0: "batch", 1: "time"}, "output": {0: "batch", 1: "time"}}
+
+    # ---- training ---------------------------------------------------------------------------------------------
+    def _shifted(self, windows: torch.Tensor) -> torch.Tensor:
+        """Training windows of block_size + 1 tokens, each starting at a random offset inside its tile."""
+        block = self.data_cfg.block_size
+        if windows.shape[1] == block + 1:
+            return windows
+        offsets = torch.randint(0, windows.shape[1] - block, (windows.shape[0], 1))  # global RNG: resumable
+        index = offsets.to(windows.device) + torch.arange(block + 1, device=windows.device)
+        return windows.gather(1, index)
+
+    @staticmethod
+    def _loss(model: nn.Module, windows: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        logits = model(windows[:, :-1])
+        return F.cross_entropy(logits.flatten(0, 1).float(), windows[:, 1:].flatten(), reduction=reduction)
+
+    def training_step(self, model: nn.Module, batch: Any) -> StepOutput:
+        return StepOutput(self._loss(model, self._shifted(batch)))
+
+    def batch_size_of(self, batch: Any) -> int:
+        return len(batch)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
+        total, count = 0.0, 0
+        for windows in loader:
+            total += float(self._loss(model, windows, reduction="sum"))
+            count += windows[:, 1:].numel()
+        loss = total / max(count, 1)
+        metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+        ratio = self.state_dict_.get("chars_per_token")
+        if ratio:
+            metrics["bits_per_char"] = loss / math.log(2) / ratio
+        return metrics
+
+    # ---- generation and serving ---------------------------------------------------------------------------------
+    def encode_prompt(self, prompt: Any, position: int = 1) -> list[int]:
+        if not isinstance(prompt, str):
+            raise DataError(f"input {position} is a {type(prompt).__name__}; give a text prompt to continue")
+        if not prompt.strip():
+            raise DataError(f"input {position} is an empty prompt; give some text to continue (e.g. 'ROMEO:')")
+        ids = self.tokenizer.encode(prompt).ids
+        if not ids:
+            raise DataError(f"input {position}: nothing of the prompt {prompt[:40]!r} is in the model's vocabulary")
+        return ids
+
+    def sampling(self) -> SamplingConfig:
+        """Generation settings for ``predict``: the recipe's ``serve:`` section over the defaults."""
+        serve = dict(self.recipe.serve or {})
+        known = set(SamplingConfig.__dataclass_fields__)
+        unknown = sorted(set(serve) - known)
+        if unknown:
+            raise ConfigError(f"serve: unknown keys {unknown} for language_modeling; valid: {', '.join(sorted(known))}")
+        return SamplingConfig(**serve)
+
+    def generate(self, model: nn.Module, prompt: str, cfg: SamplingConfig, on_text: Any = None) -> str:
+        """The continuation of ``prompt`` as text; ``on_text`` receives it piece by piece as it is generated."""
+        ids = self.encode_prompt(prompt)
+        on_token = TextStreamer(self.decode, on_text) if on_text is not None else None
+        return self.decode(generate_ids(model, ids, cfg, on_token=on_token))
+
+    def preprocess(self, inputs: list[Any]) -> list[str]:
+        if not inputs:
+            raise DataError("no inputs given; pass at least one prompt")
+        for i, item in enumerate(inputs):
+            self.encode_prompt(item, i + 1)  # fail on a bad prompt before generating for any
+        return list(inputs)
+
+    def forward(self, model: nn.Module, batch: list[str]) -> list[tuple[str, str]]:
+        cfg = self.sampling()
+        return [(prompt, self.generate(model, prompt, cfg)) for prompt in batch]
+
+    def postprocess(self, outputs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        return [{"continuation": text, "text": prompt + text} for prompt, text in outputs]
