@@ -127,3 +127,9 @@ def test_recurrent_models_generate_from_their_state_like_a_full_recompute():
             return self.inner(ids)
 
     assert generate_ids(Stateless(rnn), [1, 2, 3], cfg) == stateful
+
+
+def test_banned_ids_are_never_generated(gpt):
+    cfg = SamplingConfig(max_new_tokens=200, temperature=5.0, seed=0)  # hot: every id is likely somewhere
+    assert {0, 1} & set(generate_ids(gpt, [3], cfg))
+    assert not {0, 1} & set(generate_ids(gpt, [3], cfg, banned_ids=[0, 1]))

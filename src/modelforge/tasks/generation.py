@@ -111,8 +111,12 @@ def generate_ids(
     cfg: SamplingConfig,
     on_token: Callable[[int], None] | None = None,
     stop_ids: Sequence[int] = (),
+    banned_ids: Sequence[int] = (),
 ) -> list[int]:
-    """Continue one prompt; returns the new ids only. ``on_token`` sees each id as soon as it is chosen."""
+    """Continue one prompt; returns the new ids only. ``on_token`` sees each id as soon as it is chosen.
+
+    ``banned_ids`` are never generated (e.g. a tokenizer's [PAD]/[UNK], which stand for no text).
+    """
     if not prompt_ids:
         raise ConfigError("generation needs at least one prompt token")
     param = next(model.parameters())
@@ -127,9 +131,13 @@ def generate_ids(
     model.eval()
     ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=param.device)
     fresh, new, next_logits, stops = ids, [], _NextLogits(model), set(stop_ids)
+    banned = torch.tensor(list(banned_ids), dtype=torch.long, device=param.device)
     try:
         for _ in range(cfg.max_new_tokens):
-            fresh = sample_next(next_logits(ids, fresh), cfg, generator)
+            logits = next_logits(ids, fresh)
+            if banned_ids:
+                logits = logits.index_fill(-1, banned, float("-inf"))
+            fresh = sample_next(logits, cfg, generator)
             token = int(fresh.item())
             if token in stops:
                 break

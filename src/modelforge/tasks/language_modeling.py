@@ -30,7 +30,14 @@ from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError
 from modelforge.tasks.base import Splits, StepOutput, Task
 from modelforge.tasks.generation import SamplingConfig, TextStreamer, generate_ids
-from modelforge.tasks.text_classification import TOKENIZER_FILE, TokenizerConfig, build_tokenizer, load_tokenizer
+from modelforge.tasks.text_classification import (
+    PAD,
+    TOKENIZER_FILE,
+    UNK,
+    TokenizerConfig,
+    build_tokenizer,
+    load_tokenizer,
+)
 
 _CHUNK = re.compile(r"[^\n]*(?:\n+|$)")  # lines with their newlines: the unit the corpus is encoded in
 
@@ -268,7 +275,8 @@ class LanguageModeling(Task):
         """The continuation of ``prompt`` as text; ``on_text`` receives it piece by piece as it is generated."""
         ids = self.encode_prompt(prompt)
         on_token = TextStreamer(self.decode, on_text) if on_text is not None else None
-        return self.decode(generate_ids(model, ids, cfg, on_token=on_token))
+        specials = [i for i in (self.tokenizer.token_to_id(t) for t in (PAD, UNK)) if i is not None]
+        return self.decode(generate_ids(model, ids, cfg, on_token=on_token, banned_ids=specials))
 
     def preprocess(self, inputs: list[Any]) -> list[str]:
         if not inputs:
