@@ -27,13 +27,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from modelforge.core.config import StrictConfig
-from modelforge.core.errors import ArtifactError, ConfigError, DataError
+from modelforge.core.errors import ConfigError, DataError
 from modelforge.tasks.base import Splits, StepOutput, Task
 from modelforge.tasks.generation import SamplingConfig, TextStreamer, generate_ids
 from modelforge.tasks.text_classification import (
     PAD,
     TOKENIZER_FILE,
     UNK,
+    TokenizerArtifact,
     TokenizerConfig,
     build_tokenizer,
     load_tokenizer,
@@ -99,7 +100,7 @@ def _evenly_spaced(count: int, keep: int | None) -> torch.Tensor | None:
     return torch.linspace(0, count - 1, keep).round().long().unique()
 
 
-class LanguageModeling(Task):
+class LanguageModeling(TokenizerArtifact, Task):
     """Predict the next token of a text corpus (Shakespeare or your .txt files); generate continuations."""
 
     name = "language_modeling"
@@ -187,21 +188,6 @@ class LanguageModeling(Task):
         summary.update({f"{k}_windows": len(v) for k, v in {"train": train, **held}.items()})
         summary.update(vocab_size=self._tokenizer.get_vocab_size(), characters=n)
         return Splits(train=train, val=held.get("val"), test=held.get("test"), summary=summary)
-
-    # ---- tokenizer ----------------------------------------------------------------------------------------------
-    @property
-    def tokenizer(self) -> Tokenizer:
-        if self._tokenizer is None:
-            if self.artifact_dir is None:
-                raise ArtifactError("the tokenizer is not built yet: call datasets() or load a trained artifact")
-            file = self.artifact_dir / self.state_dict_.get("tokenizer", TOKENIZER_FILE)
-            if not file.is_file():
-                raise ArtifactError(f"{file} is missing; the artifact is incomplete")
-            self._tokenizer = load_tokenizer(file.read_text(encoding="utf-8"), str(file))
-        return self._tokenizer
-
-    def extra_files(self) -> dict[str, bytes]:
-        return {TOKENIZER_FILE: self.tokenizer.to_str().encode("utf-8")}
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -193,7 +193,29 @@ def length_mask(lengths: torch.Tensor, length: int) -> torch.Tensor:
     return torch.arange(length, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
-class TextClassification(Task):
+class TokenizerArtifact:
+    """A task whose tokenizer travels in the artifact as tokenizer.json: built by ``datasets()``, reloaded lazily."""
+
+    _tokenizer: Tokenizer | None
+    artifact_dir: Path | None
+    state_dict_: dict
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            if self.artifact_dir is None:
+                raise ArtifactError("the tokenizer is not built yet: call datasets() or load a trained artifact")
+            file = self.artifact_dir / self.state_dict_.get("tokenizer", TOKENIZER_FILE)
+            if not file.is_file():
+                raise ArtifactError(f"{file} is missing; the artifact is incomplete")
+            self._tokenizer = load_tokenizer(file.read_text(encoding="utf-8"), str(file))
+        return self._tokenizer
+
+    def extra_files(self) -> dict[str, bytes]:
+        return {TOKENIZER_FILE: self.tokenizer.to_str().encode("utf-8")}
+
+
+class TextClassification(TokenizerArtifact, Task):
     """Classify texts into labels (Rotten Tomatoes sentiment, BBC News topics, or a CSV/TSV/JSONL table)."""
 
     name = "text_classification"
@@ -277,21 +299,6 @@ class TextClassification(Task):
         }
         summary.update(classes=len(label_names), vocab_size=tok.get_vocab_size())
         return Splits(train=tensors["train"], val=tensors.get("val"), test=tensors.get("test"), summary=summary)
-
-    # ---- tokenizer ----------------------------------------------------------------------------------------------
-    @property
-    def tokenizer(self) -> Tokenizer:
-        if self._tokenizer is None:
-            if self.artifact_dir is None:
-                raise ArtifactError("the tokenizer is not built yet: call datasets() or load a trained artifact")
-            file = self.artifact_dir / self.state_dict_.get("tokenizer", TOKENIZER_FILE)
-            if not file.is_file():
-                raise ArtifactError(f"{file} is missing; the artifact is incomplete")
-            self._tokenizer = load_tokenizer(file.read_text(encoding="utf-8"), str(file))
-        return self._tokenizer
-
-    def extra_files(self) -> dict[str, bytes]:
-        return {TOKENIZER_FILE: self.tokenizer.to_str().encode("utf-8")}
 
     # ---- model ------------------------------------------------------------------------------------------------
     @property
