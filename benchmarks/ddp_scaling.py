@@ -40,6 +40,8 @@ trainer.fit(Splits(train=TensorDataset(data)))
 elapsed = time.perf_counter() - start
 if trainer.env.is_main:
     Path({out!r}).write_text(json.dumps({{"seconds": elapsed, "tokens": steps * batch * ctx}}))
+from modelforge.training.distributed import teardown
+teardown(trainer.env)
 """
 
 

@@ -93,7 +93,7 @@ def train(
         save_artifact(directory / "model", recipe_obj, task, final_model)
         atomic_write_json(directory / "results.json", {"summary": summary, "metrics": metrics})
         _write_report(directory, splits)
-    dist_utils.barrier(env)
+    dist_utils.teardown(env)
     return Run(directory, metrics, summary)
 
 

@@ -48,6 +48,7 @@ def trained_steps(run_dir: Path) -> int:
 
 
 def main(run_dir: Path) -> None:
+    from modelforge.training import distributed as dist_utils
     from modelforge.training.trainer import Trainer
 
     data = torch.randint(0, VOCAB, (64, LENGTH + 1), generator=torch.Generator().manual_seed(2))
@@ -63,6 +64,7 @@ def main(run_dir: Path) -> None:
         logits = trainer.train_model(inputs)
     if trainer.env.is_main:
         save_file({"logits": logits.contiguous()}, str(run_dir / "fsdp_outputs.safetensors"))
+    dist_utils.teardown(trainer.env)
 
 
 if __name__ == "__main__":

@@ -134,6 +134,13 @@ def barrier(env: DistEnv) -> None:
         dist.barrier()
 
 
+def teardown(env: DistEnv) -> None:
+    """Leave the process group cleanly: a process that exits with gloo still set up can abort during shutdown."""
+    if env.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def shard(indices: torch.Tensor, env: DistEnv) -> torch.Tensor:
     """This rank's contiguous share of a global batch (equal shares when the batch divides by the world size)."""
     if not env.enabled:
