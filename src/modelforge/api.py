@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,15 @@ def train(
     task = get_task(recipe_obj.task)(recipe_obj)
     started = time.perf_counter()
     splits = task.datasets()
+    if recipe_obj.explain is not None:  # fail now, not after training, if the gallery cannot be made
+        from modelforge.explain import check_config
+
+        check_config(recipe_obj.explain, task)
     model = task.build_model()
     trainer = Trainer(task, model, recipe_obj.train, directory)
     summary = trainer.fit(splits, resume=resume)
+    if trainer.privacy is not None:  # the (ε, δ) guarantee of the trained model
+        summary["privacy"] = trainer.privacy.report()
     metrics: dict[str, Any] = {}
     if splits.test is not None:
         metrics = trainer.evaluate(splits.test, prefix="test")
@@ -92,6 +99,8 @@ def train(
     if env.is_main:
         save_artifact(directory / "model", recipe_obj, task, final_model)
         atomic_write_json(directory / "results.json", {"summary": summary, "metrics": metrics})
+        if recipe_obj.explain is not None:
+            _write_gallery(directory, splits)
         _write_report(directory, splits)
     dist_utils.teardown(env)
     return Run(directory, metrics, summary)
@@ -108,6 +117,22 @@ def _write_report(directory: Path, splits: Any) -> None:
     except Exception as exc:  # noqa: BLE001
         warnings.warn(f"could not write {directory / 'report.html'}: {exc} (retry with `modelforge report`)",
                       stacklevel=2)
+
+
+def _write_gallery(directory: Path, splits: Any) -> None:
+    """The recipe's ``explain:`` gallery, from the saved artifact (what the server will explain with); like the
+    report, a failure only warns, since the trained model is already saved."""
+    import warnings
+
+    from modelforge.artifacts.model_dir import load_artifact
+    from modelforge.explain.gallery import write_gallery
+
+    try:
+        loaded = load_artifact(directory / "model")
+        write_gallery(directory, loaded.task, loaded.model, splits, loaded.recipe.explain)
+    except Exception as exc:  # noqa: BLE001
+        warnings.warn(f"could not write {directory / 'explanations'}: {exc} "
+                      f"(retry with `modelforge explain {directory} --gallery`)", stacklevel=2)
 
 
 def _resolve_run_dir(recipe_obj: Any, run_dir: str | Path | None, resume: bool) -> Path:
@@ -137,6 +162,47 @@ def evaluate(path: str | Path, split: str = "test") -> dict[str, Any]:
         raise ArtifactError(f"the recipe of {path} has no {split} split to evaluate on")
     trainer = Trainer(predictor.task, predictor.model, predictor.recipe.train, Path(path))
     return trainer.evaluate(dataset, prefix=split)
+
+
+def generate(
+    path: str | Path,
+    prompt: str,
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    on_text: Callable[[str], Any] | None = None,
+) -> str:
+    """Continue ``prompt`` with a trained language model; returns prompt + continuation. ``on_text`` receives the
+    continuation piece by piece as it is generated (``modelforge generate`` streams it to stdout)."""
+    from modelforge.tasks.generation import SamplingConfig
+
+    predictor = load(path)
+    if not callable(getattr(predictor.task, "generate", None)):
+        raise ArtifactError(
+            f"{path} holds a {predictor.recipe.task} model; `modelforge generate` needs a language_modeling run"
+        )
+    cfg = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)
+    return prompt + predictor.task.generate(predictor.model, prompt, cfg, on_text=on_text)
+
+
+def transcribe(path: str | Path, wav_paths: Sequence[str | Path], beam_width: int | None = None) -> list[str]:
+    """The text of each WAV file, by a trained speech recognition run; ``beam_width`` switches to beam decoding of
+    that width (default: the run's own decoding)."""
+    from modelforge.core.errors import ConfigError
+
+    if not wav_paths:
+        raise ConfigError("transcribe needs at least one WAV file")
+    if beam_width is not None and beam_width < 1:
+        raise ConfigError(f"--beam must be a width >= 1, got {beam_width}")
+    predictor = load(path)
+    task = predictor.task
+    if predictor.recipe.task != "speech_recognition":
+        raise ConfigError(f"{path} is a {predictor.recipe.task} run; transcribe needs a speech_recognition run")
+    if beam_width is not None:
+        task.data_cfg = task.data_cfg.model_copy(update={"decoding": "beam", "beam_width": beam_width})
+    return [result["text"] for result in predictor.predict([str(p) for p in wav_paths])]
 
 
 def read_results(path: str | Path) -> dict[str, Any]:

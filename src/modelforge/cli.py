@@ -73,6 +73,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     predictor = load(args.run)
     results = predictor.predict(list(args.inputs))
+    save = getattr(predictor.task, "save_prediction", None)  # dense tasks draw their prediction on the picture
+    if save is not None:
+        results = [save(i, r, args.output, n) for n, (i, r) in enumerate(zip(args.inputs, results))]
     _print_json([{"input": i, **r} if isinstance(r, dict) else {"input": i, "output": r}
                  for i, r in zip(args.inputs, results)])
     return 0
@@ -164,18 +167,78 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from modelforge.tasks.generation import generate_command
+    from modelforge.api import generate
 
-    text = generate_command(args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                            args.seed, stream=not args.no_stream)
+    def write(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    if not args.no_stream:
+        write(args.prompt)
+    text = generate(args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                    args.seed, on_text=None if args.no_stream else write)
     print(text if args.no_stream else "")
     return 0
 
 
-def cmd_transcribe(args: argparse.Namespace) -> int:
-    from modelforge.tasks.speech_recognition import transcribe_command
+def cmd_explain(args: argparse.Namespace) -> int:
+    from modelforge.explain.command import explain_command
 
-    print(transcribe_command(args.run, args.wavs, args.json, beam_width=args.beam))
+    for line in explain_command(args.run, args.inputs, args.method, args.target, args.output, args.baseline,
+                                args.steps, args.color, args.gallery):
+        print(line)
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from modelforge.tasks.image_generation import sample_command
+
+    path, seed = sample_command(args.run, args.n, args.seed, args.output)
+    print(f"wrote {path} ({args.n} samples, seed {seed})")
+    return 0
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from modelforge.api import transcribe
+
+    texts = transcribe(args.run, args.wavs, beam_width=args.beam)
+    if args.json:
+        _print_json([{"input": str(p), "text": t} for p, t in zip(args.wavs, texts, strict=True)])
+    else:  # the text alone for one file; path<TAB>text lines for several
+        print(texts[0] if len(texts) == 1 else "\n".join(f"{p}\t{t}" for p, t in zip(args.wavs, texts, strict=True)))
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from modelforge.tasks.translation import translate_command
+
+    outputs = translate_command(args.run, args.texts, beam_size=args.beam, length_penalty=args.length_penalty)
+    print("\n".join(outputs))  # one output line per input text, in order
+    return 0
+
+
+def cmd_neighbors(args: argparse.Namespace) -> int:
+    from modelforge.core.errors import ConfigError
+    from modelforge.tasks.word_embeddings import neighbors_command
+
+    if (args.word is None) == (args.analogy is None):
+        raise ConfigError("give either a WORD or --analogy A B C (a is to b as c is to ?)")
+    print(neighbors_command(args.run, args.word, args.k, args.analogy))
+    return 0
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from modelforge.video_annotate import annotate_video
+
+    result = annotate_video(args.run, args.input, args.output, overlay=args.overlay, every=args.every,
+                            window=args.window, max_frames=args.max_frames, snapshot=args.snapshot,
+                            snapshot_at=args.snapshot_at)
+    print(f"wrote {result.path} ({result.frames} frames, {result.width}x{result.height} at {result.fps:g} fps; "
+          f"{result.predictions} predictions)")
+    if result.labels:
+        print("shown: " + ", ".join(f"{label} ×{n}" for label, n in sorted(result.labels.items(), key=lambda x: -x[1])))
+    if result.snapshot:
+        print(f"snapshot: {result.snapshot}")
     return 0
 
 
@@ -207,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict with a trained run: modelforge predict RUN INPUT...")
     p.add_argument("run")
     p.add_argument("inputs", nargs="+", help="inputs (image paths for image tasks, text for text tasks)")
+    p.add_argument("--output", help="detection/segmentation: folder for the annotated pictures (default: beside "
+                                    "each input, as NAME.pred.png)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("recipes", help="list built-in recipes, or `recipes show NAME` for one with all defaults")
@@ -231,6 +296,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list of {input, text}")
     p.add_argument("--beam", type=int, metavar="WIDTH", help="beam search of this width (default: the run's decoding)")
     p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("translate", help="translate (or summarize) with a seq2seq run: translate RUN TEXT...")
+    p.add_argument("run")
+    p.add_argument("texts", nargs="+", metavar="TEXT")
+    p.add_argument("--beam", type=int, metavar="N", help="beam size (1 = greedy; default: the run's decoding)")
+    p.add_argument("--length-penalty", type=float, metavar="ALPHA",
+                   help="GNMT length penalty alpha (0 = total log-probability; default: the run's decoding)")
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("neighbors", help="nearest words of a word-embeddings run: neighbors RUN WORD [--k K]")
+    p.add_argument("run")
+    p.add_argument("word", nargs="?", help="the word to look up")
+    p.add_argument("--k", type=int, default=10, help="how many neighbours (default 10)")
+    p.add_argument("--analogy", nargs=3, metavar=("A", "B", "C"), help="a is to b as c is to ? (3CosAdd)")
+    p.set_defaults(func=cmd_neighbors)
+
+    p = sub.add_parser("video", help="annotate a video with a run's predictions: modelforge video RUN in.avi out.mp4")
+    p.add_argument("run", help="a video classifier, image classifier or detector run")
+    p.add_argument("input", metavar="in.avi", help="video to read (.avi/.mp4/.mkv …)")
+    p.add_argument("output", metavar="out.mp4", help="annotated video to write (.mp4 mp4v, .avi MJPG, .mkv FFV1)")
+    p.add_argument("--overlay", choices=["motion", "none"], default="motion",
+                   help="motion: heat map + boxes of moving regions by background subtraction (default)")
+    p.add_argument("--every", type=_positive_int, default=1, help="predict every N frames (default 1)")
+    p.add_argument("--window", type=_positive_int, help="video classifier: frames per sliding window (default: "
+                                                         "its training clip length)")
+    p.add_argument("--max-frames", type=_positive_int, help="stop after N frames")
+    p.add_argument("--snapshot", metavar="PNG", help="also save one annotated frame as a PNG")
+    p.add_argument("--snapshot-at", type=int, metavar="FRAME", help="0-based frame for --snapshot (default: middle)")
+    p.set_defaults(func=cmd_video)
+
+    p = sub.add_parser("explain", help="attributions of a run's predictions: modelforge explain RUN INPUT...")
+    p.add_argument("run")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image/WAV paths, or texts for text models")
+    p.add_argument("--method", choices=["integrated_gradients", "saliency", "occlusion", "gradient_shap"],
+                   help="attribution method (default: the recipe's explain.method, else integrated_gradients)")
+    p.add_argument("--target", metavar="LABEL", help="label to explain (default: the predicted one)")
+    p.add_argument("--output", metavar="DIR", help="where to write PNG/.npy/HTML files (default: RUN/explained)")
+    p.add_argument("--baseline", choices=["black", "mean"], help="reference input (default: black/silence/[PAD])")
+    p.add_argument("--steps", type=_positive_int, help="integrated gradients: steps of the path integral")
+    p.add_argument("--color", choices=["auto", "always", "never"], default="auto", help="coloured tokens (text)")
+    p.add_argument("--gallery", action="store_true", help="(re)write RUN/explanations from held-out data instead")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("sample", help="draw images from a GAN run into a PNG grid: modelforge sample RUN --n 64")
+    p.add_argument("run")
+    p.add_argument("--n", type=_positive_int, default=64, help="number of images (default 64)")
+    p.add_argument("--seed", type=int, default=None, help="same seed, same images (default: a random seed, printed)")
+    p.add_argument("--output", metavar="FILE.png", help="file to write (default: RUN/samples.png)")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("bench", help="run the CPU benchmarks and print one table (name, ours, peer, ratio)")
     p.add_argument("names", nargs="*", help="benchmark script names (default: all CPU benchmarks)")

@@ -98,9 +98,10 @@ def test_sample_predictions_reuse_the_training_splits(runs, monkeypatch):
 
     splits = ImageClassification(load_recipe("digits-cnn")).datasets()
     monkeypatch.setattr(ImageClassification, "datasets", lambda self: pytest.fail("datasets() called again"))
-    png, note = _sample_predictions(runs[0].directory, 4, splits)
-    assert png.startswith(PNG_SIGNATURE) and note == ""
-    assert _sample_predictions(runs[0].directory, 0, splits) == (None, "sample predictions were not asked for")
+    view = _sample_predictions(runs[0].directory, 4, splits)
+    assert view.png.startswith(PNG_SIGNATURE) and view.note == "" and view.html is None
+    none = _sample_predictions(runs[0].directory, 0, splits)
+    assert none.png is None and none.note == "sample predictions were not asked for"
 
 
 def test_report_cli(tmp_path, capsys):

@@ -51,7 +51,7 @@ def test_models_lists_task_labels_and_input_spec(client):
     assert model["name"] == "digits-cnn" and model["task"] == "image_classification"
     assert model["labels"] == [str(i) for i in range(10)]
     assert model["input"] == {"kind": "image", "channels": 1, "image_size": 16}
-    assert model["explain"] is False and model["batching"]["max_batch_size"] == 16
+    assert model["explain"] is True and model["batching"]["max_batch_size"] == 16
     assert client.get("/models/digits-cnn").json()["name"] == "digits-cnn"
 
 
@@ -77,8 +77,10 @@ def test_predict_accepts_data_urls_and_multipart_uploads(client, predictor):
     assert response.json()["predictions"] == expected * 2
 
 
-def test_explain_is_501_for_tasks_without_explanations(client):
-    response = client.post("/models/digits-cnn/explain", json={"inputs": [b64(digit_png(0)[0])]})
+def test_explain_is_501_for_tasks_without_explanations(predictor):
+    # a predictor without ``explain`` (image classification has explanations: see tests/explain/test_api.py)
+    with TestClient(_app_with(SlowPredictor(predictor), BatchSettings())) as test_client:
+        response = test_client.post("/models/slow/explain", json={"inputs": [b64(digit_png(0)[0])]})
     assert_error(response, 501, "does not support explanations")
 
 

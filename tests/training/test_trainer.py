@@ -120,3 +120,18 @@ def test_sigkill_resume_is_bit_identical(tmp_path):
         assert torch.equal(expected[name], actual[name]), name
     full_log = (full / "metrics.jsonl").read_text()
     assert (killed / "metrics.jsonl").read_text() == full_log or len(full_log) > 0
+
+
+def test_plain_sgd_run_resumes_like_an_uninterrupted_one(tmp_path):
+    """SGD without momentum keeps no optimiser state; resuming it must still work and end identical."""
+    common = ["train.optimizer=sgd", "train.momentum=0", "train.lr=0.05", "train.batch_size=32",
+              "train.schedule=constant"]
+    whole, splits = _trainer(tmp_path / "whole", common + ["train.max_steps=6"])
+    whole.fit(splits)
+    first, splits = _trainer(tmp_path / "cut", common + ["train.max_steps=3"])
+    first.fit(splits)
+    second, splits = _trainer(tmp_path / "cut", common + ["train.max_steps=6"])
+    second.fit(splits, resume=True)
+    assert second.step == 6
+    for (name, a), b in zip(whole.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -75,6 +75,35 @@ class TrainConfig(StrictConfig):
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
+class ExplainConfig(StrictConfig):
+    """``explain:`` — attributions for held-out samples, written after training as the run's explanation gallery."""
+
+    method: Literal["integrated_gradients", "saliency", "occlusion", "gradient_shap"] = "integrated_gradients"
+    samples: int = Field(8, ge=1, le=64, description="held-out inputs explained in the gallery")
+    target: Optional[str] = Field(None, description="label to attribute (default: each input's predicted label)")
+    baseline: Literal["black", "mean"] = Field(
+        "black", description="reference input: black image / silence (lowest feature) / [PAD]; or the training mean"
+    )
+    steps: int = Field(64, ge=2, le=2048, description="integrated gradients: points on the path integral")
+
+
+class PrivacyConfig(StrictConfig):
+    """DP-SGD (``training/privacy.py``): a target ε (noise computed for the planned steps) and/or a fixed noise."""
+
+    target_epsilon: Optional[float] = Field(None, gt=0, description="privacy budget ε; training never exceeds it")
+    delta: float = Field(1e-5, gt=0, lt=1, description="δ of the (ε, δ) guarantee; well below 1/N")
+    max_grad_norm: float = Field(1.0, gt=0, description="per-sample gradient clipping norm C")
+    noise_multiplier: Optional[float] = Field(None, gt=0, description="fixed noise σ (default: computed from ε)")
+    accountant: Literal["rdp", "prv"] = Field("rdp", description="Opacus accountant: RDP or PRV (tighter)")
+    poisson_sampling: bool = Field(True, description="Poisson-sampled batches, as the accounting assumes")
+
+    @model_validator(mode="after")
+    def _epsilon_or_noise(self) -> PrivacyConfig:
+        if self.target_epsilon is None and self.noise_multiplier is None:
+            raise ValueError("set target_epsilon (noise computed) or noise_multiplier (or both: ε is then a cap)")
+        return self
+
+
 class ModelConfig(BaseModel):
     """``name`` picks a registered model; every other key is a keyword of its builder."""
 
@@ -92,8 +121,8 @@ class Recipe(StrictConfig):
     data: Any = Field(default_factory=dict, description="validated by the task's DataConfig")
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
-    privacy: Optional[dict[str, Any]] = None
-    explain: Optional[dict[str, Any]] = None
+    privacy: Optional[PrivacyConfig] = None
+    explain: Optional[ExplainConfig] = None
     serve: Optional[dict[str, Any]] = None
 
     @model_validator(mode="before")

@@ -20,7 +20,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from modelforge.core.errors import ConfigError
+from modelforge.core.errors import ConfigError, DataError
 
 DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
 _HASH_SPAN = float(2**64)
@@ -131,3 +131,12 @@ def _fill_empty_splits(
         smallest = min(assigned[donor], key=lambda g: (len(members[g]), str(g)))
         assigned[donor].remove(smallest)
         assigned[name].append(smallest)
+
+
+def holdout_split(n: int, size: float, seed: int, what: str = "samples") -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (keep, held-out) sorted index arrays; ``size`` is a share (<1) or a count (≥1)."""
+    count = int(round(size * n)) if size < 1 else int(size)
+    if not 0 <= count < n:
+        raise DataError(f"cannot hold out {count} of {n} {what}; lower data.val_size/data.test_size")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[count:]), np.sort(order[:count])

@@ -10,12 +10,11 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from modelforge.core.atomic import atomic_write_bytes, atomic_write_text
 from modelforge.core.errors import ArtifactError, ModelforgeError
@@ -104,11 +103,21 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, samples:
             figures[key] = plots.confusion_matrix(matrix, labels)
             sections.append(html.Section(key.replace("_", " ").capitalize(), html.image(figures[key], key)))
 
-    sample_png, note = _sample_predictions(run.directory, samples, splits)
-    if sample_png is not None:
-        figures["sample predictions"] = sample_png
-    sections.append(html.Section("Sample predictions",
-                                 html.image(sample_png, "sample predictions") if sample_png else html.paragraph(note)))
+    view = _sample_predictions(run.directory, samples, splits)
+    parts = []
+    if view.png is not None:
+        figures["sample predictions"] = view.png
+        parts.append(html.image(view.png, "sample predictions"))
+    if view.html:
+        parts.append(view.html)
+    if view.note or not parts:
+        parts.append(html.paragraph(view.note or "no sample predictions"))
+    sections.append(html.Section("Sample predictions", "".join(parts)))
+    from modelforge.explain.gallery import gallery_html  # the recipe's explain: gallery, when the run has one
+
+    explanations = gallery_html(run.directory)
+    if explanations is not None:
+        sections.append(html.Section("Explanations", explanations))
     sections.append(html.Section("Recipe", html.preformatted(run.recipe_text or "(recipe.yaml missing)")))
 
     title = f"{run.recipe.get('name', run.name)} — run report"
@@ -148,37 +157,34 @@ def _labels(directory: Path) -> list[str] | None:
     return [str(label) for label in labels] if isinstance(labels, list) else None
 
 
-def _sample_predictions(directory: Path, count: int, splits: Any) -> tuple[bytes | None, str]:
-    """A grid of test images titled with predicted (and true) labels, for image tasks; else a note why not."""
+def _sample_predictions(directory: Path, count: int, splits: Any) -> Any:
+    """The task's own sample view (``Task.report_samples``: an image grid, a table of texts, transcripts …) on
+    held-out data, or a ``ReportSamples`` whose note says why there is none."""
     import torch
 
     from modelforge.artifacts.model_dir import load_artifact
+    from modelforge.tasks.base import ReportSamples, Task
 
     if count <= 0:
-        return None, "sample predictions were not asked for"
+        return ReportSamples(note="sample predictions were not asked for")
     try:
         loaded = load_artifact(directory)
     except ArtifactError as exc:
-        return None, f"no model to predict with: {exc}"
+        return ReportSamples(note=f"no model to predict with: {exc}")
     task = loaded.task
-    if getattr(task, "input_kind", None) != "image":
-        return None, f"no sample view for task {loaded.recipe.task!r} yet"
+    if type(task).report_samples is Task.report_samples:  # checked before loading any data
+        return ReportSamples(note=f"no sample view for task {loaded.recipe.task!r} yet")
     try:
         splits = splits if splits is not None else task.datasets()
     except ModelforgeError as exc:
-        return None, f"the recipe's data is not available here ({exc})"
-    dataset = splits.test if splits.test is not None else splits.val
-    if dataset is None or len(dataset) == 0:
-        return None, "the recipe has no test or validation split"
-    picks = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).astype(int))
-    pairs = [dataset[int(i)] for i in picks]
-    images = np.stack([np.asarray(x, dtype=np.uint8) for x, _ in pairs])
-    with torch.inference_mode():
-        results = task.postprocess(task.forward(loaded.model, task.preprocess(list(images))))
-    labels = task.state().get("labels") or []
-    truths = [labels[int(y)] if int(y) < len(labels) else str(int(y)) for _, y in pairs]
-    titles = [f"{r['label']} (true {t})" for r, t in zip(results, truths)]
-    return plots.image_grid(images, titles, [r["label"] == t for r, t in zip(results, truths)]), ""
+        return ReportSamples(note=f"the recipe's data is not available here ({exc})")
+    try:
+        with torch.no_grad():
+            view = task.report_samples(loaded.model.eval(), splits, count)
+    except Exception as exc:  # noqa: BLE001 - the rest of the report is still worth writing
+        warnings.warn(f"{directory}: the sample predictions failed ({exc.__class__.__name__}: {exc})", stacklevel=2)
+        return ReportSamples(note=f"the sample predictions could not be made ({exc.__class__.__name__}: {exc})")
+    return view if view is not None else ReportSamples(note=f"no sample view for task {loaded.recipe.task!r}")
 
 
 # ---- comparison -----------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ td, th { border: 1px solid #e5e7eb; padding: 0.25rem 0.6rem; text-align: left; v
 th { background: #f6f7f9; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f6f7f9; padding: 0.8rem; overflow-x: auto; font-size: 13px; }
 figure { margin: 1rem 0; } img { max-width: 100%; }
+table.samples td { white-space: pre-wrap; } tr.right td:first-child { border-left: 4px solid #2e7d32; }
+tr.wrong td:first-child { border-left: 4px solid #b42318; }
 """
 
 

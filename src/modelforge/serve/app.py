@@ -18,7 +18,7 @@ import struct
 import wave
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modelforge.core.errors import ArtifactError, ConfigError, ModelforgeError
 from modelforge.serve.batching import BatchSettings, MicroBatcher, QueueFullError
 from modelforge.serve.predictor import Predictor
+from modelforge.tasks.base import ServedText
 
 log = logging.getLogger("modelforge.serve")
 STATIC = Path(__file__).parent / "static"
@@ -50,6 +51,10 @@ class ServeSettings:
     max_image_pixels: int = 4096 * 4096
     max_audio_seconds: float = 30.0
     max_text_chars: int = 10_000
+    # Generation costs a forward pass per new token: cap the tokens per prompt (above the shipped recipes' serve:
+    # defaults, so they behave as configured) and the prompts per request.
+    max_new_tokens: int = 400
+    max_prompts: int = 8
 
 
 class ClientError(Exception):
@@ -76,6 +81,18 @@ class ServedModel:
     def kind(self) -> str | None:
         return getattr(self.predictor.task, "input_kind", None)
 
+    @property
+    def generates(self) -> bool:
+        """A text generator (language model: it has a generation cap to set and ``sampling()`` settings): its
+        inputs are prompts, each costing a forward pass per new token."""
+        task = self.predictor.task
+        return hasattr(task, "max_new_tokens_limit") and callable(getattr(task, "sampling", None))
+
+    @property
+    def explainable(self) -> bool:
+        """The predictor has ``explain`` and (when it says so) supports this task."""
+        return callable(getattr(self.predictor, "explain", None)) and getattr(self.predictor, "can_explain", True)
+
     def describe(self) -> dict[str, Any]:
         task, settings = self.predictor.task, self.batcher.settings
         spec = task.input_spec() if hasattr(task, "input_spec") else {"kind": self.kind}
@@ -86,7 +103,8 @@ class ServedModel:
             "model": self.predictor.recipe.model.name,
             "labels": task.state().get("labels"),
             "input": spec,
-            "explain": callable(getattr(self.predictor, "explain", None)),
+            "explain": self.explainable,
+            **({"generation": asdict(task.sampling())} if self.generates else {}),
             "batching": {"max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms,
                          "queue_size": settings.queue_size, **self.batcher.stats.as_dict()},
         }
@@ -238,7 +256,7 @@ def validate_item(kind: str | None, value: Any, where: str, settings: ServeSetti
                 value = value.decode("utf-8")
             except UnicodeDecodeError:
                 raise ClientError(422, f"{where} is not UTF-8 text") from None
-        return check_text(value, where, settings.max_text_chars)
+        return ServedText(check_text(value, where, settings.max_text_chars))  # never read as a file path
     data = value if isinstance(value, bytes) else _b64(value, where)
     if kind == "image":
         return check_image(data, where, settings.max_image_pixels)
@@ -259,7 +277,7 @@ async def read_inputs(request: Request, model: ServedModel, settings: ServeSetti
         if not isinstance(raw, list):
             raise ClientError(422, 'JSON body must be an object with a list "inputs": {"inputs": [...]}')
         values: list[Any] = raw
-    elif content_type == "multipart/form-data":
+    elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):  # the latter: text fields
         values = await _multipart_values(request, settings)
     else:
         raise ClientError(415, f"content type {content_type or '(none)'!r} is not accepted; "
@@ -268,6 +286,9 @@ async def read_inputs(request: Request, model: ServedModel, settings: ServeSetti
         raise ClientError(422, "no inputs given")
     if len(values) > settings.max_inputs:
         raise ClientError(413, f"{len(values)} inputs in one request, over the limit of {settings.max_inputs}")
+    if model.generates and len(values) > settings.max_prompts:
+        raise ClientError(413, f"{len(values)} prompts in one request, over the limit of {settings.max_prompts} "
+                               "for a generating model")
     return [validate_item(model.kind, value, f"inputs[{i}]", settings) for i, value in enumerate(values)]
 
 
@@ -373,6 +394,7 @@ def create_app(runs: Sequence[str | Path] | dict[str, ServedModel], settings: Se
     """The FastAPI app over run directories (or already loaded models); ``serve`` runs it with uvicorn."""
     settings = settings or ServeSettings()
     models = runs if isinstance(runs, dict) else load_models(runs, settings.batch)
+    _limit_generation(models, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -395,6 +417,15 @@ def create_app(runs: Sequence[str | Path] | dict[str, ServedModel], settings: Se
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _limit_generation(models: dict[str, ServedModel], settings: ServeSettings) -> None:
+    """Cap generated tokens per prompt, and check each generator's ``serve:`` settings now rather than on every
+    request (a bad recipe key fails at start-up with one line)."""
+    for model in models.values():
+        if model.generates:
+            model.predictor.task.max_new_tokens_limit = settings.max_new_tokens
+            model.predictor.task.sampling()
 
 
 def _add_routes(app: FastAPI, models: dict[str, ServedModel], settings: ServeSettings) -> None:
@@ -425,16 +456,17 @@ def _add_routes(app: FastAPI, models: dict[str, ServedModel], settings: ServeSet
         return JSONResponse({"model": name, "predictions": await _run_model(model, items)})
 
     @app.post("/models/{name}/explain", dependencies=auth, openapi_extra=_openapi_body(),
-              summary="Explain predictions (only for tasks that support explanations; 501 otherwise)")
+              summary="Explain predictions (?method=…&target=LABEL; tasks without explanations answer 501)")
     async def explain(name: str, request: Request) -> JSONResponse:
         model = get_model(name)
-        explainer = getattr(model.predictor, "explain", None)
-        if not callable(explainer):
+        if not model.explainable:
             raise ClientError(501, f"model {name!r} (task {model.predictor.recipe.task}) does not support "
                                    "explanations")
+        # ?method=integrated_gradients|saliency|occlusion|gradient_shap&target=LABEL (both optional)
+        options = {key: value for key, value in request.query_params.items() if key in ("method", "target")}
         items = await read_inputs(request, model, settings)
         try:
-            result = await model.batcher.run_exclusive(lambda: explainer(items))
+            result = await model.batcher.run_exclusive(lambda: model.predictor.explain(items, **options))
         except ModelforgeError as exc:
             raise ClientError(422, str(exc).splitlines()[0]) from None
         return JSONResponse({"model": name, "explanations": _jsonable(result)})

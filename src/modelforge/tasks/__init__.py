@@ -11,8 +11,16 @@ _TASKS: dict[str, str] = {
     "image_classification": "modelforge.tasks.image_classification:ImageClassification",
     "text_classification": "modelforge.tasks.text_classification:TextClassification",
     "language_modeling": "modelforge.tasks.language_modeling:LanguageModeling",
+    "translation": "modelforge.tasks.translation:Translation",
+    "summarization": "modelforge.tasks.summarization:Summarization",
     "speech_recognition": "modelforge.tasks.speech_recognition:SpeechRecognition",
     "audio_classification": "modelforge.tasks.audio_classification:AudioClassification",
+    "word_embeddings": "modelforge.tasks.word_embeddings:WordEmbeddings",
+    "image_generation": "modelforge.tasks.image_generation:ImageGeneration",
+    "video_classification": "modelforge.tasks.video_classification:VideoClassification",
+    "autoencoding": "modelforge.tasks.autoencoding:Autoencoding",
+    "detection": "modelforge.tasks.detection:Detection",
+    "segmentation": "modelforge.tasks.segmentation:Segmentation",
 }
 
 

@@ -9,6 +9,7 @@ normalisation, tokenizer reference); it is saved as ``task.json`` and handed bac
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +28,21 @@ class Splits:
     val: Dataset | None = None
     test: Dataset | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+class ServedText(str):
+    """A text input that came over the network: tasks treat it as text, never as a path to read (a task may read
+    a ``.txt`` path given on the command line, but a client must not make the server read its files)."""
+
+
+@dataclass
+class ReportSamples:
+    """Sample predictions for the run report: a PNG figure and/or an HTML fragment (already escaped), or a note
+    saying why there are none."""
+
+    png: bytes | None = None
+    html: str | None = None
+    note: str = ""
 
 
 @dataclass
@@ -71,6 +87,16 @@ class Task:
     def training_step(self, model: nn.Module, batch: Any) -> StepOutput:
         raise NotImplementedError
 
+    # Tasks with several optimisers (a GAN's discriminator and generator) return {group name: parameters} here and
+    # define ``training_steps``; the Trainer then builds one optimiser per group (same train.* settings).
+    def optimizer_groups(self, model: nn.Module) -> dict[str, list[nn.Parameter]] | None:
+        return None
+
+    def training_steps(self, model: nn.Module, batch: Any) -> Iterator[tuple[str, StepOutput]]:
+        """Yield (group name, StepOutput) in order; for each one the Trainer runs backward and that group's
+        optimiser step (and clears every gradient) before resuming, so a later loss sees the updated parameters."""
+        raise NotImplementedError
+
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
         """Metrics over a loader; float values are logged, others (e.g. a confusion matrix) only saved."""
         raise NotImplementedError
@@ -87,6 +113,12 @@ class Task:
     def extra_files(self) -> dict[str, bytes]:
         """Files besides task.json written into the artifact (e.g. tokenizer.json)."""
         return {}
+
+    # ---- report -----------------------------------------------------------------------------------------------
+    def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples | None:
+        """Sample predictions on held-out data for ``report.html`` (images with labels, generated text,
+        translations, transcripts, detections …); None: this task has no sample view."""
+        return None
 
     # ---- serving ----------------------------------------------------------------------------------------------
     def preprocess(self, inputs: list[Any]) -> Any:

@@ -1,5 +1,8 @@
 """Checkpoints: ``checkpoints/step-NNNNNNN/`` = model.safetensors + optimizer.safetensors + state.json.
 
+A multi-optimiser task (a GAN) passes ``{"optimizers": {group: state}}`` as the optimiser state; each group is then
+written to ``optimizer-<group>.safetensors``, and single-optimiser checkpoints keep their one ``optimizer.safetensors``.
+
 Model and optimiser states are full (unsharded) state dicts keyed by parameter name, so a checkpoint written under
 any world size or strategy loads in a single process. Each checkpoint is written into a temporary directory and
 renamed into place, so a ``step-*`` directory is always complete; a run killed mid-write leaves only a
@@ -62,13 +65,18 @@ def save_checkpoint(
     keep: int = 2,
 ) -> Path:
     target = directory / f"step-{step:07d}"
-    opt_tensors, opt_meta = optimizer_to_flat(optimizer_state)
+    groups = optimizer_state.get("optimizers")  # {group: state} of a multi-optimiser task, else one state
+    flat = ({f"optimizer-{g}": optimizer_to_flat(s) for g, s in groups.items()} if groups
+            else {"optimizer": optimizer_to_flat(optimizer_state)})
+    meta = ({"optimizers": {g: flat[f"optimizer-{g}"][1] for g in groups}} if groups
+            else {"optimizer": flat["optimizer"][1]})
     with atomic_directory(target) as tmp:
         save_file(plain_tensors(model_state), str(tmp / "model.safetensors"))
-        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        for stem, (opt_tensors, _) in flat.items():
+            save_file(opt_tensors, str(tmp / f"{stem}.safetensors"))
         for name, tensors in (extra_tensors or {}).items():
             save_file(plain_tensors(tensors), str(tmp / f"{name}.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({**state, "step": step, "optimizer": opt_meta}))
+        (tmp / "state.json").write_text(json.dumps({**state, "step": step, **meta}))
     for old in list_checkpoints(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
@@ -93,8 +101,15 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     try:
         state = json.loads((path / "state.json").read_text())
         model_state = load_file(str(path / "model.safetensors"))
-        optimizer_state = optimizer_from_flat(load_file(str(path / "optimizer.safetensors")), state.pop("optimizer"))
-        extras = {p.stem: load_file(str(p)) for p in path.glob("*.safetensors") if p.stem not in ("model", "optimizer")}
+        if "optimizers" in state:  # a multi-optimiser task: one file per group
+            optimizer_state = {"optimizers": {
+                group: optimizer_from_flat(load_file(str(path / f"optimizer-{group}.safetensors")), meta)
+                for group, meta in state.pop("optimizers").items()}}
+        else:
+            tensors = load_file(str(path / "optimizer.safetensors"))
+            optimizer_state = optimizer_from_flat(tensors, state.pop("optimizer"))
+        extras = {p.stem: load_file(str(p)) for p in path.glob("*.safetensors")
+                  if p.stem != "model" and not p.stem.startswith("optimizer")}
     except (OSError, json.JSONDecodeError, SafetensorError, KeyError, ValueError) as exc:
         raise ArtifactError(f"checkpoint {path} cannot be loaded: {exc}") from None
     return state, model_state, optimizer_state, extras

@@ -118,6 +118,12 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
 def load_full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
+    if not state.get("state"):
+        # An optimiser without per-parameter state (plain SGD) has nothing to place on a device, and
+        # set_optimizer_state_dict fails on it ("Expected device to be set"); only its hyperparameters matter.
+        for group, saved in zip(optimizer.param_groups, state.get("param_groups", [])):
+            group.update({k: v for k, v in saved.items() if k != "params"})
+        return
     set_optimizer_state_dict(model, optimizer, state, options=_options(cpu_offload=False))
 
 

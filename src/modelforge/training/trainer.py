@@ -21,11 +21,12 @@ import torch
 from torch import nn
 
 from modelforge.core.config import TrainConfig
-from modelforge.core.errors import TrainingError
+from modelforge.core.errors import ConfigError, TrainingError
 from modelforge.core.seed import rng_state, set_rng_state
 from modelforge.tasks.base import Splits, Task
 from modelforge.training import checkpoint as ckpt
 from modelforge.training import distributed as dist_utils
+from modelforge.training import privacy
 from modelforge.training.batches import epoch_order, eval_loader, iterate, move_to
 from modelforge.training.callbacks import Callback
 from modelforge.training.loggers import MetricsLog, Progress
@@ -71,6 +72,8 @@ class Trainer:
             self.train_model = self._compiled(self.train_model, cfg.compile_backend)
         self.callbacks = list(callbacks)
         self.optimizer = build_optimizer(self.model.parameters(), cfg)
+        self.privacy = privacy.attach(self)  # DP-SGD when the recipe has privacy: (wraps the optimiser)
+        self.optimizers = self._optimizer_groups()  # {group: optimiser} for multi-optimiser tasks (GAN), else None
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
         self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.env.is_main)
         self.checkpoint_dir = self.run_dir / "checkpoints"
@@ -111,12 +114,13 @@ class Trainer:
             "stop_reason": self.stop_reason,
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "world_size": self.env.world_size,
+            "privacy": self.privacy.state_dict() if self.privacy else None,
         }
 
     def save_checkpoint(self) -> Path | None:
         """Gather full states (every rank takes part) and write them from rank 0."""
         model_state = dist_utils.full_model_state(self.model)
-        optimizer_state = dist_utils.full_optimizer_state(self.model, self.optimizer)
+        optimizer_state = self._full_optimizer_state()
         target = None
         if self.env.is_main:
             extras = {"best": self.best_weights} if self.best_weights is not None else None
@@ -135,13 +139,15 @@ class Trainer:
             return False
         state, model_state, optimizer_state, extras = ckpt.read_checkpoint(found[-1])
         dist_utils.load_full_model_state(self.model, model_state)
-        dist_utils.load_full_optimizer_state(self.model, self.optimizer, optimizer_state)
+        self._load_optimizer_state(optimizer_state)
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.best, self.bad_evals, self.stop_reason = state["best"], state["bad_evals"], state.get("stop_reason")
         self.best_weights = extras.get("best")
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
+        if self.privacy and state.get("privacy"):
+            self.privacy.load_state_dict(state["privacy"])
         self.metrics_log.truncate_after(self.step)
         return True
 
@@ -228,6 +234,97 @@ class Trainer:
             "Lower train.lr, set train.grad_clip, or check the data"
         )
 
+    # ---- several optimisers (GAN) -----------------------------------------------------------------------------
+    def _optimizer_groups(self) -> dict[str, torch.optim.Optimizer] | None:
+        """One optimiser (same train.* settings) per group the task declares; None for single-optimiser tasks."""
+        groups = self.task.optimizer_groups(self.model)
+        if groups is None:
+            return None
+        cfg, privacy_on = self.cfg, self.task.recipe.privacy is not None
+        unsupported = [what for what, bad in (
+            (f"train.grad_accum={cfg.grad_accum}", cfg.grad_accum > 1),
+            ("train.strategy=fsdp", cfg.strategy == "fsdp"),
+            (f"training in {self.env.world_size} processes", self.env.enabled),
+            ("a privacy section (DP-SGD)", privacy_on),
+        ) if bad]
+        if unsupported:
+            raise ConfigError(f"task {self.task.name!r} trains with several optimisers ({', '.join(groups)}); "
+                              f"{unsupported[0]} is not supported for it")
+        empty = [name for name, params in groups.items() if not list(params)]
+        if not groups or empty:
+            raise ConfigError(f"task {self.task.name!r} declares optimiser groups without parameters: {empty}")
+        if cfg.compile:
+            warnings.warn("train.compile is not applied to multi-optimiser tasks; training eagerly", stacklevel=3)
+            self.train_model = self.model
+        return {name: build_optimizer(params, cfg) for name, params in groups.items()}
+
+    def _full_optimizer_state(self) -> dict[str, Any]:
+        if self.optimizers is None:
+            return dist_utils.full_optimizer_state(self.model, self.optimizer)
+        return {"optimizers": {name: dist_utils.full_optimizer_state(self.model, optimizer)
+                               for name, optimizer in self.optimizers.items()}}
+
+    def _load_optimizer_state(self, state: dict[str, Any]) -> None:
+        groups = state.get("optimizers")
+        mine = sorted(self.optimizers or [])
+        if sorted(groups or []) != mine:
+            raise TrainingError(f"the checkpoint holds optimiser groups {sorted(groups or []) or ['(one)']}, this "
+                                f"task trains {mine or ['(one)']}; resume with the recipe that wrote it")
+        if groups is None:
+            dist_utils.load_full_optimizer_state(self.model, self.optimizer, state)
+            return
+        for name, optimizer in self.optimizers.items():
+            dist_utils.load_full_optimizer_state(self.model, optimizer, groups[name])
+
+    def _multi_optimizer_step(self, splits: Splits, batch: Any, total: int, progress: Progress,
+                              window: dict[str, Any], n_batches: int) -> bool:
+        """One batch of a multi-optimiser task, counted as one trainer step: for each (group, StepOutput) that
+        ``task.training_steps`` yields, backward, clip, set the lr, step that group's optimiser and clear every
+        gradient, then resume the task's generator, so the generator's loss is computed against the discriminator
+        that was just updated. Returns True when the epoch loop should stop."""
+        lr = lr_at(self.step, total, self.cfg)
+        if window["micro"] == 0:  # a fresh logging window: restart the per-group sums
+            window.update({f"loss_{name}": 0.0 for name in self.optimizers})
+        steps = self.task.training_steps(self.model, batch)
+        while True:
+            with self._autocast():
+                item = next(steps, None)
+            if item is None:
+                break
+            name, out = item
+            optimizer = self.optimizers.get(name)
+            if optimizer is None:
+                raise TrainingError(f"task {self.task.name!r} yielded a step for optimiser group {name!r}; "
+                                    f"its groups are {', '.join(self.optimizers)}")
+            loss = out.loss.detach()
+            if not torch.isfinite(loss):
+                self._diverged(loss)
+            self._backward(out.loss)
+            if self.scaler:
+                self.scaler.unscale_(optimizer)
+            if self.cfg.grad_clip:
+                params = [p for group in optimizer.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+            set_lr(optimizer, lr)
+            if self.scaler:
+                self.scaler.step(optimizer)
+                self.scaler.update()
+            else:
+                optimizer.step()
+            # every gradient, not only this group's: the generator's loss also fills the discriminator's gradients
+            self.model.zero_grad(set_to_none=True)
+            window["loss"] += loss.item()
+            window[f"loss_{name}"] += loss.item()
+        self.step += 1
+        self.position += 1
+        window["micro"] += 1
+        window["samples"] += self.task.batch_size_of(batch)
+        last_in_epoch = self.position == n_batches
+        if last_in_epoch:
+            self.epoch, self.position = self.epoch + 1, 0
+        self._after_step(splits, total, progress, lr, window, last_in_epoch)
+        return self.step >= total or self.stop_reason is not None or last_in_epoch
+
     # ---- the loop ---------------------------------------------------------------------------------------------
     def fit(self, splits: Splits, resume: bool = False) -> dict[str, Any]:
         if resume:
@@ -253,13 +350,19 @@ class Trainer:
 
     def _run_epoch(self, splits: Splits, total: int, progress: Progress) -> None:
         cfg = self.cfg
-        batches = epoch_order(len(splits.train), cfg.batch_size, cfg.seed, self.epoch)
+        batches = (self.privacy.epoch_batches(len(splits.train), total, self.epoch) if self.privacy  # Poisson plan
+                   else epoch_order(len(splits.train), cfg.batch_size, cfg.seed, self.epoch))
         mine = [dist_utils.shard(b, self.env) for b in batches[self.position :]]
         window = {"loss": 0.0, "micro": 0, "samples": 0, "start": time.perf_counter()}
         for batch in iterate(splits.train, mine, self.task.collate, cfg.num_workers):
             batch = move_to(batch, self.device)
+            if self.optimizers is not None:  # several optimisers (GAN): one batch = one step of each, in order
+                if self._multi_optimizer_step(splits, batch, total, progress, window, len(batches)):
+                    break
+                continue
             with self._autocast():
-                out = self.task.training_step(self.train_model, batch)
+                out = (self.privacy.empty_step() if self.privacy and privacy.is_empty(self.task, batch)
+                       else self.task.training_step(self.train_model, batch))
             loss = dist_utils.all_reduce_mean(out.loss.detach(), self.env)
             if not torch.isfinite(loss):
                 self._diverged(loss)
@@ -284,6 +387,7 @@ class Trainer:
                     last_in_epoch: bool) -> None:
         cfg = self.cfg
         info = {"loss": window["loss"] / window["micro"], "lr": lr}
+        info.update({k: v / window["micro"] for k, v in window.items() if k.startswith("loss_")})  # per group
         if self.step % cfg.log_every_steps == 0 or last_in_epoch or self.step == total:
             elapsed = time.perf_counter() - window["start"]
             info["samples_per_s"] = window["samples"] / elapsed if elapsed > 0 else 0.0

@@ -59,8 +59,14 @@ function selectModel() {
   $("file-input").hidden = kind !== "image" && kind !== "audio";
   $("file").accept = kind === "audio" ? ".wav,audio/wav" : "image/*";
   $("file-title").textContent = kind === "audio" ? "Upload a WAV recording" : "Or upload an image";
+  // a language model continues a prompt; a text classifier labels the text
+  $("text-title").textContent = model.generation ? "Type a prompt to continue" : "Type text";
+  $("predict-text").textContent = model.generation ? "Generate" : "Predict text";
   const size = model.input.image_size ? ", " + model.input.image_size + "×" + model.input.image_size + " px" : "";
-  $("model-info").textContent = kind + " input" + size + (model.labels ? ", " + model.labels.length + " labels" : "");
+  const audio = model.input.max_seconds ? ", WAV up to " + model.input.max_seconds + " s" : "";
+  const gen = model.generation ? ", up to " + model.generation.max_new_tokens + " new tokens" : "";
+  $("model-info").textContent = kind + " input" + size + audio + gen +
+    (model.labels ? ", " + model.labels.length + " labels" : "");
   $("result").hidden = true;
 }
 
@@ -156,8 +162,13 @@ function showPrediction(prediction, model) {
   const rows = $("predictions").querySelector("tbody");
   rows.innerHTML = "";
   const top = prediction && prediction.top;
-  $("raw").hidden = Boolean(top);
+  // generated text (prompt + continuation) and transcripts are shown as text, anything else as JSON
+  const text = prediction && !top && typeof prediction.text === "string" ? prediction.text : null;
+  $("output-text").hidden = text === null;
+  $("output-text").textContent = text === null ? "" : text;
+  $("raw").hidden = Boolean(top) || text !== null;
   $("label").textContent = prediction && prediction.label !== undefined ? prediction.label : "";
+  $("label").hidden = !$("label").textContent;
   if (!top) {
     $("raw").textContent = JSON.stringify(prediction, null, 2);
     return;
