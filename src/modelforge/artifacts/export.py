@@ -11,9 +11,13 @@ The TorchScript-based exporter (``dynamo=False``) is used: torch's newer ``torch
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
 import os
+import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +67,8 @@ def export_onnx(
     with torch.no_grad():
         reference = loaded.model(*examples.values())
     outputs = ["output"] if isinstance(reference, torch.Tensor) else [f"output_{i}" for i in range(len(reference))]
+    if isinstance(reference, dict):  # named heads (the detector's heatmap/size/offset) keep their names
+        outputs = list(reference)
     output_axes = {name: axes.get("output", {0: "batch"}) for name in outputs}
     dynamic_axes = {**{k: v for k, v in axes.items() if k in examples}, **output_axes}
 
@@ -81,9 +87,17 @@ def export_onnx(
     return ExportResult(target, opset, shapes, outputs, diff)
 
 
-def _example_inputs(loaded: LoadedArtifact, batch_size: int) -> dict[str, torch.Tensor]:
+def _takes_length(loaded: LoadedArtifact) -> bool:
+    """Whether the task's ``example_inputs`` accepts a sequence ``length`` (text and speech tasks do)."""
+    return "length" in inspect.signature(loaded.task.example_inputs).parameters
+
+
+def _example_inputs(loaded: LoadedArtifact, batch_size: int, length: int | None = None) -> dict[str, torch.Tensor]:
     try:
-        examples = loaded.task.example_inputs(batch_size)
+        if length is not None and _takes_length(loaded):
+            examples = loaded.task.example_inputs(batch_size, length=length)
+        else:
+            examples = loaded.task.example_inputs(batch_size)
     except NotImplementedError as exc:
         raise ArtifactError(f"{loaded.directory}: {exc}") from None
     if not examples or not all(isinstance(t, torch.Tensor) for t in examples.values()):
@@ -94,7 +108,7 @@ def _example_inputs(loaded: LoadedArtifact, batch_size: int) -> dict[str, torch.
 def _torch_export(model: torch.nn.Module, examples: dict[str, torch.Tensor], path: Path, outputs: list[str],
                   dynamic_axes: dict[str, dict[int, str]], opset: int) -> None:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _native_output_silenced():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notices, not actionable
             torch.onnx.export(
                 model.eval(),
@@ -108,8 +122,31 @@ def _torch_export(model: torch.nn.Module, examples: dict[str, torch.Tensor], pat
                 do_constant_folding=True,
             )
     except Exception as exc:  # the exporter raises many types (unsupported op, bad opset …); one line for users
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        # the TorchScript exporter appends the whole graph's parameter list ("[Caused by …]"): not for users
+        first = _first_line(exc).split("[Caused by")[0].strip()
+        first = first if len(first) <= 300 else first[:299] + "…"
         raise ArtifactError(f"ONNX export (opset {opset}) failed: {first}") from exc
+
+
+@contextlib.contextmanager
+def _native_output_silenced() -> Iterator[None]:
+    """Send what C++ code writes to stdout/stderr (on failure the exporter dumps the whole traced graph there)
+    to /dev/null; the one-line error says what failed."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
 
 
 def _add_metadata(path: Path, loaded: LoadedArtifact) -> None:
@@ -129,20 +166,40 @@ def _add_metadata(path: Path, loaded: LoadedArtifact) -> None:
     onnx.save(proto, str(path))
 
 
+VERIFY_LENGTHS = (None, 13)  # the traced sequence length, then another one (for tasks whose inputs have a length)
+
+
 def verify_onnx(path: Path, loaded: LoadedArtifact, batch_size: int = 3) -> float:
-    """Largest |onnxruntime − PyTorch| over a batch size other than the traced one (so the dynamic axis is used)."""
+    """Largest |onnxruntime − PyTorch| over a batch size other than the traced one (so the dynamic axis is used),
+    and, for sequence inputs, also at another sequence length (so a time axis traced as a constant is caught)."""
     import onnxruntime as ort
 
-    examples = _example_inputs(loaded, batch_size)
-    with torch.no_grad():
-        expected = loaded.model(*examples.values())
-    expected_list = [expected] if isinstance(expected, torch.Tensor) else list(expected)
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        actual = session.run(None, {name: t.numpy() for name, t in examples.items()})
-    except Exception as exc:  # onnxruntime's own error types; the first line says which node failed
-        raise ArtifactError(f"onnxruntime cannot run the exported model: {str(exc).strip().splitlines()[0]}") from exc
-    diff = max(float(np.abs(a - e.numpy()).max()) for a, e in zip(actual, expected_list))
-    if not diff <= TOLERANCE:
-        raise ArtifactError(f"ONNX outputs differ from PyTorch by {diff:.3g} (> {TOLERANCE:g}); the export is wrong")
+    except Exception as exc:  # onnxruntime's own error types
+        raise ArtifactError(f"onnxruntime cannot load the exported model: {_first_line(exc)}") from exc
+    lengths = VERIFY_LENGTHS if _takes_length(loaded) else (None,)
+    diff = 0.0
+    for length in lengths:
+        examples = _example_inputs(loaded, batch_size, length)
+        with torch.no_grad():
+            expected = loaded.model(*examples.values())
+        expected_list = [expected] if isinstance(expected, torch.Tensor) else list(
+            expected.values() if isinstance(expected, dict) else expected)
+        shapes = ", ".join(f"{name}{list(t.shape)}" for name, t in examples.items())
+        try:
+            actual = session.run(None, {name: t.numpy() for name, t in examples.items()})
+        except Exception as exc:  # the first line says which node failed
+            raise ArtifactError(f"onnxruntime cannot run the exported model on {shapes}: {_first_line(exc)}") from exc
+        if any(a.shape != e.shape for a, e in zip(actual, expected_list)):
+            raise ArtifactError(f"ONNX output shapes differ from PyTorch's on {shapes}; the export is wrong")
+        diff = max(diff, *(float(np.abs(a - e.numpy()).max()) for a, e in zip(actual, expected_list)))
+        if not diff <= TOLERANCE:
+            raise ArtifactError(f"ONNX outputs differ from PyTorch by {diff:.3g} (> {TOLERANCE:g}) on {shapes}; "
+                                "the export is wrong")
     return diff
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__

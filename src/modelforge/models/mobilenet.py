@@ -96,6 +96,7 @@ class MobileNetV2(nn.Module):
         features.append(ConvBNReLU(channels, self.last_channels, kernel_size=1))
         self.features = nn.Sequential(*features)
         self.classifier = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(self.last_channels, cfg.num_classes))
+        self.frozen: list[nn.Module] = []  # feature blocks that transfer learning keeps fixed (see freeze_features)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -108,6 +109,21 @@ class MobileNetV2(nn.Module):
             elif isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0, 0.01)
                 nn.init.zeros_(module.bias)
+
+    def freeze_features(self, trainable_blocks: int) -> None:
+        """Keep all but the last ``trainable_blocks`` of the 19 feature blocks fixed (0: only the head trains)."""
+        if not 0 <= trainable_blocks <= len(self.features):
+            raise ConfigError(f"mobilenet_v2 trainable_blocks must be 0..{len(self.features)}, got {trainable_blocks}")
+        self.frozen = list(self.features)[: len(self.features) - trainable_blocks]
+        for block in self.frozen:
+            block.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> MobileNetV2:
+        super().train(mode)
+        for block in self.frozen:  # frozen BatchNorm keeps its ImageNet statistics instead of the new data's
+            block.eval()
+        return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map (stride 32, ``last_channels`` wide), before pooling."""
@@ -163,9 +179,13 @@ def load_imagenet_weights(model: MobileNetV2) -> None:
           tiny={"width_mult": 0.25, "num_classes": 10})
 def mobilenet_v2(
     num_classes: int = 1000, in_channels: int = 3, width_mult: float = 1.0, dropout: float = 0.2,
-    pretrained: bool = False,
+    pretrained: bool = False, trainable_blocks: int | None = None,
 ) -> MobileNetV2:
-    """MobileNetV2 (torchvision layout); pretrained=true loads ImageNet weights (a new head if num_classes≠1000)."""
+    """MobileNetV2 (torchvision layout); pretrained=true loads ImageNet weights (a new head if num_classes≠1000).
+
+    ``trainable_blocks`` (transfer learning): None trains everything; N trains the head and the last N of the 19
+    feature blocks, the others keep their weights and BatchNorm statistics.
+    """
     if pretrained and (width_mult != 1.0 or in_channels != 3):
         raise ConfigError(
             f"mobilenet_v2 pretrained weights need width_mult=1.0 and in_channels=3 (got {width_mult}, {in_channels}); "
@@ -174,4 +194,6 @@ def mobilenet_v2(
     model = MobileNetV2(MobileNetV2Config(num_classes, in_channels, width_mult, dropout))
     if pretrained:
         load_imagenet_weights(model)
+    if trainable_blocks is not None:
+        model.freeze_features(trainable_blocks)
     return model

@@ -15,13 +15,19 @@ from torch import nn
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
+from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
-from modelforge.tasks.base import Splits, StepOutput, Task
+from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.metrics import classification_metrics
 
 
+def _holdout(n: int, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    return holdout_split(n, size, seed, "samples")
+
+
 class ImageDataConfig(StrictConfig):
-    source: Literal["mnist", "digits", "folder"] = "mnist"
+    source: Literal["mnist", "digits", "folder", "imagenet"] = Field(
+        "mnist", description="imagenet: no training images; the 1,000 ImageNet labels for a pretrained network")
     path: Optional[str] = Field(None, description="folder source: root/<class>/<image> or root/{train,val,test}/…")
     image_size: Optional[int] = Field(None, ge=8, description="square side after resizing (default: source's own)")
     channels: Optional[Literal[1, 3]] = Field(None, description="1 = grayscale, 3 = RGB (default: source's own)")
@@ -31,15 +37,8 @@ class ImageDataConfig(StrictConfig):
     limit: Optional[int] = Field(None, ge=1, description="use only the first N training images (quick runs)")
     shift: int = Field(0, ge=0, description="augmentation: random translation of up to N pixels while training")
     on_error: Literal["skip", "fail"] = Field("skip", description="unreadable image files: skip (counted) or fail")
-
-
-def _split(n: int, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic (keep, held-out) index split; ``size`` is a share (<1) or a count (≥1)."""
-    count = int(round(size * n)) if size < 1 else int(size)
-    if not 0 <= count < n:
-        raise DataError(f"cannot hold out {count} of {n} samples; lower data.val_size/data.test_size")
-    order = np.random.default_rng(seed).permutation(n)
-    return np.sort(order[count:]), np.sort(order[:count])
+    preprocessing: Literal["dataset", "imagenet"] = Field(
+        "dataset", description="normalise with the training split's mean/std, or ImageNet's (pretrained networks)")
 
 
 class ImageClassification(Task):
@@ -90,14 +89,16 @@ class ImageClassification(Task):
 
     def datasets(self) -> Splits:
         cfg = self.data_cfg
+        if cfg.source == "imagenet":
+            return self._imagenet_splits()
         parts, classes = self._load_source()
         if "all" in parts:
             images, labels = parts.pop("all")
-            keep, test = _split(len(images), cfg.test_size, cfg.split_seed)
+            keep, test = _holdout(len(images), cfg.test_size, cfg.split_seed)
             parts["train"], parts["test"] = (images[keep], labels[keep]), (images[test], labels[test])
         if "val" not in parts and cfg.val_size > 0:
             images, labels = parts["train"]
-            keep, val = _split(len(images), cfg.val_size, cfg.split_seed + 1)
+            keep, val = _holdout(len(images), cfg.val_size, cfg.split_seed + 1)
             parts["train"], parts["val"] = (images[keep], labels[keep]), (images[val], labels[val])
         if cfg.limit:
             parts["train"] = tuple(a[: cfg.limit] for a in parts["train"])
@@ -110,6 +111,8 @@ class ImageClassification(Task):
             "mean": train_x.mean(dim=(0, 2, 3)).tolist(),
             "std": train_x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
         }
+        if cfg.preprocessing == "imagenet":
+            self._use_imagenet_statistics()
         summary = {f"{k}_size": len(v[0]) for k, v in tensors.items()}
         summary.update(classes=len(classes), image_shape=list(train_x.shape[1:]))
         return Splits(
@@ -128,6 +131,53 @@ class ImageClassification(Task):
         if self.data_cfg.channels == 3 and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1).contiguous()
         return x, torch.from_numpy(labels)
+
+    # ---- pretrained ImageNet networks ---------------------------------------------------------------------------
+    def _imagenet_splits(self) -> Splits:
+        """``data.source: imagenet``: no images to train on (the run trains zero steps), only what a pretrained
+        ImageNet classifier needs to predict: its 1,000 labels and the standard evaluation preprocessing — shorter
+        side to 256, centre crop 224 (``data.image_size``, with the resize scaled alike), ImageNet mean/std."""
+        from modelforge.models.mobilenet import imagenet_classes
+
+        cfg = self.data_cfg
+        if cfg.channels == 1:
+            raise DataError("data.source=imagenet: ImageNet networks take RGB images; drop data.channels=1")
+        size = cfg.image_size or 224
+        self.state_dict_ = {"labels": list(imagenet_classes()), "channels": 3, "image_size": size,
+                            "resize": round(size * 256 / 224)}
+        self._use_imagenet_statistics()
+        empty = TensorDataset(torch.zeros(0, 3, size, size, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
+        summary = {"train_size": 0, "classes": len(self.labels), "image_shape": [3, size, size],
+                   "note": "ImageNet labels only: nothing to train on (0 steps); the pretrained weights are the model"}
+        return Splits(train=empty, summary=summary)
+
+    def _use_imagenet_statistics(self) -> None:
+        from modelforge.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+        if self.state_dict_["channels"] != 3:
+            raise DataError("data.preprocessing=imagenet needs RGB images: set data.channels=3")
+        self.state_dict_.update(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
+
+    def _decode_center_crop(self, item: Any) -> np.ndarray:
+        """A photo → (3, size, size) uint8 the ImageNet way: shorter side to ``resize``, then the centre crop."""
+        from PIL import Image
+
+        from modelforge.data.transforms import CenterCrop, Compose, Resize, load_image, to_uint8_array
+
+        if isinstance(item, (str, Path)) and Path(item).is_file():
+            image = load_image(item)
+        elif isinstance(item, (bytes, bytearray)) or (isinstance(item, str) and len(item) > 256):
+            raw = base64.b64decode(item, validate=True) if isinstance(item, str) else bytes(item)
+            try:
+                with Image.open(io.BytesIO(raw)) as img:
+                    image = img.convert("RGB")
+            except OSError as exc:
+                raise DataError(f"input is not a readable image: {exc}") from None
+        else:
+            raise DataError(f"cannot read image input {str(item)[:80]!r}: give a PNG/JPEG path or image bytes")
+        size = self.state_dict_["image_size"]
+        pixels = to_uint8_array(Compose([Resize(self.state_dict_["resize"]), CenterCrop(size)])(image))
+        return pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels[None]
 
     # ---- model ------------------------------------------------------------------------------------------------
     @property
@@ -182,6 +232,21 @@ class ImageClassification(Task):
         metrics.update(classification_metrics(y_true, y_pred, len(self.labels)))
         return metrics
 
+    # ---- report -----------------------------------------------------------------------------------------------
+    def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:
+        """A grid of held-out images titled with the predicted (and true) label, green when right, red when wrong."""
+        from modelforge.report import plots, samples  # rendering helpers only (matplotlib, index arithmetic)
+
+        _, dataset = samples.held_out(splits)
+        if dataset is None:
+            return ReportSamples(note="the recipe has no test or validation split")
+        pairs = [dataset[i] for i in samples.spread(len(dataset), count)]
+        images = np.stack([np.asarray(x, dtype=np.uint8) for x, _ in pairs])
+        results = self.postprocess(self.forward(model, self.preprocess(list(images))))
+        truths = [self.labels[int(y)] if int(y) < len(self.labels) else str(int(y)) for _, y in pairs]
+        titles = [f"{r['label']} (true {t})" for r, t in zip(results, truths)]
+        return ReportSamples(png=plots.image_grid(images, titles, [r["label"] == t for r, t in zip(results, truths)]))
+
     # ---- serving ----------------------------------------------------------------------------------------------
     def _decode(self, item: Any) -> np.ndarray:
         from PIL import Image
@@ -189,6 +254,8 @@ class ImageClassification(Task):
         from modelforge.data.formats.image_folder import decode_image
 
         channels, size = self.state_dict_["channels"], self.state_dict_["image_size"]
+        if "resize" in self.state_dict_ and not isinstance(item, np.ndarray):
+            return self._decode_center_crop(item)
         if isinstance(item, (str, Path)) and Path(item).is_file():
             return decode_image(Path(item), channels, size)
         if isinstance(item, (bytes, bytearray)) or (isinstance(item, str) and len(item) > 256):

@@ -1,0 +1,356 @@
+"""Object detection on COCO-format data with the CenterNet detector; scored with pycocotools' COCOeval.
+
+Sources: ``scenes-digits`` (generated MNIST digits and shapes on clutter, written as a real COCO dataset on disk)
+or ``coco`` (the user's ``instances.json`` + image folder, or a folder of ``train/ val/ test/`` COCO splits).
+Images are letterboxed to ``image_size`` (aspect kept, padded with grey) and kept in memory as uint8; ground truth
+for evaluation stays in each image's original pixel coordinates, and predictions are mapped back there before
+COCOeval scores them, so the reported mAP is the one COCO's own tools would report on the original files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+from torch.utils.data import Dataset
+
+from modelforge.core.config import StrictConfig
+from modelforge.core.errors import DataError
+from modelforge.data.formats.coco import (
+    CocoAnnotation,
+    CocoCategory,
+    CocoDataset,
+    CocoImage,
+    detections_to_results,
+    evaluate_coco,
+)
+from modelforge.models.detector import CenterNet
+from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.detection_targets import centernet_loss, decode, encode_targets
+
+STRIDE = CenterNet.stride
+EVAL_SCORE_THRESHOLD = 0.01  # COCOeval needs the low-score tail to trace the whole precision/recall curve
+
+
+class DetectionDataConfig(StrictConfig):
+    source: Literal["scenes-digits", "coco"] = "scenes-digits"
+    annotations: Optional[str] = Field(
+        None, description="coco: an instances.json file, or a folder with train/ val/ test/ each holding one"
+    )
+    path: Optional[str] = Field(None, description="coco: the image folder (default: images/ beside the JSON file)")
+    image_size: int = Field(128, ge=32, description="square network input side; images are letterboxed to it")
+    num_train: int = Field(4000, ge=1, description="scenes-digits: generated training scenes")
+    num_val: int = Field(500, ge=1, description="scenes-digits: generated validation scenes")
+    num_test: int = Field(500, ge=1, description="scenes-digits: generated test scenes")
+    shapes: bool = Field(True, description="scenes-digits: add circle/square/triangle classes to the ten digits")
+    scene_seed: int = Field(0, description="scenes-digits: generator seed")
+    val_size: float = Field(0.1, ge=0, description="coco with one file: validation share (<1) or count (≥1)")
+    test_size: float = Field(0.1, ge=0, description="coco with one file: test share (<1) or count (≥1)")
+    split_seed: int = 0
+    limit: Optional[int] = Field(None, ge=1, description="use only the first N training images (quick runs)")
+    flip: bool = Field(False, description="augmentation: random horizontal flips (not for digits: a flipped 2 is no 2)")
+    on_error: Literal["skip", "fail"] = Field("skip", description="bad images/annotations: skip (counted) or fail")
+    boxes_outside: Literal["clip", "report"] = Field("clip", description="boxes past the image edge: clip or report")
+    score_threshold: float = Field(0.3, ge=0, le=1, description="predict/serve: lowest score of a returned box")
+    nms_iou: float = Field(0.5, gt=0, le=1, description="per-class NMS IoU threshold after peak extraction")
+    max_detections: int = Field(100, ge=1, description="boxes kept per image (COCOeval's maxDets is 100)")
+
+
+class DetectionSet(Dataset):
+    """Letterboxed uint8 images with xyxy boxes (input pixels) and labels; ``records`` keep each image's original
+    size, letterbox and COCO ground truth for evaluation."""
+
+    def __init__(self, images: torch.Tensor, boxes: list[torch.Tensor], labels: list[torch.Tensor],
+                 records: list[dict[str, Any]]):
+        self.images, self.boxes, self.labels, self.records = images, boxes, labels, records
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.get_batch(torch.tensor([index]))
+
+    def get_batch(self, indices: torch.Tensor) -> dict[str, Any]:
+        order = indices.tolist()
+        return {
+            "image": self.images[indices],
+            "boxes": [self.boxes[i] for i in order],
+            "labels": [self.labels[i] for i in order],
+            "records": [self.records[i] for i in order],
+        }
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "image": torch.cat([item["image"] for item in items]),
+        **{key: [v for item in items for v in item[key]] for key in ("boxes", "labels", "records")},
+    }
+
+
+def _split_images(images: list[CocoImage], size: float, seed: int) -> tuple[list[CocoImage], list[CocoImage]]:
+    count = int(round(size * len(images))) if size < 1 else int(size)
+    if not 0 <= count < len(images):
+        raise DataError(f"cannot hold out {count} of {len(images)} images; lower data.val_size/data.test_size")
+    order = np.random.default_rng(seed).permutation(len(images))
+    held = set(order[:count].tolist())
+    return [im for i, im in enumerate(images) if i not in held], [im for i, im in enumerate(images) if i in held]
+
+
+class Detection(Task):
+    """Detect and classify objects (COCO format; CenterNet; COCOeval mAP)."""
+
+    name = "detection"
+    DataConfig = DetectionDataConfig
+    input_kind = "image"
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    def _coco_splits(self) -> dict[str, CocoDataset]:
+        from modelforge.data.formats.coco import read_coco
+
+        cfg = self.data_cfg
+        if cfg.source == "scenes-digits":
+            from modelforge.data.builtin.scenes import SceneParams, scenes_digits
+
+            params = SceneParams(num_train=cfg.num_train, num_val=cfg.num_val, num_test=cfg.num_test,
+                                 image_size=cfg.image_size, shapes=cfg.shapes, seed=cfg.scene_seed)  # fmt: skip
+            root = scenes_digits(params)
+            return {s: read_coco(root / s / "instances.json", on_error="fail") for s in ("train", "val", "test")}
+        if not cfg.annotations:
+            raise DataError("data.source=coco needs data.annotations=FILE.json (or a folder with train/instances.json)")
+        where = Path(cfg.annotations).expanduser()
+        options = {"on_error": cfg.on_error, "boxes_outside": cfg.boxes_outside, "check_images": "decode"}
+        if where.is_dir():
+            if not (where / "train" / "instances.json").is_file():
+                raise DataError(f"{where}: a COCO dataset folder needs train/instances.json (and optional val/, test/)")
+            return {s: read_coco(where / s / "instances.json", **options)
+                    for s in ("train", "val", "test") if (where / s / "instances.json").is_file()}  # fmt: skip
+        image_dir = Path(cfg.path).expanduser() if cfg.path else None
+        if image_dir is not None and not image_dir.is_dir():
+            raise DataError(f"data.path={cfg.path}: image folder does not exist")
+        return {"all": read_coco(where, image_dir, **options)}
+
+    def _hold_out(self, parts: dict[str, CocoDataset]) -> dict[str, CocoDataset]:
+        from dataclasses import replace
+
+        cfg = self.data_cfg
+        if "all" in parts:
+            full = parts.pop("all")
+            keep, test = _split_images(full.images, cfg.test_size, cfg.split_seed)
+            parts["train"], parts["test"] = replace(full, images=keep), replace(full, images=test, skipped=[])
+        if "val" not in parts and cfg.val_size > 0:
+            keep, val = _split_images(parts["train"].images, cfg.val_size, cfg.split_seed + 1)
+            parts["train"], parts["val"] = replace(parts["train"], images=keep), replace(parts["train"], images=val)
+        return {k: v for k, v in parts.items() if v.images}
+
+    def _to_set(self, coco: CocoDataset) -> DetectionSet:
+        from modelforge.data.transforms import Letterbox, Sample, load_image, to_tensor
+
+        letterbox = Letterbox(self.data_cfg.image_size, fill=0.5)
+        images, boxes, labels, records = [], [], [], []
+        for image in coco.images:
+            anns = [a for a in image.annotations if not a.iscrowd]
+            xyxy = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a.bbox for a in anns)], dtype=torch.float32)
+            sample = Sample(image=to_tensor(load_image(coco.image_path(image), "RGB")), boxes=xyxy.reshape(-1, 4),
+                            labels=torch.tensor([coco.label_of(a.category_id) for a in anns], dtype=torch.long))
+            out = letterbox.apply(sample)
+            images.append((out.image * 255).round().clamp(0, 255).to(torch.uint8))
+            boxes.append(out.boxes)
+            labels.append(out.labels)
+            records.append({
+                "width": image.width, "height": image.height, "letterbox": out.meta["letterbox"],
+                "gt": [(a.category_id, list(a.bbox), a.area, a.iscrowd) for a in image.annotations],
+            })  # fmt: skip
+        return DetectionSet(torch.stack(images), boxes, labels, records)
+
+    def datasets(self) -> Splits:
+        cfg = self.data_cfg
+        read = self._coco_splits()
+        # counted once per file read (the held-out splits below share the file's lists)
+        problems = {"skipped": sum(len(c.skipped) for c in read.values()),
+                    "clipped_boxes": sum(c.clipped for c in read.values())}
+        parts = self._hold_out(read)
+        if "train" not in parts:
+            raise DataError("the COCO data has no usable training images (all were skipped; see the warnings)")
+        train = parts["train"]
+        if cfg.limit:
+            from dataclasses import replace
+
+            parts["train"] = train = replace(train, images=train.images[: cfg.limit])
+        for split, coco in parts.items():
+            if coco.category_ids != train.category_ids:
+                raise DataError(f"the {split} split's COCO categories differ from the training split's")
+        sets = {split: self._to_set(coco) for split, coco in parts.items()}
+        pixels = sets["train"].images.float() / 255
+        self.state_dict_ = {
+            "labels": train.class_names,
+            "category_ids": train.category_ids,
+            "image_size": cfg.image_size,
+            "mean": pixels.mean(dim=(0, 2, 3)).tolist(),
+            "std": pixels.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
+        }
+        summary: dict[str, Any] = {f"{k}_size": len(v) for k, v in sets.items()}
+        summary.update(classes=len(train.class_names), image_size=cfg.image_size,
+                       train_objects=sum(len(b) for b in sets["train"].boxes), **problems)  # fmt: skip
+        return Splits(sets["train"], sets.get("val"), sets.get("test"), summary)
+
+    def collate(self, items: list[Any]) -> Any:
+        return _collate(items)
+
+    def batch_size_of(self, batch: Any) -> int:
+        return len(batch["image"])
+
+    # ---- model ------------------------------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        return self.state_dict_["labels"]
+
+    def derived_model_kwargs(self) -> dict[str, Any]:
+        return {"num_classes": len(self.labels), "in_channels": 3}
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.state_dict_["mean"], device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.state_dict_["std"], device=images.device).view(1, -1, 1, 1)
+        return (images.float() / 255 - mean) / std
+
+    def _flip(self, batch: dict[str, Any]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Mirror a random half of the batch (global torch RNG, so resume stays exact)."""
+        images, boxes = batch["image"].clone(), list(batch["boxes"])
+        width = images.shape[-1]
+        for i in torch.nonzero(torch.rand(len(images)) < 0.5).flatten().tolist():
+            images[i] = images[i].flip(-1)
+            b = boxes[i]
+            boxes[i] = torch.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], dim=-1)
+        return images, boxes
+
+    # ---- training ---------------------------------------------------------------------------------------------
+    def _loss(self, outputs: dict[str, torch.Tensor], boxes: list[torch.Tensor],
+              labels: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        targets = encode_targets(boxes, labels, len(self.labels), tuple(outputs["heatmap"].shape[-2:]), STRIDE)
+        return centernet_loss(outputs, targets)
+
+    def training_step(self, model: nn.Module, batch: Any) -> StepOutput:
+        images, boxes = self._flip(batch) if self.data_cfg.flip else (batch["image"], batch["boxes"])
+        loss, parts = self._loss(model(self.normalize(images)), boxes, batch["labels"])
+        return StepOutput(loss, parts)
+
+    def _decode(self, outputs: dict[str, torch.Tensor], threshold: float):
+        cfg = self.data_cfg
+        return decode(outputs, STRIDE, cfg.max_detections, threshold, cfg.nms_iou)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
+        from modelforge.data.boxes import clip_boxes
+        from modelforge.data.transforms import unletterbox_boxes
+
+        category_ids = self.state_dict_["category_ids"]
+        categories = [CocoCategory(cid, name) for cid, name in zip(category_ids, self.labels, strict=True)]
+        gt_images: list[CocoImage] = []
+        results: list[dict[str, Any]] = []
+        loss_sum, count = 0.0, 0
+        for batch in loader:
+            outputs = model(self.normalize(batch["image"]))
+            loss, _ = self._loss(outputs, batch["boxes"], batch["labels"])
+            loss_sum, count = loss_sum + float(loss) * len(batch["image"]), count + len(batch["image"])
+            for det, record in zip(self._decode(outputs, EVAL_SCORE_THRESHOLD), batch["records"], strict=True):
+                image = CocoImage(len(gt_images) + 1, "", record["width"], record["height"])
+                for category_id, bbox, area, crowd in record["gt"]:
+                    ann_id = sum(len(im.annotations) for im in gt_images) + len(image.annotations) + 1
+                    image.annotations.append(CocoAnnotation(ann_id, image.id, category_id, tuple(bbox), area, crowd))
+                gt_images.append(image)
+                boxes = clip_boxes(unletterbox_boxes(det.boxes.cpu(), record["letterbox"]),
+                                   (record["height"], record["width"]))  # fmt: skip
+                cats = [category_ids[i] for i in det.labels.tolist()]
+                results += detections_to_results(image.id, boxes, det.scores.tolist(), cats)
+        stats = evaluate_coco(CocoDataset(gt_images, categories), results)
+        return {"loss": loss_sum / max(count, 1), "map": stats["mAP"], "map50": stats["mAP50"],
+                "map75": stats["mAP75"], "ar100": stats["AR100"]}  # fmt: skip
+
+    # ---- report -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples | None:
+        from modelforge.tasks.vision_drawing import draw_detections, panel_grid, png_bytes
+
+        dataset = splits.test if splits.test is not None else splits.val
+        if dataset is None or len(dataset) == 0 or count <= 0:
+            return ReportSamples(note="no test or validation images to show")
+        picks = torch.arange(min(count, len(dataset), 8))
+        batch = dataset.get_batch(picks)
+        was_training = model.training
+        model.eval()
+        try:
+            outputs = model(self.normalize(batch["image"]))
+        finally:
+            model.train(was_training)
+        found = self.postprocess({**outputs, "meta": [None] * len(picks)})
+        index = {name: i for i, name in enumerate(self.labels)}
+        pictures = [draw_detections(img.permute(1, 2, 0).numpy(), r["boxes"], scale=2, class_index=index)
+                    for img, r in zip(batch["image"], found, strict=True)]  # fmt: skip
+        rows = [pictures[i : i + 4] for i in range(0, len(pictures), 4)]
+        note = f"predicted boxes with score ≥ {self.data_cfg.score_threshold} on held-out images"
+        return ReportSamples(png=png_bytes(panel_grid(rows, scale=1)), note=note)
+
+    # ---- serving ----------------------------------------------------------------------------------------------
+    def input_spec(self) -> dict[str, Any]:
+        return {"kind": "image", "channels": 3, "image_size": self.state_dict_["image_size"], "labels": self.labels}
+
+    def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
+        size = self.state_dict_["image_size"]
+        return {"image": torch.randn(batch_size, 3, size, size)}
+
+    def preprocess(self, inputs: list[Any]) -> dict[str, Any]:
+        from modelforge.data.transforms import Letterbox, Sample, to_tensor
+        from modelforge.tasks.image_inputs import read_image_input
+
+        letterbox = Letterbox(self.state_dict_["image_size"], fill=0.5)
+        images, meta = [], []
+        for item in inputs:
+            pixels = read_image_input(item, "RGB")
+            if pixels.ndim == 2:
+                pixels = np.stack([pixels] * 3, axis=-1)
+            boxed = letterbox.apply(Sample(to_tensor(pixels)))
+            images.append((boxed.image * 255).round().clamp(0, 255))
+            meta.append({"letterbox": boxed.meta["letterbox"], "size": pixels.shape[:2]})
+        return {"image": self.normalize(torch.stack(images)), "meta": meta}
+
+    def forward(self, model: nn.Module, batch: Any) -> Any:
+        return {**model(batch["image"]), "meta": batch["meta"]}
+
+    def postprocess(self, outputs: Any) -> list[dict[str, Any]]:
+        """Per image ``{"boxes": [{label, score, box: [x, y, w, h]}]}`` in the input image's pixels, best first."""
+        from modelforge.data.boxes import clip_boxes
+        from modelforge.data.transforms import unletterbox_boxes
+
+        results = []
+        for det, meta in zip(self._decode(outputs, self.data_cfg.score_threshold), outputs["meta"], strict=True):
+            boxes = det.boxes.cpu()
+            if meta is not None:  # None: boxes stay in network-input pixels (the report draws on those images)
+                boxes = clip_boxes(unletterbox_boxes(boxes, meta["letterbox"]), tuple(meta["size"]))
+            found = [
+                {"label": self.labels[label], "score": round(score, 4),
+                 "box": [round(v, 1) for v in (b[0], b[1], b[2] - b[0], b[3] - b[1])]}
+                for b, score, label in zip(boxes.tolist(), det.scores.tolist(), det.labels.tolist(), strict=True)
+            ]  # fmt: skip
+            results.append({"boxes": found})
+        return results
+
+    def save_prediction(self, item: Any, result: dict[str, Any], output_dir: str | Path | None = None,
+                        index: int = 0) -> dict[str, Any]:
+        """Draw ``result``'s boxes on the input picture and save it as ``<stem>.pred.png`` (next to the input, or in
+        ``output_dir``); returns the result with the picture's path added."""
+        from modelforge.core.atomic import atomic_write_bytes
+        from modelforge.tasks.image_inputs import input_name, read_image_input
+        from modelforge.tasks.vision_drawing import draw_detections, png_bytes
+
+        pixels = read_image_input(item, "RGB")
+        scale = max(1, 256 // max(pixels.shape[:2]))  # small pictures are enlarged so the tags stay readable
+        index_of = {name: i for i, name in enumerate(self.labels)}
+        picture = draw_detections(pixels, result["boxes"], scale=scale, class_index=index_of)
+        folder = Path(output_dir) if output_dir else (Path(item).parent if isinstance(item, (str, Path)) else Path())
+        target = folder / f"{input_name(item, index)}.pred.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, png_bytes(picture))
+        return {**result, "picture": str(target)}

@@ -1,0 +1,345 @@
+"""Semantic segmentation with a U-Net: per-pixel classes, scored with Dice and IoU per class.
+
+Sources: ``medical-phantoms`` (generated DICOM scans with lesion masks), ``road-scenes`` (generated driving scenes),
+``folder`` (the user's images with ``<name>_mask.png`` next to each; DICOM ``.dcm`` images are read with pydicom)
+and ``coco`` (COCO polygons/RLE painted into class masks). Images and masks are decoded once into memory; with
+``image_size`` both are resized to a square (masks by nearest neighbour, so class indices stay exact), and a
+prediction is resized back to the input picture's own size.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from modelforge.core.config import StrictConfig
+from modelforge.core.errors import DataError
+from modelforge.data.tensors import TensorDataset
+from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.segmentation_metrics import confusion_matrix, segmentation_scores
+
+Arrays = tuple[list[np.ndarray], list[np.ndarray]]
+
+
+class SegmentationDataConfig(StrictConfig):
+    source: Literal["medical-phantoms", "road-scenes", "folder", "coco"] = "medical-phantoms"
+    path: Optional[str] = Field(None, description="folder: image+mask folder (or one with train/ val/ test/); "
+                                                  "coco: the image folder")  # fmt: skip
+    annotations: Optional[str] = Field(None, description="coco: the instances.json with polygon segmentations")
+    image_size: Optional[int] = Field(None, ge=8, description="square side: medical-phantoms are drawn at it "
+                                      "(default 128), other sources resized to it (default: road-scenes 96x128, "
+                                      "folder/coco 128)")  # fmt: skip
+    channels: Optional[Literal[1, 3]] = Field(None, description="1 = grayscale, 3 = RGB (default: the source's)")
+    num_train: Optional[int] = Field(None, ge=1, description="generated sources: training images")
+    num_val: Optional[int] = Field(None, ge=1, description="generated sources: validation images")
+    num_test: Optional[int] = Field(None, ge=1, description="generated sources: test images")
+    val_size: float = Field(0.1, ge=0, description="folder/coco without splits: validation share or count")
+    test_size: float = Field(0.1, ge=0, description="folder/coco without splits: test share or count")
+    split_seed: int = 0
+    limit: Optional[int] = Field(None, ge=1, description="use only the first N training images (quick runs)")
+    flip: bool = Field(False, description="augmentation: random horizontal flips while training")
+    dice_loss: bool = Field(True, description="add a soft Dice loss on the non-background classes to cross-entropy")
+    on_error: Literal["skip", "fail"] = Field("skip", description="bad images/masks: skip (counted) or fail")
+
+
+def _hold_out(images: list, masks: list, size: float, seed: int) -> tuple[Arrays, Arrays]:
+    count = int(round(size * len(images))) if size < 1 else int(size)
+    if not 0 <= count < len(images):
+        raise DataError(f"cannot hold out {count} of {len(images)} images; lower data.val_size/data.test_size")
+    held = set(np.random.default_rng(seed).permutation(len(images))[:count].tolist())
+    keep = [i for i in range(len(images)) if i not in held]
+    pick = sorted(held)
+    return ([images[i] for i in keep], [masks[i] for i in keep]), ([images[i] for i in pick], [masks[i] for i in pick])
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 − mean soft Dice over the non-background classes, with the batch's pixels pooled (stable for small
+    objects: an image without lesions does not divide by zero)."""
+    probs = logits.float().softmax(1)[:, 1:]
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()[:, 1:]
+    inter = (probs * onehot).sum(dim=(0, 2, 3))
+    total = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    return 1 - ((2 * inter + 1) / (total + 1)).mean()
+
+
+class Segmentation(Task):
+    """Label every pixel (U-Net; Dice and IoU per class)."""
+
+    name = "segmentation"
+    DataConfig = SegmentationDataConfig
+    input_kind = "image"
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    def _generated(self) -> tuple[dict[str, Arrays], list[str], float]:
+        cfg = self.data_cfg
+        sizes = {k: v for k, v in (("num_train", cfg.num_train), ("num_val", cfg.num_val),
+                                   ("num_test", cfg.num_test)) if v is not None}  # fmt: skip
+        if cfg.source == "medical-phantoms":
+            from modelforge.data.builtin.phantoms import CLASS_NAMES, MAX_VALUE, load_phantoms
+
+            if cfg.image_size:  # phantoms are drawn at the asked size rather than resized
+                sizes["image_size"] = cfg.image_size
+            parts = {s: load_phantoms(s, **sizes) for s in ("train", "val", "test")}
+            # load_phantoms already scaled to [0, 1]; keep the 12-bit scale for DICOM inputs at predict time
+            arrays = {s: (list(p["images"]), list(p["masks"])) for s, p in parts.items()}
+            return arrays, list(CLASS_NAMES), float(MAX_VALUE)
+        from modelforge.data.builtin.road_scenes import CLASS_NAMES, load_road_scenes
+
+        parts = {s: load_road_scenes(s, **sizes) for s in ("train", "val", "test")}
+        return {s: (list(p["images"]), list(p["masks"])) for s, p in parts.items()}, list(CLASS_NAMES), 255.0
+
+    def _folder(self) -> tuple[dict[str, Arrays], list[str], float]:
+        from modelforge.data.builtin.phantoms import read_dicom
+        from modelforge.data.formats.segmentation_folder import read_segmentation_folder
+
+        cfg = self.data_cfg
+        if not cfg.path:
+            raise DataError("data.source=folder needs data.path=DIR (images with <name>_mask.png masks beside them)")
+        root = Path(cfg.path).expanduser()
+        folders = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()} or {"all": root}
+        parts, names, value_max = {}, None, 255.0
+        for split, folder in folders.items():
+            dicom = folder.is_dir() and any(p.suffix.lower() == ".dcm" for p in folder.iterdir())
+            options = {"image_suffixes": (".dcm",), "image_reader": read_dicom} if dicom else {}
+            checked = read_segmentation_folder(folder, on_error=cfg.on_error, **options)
+            self._skipped += len(checked.skipped)
+            mode = "L" if cfg.channels == 1 else "RGB"
+            images, masks = checked.arrays(mode)
+            if dicom:  # the largest stored value across the folder stands in for the scans' unknown bit depth
+                value_max = max([float(im.max()) for im in images] + [value_max if len(parts) else 1.0])
+            names = names or checked.class_names
+            parts[split] = (images, masks)
+        if names is None:
+            top = max(int(m.max()) for _, masks in parts.values() for m in masks)
+            names = ["background"] + [f"class_{i}" for i in range(1, max(top, 1) + 1)]
+        return parts, list(names), value_max
+
+    def _coco(self) -> tuple[dict[str, Arrays], list[str], float]:
+        from modelforge.data.formats.coco import read_coco, semantic_mask
+        from modelforge.data.transforms import load_image
+
+        cfg = self.data_cfg
+        if not cfg.annotations:
+            raise DataError("data.source=coco needs data.annotations=FILE.json with polygon segmentations")
+        image_dir = Path(cfg.path).expanduser() if cfg.path else None
+        coco = read_coco(Path(cfg.annotations).expanduser(), image_dir, on_error=cfg.on_error, check_images="decode")
+        images, masks = [], []
+        for image in coco.images:
+            images.append(np.asarray(load_image(coco.image_path(image), "L" if cfg.channels == 1 else "RGB")))
+            masks.append(semantic_mask(coco, image))
+        self._skipped = len(coco.skipped)
+        return {"all": (images, masks)}, ["background", *coco.class_names], 255.0
+
+    def _tensors(self, images: list[np.ndarray], masks: list[np.ndarray], value_max: float,
+                 size: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float (N, C, H, W) images in [0, 1] and uint8 (N, H, W) masks, resized to ``size`` when given."""
+        out_x, out_y = [], []
+        for image, mask in zip(images, masks, strict=True):
+            x = torch.from_numpy(np.asarray(image, dtype=np.float32))
+            x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+            dtype = np.asarray(image).dtype
+            # 8-bit pictures, integer scans (DICOM) up to value_max, floats already in [0, 1] (generated phantoms)
+            integer_scan = np.issubdtype(dtype, np.integer) or x.max() > 1
+            scale = 255.0 if dtype == np.uint8 else value_max if integer_scan else 1.0
+            x = x / scale
+            y = torch.from_numpy(np.asarray(mask, dtype=np.int64))
+            if size is not None and tuple(x.shape[-2:]) != size:
+                x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+                y = F.interpolate(y[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
+            out_x.append(x.clamp(0, 1))
+            out_y.append(y)
+        shapes = {tuple(x.shape) for x in out_x}
+        if len(shapes) > 1:
+            raise DataError(f"images come in several sizes {sorted(shapes)[:3]}; set data.image_size to resize them")
+        return torch.stack(out_x), torch.stack(out_y).to(torch.uint8)
+
+    def datasets(self) -> Splits:
+        cfg = self.data_cfg
+        self._skipped = 0
+        if cfg.source in ("medical-phantoms", "road-scenes"):
+            parts, names, value_max = self._generated()
+        elif cfg.source == "folder":
+            parts, names, value_max = self._folder()
+        else:
+            parts, names, value_max = self._coco()
+        if "all" in parts:
+            parts["train"], parts["test"] = _hold_out(*parts.pop("all"), cfg.test_size, cfg.split_seed)
+        if "val" not in parts and cfg.val_size > 0:
+            parts["train"], parts["val"] = _hold_out(*parts["train"], cfg.val_size, cfg.split_seed + 1)
+        if cfg.limit:
+            parts["train"] = tuple(a[: cfg.limit] for a in parts["train"])
+        side = cfg.image_size or (128 if cfg.source in ("folder", "coco") else None)
+        size = (side, side) if side else None
+        tensors = {s: self._tensors(*arrays, value_max, size) for s, arrays in parts.items() if arrays[0]}
+        channels = cfg.channels or int(tensors["train"][0].shape[1])
+        if channels == 1 and tensors["train"][0].shape[1] == 3:
+            tensors = {s: (x.mean(1, keepdim=True), y) for s, (x, y) in tensors.items()}
+        if channels == 3 and tensors["train"][0].shape[1] == 1:
+            tensors = {s: (x.expand(-1, 3, -1, -1).contiguous(), y) for s, (x, y) in tensors.items()}
+        train_x = tensors["train"][0]
+        top = max(int(y.max()) for _, y in tensors.values())
+        if top >= len(names):
+            raise DataError(f"masks hold class index {top} but only {len(names)} classes are named")
+        self.state_dict_ = {
+            "labels": names,
+            "channels": channels,
+            "image_size": list(train_x.shape[-2:]),
+            "value_max": value_max,
+            "mean": train_x.mean(dim=(0, 2, 3)).tolist(),
+            "std": train_x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
+        }
+        summary: dict[str, Any] = {f"{s}_size": len(x) for s, (x, _) in tensors.items()}
+        train_y = tensors["train"][1]
+        fractions = np.bincount(train_y.flatten().numpy(), minlength=len(names)) / train_y.numel()
+        summary.update(classes=names, image_shape=list(train_x.shape[1:]), skipped=self._skipped,
+                       train_class_fractions={n: round(float(f), 4) for n, f in zip(names, fractions, strict=True)})
+        return Splits(
+            train=TensorDataset(*tensors["train"]),
+            val=TensorDataset(*tensors["val"]) if "val" in tensors else None,
+            test=TensorDataset(*tensors["test"]) if "test" in tensors else None,
+            summary=summary,
+        )
+
+    # ---- model ------------------------------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        return self.state_dict_["labels"]
+
+    def derived_model_kwargs(self) -> dict[str, Any]:
+        return {"num_classes": len(self.labels), "in_channels": self.state_dict_["channels"]}
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.state_dict_["mean"], device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.state_dict_["std"], device=x.device).view(1, -1, 1, 1)
+        return (x.float() - mean) / std
+
+    # ---- training ---------------------------------------------------------------------------------------------
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits.float(), y)
+        return loss + soft_dice_loss(logits, y) if self.data_cfg.dice_loss else loss
+
+    def training_step(self, model: nn.Module, batch: Any) -> StepOutput:
+        x, y = batch
+        x, y = self.normalize(x), y.long()
+        if self.data_cfg.flip:  # mirror a random half of the batch (global torch RNG: resumable)
+            flip = (torch.rand(len(x), device=x.device) < 0.5).view(-1, 1, 1)
+            x = torch.where(flip[:, None], x.flip(-1), x)
+            y = torch.where(flip, y.flip(-1), y)
+        return StepOutput(self._loss(model(x), y))
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
+        classes = len(self.labels)
+        confusion = np.zeros((classes, classes), dtype=np.int64)
+        loss_sum, count = 0.0, 0
+        for x, y in loader:
+            y = y.long()
+            logits = model(self.normalize(x))
+            loss_sum += float(self._loss(logits, y)) * len(x)
+            count += len(x)
+            confusion += confusion_matrix(logits.argmax(1), y, classes)
+        return {"loss": loss_sum / max(count, 1), **segmentation_scores(confusion, self.labels)}
+
+    # ---- report -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples | None:
+        from modelforge.tasks.vision_drawing import colour_mask, panel_grid, png_bytes
+
+        dataset = splits.test if splits.test is not None else splits.val
+        if dataset is None or len(dataset) == 0 or count <= 0:
+            return ReportSamples(note="no test or validation images to show")
+        x, y = dataset.get_batch(torch.arange(min(count, len(dataset), 6)))
+        was_training = model.training
+        model.eval()
+        try:
+            pred = model(self.normalize(x)).argmax(1)
+        finally:
+            model.train(was_training)
+        rows = [[image.numpy(), colour_mask(t.numpy()), colour_mask(p.numpy())] for image, t, p in zip(x, y, pred)]
+        png = png_bytes(panel_grid(rows, ["image", "true mask", "predicted mask"], scale=2))
+        return ReportSamples(png=png, note="held-out images, their true masks and the predicted masks")
+
+    # ---- serving ----------------------------------------------------------------------------------------------
+    def input_spec(self) -> dict[str, Any]:
+        s = self.state_dict_
+        return {"kind": "image", "channels": s["channels"], "image_size": s["image_size"], "labels": s["labels"]}
+
+    def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
+        s = self.state_dict_
+        return {"image": torch.randn(batch_size, s["channels"], *s["image_size"])}
+
+    def preprocess(self, inputs: list[Any]) -> dict[str, Any]:
+        from modelforge.tasks.image_inputs import read_image_input
+
+        s = self.state_dict_
+        images, sizes = [], []
+        for item in inputs:
+            pixels = read_image_input(item, "L" if s["channels"] == 1 else "RGB")
+            blank = np.zeros(pixels.shape[:2], np.int64)
+            x, _ = self._tensors([pixels], [blank], s["value_max"], tuple(s["image_size"]))
+            if x.shape[1] != s["channels"]:
+                x = x.mean(1, keepdim=True) if s["channels"] == 1 else x.expand(-1, 3, -1, -1)
+            images.append(x[0])
+            sizes.append(tuple(pixels.shape[:2]))
+        return {"image": self.normalize(torch.stack(images)), "sizes": sizes}
+
+    def forward(self, model: nn.Module, batch: Any) -> Any:
+        return {"logits": model(batch["image"]), "sizes": batch["sizes"]}
+
+    def postprocess(self, outputs: Any) -> list[dict[str, Any]]:
+        """Per image: the class-index mask as a base64 palette PNG at the input's size, and each class's share."""
+        import io
+
+        from PIL import Image
+
+        from modelforge.data.formats.segmentation_folder import default_palette
+
+        results = []
+        for logits, size in zip(outputs["logits"], outputs["sizes"], strict=True):
+            mask = logits.float().argmax(0)
+            if tuple(mask.shape) != tuple(size):
+                mask = F.interpolate(mask[None, None].float(), size=tuple(size), mode="nearest-exact")[0, 0].long()
+            mask_np = mask.cpu().numpy().astype(np.uint8)
+            picture = Image.fromarray(mask_np)
+            picture.putpalette(default_palette())  # class indices in the pixels, colours in the palette
+            buffer = io.BytesIO()
+            picture.save(buffer, format="PNG")
+            counts = np.bincount(mask_np.ravel(), minlength=len(self.labels)) / mask_np.size
+            results.append({
+                "classes": {name: round(float(c), 4) for name, c in zip(self.labels, counts, strict=True)},
+                "size": [int(size[0]), int(size[1])],
+                "mask_png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+            })  # fmt: skip
+        return results
+
+    def save_prediction(self, item: Any, result: dict[str, Any], output_dir: str | Path | None = None,
+                        index: int = 0) -> dict[str, Any]:
+        """Save ``<stem>.mask.png`` (class indices, palette PNG) and ``<stem>.pred.png`` (colours over the picture)
+        next to the input or in ``output_dir``; returns the result with the paths instead of the inline PNG."""
+        import io
+
+        from PIL import Image
+
+        from modelforge.core.atomic import atomic_write_bytes
+        from modelforge.tasks.image_inputs import input_name, read_image_input
+        from modelforge.tasks.vision_drawing import overlay_mask, png_bytes
+
+        raw = base64.b64decode(result["mask_png"])
+        mask = np.asarray(Image.open(io.BytesIO(raw)))
+        pixels = read_image_input(item, "RGB")
+        if pixels.dtype != np.uint8:  # a DICOM scan: stretch its values to 8 bits for the picture
+            pixels = np.clip(pixels.astype(np.float64) / max(float(pixels.max()), 1.0) * 255, 0, 255).astype(np.uint8)
+        folder = Path(output_dir) if output_dir else (Path(item).parent if isinstance(item, (str, Path)) else Path())
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = input_name(item, index)
+        atomic_write_bytes(folder / f"{stem}.mask.png", raw)
+        atomic_write_bytes(folder / f"{stem}.pred.png", png_bytes(Image.fromarray(overlay_mask(pixels, mask))))
+        saved = {k: v for k, v in result.items() if k != "mask_png"}
+        return {**saved, "mask": str(folder / f"{stem}.mask.png"), "picture": str(folder / f"{stem}.pred.png")}

@@ -1,0 +1,331 @@
+"""Video classification: generated ``moving-digits`` clips or the user's clips in class folders → a video network.
+
+Every clip becomes ``num_frames`` frames sampled uniformly over its length (OpenCV decodes, see
+``data/formats/video.py``), converted to the wanted channels and squashed to ``image_size``² pixels, and is kept in
+memory as uint8 ``(frames, channels, H, W)``: unreadable videos are found before training starts and reported by
+path and reason (skipped and counted, or fatal with ``data.on_error=fail``). The network sees float clips
+``(batch, channels, frames, H, W)`` normalised with the training split's per-channel mean/std (saved in task.json).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from modelforge.core.config import StrictConfig
+from modelforge.core.errors import DataError
+from modelforge.data.splits import holdout_split
+from modelforge.data.tensors import TensorDataset
+from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.metrics import classification_metrics
+
+log = logging.getLogger("modelforge.data")
+
+
+def _holdout(n: int, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    return holdout_split(n, size, seed, "clips")
+
+
+class VideoDataConfig(StrictConfig):
+    source: Literal["moving-digits", "folder"] = "moving-digits"
+    path: Optional[str] = Field(None, description="folder source: root/<class>/<clip> or root/{train,val,test}/…")
+    num_frames: int = Field(8, ge=1, description="frames sampled uniformly from each clip")
+    image_size: Optional[int] = Field(None, ge=8, description="square frame side after resizing (default: source's)")
+    channels: Optional[Literal[1, 3]] = Field(None, description="1 = grayscale, 3 = RGB (default: source's own)")
+    # moving-digits generation (see data/builtin/moving_digits.py)
+    num_train: int = Field(5000, ge=1, description="moving-digits: generated training clips")
+    num_val: int = Field(500, ge=0, description="moving-digits: generated validation clips")
+    num_test: int = Field(500, ge=1, description="moving-digits: generated test clips")
+    clip_frames: int = Field(16, ge=2, description="moving-digits: frames per generated clip")
+    clip_size: Literal[32, 64] = Field(32, description="moving-digits: generated frame side in pixels")
+    noise: float = Field(0.0, ge=0, description="moving-digits: Gaussian pixel noise (grey levels)")
+    # folder splits
+    val_size: float = Field(0.1, ge=0, description="folder: validation share (<1) or count held out of training")
+    test_size: float = Field(0.2, ge=0, description="folder: test share or count, when there is no test/ folder")
+    split_seed: int = Field(0, description="seed of the generated clips (moving-digits) or of the folder split")
+    limit: Optional[int] = Field(None, ge=1, description="use only the first N training clips (quick runs)")
+    on_error: Literal["skip", "fail"] = Field("skip", description="unreadable videos: skip (counted) or fail")
+
+
+def sample_clip_frames(path: str | Path, num_frames: int) -> np.ndarray:
+    """``num_frames`` frames spread uniformly over a clip, as uint8 (T, H, W, 3) RGB.
+
+    Unlike ``sample_frames`` (which re-samples over what decodes), a clip whose header promises frames that do not
+    decode is an error here: a truncated training clip would otherwise teach the model frozen, repeated frames.
+    """
+    from modelforge.data.formats.video import iter_frames, probe_video, read_video, sample_indices
+
+    path = Path(path)
+    total = probe_video(path).frame_count
+    if total <= 0:  # no usable count in the header: read everything once
+        frames = read_video(path)
+        return frames[sample_indices(len(frames), num_frames)]
+    wanted = sample_indices(total, num_frames)
+    found: dict[int, np.ndarray] = {}
+    decoded = 0
+    for index, frame in enumerate(iter_frames(path)):
+        decoded = index + 1
+        if index in wanted:
+            found[index] = frame
+        if index >= wanted[-1]:
+            break
+    if len(found) < len(set(wanted)):
+        raise DataError(f"{path}: truncated video: the header says {total} frames but only {decoded} decode")
+    return np.stack([found[i] for i in wanted])
+
+
+def frames_to_clip(frames: np.ndarray, channels: int, size: int) -> np.ndarray:
+    """uint8 frames (T, H, W) or (T, H, W, 3) RGB → uint8 (T, channels, size, size): grey or RGB, squashed square."""
+    import cv2
+
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or (frames.ndim == 4 and frames.shape[-1] not in (1, 3)):
+        raise DataError(f"a clip must be uint8 (T, H, W) or (T, H, W, 3) frames, got {frames.dtype} {frames.shape}")
+    out = np.empty((len(frames), channels, size, size), dtype=np.uint8)
+    for t, frame in enumerate(frames):
+        if frame.ndim == 3 and frame.shape[-1] == 1:
+            frame = frame[..., 0]
+        if channels == 1 and frame.ndim == 3:
+            frame = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        elif channels == 3 and frame.ndim == 2:
+            frame = np.repeat(frame[..., None], 3, axis=2)
+        if frame.shape[:2] != (size, size):
+            shrinking = frame.shape[0] > size or frame.shape[1] > size
+            frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        out[t] = frame[None] if channels == 1 else frame.transpose(2, 0, 1)
+    return out
+
+
+class VideoClassification(Task):
+    """Classify video clips (moving-digits motions or a folder of clips per class)."""
+
+    name = "video_classification"
+    DataConfig = VideoDataConfig
+    input_kind = None  # not served over HTTP; `modelforge predict RUN clip.avi` and `modelforge video` read files
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    def _moving_digits(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
+        from modelforge.data.builtin.moving_digits import MOTION_CLASSES, ClipParams, moving_digits
+        from modelforge.data.formats.video import sample_indices
+
+        cfg = self.data_cfg
+        params = ClipParams(num_train=cfg.num_train, num_val=cfg.num_val, num_test=cfg.num_test,
+                            frames=cfg.clip_frames, size=cfg.clip_size, noise=cfg.noise, seed=cfg.split_seed)
+        picks = sample_indices(cfg.clip_frames, cfg.num_frames)
+        channels, size = cfg.channels or 1, cfg.image_size or cfg.clip_size
+        parts = {}
+        for split in ("train", "val", "test"):
+            if split == "val" and cfg.num_val == 0:
+                continue
+            arrays = moving_digits(split, params)
+            clips = arrays["clips"][:, picks]  # (N, T, S, S)
+            if (channels, size) == (1, cfg.clip_size):
+                clips = clips[:, :, None]
+            else:
+                clips = np.stack([frames_to_clip(c, channels, size) for c in clips])
+            parts[split] = (np.ascontiguousarray(clips), arrays["labels"])
+        return parts, list(MOTION_CLASSES)
+
+    def _read_clips(self, folder: Any) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+        cfg = self.data_cfg
+        channels, size = cfg.channels or 3, cfg.image_size or 64
+        clips, labels, skipped = [], [], list(folder.skipped)
+        for path, label in folder.clips:
+            try:
+                frames = sample_clip_frames(path, cfg.num_frames)
+            except DataError as exc:
+                if cfg.on_error == "fail":
+                    raise
+                skipped.append((str(path), str(exc).removeprefix(f"{path}: ")))
+                log.warning("skipped %s: %s", path, skipped[-1][1])
+                continue
+            clips.append(frames_to_clip(frames, channels, size))
+            labels.append(label)
+        if not clips:
+            raise DataError(f"no readable videos among {len(folder.clips) + len(folder.skipped)} files")
+        return np.stack(clips), np.asarray(labels, dtype=np.int64), skipped
+
+    def _folder(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
+        from modelforge.data.formats.video import read_video_folder
+
+        cfg = self.data_cfg
+        if not cfg.path:
+            raise DataError("data.source=folder needs data.path=DIR (a folder of <class>/<video> sub-folders)")
+        root = Path(cfg.path).expanduser()
+        split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
+        if "train" not in split_dirs:
+            split_dirs = {"all": root}
+        parts, classes, skipped = {}, None, []
+        for split, directory in split_dirs.items():
+            folder = read_video_folder(directory, classes=classes, on_error=cfg.on_error)
+            classes = classes or folder.classes
+            clips, labels, bad = self._read_clips(folder)
+            parts[split], skipped = (clips, labels), skipped + bad
+        if skipped:
+            log.warning("%d video(s) skipped as unreadable (data.on_error=fail stops instead)", len(skipped))
+        self._skipped = skipped
+        return parts, list(classes or [])
+
+    def datasets(self) -> Splits:
+        cfg = self.data_cfg
+        self._skipped: list[tuple[str, str]] = []
+        parts, classes = self._moving_digits() if cfg.source == "moving-digits" else self._folder()
+        if "all" in parts:
+            clips, labels = parts.pop("all")
+            keep, test = _holdout(len(clips), cfg.test_size, cfg.split_seed)
+            parts["train"], parts["test"] = (clips[keep], labels[keep]), (clips[test], labels[test])
+        if cfg.source == "folder" and "val" not in parts and cfg.val_size > 0:
+            clips, labels = parts["train"]
+            keep, val = _holdout(len(clips), cfg.val_size, cfg.split_seed + 1)
+            parts["train"], parts["val"] = (clips[keep], labels[keep]), (clips[val], labels[val])
+        if cfg.limit:
+            parts["train"] = tuple(a[: cfg.limit] for a in parts["train"])
+        tensors = {k: (torch.from_numpy(c), torch.from_numpy(y)) for k, (c, y) in parts.items()}
+        train_x = tensors["train"][0]
+        _, frames, channels, size, _ = train_x.shape
+        stats = train_x.float().div(255).transpose(1, 2).reshape(len(train_x), channels, -1)
+        self.state_dict_ = {
+            "labels": classes,
+            "channels": int(channels),
+            "image_size": int(size),
+            "num_frames": int(frames),
+            "mean": stats.mean(dim=(0, 2)).tolist(),
+            "std": stats.std(dim=(0, 2)).clamp_min(1e-6).tolist() if stats.numel() > 1 else [1.0] * channels,
+        }
+        summary: dict[str, Any] = {f"{k}_size": len(v[0]) for k, v in tensors.items()}
+        summary.update(classes=len(classes), clip_shape=list(train_x.shape[1:]), skipped=len(self._skipped))
+        return Splits(
+            train=TensorDataset(*tensors["train"]),
+            val=TensorDataset(*tensors["val"]) if "val" in tensors else None,
+            test=TensorDataset(*tensors["test"]) if "test" in tensors else None,
+            summary=summary,
+        )
+
+    # ---- model ------------------------------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        return self.state_dict_["labels"]
+
+    def derived_model_kwargs(self) -> dict[str, Any]:
+        s = self.state_dict_
+        return {"num_classes": len(s["labels"]), "in_channels": s["channels"], "image_size": s["image_size"],
+                "num_frames": s["num_frames"]}
+
+    def normalize(self, clips: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, T, C, H, W) → normalised float (B, C, T, H, W), the Conv3d layout."""
+        mean = torch.tensor(self.state_dict_["mean"], device=clips.device).view(1, -1, 1, 1, 1)
+        std = torch.tensor(self.state_dict_["std"], device=clips.device).view(1, -1, 1, 1, 1)
+        return (clips.float().div(255).transpose(1, 2) - mean) / std
+
+    # ---- training ---------------------------------------------------------------------------------------------
+    def training_step(self, model: nn.Module, batch: Any) -> StepOutput:
+        clips, labels = batch
+        return StepOutput(F.cross_entropy(model(self.normalize(clips)), labels))
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
+        losses, preds, targets = [], [], []
+        for clips, labels in loader:
+            logits = model(self.normalize(clips)).float()
+            losses.append(F.cross_entropy(logits, labels, reduction="sum"))
+            preds.append(logits.argmax(1))
+            targets.append(labels)
+        y_true, y_pred = torch.cat(targets).cpu().numpy(), torch.cat(preds).cpu().numpy()
+        metrics = {"loss": float(torch.stack(losses).sum()) / len(y_true)}
+        metrics.update(classification_metrics(y_true, y_pred, len(self.labels)))
+        return metrics
+
+    # ---- inputs -----------------------------------------------------------------------------------------------
+    def clip_from_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Any number of uint8 frames (T, H, W[, 3]) → this model's (num_frames, C, S, S) clip, sampled uniformly."""
+        from modelforge.data.formats.video import sample_indices
+
+        s = self.state_dict_
+        frames = np.asarray(frames)
+        if len(frames) != s["num_frames"]:
+            frames = frames[sample_indices(len(frames), s["num_frames"])]
+        return frames_to_clip(frames, s["channels"], s["image_size"])
+
+    def _clip(self, item: Any) -> np.ndarray:
+        s = self.state_dict_
+        if isinstance(item, np.ndarray):
+            if item.shape == (s["num_frames"], s["channels"], s["image_size"], s["image_size"]):
+                return item.astype(np.uint8)  # already a prepared clip (as the datasets hold them)
+            return self.clip_from_frames(item)
+        if isinstance(item, (str, Path)):
+            if not Path(item).is_file():
+                raise DataError(f"{item}: no such video file (give a video path such as clip.avi)")
+            return frames_to_clip(sample_clip_frames(item, s["num_frames"]), s["channels"], s["image_size"])
+        raise DataError(f"cannot read video input {str(item)[:80]!r}: give a video file path or a frame array")
+
+    def preprocess(self, inputs: list[Any]) -> torch.Tensor:
+        return self.normalize(torch.from_numpy(np.stack([self._clip(item) for item in inputs])))
+
+    def postprocess(self, outputs: torch.Tensor, top_k: int = 5) -> list[dict[str, Any]]:
+        probs = outputs.float().softmax(-1)
+        values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+        results = []
+        for row_v, row_i in zip(values.tolist(), indices.tolist()):
+            top = [{"label": self.labels[i], "probability": round(p, 6)} for p, i in zip(row_v, row_i)]
+            results.append({"label": top[0]["label"], "probability": top[0]["probability"], "top": top})
+        return results
+
+    def input_spec(self) -> dict[str, Any]:
+        s = self.state_dict_
+        return {"kind": "video", "channels": s["channels"], "image_size": s["image_size"],
+                "num_frames": s["num_frames"]}
+
+    def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
+        s = self.state_dict_
+        return {"clip": torch.randn(batch_size, s["channels"], s["num_frames"], s["image_size"], s["image_size"])}
+
+    # ---- report -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples | None:
+        dataset = splits.test if splits.test is not None else splits.val
+        if dataset is None or len(dataset) == 0:
+            return ReportSamples(note="the recipe has no test or validation split")
+        picks = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset), 8)).astype(int))
+        clips, labels = dataset.get_batch(picks)
+        was_training = model.training
+        model.eval()
+        try:
+            device = next(model.parameters()).device
+            results = self.postprocess(model(self.normalize(clips.to(device))))
+        finally:
+            model.train(was_training)
+        truths = [self.labels[int(y)] for y in labels]
+        return ReportSamples(png=clip_strip_png(clips.numpy(), results, truths))
+
+
+def clip_strip_png(clips: np.ndarray, results: list[dict[str, Any]], truths: list[str]) -> bytes:
+    """One row per clip: its sampled frames left to right, titled "predicted p (true …)" — green right, red wrong."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    rows, frames = clips.shape[:2]
+    fig = Figure(figsize=(1.1 * frames + 0.2, 1.25 * rows + 0.2), dpi=80)
+    for r, (clip, result, truth) in enumerate(zip(clips, results, truths)):
+        for t in range(frames):
+            ax = fig.add_subplot(rows, frames, r * frames + t + 1)
+            frame = clip[t]
+            ax.imshow(frame[0] if frame.shape[0] == 1 else frame.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255)
+            ax.axis("off")
+            if t == 0:
+                ok = result["label"] == truth
+                ax.set_title(f"{result['label']} {result['probability']:.2f} (true {truth})", fontsize=8,
+                             loc="left", color="tab:green" if ok else "tab:red")
+    fig.tight_layout(pad=0.3)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
