@@ -63,6 +63,6 @@ def test_speech_recipe_trains_through_cli_and_predicts_on_a_wav(cli, tmp_path, r
         labels = json.loads((run_dir / "model" / "task.json").read_text())["labels"]
         assert out["label"] in labels and len(labels) >= 2
     else:
-        from modelforge.tasks.speech_recognition import transcribe_command
+        from modelforge.api import transcribe
 
-        assert isinstance(out["text"], str) and transcribe_command(run_dir, [wav]) == out["text"]
+        assert isinstance(out["text"], str) and transcribe(run_dir, [wav]) == [out["text"]]

@@ -77,12 +77,17 @@ def test_language_model_recipe_trains_predicts_and_generates(cli, tmp_path, reci
     if recipe == "shakespeare-char":
         assert len(out["continuation"]) == 24  # one character per token
 
-    from modelforge.tasks.generation import generate_command
+    from modelforge.api import generate
+    from modelforge.cli import main
 
     capsys.readouterr()
-    text = generate_command(run_dir, "KING:", max_new_tokens=16, temperature=0.9, top_k=20, top_p=0.95, seed=3,
-                            stream=True)
+    assert main(["generate", str(run_dir), "--prompt", "KING:", "--max-new-tokens", "16", "--temperature", "0.9",
+                 "--top-k", "20", "--top-p", "0.95", "--seed", "3"]) == 0
     streamed = capsys.readouterr().out
-    assert streamed == text and text.startswith("KING:") and len(text) > len("KING:")
-    assert generate_command(run_dir, "KING:", 16, 0.9, 20, 0.95, 3, stream=False) == text
+    pieces: list[str] = []
+    text = generate(run_dir, "KING:", max_new_tokens=16, temperature=0.9, top_k=20, top_p=0.95, seed=3,
+                    on_text=pieces.append)
+    assert streamed == text + "\n" and text.startswith("KING:") and len(text) > len("KING:")
+    assert "KING:" + "".join(pieces) == text and len(pieces) > 1
+    assert generate(run_dir, "KING:", 16, 0.9, 20, 0.95, 3) == text
     assert capsys.readouterr().out == ""

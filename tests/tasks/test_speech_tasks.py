@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from modelforge.api import transcribe
 from modelforge.artifacts.model_dir import save_artifact
 from modelforge.core.errors import ConfigError, DataError
 from modelforge.data.audio import write_wav
@@ -27,7 +28,6 @@ from modelforge.tasks.speech_recognition import (
     _mix_noise,
     augment_waveforms,
     speech_metrics,
-    transcribe_command,
 )
 
 SR = 16000
@@ -139,22 +139,28 @@ def test_transcribe_bad_file_is_one_line_error_naming_it(asr_run, tmp_path, kind
     good = tmp_path / "good.wav"
     write_wav(good, tone(), SR)
     with pytest.raises(DataError) as info:
-        transcribe_command(asr_run, [good, path])
+        transcribe(asr_run, [good, path])
     message = str(info.value)
     assert "\n" not in message and str(path) in message and reason in message
 
 
-def test_transcribe_converts_stereo_8bit_other_rate_and_formats_output(asr_run, tmp_path):
+def test_transcribe_converts_stereo_8bit_other_rate_and_formats_output(asr_run, tmp_path, capsys):
+    from modelforge.cli import main
+
     stereo = np.stack([tone(0.5, rate=8000), tone(0.5, 660, rate=8000)], axis=1)
     pcm8 = np.clip(np.rint(stereo * 127 + 128), 0, 255).astype(np.uint8).tobytes()
     odd = write_raw(tmp_path / "stereo8.wav", pcm8, 2, 1, 8000)
     plain = tmp_path / "plain.wav"
     write_wav(plain, tone(), SR)
-    single = transcribe_command(asr_run, [odd])
+    (single,) = transcribe(asr_run, [odd])
     assert isinstance(single, str) and "\n" not in single
-    several = transcribe_command(asr_run, [odd, plain]).split("\n")
+    capsys.readouterr()
+    assert main(["transcribe", str(asr_run), str(odd)]) == 0 and capsys.readouterr().out == single + "\n"
+    assert main(["transcribe", str(asr_run), str(odd), str(plain)]) == 0
+    several = capsys.readouterr().out.rstrip("\n").split("\n")
     assert [line.split("\t")[0] for line in several] == [str(odd), str(plain)]
-    as_json = json.loads(transcribe_command(asr_run, [odd, plain], as_json=True, beam_width=2))
+    assert main(["transcribe", str(asr_run), str(odd), str(plain), "--json", "--beam", "2"]) == 0
+    as_json = json.loads(capsys.readouterr().out)
     assert [row["input"] for row in as_json] == [str(odd), str(plain)] and all("text" in row for row in as_json)
     # every character the decoder may emit is in the vocabulary
     assert set("".join(row["text"] for row in as_json)) <= set(DEFAULT_CHARS)
@@ -178,7 +184,7 @@ def test_transcribe_refuses_other_tasks(tmp_path):
     task = AudioClassification(recipe, state={"labels": ["a", "b"], "n_features": 16})
     save_artifact(tmp_path / "model", recipe, task, task.build_model())
     with pytest.raises(ConfigError, match="transcribe needs a speech_recognition run"):
-        transcribe_command(tmp_path, [tmp_path / "x.wav"])
+        transcribe(tmp_path, [tmp_path / "x.wav"])
 
 
 # ---- data plumbing --------------------------------------------------------------------------------------------

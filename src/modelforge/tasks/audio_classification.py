@@ -15,15 +15,17 @@ from pydantic import Field
 from torch import nn
 
 from modelforge.core.errors import DataError
-from modelforge.tasks.base import Splits, StepOutput, Task
+from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.metrics import classification_metrics
 from modelforge.tasks.speech_recognition import (
     SPLIT_NAMES,
     SpeechDataConfig,
     WaveformDataset,
+    audio_input_spec,
     augment_waveforms,
     check_split_sizes,
     collate_speech,
+    example_features,
     load_records,
     pad_stack,
     read_input_audio,
@@ -47,6 +49,7 @@ class AudioClassification(Task):
 
     name = "audio_classification"
     DataConfig = AudioClassificationDataConfig
+    input_kind = "audio"
 
     # ---- data -------------------------------------------------------------------------------------------------
     def datasets(self) -> Splits:
@@ -108,7 +111,37 @@ class AudioClassification(Task):
         metrics.update(classification_metrics(y_true, y_pred, len(self.labels)))
         return metrics
 
-    # ---- serving ----------------------------------------------------------------------------------------------
+    # ---- report -----------------------------------------------------------------------------------------------
+    def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:
+        """Held-out utterances with the predicted and the true label."""
+        from modelforge.report import samples  # rendering helpers only
+
+        split, dataset = samples.held_out(splits)
+        if dataset is None:
+            return ReportSamples(note="the recipe has no test or validation split")
+        waves, wave_lengths, labels = self.collate([dataset[i] for i in samples.spread(len(dataset), count)])
+        results = self.postprocess(self.forward(model, speech_features(self.data_cfg, waves, wave_lengths)))
+        truths = [self.labels[int(y)] for y in labels]
+        right = [r["label"] == t for r, t in zip(results, truths, strict=True)]
+        seconds = (wave_lengths.float() / self.data_cfg.features.sample_rate).tolist()
+        rows = [(t, r["label"], r["probability"], round(s, 2)) for t, r, s in zip(truths, results, seconds)]
+        return ReportSamples(
+            html=samples.table(["true label", "predicted", "probability", "seconds"], rows, right),
+            note=f"{sum(right)} of {len(right)} right; evenly spaced over the {split} split",
+        )
+
+    # ---- serving and export -----------------------------------------------------------------------------------
+    def input_spec(self) -> dict[str, Any]:
+        return audio_input_spec(self.data_cfg.features)
+
+    def example_inputs(self, batch_size: int = 2, length: int = 40) -> dict[str, torch.Tensor]:
+        """Features (B, F, T) + frame counts → class logits (B, classes)."""
+        n_features = self.state_dict_.get("n_features", self.data_cfg.features.n_features)
+        return example_features(n_features, batch_size, length)
+
+    def export_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {"features": {0: "batch", 2: "frames"}, "lengths": {0: "batch"}, "output": {0: "batch"}}
+
     def preprocess(self, inputs: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         waves = [read_input_audio(item, self.data_cfg.features, i) for i, item in enumerate(inputs)]
         return speech_features(self.data_cfg, *pad_stack(waves))

@@ -5,15 +5,13 @@ Decoding policy lives here, not in the model: the model gives logits and a KV ca
 comes from one ``torch.Generator`` seeded with it, never from the global RNG (so generating inside a training run
 does not disturb its data order either).
 
-``generate_command`` is the body of ``modelforge generate RUN --prompt ...``.
+Loading a run and generating from it is ``modelforge.api.generate`` (the body of ``modelforge generate``).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -174,42 +172,3 @@ class TextStreamer:
         if piece:
             self.write(piece)
         self.emitted = text
-
-
-def generate_command(
-    run_dir: str | Path,
-    prompt: str,
-    max_new_tokens: int = 200,
-    temperature: float = 0.8,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
-    stream: bool = True,
-) -> str:
-    """``modelforge generate``: continue ``prompt`` with a trained language model; returns prompt + continuation.
-
-    With ``stream`` the prompt and then each new piece of text are written to stdout as they are generated (the
-    caller only ends the line); without it nothing is printed.
-    """
-    # The command loads an artifact, so it reaches right of tasks/ (into artifacts/) — only here, only lazily.
-    from modelforge.core.errors import ArtifactError
-    from modelforge.serve.predictor import Predictor
-
-    predictor = Predictor(run_dir)
-    task = predictor.task
-    if not hasattr(task, "generate"):
-        raise ArtifactError(
-            f"{run_dir} holds a {predictor.recipe.task} model; `modelforge generate` needs a language_modeling run"
-        )
-    cfg = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)
-    on_text = None
-    if stream:
-        sys.stdout.write(prompt)
-        sys.stdout.flush()
-
-        def on_text(piece: str) -> None:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-
-    continuation = task.generate(predictor.model, prompt, cfg, on_text=on_text)
-    return prompt + continuation

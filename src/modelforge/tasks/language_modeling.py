@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -28,7 +29,7 @@ from torch.utils.data import Dataset
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ConfigError, DataError
-from modelforge.tasks.base import Splits, StepOutput, Task
+from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.generation import SamplingConfig, TextStreamer, generate_ids
 from modelforge.tasks.text_classification import (
     PAD,
@@ -100,12 +101,24 @@ def _evenly_spaced(count: int, keep: int | None) -> torch.Tensor | None:
     return torch.linspace(0, count - 1, keep).round().long().unique()
 
 
+def _prompt_and_rest(text: str, longest: int = 120) -> tuple[str, str]:
+    """A held-out window cut for a report sample: the prompt starts at a line start when the first half has one and
+    ends at a space (never mid-word), at most ``longest`` characters; the rest is the text that really follows."""
+    first_line = text.find("\n", 0, len(text) // 2) + 1
+    end = first_line + min((len(text) - first_line) // 2, longest)
+    space = text.rfind(" ", first_line + 1, end + 1)
+    end = space if space > first_line else end
+    return text[first_line:end], text[end:]
+
+
 class LanguageModeling(TokenizerArtifact, Task):
     """Predict the next token of a text corpus (Shakespeare or your .txt files); generate continuations."""
 
     name = "language_modeling"
     DataConfig = LMDataConfig
     input_kind = "text"
+    # The HTTP server caps generated tokens per prompt (its ServeSettings.max_new_tokens), whatever serve: asks.
+    max_new_tokens_limit: int | None = None
 
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
@@ -196,9 +209,12 @@ class LanguageModeling(TokenizerArtifact, Task):
     def derived_model_kwargs(self) -> dict[str, Any]:
         return {"vocab_size": self.state_dict_["vocab_size"], "max_positions": self.state_dict_["block_size"]}
 
-    def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
-        vocab = self.state_dict_["vocab_size"]
-        return {"input_ids": torch.randint(0, vocab, (batch_size, min(8, self.state_dict_["block_size"])))}
+    def example_inputs(self, batch_size: int = 2, length: int = 8) -> dict[str, torch.Tensor]:
+        """Token ids for the exported network: the whole-sequence forward (no KV cache) → logits per position;
+        ``length`` is capped at the block size, the model's last learned position."""
+        vocab, length = self.state_dict_["vocab_size"], min(length, self.state_dict_["block_size"])
+        generator = torch.Generator().manual_seed(length)
+        return {"input_ids": torch.randint(0, vocab, (batch_size, length), generator=generator)}
 
     def export_dynamic_axes(self) -> dict[str, dict[int, str]]:
         return {"input_ids": {0: "batch", 1: "time"}, "output": {0: "batch", 1: "time"}}
@@ -255,7 +271,9 @@ class LanguageModeling(TokenizerArtifact, Task):
         unknown = sorted(set(serve) - known)
         if unknown:
             raise ConfigError(f"serve: unknown keys {unknown} for language_modeling; valid: {', '.join(sorted(known))}")
-        return SamplingConfig(**serve)
+        cfg = SamplingConfig(**serve)
+        limit = self.max_new_tokens_limit
+        return cfg if limit is None or cfg.max_new_tokens <= limit else replace(cfg, max_new_tokens=limit)
 
     def generate(self, model: nn.Module, prompt: str, cfg: SamplingConfig, on_text: Any = None) -> str:
         """The continuation of ``prompt`` as text; ``on_text`` receives it piece by piece as it is generated."""
@@ -263,6 +281,32 @@ class LanguageModeling(TokenizerArtifact, Task):
         on_token = TextStreamer(self.decode, on_text) if on_text is not None else None
         specials = [i for i in (self.tokenizer.token_to_id(t) for t in (PAD, UNK)) if i is not None]
         return self.decode(generate_ids(model, ids, cfg, on_token=on_token, banned_ids=specials))
+
+    # ---- report -----------------------------------------------------------------------------------------------
+    REPORT_PROMPTS, REPORT_NEW_TOKENS = 3, 200  # generation is the costly part of a report: keep it short
+
+    def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:
+        """Continuations of prompts cut from held-out text (seed 0, the recipe's ``serve:`` sampling), beside the
+        text that really follows."""
+        from modelforge.report import samples  # rendering helpers only
+
+        split, dataset = samples.held_out(splits)
+        if dataset is None:
+            return ReportSamples(note="the recipe has no validation or test text")
+        base = self.sampling()
+        cfg = replace(base, max_new_tokens=min(base.max_new_tokens, self.REPORT_NEW_TOKENS), seed=0)
+        rows = []
+        for index in samples.spread(len(dataset), min(count, self.REPORT_PROMPTS)):
+            prompt, actual = _prompt_and_rest(self.decode(dataset[index].tolist()))
+            if prompt.strip():
+                rows.append((prompt, self.generate(model, prompt, cfg), actual))
+        if not rows:
+            return ReportSamples(note=f"the {split} text gave no usable prompt")
+        sampling = f"temperature {cfg.temperature}, top_k {cfg.top_k}, top_p {cfg.top_p}, seed {cfg.seed}"
+        return ReportSamples(
+            html=samples.table(["prompt", "generated continuation", "actual continuation"], rows),
+            note=f"prompts cut from the {split} split; up to {cfg.max_new_tokens} new tokens, {sampling}",
+        )
 
     def preprocess(self, inputs: list[Any]) -> list[str]:
         if not inputs:

@@ -13,7 +13,6 @@ serving) live here; ``audio_classification`` imports them.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from pydantic import Field
 from torch import nn
 
 from modelforge.core.config import Recipe, StrictConfig
-from modelforge.core.errors import ConfigError, DataError
+from modelforge.core.errors import DataError
 from modelforge.data.audio import (
     NOISE_COLORS,
     FeatureConfig,
@@ -39,7 +38,7 @@ from modelforge.data.audio import (
     speed_perturb,
 )
 from modelforge.data.formats.speech_manifest import SpeechRecord
-from modelforge.tasks.base import Splits, StepOutput, Task
+from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.ctc_decoding import DEFAULT_CHARS, CharVocab, Lexicon, decode
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -265,6 +264,23 @@ def read_input_audio(item: Any, features: FeatureConfig, index: int = 0) -> torc
     raise DataError(f"input #{index + 1}: cannot read {str(item)[:80]!r} as audio; give a WAV path or WAV bytes")
 
 
+def audio_input_spec(features: FeatureConfig) -> dict[str, Any]:
+    """What ``GET /models`` tells clients about a speech model's input (a WAV, resampled to this rate)."""
+    return {"kind": "audio", "format": "wav", "sample_rate": features.sample_rate,
+            "max_seconds": features.max_seconds}
+
+
+def example_features(n_features: int, batch_size: int, frames: int) -> dict[str, torch.Tensor]:
+    """ONNX example inputs of the speech networks: ``features`` (B, F, T), zero past each row's end, and ``lengths``
+    (frames); the last row is shorter, so the masking path is traced and verified."""
+    frames = max(frames, 8)
+    lengths = torch.full((batch_size,), frames, dtype=torch.long)
+    lengths[-1] = frames - 5
+    feats = torch.randn(batch_size, n_features, frames, generator=torch.Generator().manual_seed(frames))
+    valid = torch.arange(frames)[None, None, :] < lengths[:, None, None]
+    return {"features": feats * valid, "lengths": lengths}
+
+
 def check_split_sizes(parts: dict[str, list[SpeechRecord]]) -> None:
     if not parts["train"]:
         raise DataError("the speech data has no training utterances")
@@ -302,6 +318,7 @@ class SpeechRecognition(Task):
 
     name = "speech_recognition"
     DataConfig = AsrDataConfig
+    input_kind = "audio"
 
     def __init__(self, recipe: Recipe, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
@@ -420,7 +437,44 @@ class SpeechRecognition(Task):
             self._lexicon = Lexicon(words, self.vocab)
         return self._lexicon
 
-    # ---- serving ----------------------------------------------------------------------------------------------
+    # ---- report -----------------------------------------------------------------------------------------------
+    def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:
+        """Held-out utterances: reference, transcript (the configured decoding) and the WER of each."""
+        import jiwer
+
+        from modelforge.report import samples  # rendering helpers only
+
+        split, dataset = samples.held_out(splits)
+        if dataset is None:
+            return ReportSamples(note="the recipe has no test or validation split")
+        waves, wave_lengths, targets, target_lengths = self.collate(
+            [dataset[i] for i in samples.spread(len(dataset), count)])
+        log_probs, out_lengths = self.log_probs(model, *speech_features(self.data_cfg, waves, wave_lengths))
+        hyps = self.decode(log_probs, out_lengths)
+        refs = [self.vocab.decode(t[:n].tolist()) for t, n in zip(targets, target_lengths, strict=True)]
+        seconds = (wave_lengths.float() / self.data_cfg.features.sample_rate).tolist()
+        rows = [(r, h, round(float(jiwer.wer(r, h)), 3), round(s, 2)) for r, h, s in zip(refs, hyps, seconds)]
+        right = [r == h for r, h in zip(refs, hyps)]
+        return ReportSamples(
+            html=samples.table(["reference", "transcript", "WER", "seconds"], rows, right),
+            note=f"WER of these {len(rows)}: {jiwer.wer(refs, hyps):.3f} ({self.data_cfg.decoding} decoding); "
+                 f"evenly spaced over the {split} split",
+        )
+
+    # ---- serving and export -----------------------------------------------------------------------------------
+    def input_spec(self) -> dict[str, Any]:
+        return audio_input_spec(self.data_cfg.features)
+
+    def example_inputs(self, batch_size: int = 2, length: int = 40) -> dict[str, torch.Tensor]:
+        """The acoustic model alone: features (B, F, T) + frame counts → per-frame CTC log-probs (B, T', V), with
+        T' = (T - 1) // 2 + 1 valid frames per row; decoding (greedy/beam, lexicon) stays with the consumer."""
+        n_features = self.state_dict_.get("n_features", self.data_cfg.features.n_features)
+        return example_features(n_features, batch_size, length)
+
+    def export_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {"features": {0: "batch", 2: "frames"}, "lengths": {0: "batch"},
+                "output": {0: "batch", 1: "output_frames"}}
+
     def preprocess(self, inputs: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         waves = [read_input_audio(item, self.data_cfg.features, i) for i, item in enumerate(inputs)]
         return speech_features(self.data_cfg, *pad_stack(waves))
@@ -431,29 +485,3 @@ class SpeechRecognition(Task):
     def postprocess(self, outputs: Any) -> list[dict[str, Any]]:
         log_probs, lengths = outputs
         return [{"text": text} for text in self.decode(log_probs, lengths)]
-
-
-def transcribe_command(
-    run_dir: str | Path, wav_paths: Sequence[str | Path], as_json: bool = False, beam_width: int | None = None
-) -> str:
-    """What ``modelforge transcribe RUN FILE.wav...`` prints: the text of each file (``path<TAB>text`` for several),
-    or a JSON list of ``{"input", "text"}``. ``beam_width`` switches to beam decoding of that width."""
-    # serve sits to the right of tasks; imported here only, so the task module itself stays on its layer
-    from modelforge.serve.predictor import Predictor
-
-    if not wav_paths:
-        raise ConfigError("transcribe needs at least one WAV file")
-    if beam_width is not None and beam_width < 1:
-        raise ConfigError(f"--beam must be a width >= 1, got {beam_width}")
-    predictor = Predictor(run_dir)
-    task = predictor.task
-    if not isinstance(task, SpeechRecognition):
-        raise ConfigError(f"{run_dir} is a {predictor.recipe.task} run; transcribe needs a speech_recognition run")
-    if beam_width is not None:
-        task.data_cfg = task.data_cfg.model_copy(update={"decoding": "beam", "beam_width": beam_width})
-    texts = [result["text"] for result in predictor.predict([str(p) for p in wav_paths])]
-    if as_json:
-        return json.dumps([{"input": str(p), "text": t} for p, t in zip(wav_paths, texts, strict=True)], indent=2)
-    if len(texts) == 1:
-        return texts[0]
-    return "\n".join(f"{p}\t{t}" for p, t in zip(wav_paths, texts, strict=True))

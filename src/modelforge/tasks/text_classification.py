@@ -28,7 +28,7 @@ from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError, MissingDependencyError
 from modelforge.core.registry import get
 from modelforge.data.tensors import TensorDataset
-from modelforge.tasks.base import Splits, StepOutput, Task
+from modelforge.tasks.base import ReportSamples, ServedText, Splits, StepOutput, Task
 from modelforge.tasks.metrics import classification_metrics
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -340,11 +340,20 @@ class TextClassification(TokenizerArtifact, Task):
         cls = typing.get_type_hints(builder).get("return")
         return set(inspect.signature(cls.forward).parameters) if isinstance(cls, type) else set()
 
-    def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
-        vocab, length = self.state_dict_["vocab_size"], 8
-        ids = torch.randint(2, vocab, (batch_size, length), generator=torch.Generator().manual_seed(0))
+    def _unrolled_in_python(self) -> bool:
+        """True for networks whose ``forward`` loops over time steps in Python (the seed's RNN): the ONNX tracer
+        unrolls that loop, so their graph has a fixed time axis of ``max_length`` (padded steps change nothing)."""
+        from modelforge.models.rnn import SeedRNN
+
+        cls = typing.get_type_hints(get("model", self.recipe.model.name).builder).get("return")
+        return isinstance(cls, type) and issubclass(cls, SeedRNN)
+
+    def example_inputs(self, batch_size: int = 2, length: int = 8) -> dict[str, torch.Tensor]:
+        vocab = self.state_dict_["vocab_size"]
+        length = self.state_dict_["max_length"] if self._unrolled_in_python() else max(length, 4)
+        ids = torch.randint(2, vocab, (batch_size, length), generator=torch.Generator().manual_seed(length))
         lengths = torch.full((batch_size,), length, dtype=torch.long)
-        lengths[-1] = length - 3
+        lengths[-1] = length - 3  # one padded row, so the padding path is traced and checked
         ids[-1, length - 3 :] = self.state_dict_["pad_id"]
         params = self._network_inputs()
         if "attention_mask" in params:
@@ -354,7 +363,8 @@ class TextClassification(TokenizerArtifact, Task):
         return {"input_ids": ids}
 
     def export_dynamic_axes(self) -> dict[str, dict[int, str]]:
-        axes = {"input_ids": {0: "batch", 1: "time"}, "attention_mask": {0: "batch", 1: "time"},
+        time = {} if self._unrolled_in_python() else {1: "time"}
+        axes = {"input_ids": {0: "batch", **time}, "attention_mask": {0: "batch", **time},
                 "lengths": {0: "batch"}, "output": {0: "batch"}}
         return {name: axes[name] for name in [*self.example_inputs(1), "output"]}
 
@@ -386,10 +396,35 @@ class TextClassification(TokenizerArtifact, Task):
         metrics.update(classification_metrics(y_true, y_pred, len(self.labels)))
         return metrics
 
+    # ---- report -----------------------------------------------------------------------------------------------
+    def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:
+        """Held-out texts (as the tokenizer reads them back) with the predicted and the true label."""
+        from modelforge.report import samples  # rendering helpers only
+
+        split, dataset = samples.held_out(splits)
+        if dataset is None:
+            return ReportSamples(note="the recipe has no test or validation split")
+        ids, lengths, labels = self.collate([dataset[i] for i in samples.spread(len(dataset), count)])
+        results = self.postprocess(self.forward(model, (ids, lengths)))
+        # the text as the model reads it: [UNK] stays visible, the pretrained tokenizers' [CLS]/[SEP] do not
+        hidden = {self.tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "<s>", "</s>")} - {None}
+        texts = [self.tokenizer.decode([i for i in row[:n].tolist() if i not in hidden], skip_special_tokens=False)
+                 for row, n in zip(ids, lengths.tolist())]
+        truths = [self.labels[int(y)] for y in labels]
+        right = [r["label"] == t for r, t in zip(results, truths)]
+        rows = [(samples.snippet(text), r["label"], r["probability"], truth)
+                for text, r, truth in zip(texts, results, truths)]
+        return ReportSamples(
+            html=samples.table(["text", "predicted", "probability", "true label"], rows, right),
+            note=f"{sum(right)} of {len(right)} right; evenly spaced over the {split} split; texts as the model reads "
+                 "them (tokenized, truncated; [UNK]: not in the vocabulary)",
+        )
+
     # ---- serving ----------------------------------------------------------------------------------------------
     @staticmethod
     def _text_of(item: Any, position: int) -> str:
-        if isinstance(item, Path) or (isinstance(item, str) and item.endswith(".txt") and Path(item).is_file()):
+        if isinstance(item, Path) or (isinstance(item, str) and not isinstance(item, ServedText)
+                                      and item.endswith(".txt") and Path(item).is_file()):
             from modelforge.data.formats.text_corpus import read_text
 
             item = read_text(item)

@@ -1,0 +1,282 @@
+"""Word embeddings: word2vec skip-gram with negative sampling on Shakespeare, the English Bible or your .txt files.
+
+The corpus is cut into blank-line-separated segments (windows never cross one); its end is held out contiguously,
+``val_fraction`` of the words then ``test_fraction``, as in language modelling. The vocabulary (words seen at least
+``min_count`` times in the training part) is saved in the artifact as ``vocab.tsv``. Training pairs come from
+``word_pairs`` (subsampling, dynamic windows) seeded with ``train.seed``; the negatives of each batch are drawn inside
+``training_step`` from the global torch RNG, which checkpoints capture, so a resumed run is exact. The held-out pairs
+get fixed negatives, so validation losses are comparable between evaluations.
+
+Evaluation reports the held-out loss and the accuracy on a relation file (``word_relations``: related pairs within
+the top ``eval_k`` neighbours, 3CosAdd analogies). Prediction maps a word to its nearest neighbours.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from modelforge.core.config import StrictConfig
+from modelforge.core.errors import ArtifactError, ConfigError, DataError
+from modelforge.data.tensors import TensorDataset
+from modelforge.tasks.base import Splits, StepOutput, Task
+from modelforge.tasks.word_pairs import Vocabulary, corpus_pairs, noise_distribution, segments
+from modelforge.tasks.word_relations import BUILTIN, for_corpus, read_relations, score_relations
+
+VOCAB_FILE = "vocab.tsv"
+
+
+class EmbeddingDataConfig(StrictConfig):
+    source: Literal["shakespeare", "bible", "file"] = "shakespeare"
+    path: Optional[str] = Field(None, description="file source: a .txt file or a folder of them")
+    pattern: str = Field("*.txt", description="file source with a folder: which files to read")
+    encoding: str = "utf-8"
+    bible_key: str = Field("Gen-Rev", description="bible source: the range to read (e.g. 'John' for a quick run)")
+    limit: Optional[int] = Field(None, ge=100, description="use only the first N characters of the corpus")
+    lowercase: bool = True
+    min_count: int = Field(5, ge=1, description="drop words seen fewer times than this in the training part")
+    max_vocab: Optional[int] = Field(None, ge=2, description="keep at most this many of the most frequent words")
+    window: int = Field(5, ge=1, description="largest distance to a context word (each centre draws 1..window)")
+    subsample: float = Field(1e-3, ge=0, description="word2vec's frequent-word subsampling threshold t (0: off)")
+    negatives: int = Field(5, ge=1, description="noise words per (centre, context) pair")
+    noise_power: float = Field(0.75, ge=0, description="negatives are drawn from unigram counts ** this")
+    val_fraction: float = Field(0.02, ge=0, lt=1, description="share of the words (after train) held out for val")
+    test_fraction: float = Field(0.02, ge=0, lt=1, description="share of the words (the very end) held out for test")
+    eval_pairs: int = Field(20000, ge=1, description="held-out pairs evaluated (evenly spaced)")
+    relations: Optional[str] = Field(BUILTIN, description="relation file for accuracy ('builtin', a TSV, or null)")
+    eval_k: int = Field(10, ge=1, description="a related word counts as found within this many nearest neighbours")
+
+
+class WordEmbeddings(Task):
+    """Learn word vectors (word2vec skip-gram, negative sampling) from Shakespeare, the Bible or .txt files."""
+
+    name = "word_embeddings"
+    DataConfig = EmbeddingDataConfig
+    input_kind = "text"
+
+    def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
+        super().__init__(recipe, state)
+        self._vocab: Vocabulary | None = None
+        self._relations: list | None = None
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    def _corpus(self) -> str:
+        cfg = self.data_cfg
+        if cfg.source == "shakespeare":
+            from modelforge.data.builtin.shakespeare import load_shakespeare
+
+            text = load_shakespeare()
+        elif cfg.source == "bible":
+            from modelforge.data.builtin.bible import bible_english_corpus
+
+            text = bible_english_corpus(cfg.bible_key)
+        else:
+            from modelforge.data.formats.text_corpus import read_text_corpus
+
+            if not cfg.path:
+                raise ConfigError("data.source=file needs data.path=FILE_OR_FOLDER (plain .txt text)")
+            text = read_text_corpus(Path(cfg.path).expanduser(), cfg.encoding, cfg.pattern).join()
+        return text[: cfg.limit] if cfg.limit else text
+
+    @staticmethod
+    def _cut(blocks: list[list[str]], cut: int) -> tuple[list[list[str]], list[list[str]]]:
+        """The segments before and after word number ``cut`` (the segment holding it is cut in two)."""
+        seen = 0
+        for i, block in enumerate(blocks):
+            if seen + len(block) > cut:
+                head, tail = block[: cut - seen], block[cut - seen :]
+                return blocks[:i] + ([head] if head else []), [tail, *blocks[i + 1 :]]
+            seen += len(block)
+        return blocks, []
+
+    def _split(self, blocks: list[list[str]]) -> dict[str, list[list[str]]]:
+        """Contiguous parts: training words, then ``val_fraction`` of them, then ``test_fraction`` at the end."""
+        cfg = self.data_cfg
+        if cfg.val_fraction + cfg.test_fraction >= 1:
+            raise ConfigError("data.val_fraction + data.test_fraction leave no training text; lower them")
+        total = sum(len(b) for b in blocks)
+        train, rest = self._cut(blocks, int(total * (1 - cfg.val_fraction - cfg.test_fraction)))
+        val, test = self._cut(rest, int(total * cfg.val_fraction))
+        return {"train": train, "val": val, "test": test}
+
+    def datasets(self) -> Splits:
+        cfg = self.data_cfg
+        blocks = segments(self._corpus(), cfg.lowercase)
+        if not blocks:
+            raise DataError(f"the {cfg.source} corpus has no words; give a text corpus with some words in it")
+        parts = self._split(blocks)
+        counts = Counter(w for block in parts["train"] for w in block)
+        vocab = Vocabulary.build(counts, cfg.min_count, cfg.max_vocab)
+        self._vocab = vocab
+        rng = np.random.default_rng(self.recipe.train.seed)
+        centres, contexts, kept = corpus_pairs(parts["train"], vocab, cfg.window, cfg.subsample, rng)
+        if len(centres) == 0:
+            raise DataError("the training corpus gives no (word, context) pairs; give more text or lower min_count")
+        train = TensorDataset(torch.from_numpy(centres), torch.from_numpy(contexts))
+        held = {split: self._held_out(parts[split], vocab, rng) for split in ("val", "test")}
+        self.state_dict_ = {"vocab_size": len(vocab), "vocab": VOCAB_FILE, "lowercase": cfg.lowercase}
+        summary = {
+            "words": sum(len(b) for b in blocks), "train_words": sum(counts.values()), "vocab_size": len(vocab),
+            "train_tokens_after_subsampling": kept, "train_pairs": len(train),
+            **{f"{split}_pairs": len(data) if data else 0 for split, data in held.items()},
+        }
+        return Splits(train=train, val=held["val"], test=held["test"], summary=summary)
+
+    def _held_out(self, blocks: list[list[str]], vocab: Vocabulary, rng: np.random.Generator) -> TensorDataset | None:
+        """Up to ``eval_pairs`` evenly spaced pairs of held-out text, each with fixed negatives; None if none."""
+        cfg = self.data_cfg
+        centres, contexts, _ = corpus_pairs(blocks, vocab, cfg.window, cfg.subsample, rng)
+        if not len(centres):
+            return None
+        pick = np.unique(np.linspace(0, len(centres) - 1, min(cfg.eval_pairs, len(centres))).round()).astype(np.int64)
+        noise = noise_distribution(np.asarray(vocab.counts), cfg.noise_power)
+        negatives = rng.choice(len(vocab), size=(len(pick), cfg.negatives), p=noise).astype(np.int64)
+        return TensorDataset(torch.from_numpy(centres[pick]), torch.from_numpy(contexts[pick]),
+                             torch.from_numpy(negatives))
+
+    # ---- vocabulary -------------------------------------------------------------------------------------------
+    @property
+    def vocab(self) -> Vocabulary:
+        if self._vocab is None:
+            if self.artifact_dir is None:
+                raise ArtifactError("the vocabulary is not built yet: call datasets() or load a trained artifact")
+            file = self.artifact_dir / self.state_dict_.get("vocab", VOCAB_FILE)
+            if not file.is_file():
+                raise ArtifactError(f"{file} is missing; the artifact is incomplete")
+            self._vocab = Vocabulary.from_tsv(file.read_text(encoding="utf-8"), str(file))
+        return self._vocab
+
+    def extra_files(self) -> dict[str, bytes]:
+        return {VOCAB_FILE: self.vocab.to_tsv().encode("utf-8")}
+
+    def word_id(self, word: Any, position: int = 1) -> int:
+        """The id of ``word``; an unknown word is a one-line error suggesting close vocabulary words."""
+        if not isinstance(word, str) or not word.strip():
+            raise DataError(f"input {position}: give a word (a non-empty string), got {word!r}")
+        key = word.strip().lower() if self.state_dict_.get("lowercase", True) else word.strip()
+        found = self.vocab.index.get(key)
+        if found is None:
+            close = difflib.get_close_matches(key, self.vocab.words, n=5)
+            hint = f"; close words: {', '.join(close)}" if close else ""
+            raise DataError(f"{word!r} is not in the vocabulary of {len(self.vocab)} words{hint}")
+        return found
+
+    # ---- model ------------------------------------------------------------------------------------------------
+    def derived_model_kwargs(self) -> dict[str, Any]:
+        return {"vocab_size": self.state_dict_["vocab_size"]}
+
+    def build_model(self) -> nn.Module:
+        model = super().build_model()
+        first = next(iter(inspect.signature(model.forward).parameters), None)
+        if not hasattr(model, "nearest") or first != "center":
+            raise ConfigError(f"word_embeddings trains skip-gram pairs; model.name must be skipgram, not "
+                              f"{self.recipe.model.name!r}")
+        return model
+
+    @staticmethod
+    def _plain(model: nn.Module) -> nn.Module:
+        """The network itself under DDP (``module``) or torch.compile (``_orig_mod``) wrappers."""
+        for attr in ("module", "_orig_mod"):
+            model = getattr(model, attr, model)
+        return model
+
+    # ---- training ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _loss(logits: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Negative-sampling loss per pair: −log σ(true) − Σ log σ(−noise)."""
+        logits = logits.float()
+        per_pair = -(F.logsigmoid(logits[:, 0]) + F.logsigmoid(-logits[:, 1:]).sum(1))
+        return per_pair.mean() if reduction == "mean" else per_pair.sum()
+
+    def _noise(self, device: torch.device) -> torch.Tensor:
+        noise = getattr(self, "_noise_probs", None)
+        if noise is None or noise.device != device:
+            probs = noise_distribution(np.asarray(self.vocab.counts), self.data_cfg.noise_power)
+            noise = self._noise_probs = torch.tensor(probs, dtype=torch.float64, device=device)
+        return noise
+
+    def training_step(self, model: nn.Module, batch: Any) -> StepOutput:
+        centres, contexts = batch
+        draws = torch.multinomial(self._noise(centres.device), len(centres) * self.data_cfg.negatives, True)
+        return StepOutput(self._loss(model(centres, contexts, draws.view(len(centres), -1))))
+
+    def relations(self) -> list:
+        if self._relations is None:
+            source = self.data_cfg.relations
+            items = read_relations(source) if source else []
+            builtin_corpus = self.data_cfg.source if self.data_cfg.source != "file" else None
+            self._relations = for_corpus(items, builtin_corpus if source == BUILTIN else None)
+        return self._relations
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
+        total, count = 0.0, 0
+        for centres, contexts, negatives in loader:
+            total += float(self._loss(model(centres, contexts, negatives), reduction="sum"))
+            count += len(centres)
+        metrics: dict[str, Any] = {"loss": total / count} if count else {}
+        vectors = self._plain(model).vectors
+        metrics.update(score_relations(vectors, self.vocab.index, self.relations(), self.data_cfg.eval_k))
+        return metrics
+
+    # ---- neighbours and serving -------------------------------------------------------------------------------
+    def _k(self) -> int:
+        return int((self.recipe.serve or {}).get("k", 10))
+
+    def neighbors(self, model: nn.Module, word: str, k: int | None = None) -> list[dict[str, Any]]:
+        """The ``k`` words most cosine-similar to ``word`` (itself excluded)."""
+        ids, sims = self._plain(model).nearest([self.word_id(word)], min(k or self._k(), len(self.vocab) - 1))
+        return [{"word": self.vocab.words[i], "similarity": round(s, 4)} for i, s in zip(ids[0].tolist(),
+                                                                                       sims[0].tolist())]
+
+    def analogy(self, model: nn.Module, a: str, b: str, c: str, k: int | None = None) -> list[dict[str, Any]]:
+        """a is to b as c is to …? (3CosAdd over unit vectors, a, b and c excluded)."""
+        ids = [self.word_id(w, i + 1) for i, w in enumerate((a, b, c))]
+        k = min(k or self._k(), len(self.vocab) - 3)
+        found, sims = self._plain(model).analogy(*ids, k=k)
+        return [{"word": self.vocab.words[i], "similarity": round(s, 4)} for i, s in zip(found.tolist(),
+                                                                                        sims.tolist())]
+
+    def preprocess(self, inputs: list[Any]) -> torch.Tensor:
+        if not inputs:
+            raise DataError("no inputs given; pass at least one word")
+        return torch.tensor([self.word_id(w, i + 1) for i, w in enumerate(inputs)], dtype=torch.long)
+
+    def forward(self, model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._plain(model).nearest(batch, min(self._k(), len(self.vocab) - 1))
+
+    def postprocess(self, outputs: tuple[torch.Tensor, torch.Tensor]) -> list[dict[str, Any]]:
+        ids, sims = outputs
+        return [{"neighbors": [{"word": self.vocab.words[i], "similarity": round(s, 4)}
+                               for i, s in zip(row_i, row_s)]}
+                for row_i, row_s in zip(ids.tolist(), sims.tolist())]
+
+
+def neighbors_command(run: str, word: str, k: int = 10, analogy: list[str] | None = None) -> str:
+    """``modelforge neighbors RUN WORD [--k K]`` or ``--analogy A B C``: one neighbour per line with similarity."""
+    from modelforge.api import load
+
+    predictor = load(run)
+    task = predictor.task
+    if not isinstance(task, WordEmbeddings):
+        raise ConfigError(f"{run} is a {predictor.recipe.task} run; neighbors needs a word_embeddings run")
+    if k < 1:
+        raise ConfigError(f"--k must be at least 1, got {k}")
+    with torch.inference_mode():
+        if analogy:
+            a, b, c = analogy
+            found = task.analogy(predictor.model, a, b, c, k)
+            title = f"{a} : {b} :: {c} : ?"
+        else:
+            found = task.neighbors(predictor.model, word, k)
+            title = f"nearest to {word}"
+    return "\n".join([title, *(f"{item['word']}\t{item['similarity']:.4f}" for item in found)])

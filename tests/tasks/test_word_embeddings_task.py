@@ -1,0 +1,168 @@
+"""word2vec data policy (vocabulary, subsampling, dynamic windows, noise), relation scoring on hand-built vectors,
+and the word_embeddings task end to end in-process on a small user corpus."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from modelforge.core.errors import DataError
+from modelforge.core.registry import build
+from modelforge.tasks.word_pairs import (
+    Vocabulary,
+    corpus_pairs,
+    keep_probabilities,
+    noise_distribution,
+    segments,
+    skipgram_pairs,
+    subsample,
+    tokenize,
+)
+from modelforge.tasks.word_relations import Relation, for_corpus, read_relations, score_relations
+
+
+def test_tokenize_keeps_inner_apostrophes_and_segments_split_on_blank_lines():
+    assert tokenize("O'er the King's 2 men, 'tis_so!") == ["o'er", "the", "king's", "men", "tis", "so"]
+    assert segments("a b\nc\n\n \n\nd e\n\n") == [["a", "b", "c"], ["d", "e"]]
+
+
+def test_vocabulary_orders_by_count_drops_rare_words_and_round_trips():
+    vocab = Vocabulary.build(Counter({"b": 3, "a": 3, "c": 5, "rare": 1}), min_count=2)
+    assert vocab.words == ["c", "a", "b"] and vocab.counts == [5, 3, 3]
+    assert vocab.encode(["rare", "b", "c", "zzz"]).tolist() == [2, 0]
+    again = Vocabulary.from_tsv(vocab.to_tsv(), "vocab.tsv")
+    assert again.words == vocab.words and again.counts == vocab.counts
+    with pytest.raises(DataError, match="min_count"):
+        Vocabulary.build(Counter({"a": 1, "b": 1}), min_count=2)
+    with pytest.raises(DataError, match="vocab.tsv:1"):
+        Vocabulary.from_tsv("word-without-count\n", "vocab.tsv")
+
+
+def test_subsampling_follows_word2vec_formula_and_spares_rare_words():
+    counts = np.array([9000.0, 900.0, 90.0, 10.0])
+    keep = keep_probabilities(counts, threshold=1e-3)
+    freq = counts / counts.sum()
+    assert keep[0] == pytest.approx((np.sqrt(freq[0] / 1e-3) + 1) * 1e-3 / freq[0])
+    assert np.all(np.diff(keep) >= 0) and keep[-1] == 1.0  # rarer words are kept more often, rarest always
+    ids = np.repeat(np.arange(4), counts.astype(int))
+    mask = subsample(ids, keep, np.random.default_rng(0))
+    observed = np.array([mask[ids == i].mean() for i in range(4)])
+    assert np.allclose(observed, keep, atol=0.03)
+    assert keep_probabilities(counts, 0).tolist() == [1, 1, 1, 1]
+
+
+def test_dynamic_window_pairs_stay_in_segment_and_favour_near_words():
+    n = 4000
+    ids = np.arange(n)
+    segment = np.arange(n) // 100  # blocks of 100 tokens
+    centres, contexts = skipgram_pairs(ids, segment, window=4, rng=np.random.default_rng(1))
+    distance = np.abs(centres - contexts)
+    assert distance.min() >= 1 and distance.max() <= 4
+    assert np.all(segment[centres] == segment[contexts])  # never across a blank line
+    share = np.bincount(distance, minlength=5)[1:] / len(distance)
+    # P(radius >= d) = (5 - d) / 4, so the shares fall as 4 : 3 : 2 : 1
+    assert np.allclose(share, np.array([4, 3, 2, 1]) / 10, atol=0.02)
+    again = skipgram_pairs(ids, segment, window=4, rng=np.random.default_rng(1))
+    assert np.array_equal(again[0], centres) and np.array_equal(again[1], contexts)  # seeded: resumable
+
+
+def test_corpus_pairs_drop_unknown_words_and_noise_is_unigram_to_the_three_quarters():
+    vocab = Vocabulary.build(Counter({"a": 4, "b": 1}), min_count=1)
+    centres, contexts, kept = corpus_pairs([["a", "x", "b"], ["zz"]], vocab, 2, 0.0, np.random.default_rng(0))
+    assert kept == 2 and sorted(zip(centres.tolist(), contexts.tolist())) == [(0, 1), (1, 0)]
+    noise = noise_distribution(np.array([16.0, 1.0]))
+    assert noise == pytest.approx(np.array([8.0, 1.0]) / 9.0)
+
+
+def _hand_built() -> tuple[torch.nn.Module, dict[str, int]]:
+    words = ["king", "queen", "man", "woman", "apple", "pear", "stone"]
+    vectors = torch.tensor([
+        [1.0, 1.0, 0.0, 0.0],  # king = royal + male
+        [1.0, -1.0, 0.0, 0.0],  # queen = royal + female
+        [0.0, 1.0, 0.1, 0.0],  # man
+        [0.0, -1.0, 0.1, 0.0],  # woman
+        [0.0, 0.0, 1.0, 1.0],  # apple
+        [0.0, 0.0, 1.0, 0.9],  # pear
+        [0.0, 0.1, -1.0, 0.3],  # stone
+    ])
+    model = build("model", "skipgram", vocab_size=len(words), dim=4)
+    with torch.no_grad():
+        model.in_vectors.weight.copy_(vectors)
+    return model, {w: i for i, w in enumerate(words)}
+
+
+def test_nearest_and_analogy_on_hand_built_vectors():
+    model, index = _hand_built()
+    ids, sims = model.nearest([index["apple"]], k=2)
+    assert ids[0].tolist()[0] == index["pear"] and index["apple"] not in ids[0].tolist()
+    assert sims[0, 0] > sims[0, 1]
+    found, _ = model.analogy(index["man"], index["king"], index["woman"], k=1)
+    assert found.tolist() == [index["queen"]]
+
+
+def test_relation_scoring_counts_hits_misses_and_skips():
+    model, index = _hand_built()
+    items = [
+        Relation("both", "pair", ("apple", "pear")),  # hit
+        Relation("both", "pair", ("apple", "stone")),  # miss at k=1
+        Relation("both", "analogy", ("man", "king", "woman", "queen")),  # hit
+        Relation("both", "analogy", ("man", "woman", "king", "apple")),  # miss (queen is the answer)
+        Relation("both", "pair", ("apple", "unicorn")),  # skipped: not in the vocabulary
+    ]
+    metrics = score_relations(model.vectors, index, items, k=1)
+    assert metrics["relations_scored"] == 4 and metrics["relations_skipped"] == 1
+    assert metrics["pair_accuracy"] == 0.5 and metrics["analogy_accuracy"] == 0.5
+    assert metrics["analogy_top1"] == 0.5 and metrics["relation_accuracy"] == 0.5
+
+
+def test_builtin_relation_file_has_enough_items_per_corpus(tmp_path):
+    items = read_relations("builtin")
+    for corpus in ("shakespeare", "bible"):
+        mine = for_corpus(items, corpus)
+        assert len(mine) >= 30 and {r.kind for r in mine} == {"pair", "analogy"}
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("# header\nboth\tanalogy\tking queen man\n")
+    with pytest.raises(DataError, match="bad.tsv:2: analogy needs 4 words"):
+        read_relations(str(bad))
+
+
+def _recipe(corpus, **data):
+    from modelforge.tasks.recipes import load_recipe
+
+    return load_recipe("skipgram-shakespeare", [
+        "data.source=file", f"data.path={corpus}", "data.min_count=2", "data.window=2", "data.val_fraction=0.2",
+        "model.dim=8", "train.batch_size=64", *[f"data.{k}={v}" for k, v in data.items()],
+    ])
+
+
+def test_task_trains_evaluates_and_predicts_on_a_user_corpus(tmp_path):
+    from modelforge.tasks.word_embeddings import WordEmbeddings
+
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("the king and the queen walk in the garden\nthe man and the woman walk home\n\n" * 30)
+    relations = tmp_path / "rel.tsv"
+    relations.write_text("both\tpair\tking queen\nboth\tanalogy\tman king woman queen\n")
+    task = WordEmbeddings(_recipe(corpus, relations=relations))
+    splits = task.datasets()
+    assert splits.summary["vocab_size"] == 10 and len(splits.train) > 0 and len(splits.val) > 0
+    model = task.build_model()
+    torch.manual_seed(0)
+    batch = splits.train.get_batch(torch.arange(16))
+    out = task.training_step(model, batch)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    metrics = task.evaluate(model, [splits.val.get_batch(torch.arange(len(splits.val)))])
+    assert metrics["relations_scored"] == 2 and 0 <= metrics["relation_accuracy"] <= 1 and metrics["loss"] > 0
+    result = task.postprocess(task.forward(model, task.preprocess(["King"])))
+    assert len(result[0]["neighbors"]) == 9 and all(n["word"] != "king" for n in result[0]["neighbors"])
+    with pytest.raises(DataError, match="close words: queen"):
+        task.preprocess(["queene"])
+
+
+def test_empty_corpus_is_a_one_line_data_error(tmp_path):
+    from modelforge.tasks.word_embeddings import WordEmbeddings
+
+    corpus = tmp_path / "digits.txt"
+    corpus.write_text("123 456 --- 789\n")
+    with pytest.raises(DataError, match="no words"):
+        WordEmbeddings(_recipe(corpus)).datasets()
