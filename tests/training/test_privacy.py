@@ -50,6 +50,7 @@ def test_reported_epsilon_equals_an_independent_opacus_accountant(tmp_path):
     card = json.loads((tmp_path / "model" / "task.json").read_text())["privacy"]
     assert card["epsilon"] == report["epsilon"] and card["delta"] == 1e-5
     assert json.loads((tmp_path / "results.json").read_text())["summary"]["privacy"]["epsilon"] == report["epsilon"]
+    assert f"ε = {report['epsilon']:.3f}" in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
 def test_noise_computed_from_the_target_keeps_epsilon_under_it(tmp_path):

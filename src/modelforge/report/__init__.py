@@ -143,6 +143,11 @@ def _overview(run: RunRecord) -> list[tuple[str, Any]]:
         ("model", (recipe.get("model") or {}).get("name", "?")),
     ]
     rows += [(k, v) for k, v in run.summary.items() if k != "data" and not isinstance(v, (dict, list))]
+    dp = run.summary.get("privacy")
+    if isinstance(dp, dict) and "epsilon" in dp:  # DP-SGD runs state their guarantee up front
+        rows.append(("privacy (DP-SGD)", f"ε = {dp['epsilon']:.3f}, δ = {dp.get('delta')}, noise σ = "
+                                         f"{dp.get('noise_multiplier', 0):.3f}, clip C = {dp.get('max_grad_norm')}, "
+                                         f"{dp.get('steps')} steps ({dp.get('accountant')} accountant)"))
     if not run.results:
         rows.append(("status", "results.json missing: the run has not finished"))
     return rows
