@@ -16,7 +16,7 @@ from torch import nn
 
 from modelforge.core.errors import DataError
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.metrics import classification_metrics
+from modelforge.tasks.metrics import classification_metrics, ranked_labels
 from modelforge.tasks.speech_recognition import (
     SPLIT_NAMES,
     SpeechDataConfig,
@@ -151,10 +151,4 @@ class AudioClassification(Task):
         return model(feats.transpose(1, 2), frames)  # audio models take (B, F, T), as models/asr.py
 
     def postprocess(self, outputs: torch.Tensor, top_k: int = 5) -> list[dict[str, Any]]:
-        probs = outputs.float().softmax(-1)
-        values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-        results = []
-        for row_v, row_i in zip(values.tolist(), indices.tolist(), strict=True):
-            top = [{"label": self.labels[i], "probability": round(p, 6)} for p, i in zip(row_v, row_i, strict=True)]
-            results.append({"label": top[0]["label"], "probability": top[0]["probability"], "top": top})
-        return results
+        return ranked_labels(outputs, self.labels, top_k)

@@ -1,4 +1,4 @@
-"""Metrics shared by tasks, computed with scikit-learn."""
+"""Metrics shared by tasks (computed with scikit-learn) and the classifiers' shared output format."""
 
 from __future__ import annotations
 
@@ -16,3 +16,15 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
+
+
+def ranked_labels(logits: Any, labels: list[str], top_k: int = 5) -> list[dict[str, Any]]:
+    """Per row of class logits: ``{label, probability, top: [{label, probability}, …]}`` — what every classifier
+    task returns from ``postprocess`` (and the server sends)."""
+    probs = logits.float().softmax(-1)
+    values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+    results = []
+    for row_v, row_i in zip(values.tolist(), indices.tolist(), strict=True):
+        top = [{"label": labels[i], "probability": round(p, 6)} for p, i in zip(row_v, row_i, strict=True)]
+        results.append({"label": top[0]["label"], "probability": top[0]["probability"], "top": top})
+    return results

