@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from modelforge.core.atomic import atomic_write_json, atomic_write_text
-from modelforge.core.errors import ArtifactError
+from modelforge.core.errors import ArtifactError, ConfigError
 from modelforge.core.seed import seed_everything
 
 
@@ -190,8 +190,6 @@ def generate(
 def transcribe(path: str | Path, wav_paths: Sequence[str | Path], beam_width: int | None = None) -> list[str]:
     """The text of each WAV file, by a trained speech recognition run; ``beam_width`` switches to beam decoding of
     that width (default: the run's own decoding)."""
-    from modelforge.core.errors import ConfigError
-
     if not wav_paths:
         raise ConfigError("transcribe needs at least one WAV file")
     if beam_width is not None and beam_width < 1:
@@ -203,6 +201,77 @@ def transcribe(path: str | Path, wav_paths: Sequence[str | Path], beam_width: in
     if beam_width is not None:
         task.data_cfg = task.data_cfg.model_copy(update={"decoding": "beam", "beam_width": beam_width})
     return [result["text"] for result in predictor.predict([str(p) for p in wav_paths])]
+
+
+def translate(path: str | Path, texts: Sequence[str], beam_size: int | None = None,
+              length_penalty: float | None = None) -> list[str]:
+    """The output text of a trained translation (or summarization) run for each input text, in order; ``beam_size``
+    and ``length_penalty`` replace the run's own decoding settings (``modelforge translate``)."""
+    from modelforge.tasks.translation import Translation
+
+    if beam_size is not None and beam_size < 1:
+        raise ConfigError(f"--beam must be >= 1, got {beam_size}")
+    if length_penalty is not None and length_penalty < 0:
+        raise ConfigError(f"--length-penalty must be >= 0, got {length_penalty}")
+    predictor = load(path)
+    task = predictor.task
+    if not isinstance(task, Translation):
+        raise ArtifactError(f"{path} holds a {predictor.recipe.task} model; `modelforge translate` needs a "
+                            "translation or summarization run")
+    batch = task.preprocess(list(texts))
+    return task.forward(predictor.model, batch, task.search_settings(beam_size, length_penalty))
+
+
+def sample(path: str | Path, n: int = 64, seed: int | None = None, output: str | Path | None = None,
+           columns: int | None = None) -> tuple[Path, int]:
+    """Draw ``n`` images from a trained GAN run into a PNG grid (``columns`` wide; default ⌈√n⌉) at
+    ``output`` (default ``samples.png`` in the run); returns (file, seed). Without ``seed`` one is drawn from the
+    global torch RNG and returned, so the grid can be drawn again (``modelforge sample``)."""
+    import torch
+
+    from modelforge.core.atomic import atomic_write_bytes
+    from modelforge.tasks.image_generation import ImageGeneration, image_grid, png_bytes
+
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
+    predictor = load(path)
+    if not isinstance(predictor.task, ImageGeneration):
+        raise ConfigError(f"{path} is a run of task {predictor.recipe.task!r}; `modelforge sample` needs an "
+                          "image_generation run")
+    seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed
+    images = predictor.task.generate(predictor.model, n, seed)
+    target = Path(output) if output else predictor.directory.parent / "samples.png"
+    if target.suffix.lower() != ".png":
+        raise ConfigError(f"--output {target}: the grid is written as PNG; give a .png file name")
+    if not target.parent.is_dir():
+        raise ConfigError(f"--output {target}: folder {target.parent} does not exist")
+    atomic_write_bytes(target, png_bytes(image_grid(images, columns)))
+    return target, seed
+
+
+def neighbors(path: str | Path, word: str | None, k: int = 10, analogy: Sequence[str] | None = None) -> str:
+    """The ``k`` nearest words to ``word`` in a trained word_embeddings run, or with ``analogy=(a, b, c)`` the answers
+    to "a is to b as c is to ?": a title line, then one ``word<TAB>similarity`` line each (``modelforge
+    neighbors``)."""
+    import torch
+
+    from modelforge.tasks.word_embeddings import WordEmbeddings
+
+    predictor = load(path)
+    task = predictor.task
+    if not isinstance(task, WordEmbeddings):
+        raise ConfigError(f"{path} is a {predictor.recipe.task} run; neighbors needs a word_embeddings run")
+    if k < 1:
+        raise ConfigError(f"--k must be at least 1, got {k}")
+    with torch.inference_mode():
+        if analogy:
+            a, b, c = analogy
+            found = task.analogy(predictor.model, a, b, c, k)
+            title = f"{a} : {b} :: {c} : ?"
+        else:
+            found = task.neighbors(predictor.model, word, k)
+            title = f"nearest to {word}"
+    return "\n".join([title, *(f"{item['word']}\t{item['similarity']:.4f}" for item in found)])
 
 
 def read_results(path: str | Path) -> dict[str, Any]:

@@ -137,10 +137,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from modelforge.artifacts.export import export
 
     result = export(args.run, args.format, output=args.output, opset=args.opset)
-    inputs = ", ".join(f"{name}{shape}" for name, shape in result.inputs.items())
-    print(f"wrote {result.path} (opset {result.opset}; inputs {inputs}; outputs {', '.join(result.outputs)})")
+    for graph in result.graphs:  # one file, or several (an encoder–decoder: encoder then decoder)
+        inputs = ", ".join(f"{name}{shape}" for name, shape in graph.inputs.items())
+        role = "" if graph.role == "model" else f"{graph.role}; "
+        print(f"wrote {graph.path} ({role}opset {result.opset}; inputs {inputs}; outputs {', '.join(graph.outputs)})")
     if result.max_abs_diff is not None:
         print(f"verified with onnxruntime: max |onnx - torch| = {result.max_abs_diff:.2e}")
+    for note in result.notes:
+        print(f"verified: {note}")
     return 0
 
 
@@ -191,9 +195,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from modelforge.tasks.image_generation import sample_command
+    from modelforge.api import sample
 
-    path, seed = sample_command(args.run, args.n, args.seed, args.output)
+    path, seed = sample(args.run, args.n, args.seed, args.output)
     print(f"wrote {path} ({args.n} samples, seed {seed})")
     return 0
 
@@ -210,20 +214,20 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from modelforge.tasks.translation import translate_command
+    from modelforge.api import translate
 
-    outputs = translate_command(args.run, args.texts, beam_size=args.beam, length_penalty=args.length_penalty)
+    outputs = translate(args.run, args.texts, beam_size=args.beam, length_penalty=args.length_penalty)
     print("\n".join(outputs))  # one output line per input text, in order
     return 0
 
 
 def cmd_neighbors(args: argparse.Namespace) -> int:
+    from modelforge.api import neighbors
     from modelforge.core.errors import ConfigError
-    from modelforge.tasks.word_embeddings import neighbors_command
 
     if (args.word is None) == (args.analogy is None):
         raise ConfigError("give either a WORD or --analogy A B C (a is to b as c is to ?)")
-    print(neighbors_command(args.run, args.word, args.k, args.analogy))
+    print(neighbors(args.run, args.word, args.k, args.analogy))
     return 0
 
 
@@ -370,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--format", default="onnx", choices=["onnx"])
     p.add_argument("--opset", type=_positive_int, default=17)
-    p.add_argument("--output", help="file to write (default: RUN/model.onnx)")
+    p.add_argument("--output", help="file to write (default: RUN/model.onnx; an encoder–decoder writes "
+                   "RUN/model.encoder.onnx and RUN/model.decoder.onnx, or X.encoder.onnx/X.decoder.onnx)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("report", help="write RUN/report.html: curves, metrics, confusion matrix, samples")

@@ -15,18 +15,14 @@ RECIPES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELFORGE_CACHE", str(tmp_path / "cache"))  # subprocesses inherit it
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
-def test_embedding_recipe_trains_through_cli_and_answers_neighbors(cli, tmp_path, recipe):
+def test_embedding_recipe_trains_through_cli_and_answers_neighbors(cli, train_cli, tmp_path, recipe):
     run_dir = tmp_path / recipe
-    result = cli("train", recipe, *TINY, *RECIPES[recipe], "--run-dir", str(run_dir))
-    assert result.returncode == 0, result.stderr
-    for name in ("recipe.yaml", "metrics.jsonl", "results.json", "model/model.safetensors", "model/vocab.tsv"):
-        assert (run_dir / name).exists(), name
+    train_cli(recipe, run_dir, [*TINY, *RECIPES[recipe]],
+              files=("recipe.yaml", "metrics.jsonl", "results.json", "model/model.safetensors", "model/vocab.tsv"))
     evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     last = [e for e in evals if e["event"] == "eval"][-1]
     assert last["val_loss"] > 0 and last["val_relations_scored"] > 0 and 0 <= last["val_relation_accuracy"] <= 1

@@ -27,18 +27,14 @@ METRICS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELFORGE_CACHE", str(tmp_path / "cache"))  # subprocesses inherit it
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
-def test_seq2seq_recipe_trains_through_cli_and_generates(cli, tmp_path, recipe):
+def test_seq2seq_recipe_trains_through_cli_and_generates(cli, train_cli, tmp_path, recipe):
     run_dir = tmp_path / recipe
-    result = cli("train", recipe, *TINY, *RECIPES[recipe], "--run-dir", str(run_dir))
-    assert result.returncode == 0, result.stderr
-    for name in ("results.json", "model/model.safetensors", "model/tokenizer.json", "model/task.json"):
-        assert (run_dir / name).exists(), name
+    result = train_cli(recipe, run_dir, [*TINY, *RECIPES[recipe]],
+                       files=("results.json", "model/model.safetensors", "model/tokenizer.json", "model/task.json"))
     for metric in METRICS[recipe]:
         assert metric in result.stdout, metric
     results = json.loads((run_dir / "results.json").read_text())
@@ -51,12 +47,12 @@ def test_seq2seq_recipe_trains_through_cli_and_generates(cli, tmp_path, recipe):
         assert translated.returncode == 0, translated.stderr
         lines = translated.stdout.rstrip("\n").split("\n")
         assert len(lines) == 2  # one line per input text
+        from modelforge.api import translate
         from modelforge.core.errors import ConfigError
-        from modelforge.tasks.translation import translate_command
 
-        assert translate_command(run_dir, ["Amen."], beam_size=1) == translate_command(run_dir, ["Amen."], 1, 2.0)
+        assert translate(run_dir, ["Amen."], beam_size=1) == translate(run_dir, ["Amen."], 1, 2.0)
         with pytest.raises(ConfigError, match="--beam"):
-            translate_command(run_dir, ["Amen."], beam_size=0)
+            translate(run_dir, ["Amen."], beam_size=0)
     else:
         key = "summary" if recipe == "bbc-headline" else "translation"
         out = modelforge.load(run_dir).predict(["The government said on Monday that taxes would rise."])

@@ -23,23 +23,14 @@ LM_TINY = ["data.limit=20000", "data.block_size=32", "data.eval_windows=4", "mod
            "model.num_heads=2", "train.eval_every_steps=2", "serve.max_new_tokens=24"]
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELFORGE_CACHE", str(tmp_path / "cache"))  # subprocesses inherit it
-
-
-def _train(cli, run_dir, recipe, overrides):
-    result = cli("train", recipe, *TINY, *overrides, "--run-dir", str(run_dir))
-    assert result.returncode == 0, result.stderr
-    for name in ("recipe.yaml", "metrics.jsonl", "results.json", "model/model.safetensors", "model/tokenizer.json"):
-        assert (run_dir / name).exists(), name
-    return result
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+ARTIFACT = ("recipe.yaml", "metrics.jsonl", "results.json", "model/model.safetensors", "model/tokenizer.json")
 
 
 @pytest.mark.parametrize("recipe", list(CLASSIFIERS))
-def test_classifier_recipe_trains_through_cli_and_predicts(cli, tmp_path, recipe):
+def test_classifier_recipe_trains_through_cli_and_predicts(cli, train_cli, tmp_path, recipe):
     run_dir = tmp_path / recipe
-    result = _train(cli, run_dir, recipe, CLASSIFIERS[recipe])
+    result = train_cli(recipe, run_dir, [*TINY, *CLASSIFIERS[recipe]], files=ARTIFACT)
     assert "test_accuracy:" in result.stdout and "test_macro_f1:" in result.stdout
     results = json.loads((run_dir / "results.json").read_text())
     matrix = results["metrics"]["test_confusion_matrix"]
@@ -60,9 +51,9 @@ def test_classifier_recipe_trains_through_cli_and_predicts(cli, tmp_path, recipe
 
 
 @pytest.mark.parametrize("recipe", list(LMS))
-def test_language_model_recipe_trains_predicts_and_generates(cli, tmp_path, recipe, capsys):
+def test_language_model_recipe_trains_predicts_and_generates(cli, train_cli, tmp_path, recipe, capsys):
     run_dir = tmp_path / recipe
-    result = _train(cli, run_dir, recipe, LM_TINY + LMS[recipe])
+    result = train_cli(recipe, run_dir, [*TINY, *LM_TINY, *LMS[recipe]], files=ARTIFACT)
     assert "test_perplexity:" in result.stdout and "test_loss:" in result.stdout
     evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("val_perplexity" in e for e in evals)

@@ -292,7 +292,8 @@ def test_audio_and_text_limits():
         ("text", "   ", 422, "empty"),
         ("text", b"\xff\xfe bad", 422, "not UTF-8"),
         ("text", 12, 422, "must be a string"),
-        ("video", "AAAA", 422, "cannot read"),
+        ("video", "AAAA", 422, "not a readable video"),
+        ("point cloud", "AAAA", 422, "cannot read"),
     ]
     for kind, value, status, words in cases:
         with pytest.raises(ClientError) as info:

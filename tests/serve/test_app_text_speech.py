@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
-import threading
-import time
 import wave
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from serve_helpers import CHROMIUM, NO_CHROMIUM, browser_page, served
 
 from modelforge.artifacts.model_dir import save_artifact
 from modelforge.serve.app import ServeSettings, create_app
@@ -29,7 +27,6 @@ from modelforge.tasks import get_task
 from modelforge.tasks.ctc_decoding import DEFAULT_CHARS
 from modelforge.tasks.recipes import load_recipe
 
-CHROMIUM = Path("/usr/bin/chromium")
 WORDS = "a witty moving film dull overlong muddled pointless remake good cast saved never story".split()
 SPEECH = ["data.features.n_mels=16", "data.features.max_seconds=3.0"]
 SETTINGS = ServeSettings(batch=BatchSettings(max_batch_size=8, max_wait_ms=5), max_audio_seconds=2.0,
@@ -206,60 +203,40 @@ def test_audio_limits_and_bad_audio_are_4xx(client):
 
 
 # ---- the web page -----------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed (make setup-system)")
-def test_page_classifies_text_generates_and_transcribes_an_upload(runs, tmp_path):
-    import uvicorn
-    from playwright.sync_api import sync_playwright
-
-    port = _free_port()
-    app = create_app([f"{name}={path}" for name, path in runs.items()], SETTINGS)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_CHROMIUM)
+def test_page_classifies_and_explains_text_generates_and_transcribes_an_upload(runs, tmp_path):
     wav = tmp_path / "clip.wav"
     wav.write_bytes(wav_bytes(0.8))
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
-            page = browser.new_page()
-            page.set_default_timeout(20_000)
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_selector("#model option[value='poet']", state="attached")
+    app = create_app([f"{name}={path}" for name, path in runs.items()], SETTINGS)
+    with served(app) as url, browser_page(url, "poet") as page:
+        page.select_option("#model", "sentiment")
+        page.fill("#text", "a witty moving film")
+        page.click("#predict-text")
+        page.wait_for_selector("#result:not([hidden])")
+        assert page.text_content("#label") in ("fresh", "rotten")
+        assert page.locator("#predictions tr").count() == 2
+        # the explanation: one coloured span per token, as the API attributes them
+        with page.expect_response("**/models/sentiment/explain") as answered:
+            page.click("#explain")
+        tokens = answered.value.json()["explanations"][0]["tokens"]
+        page.wait_for_selector("#token-view:not([hidden])")
+        spans = page.locator("#token-view span")
+        assert spans.count() == len(tokens) > 0
+        assert [spans.nth(i).text_content() for i in range(spans.count())] == [t["token"] for t in tokens]
+        assert page.is_hidden("#heatmap")
 
-            page.select_option("#model", "sentiment")
-            page.fill("#text", "a witty moving film")
-            page.click("#predict-text")
-            page.wait_for_selector("#result:not([hidden])")
-            assert page.text_content("#label") in ("fresh", "rotten")
-            assert page.locator("#predictions tr").count() == 2
+        page.select_option("#model", "poet")
+        assert page.text_content("#predict-text") == "Generate"
+        page.fill("#text", "ROMEO:")
+        page.click("#predict-text")
+        page.wait_for_selector("#output-text:not([hidden])")
+        assert page.text_content("#output-text").startswith("ROMEO:") and page.is_hidden("#label")
 
-            page.select_option("#model", "poet")
-            assert page.text_content("#predict-text") == "Generate"
-            page.fill("#text", "ROMEO:")
-            page.click("#predict-text")
-            page.wait_for_selector("#output-text:not([hidden])")
-            assert page.text_content("#output-text").startswith("ROMEO:") and page.is_hidden("#label")
-
-            page.select_option("#model", "asr")
-            assert page.get_attribute("#file", "accept") == ".wav,audio/wav" and page.is_hidden("#text-input")
-            with page.expect_response("**/models/asr/predict"):
-                page.set_input_files("#file", str(wav))
-            page.wait_for_selector("#output-text:not([hidden])")
-            expected = reference(runs["asr"]).predict([wav.read_bytes()])[0]["text"]
-            assert page.text_content("#output-text") == expected
-            assert page.text_content("#status") == ""
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+        page.select_option("#model", "asr")
+        assert page.get_attribute("#file", "accept") == ".wav,audio/wav" and page.is_hidden("#text-input")
+        with page.expect_response("**/models/asr/predict"):
+            page.set_input_files("#file", str(wav))
+        page.wait_for_selector("#output-text:not([hidden])")
+        expected = reference(runs["asr"]).predict([wav.read_bytes()])[0]["text"]
+        assert page.text_content("#output-text") == expected
+        assert page.text_content("#status") == ""

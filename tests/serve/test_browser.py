@@ -2,67 +2,27 @@
 loopback port."""
 
 import json
-import socket
-import threading
-import time
-from pathlib import Path
 
 import httpx
 import pytest
-from serve_helpers import digit_png
+from serve_helpers import CHROMIUM, NO_CHROMIUM, browser_page, digit_png, served
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed (apt-get install chromium; make setup-system)"
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_CHROMIUM)
 
 
 @pytest.fixture(scope="module")
 def server(digits_run):
-    """uvicorn serving the app in a thread (a subprocess would pay for a second torch import)."""
-    import uvicorn
-
     from modelforge.serve.app import ServeSettings, create_app
     from modelforge.serve.batching import BatchSettings
 
-    port = _free_port()
-    app = create_app([digits_run.directory], ServeSettings(batch=BatchSettings(max_wait_ms=2)))
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start serving within 30 s")
-        time.sleep(0.05)
-    yield url
-    uv.should_exit = True
-    thread.join(timeout=15)
+    with served(create_app([digits_run.directory], ServeSettings(batch=BatchSettings(max_wait_ms=2)))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context()
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        page.goto(server)
-        page.wait_for_selector("#model option[value='digits-cnn']", state="attached")
+    with browser_page(server, "digits-cnn") as page:
         yield page
-        browser.close()
 
 
 def test_upload_a_digit_shows_its_prediction(page, server, tmp_path):

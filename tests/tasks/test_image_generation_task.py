@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 
 import modelforge
+from modelforge.api import sample
 from modelforge.core.errors import DataError
 from modelforge.tasks import get_task
-from modelforge.tasks.image_generation import image_grid, judge_scores, sample_command
+from modelforge.tasks.image_generation import image_grid, judge_scores
 from modelforge.tasks.recipes import load_recipe
 
 TINY = ["data.limit=64", "data.val_size=32", "data.eval_samples=16", "model.width=4", "model.latent_dim=8",
@@ -31,13 +32,17 @@ def test_tiny_dcgan_trains_through_the_cli_and_samples_a_png_grid(cli, tmp_path)
     with Image.open(grid) as img:
         assert img.mode == "L" and img.size == (4 * 30 + 2, 3 * 30 + 2)  # 10 tiles → 4 columns × 3 rows
         pixels = np.asarray(img)
-    again, _ = sample_command(run_dir, 10, seed=5, output=tmp_path / "again.png")  # same seed → same images
+    again, _ = sample(run_dir, 10, seed=5, output=tmp_path / "again.png")  # same seed → same images
     assert np.array_equal(np.asarray(Image.open(again)), pixels)
-    other, _ = sample_command(run_dir, 10, seed=6, output=tmp_path / "other.png")
+    other, _ = sample(run_dir, 10, seed=6, output=tmp_path / "other.png")
     assert not np.array_equal(np.asarray(Image.open(other)), pixels)
 
-    with pytest.raises(DataError, match="modelforge sample"):  # predict has no meaning for a GAN: say what does
-        modelforge.load(run_dir).predict(["x.png"])
+    # predict: one image per integer seed, the same seed giving the same image; a file name is refused
+    predictor = modelforge.load(run_dir)
+    first, same, other_seed = predictor.predict([3, "3", 4])
+    assert first == same and first != other_seed and (first["width"], first["height"]) == (28, 28)
+    with pytest.raises(DataError, match="integer seeds .*modelforge sample"):
+        predictor.predict(["x.png"])
 
 
 def test_image_grid_places_tiles_row_by_row() -> None:
@@ -75,3 +80,30 @@ def test_a_missing_judge_run_fails_before_training(tmp_path) -> None:
     recipe = load_recipe("mnist-dcgan", [*TINY, f"data.judge={tmp_path / 'nowhere'}"])
     with pytest.raises(DataError, match="data.judge: .*nowhere"):
         get_task(recipe.task)(recipe).datasets()
+
+
+def test_the_generator_exports_to_onnx_alone_and_matches_pytorch(tmp_path) -> None:
+    import json
+
+    import onnxruntime as ort
+
+    from modelforge.artifacts.export import export_onnx
+    from modelforge.artifacts.model_dir import save_artifact
+
+    recipe = load_recipe("mnist-dcgan", ["model.width=4", "model.latent_dim=8"])
+    task = get_task(recipe.task)(recipe, state={"channels": 1, "image_size": 28})
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    save_artifact(tmp_path / "model", recipe, task, model)
+    result = export_onnx(tmp_path)
+    assert result.files == [tmp_path / "model.generator.onnx"] and result.max_abs_diff <= 1e-4
+    assert result.inputs == {"latent": ["batch", 8]}
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    contract = json.loads(session.get_modelmeta().custom_metadata_map["modelforge.generator"])
+    assert contract["latent_dim"] == 8 and contract["output_range"] == [-1.0, 1.0]
+    latents = torch.randn(7, 8)
+    (images,) = session.run(None, {"latent": latents.numpy()})
+    with torch.no_grad():
+        expected = model.generator(latents).numpy()
+    assert images.shape == (7, 1, 28, 28)
+    np.testing.assert_allclose(images, expected, atol=1e-4, rtol=0)

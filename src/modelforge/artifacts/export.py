@@ -5,6 +5,11 @@ produces (for image classifiers, normalised float images), outputs the raw netwo
 state (labels, normalisation …) is stored in the ONNX metadata as JSON under ``modelforge.task_state``, so another
 runtime has everything needed to pre- and post-process. Tasks opt in through ``Task.example_inputs``.
 
+A task whose network exports as several graphs says so through ``Task.export_graphs`` (``tasks/export_graphs.py``):
+translation and summarization write ``model.encoder.onnx`` and ``model.decoder.onnx`` (with ``--output X.onnx``:
+``X.encoder.onnx``, ``X.decoder.onnx``), each with the same metadata plus the task's (the decoding loop's contract),
+checked by the task's own ``verify`` before either file is moved into place.
+
 The TorchScript-based exporter (``dynamo=False``) is used: torch's newer ``torch.export`` path needs the
 ``onnxscript`` package, which modelforge does not depend on; the legacy path handles these feed-forward networks.
 """
@@ -18,15 +23,18 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from modelforge.artifacts.model_dir import LoadedArtifact, load_artifact
 from modelforge.core.errors import ArtifactError, ConfigError
+
+if TYPE_CHECKING:
+    from modelforge.tasks.export_graphs import GraphSet
 
 FORMATS = ("onnx",)
 DEFAULT_OPSET = 17
@@ -35,12 +43,29 @@ TOLERANCE = 1e-4  # largest absolute difference from PyTorch's outputs accepted 
 
 
 @dataclass
+class ExportedGraph:
+    role: str  # "model" for a one-graph export, else the task's name for it ("encoder", "decoder")
+    path: Path
+    inputs: dict[str, list[int | str]]  # name → shape, dynamic axes by name
+    outputs: list[str]
+
+
+@dataclass
 class ExportResult:
+    """``path``/``inputs``/``outputs`` describe the first graph written (the encoder of an encoder–decoder);
+    ``graphs`` lists every file, ``notes`` the further checks the verification passed."""
+
     path: Path
     opset: int
     inputs: dict[str, list[int | str]]
     outputs: list[str]
     max_abs_diff: float | None
+    graphs: list[ExportedGraph] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        return [graph.path for graph in self.graphs] or [self.path]
 
 
 def export(path: str | Path, format: str = "onnx", **options: Any) -> ExportResult:
@@ -62,6 +87,10 @@ def export_onnx(
     if opset not in OPSETS:
         raise ConfigError(f"ONNX opset {opset} is not supported; choose {OPSETS.start}…{OPSETS.stop - 1}")
     loaded = load_artifact(Path(path))
+    target = Path(output) if output else default_output(loaded.directory)
+    graph_set = loaded.task.export_graphs(loaded.model.eval())
+    if graph_set is not None:
+        return _export_graph_set(loaded, graph_set, target, opset, verify)
     examples = _example_inputs(loaded, batch_size=2)
     axes = loaded.task.export_dynamic_axes()
     with torch.no_grad():
@@ -72,7 +101,6 @@ def export_onnx(
     output_axes = {name: axes.get("output", {0: "batch"}) for name in outputs}
     dynamic_axes = {**{k: v for k, v in axes.items() if k in examples}, **output_axes}
 
-    target = Path(output) if output else default_output(loaded.directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
@@ -82,9 +110,47 @@ def export_onnx(
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    shapes = {name: [dynamic_axes.get(name, {}).get(i, size) for i, size in enumerate(t.shape)]
-              for name, t in examples.items()}
-    return ExportResult(target, opset, shapes, outputs, diff)
+    shapes = _shapes(examples, dynamic_axes)
+    return ExportResult(target, opset, shapes, outputs, diff, [ExportedGraph("model", target, shapes, outputs)])
+
+
+def _shapes(examples: dict[str, torch.Tensor], dynamic_axes: dict[str, dict[int, str]]) -> dict[str, list[int | str]]:
+    return {name: [dynamic_axes.get(name, {}).get(i, size) for i, size in enumerate(t.shape)]
+            for name, t in examples.items()}
+
+
+def graph_path(target: Path, role: str) -> Path:
+    """``X.onnx`` → ``X.<role>.onnx``: the files of a several-graph export sit side by side."""
+    stem = target.name[: -len(".onnx")] if target.name.endswith(".onnx") else target.name
+    return target.with_name(f"{stem}.{role}.onnx")
+
+
+def _export_graph_set(loaded: LoadedArtifact, graph_set: GraphSet, target: Path, opset: int,
+                      verify: bool) -> ExportResult:
+    """Write every graph of ``graph_set`` to a temporary sibling, verify them together, then move each in place."""
+    targets = {graph.role: graph_path(target, graph.role) for graph in graph_set.graphs}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmps = {role: path.with_name(f".{path.name}.tmp-{os.getpid()}") for role, path in targets.items()}
+    files = json.dumps({role: path.name for role, path in targets.items()})
+    graphs = []
+    try:
+        for graph in graph_set.graphs:
+            _torch_export(graph.module, graph.inputs, tmps[graph.role], graph.outputs, graph.dynamic_axes, opset)
+            kept = _add_metadata(tmps[graph.role], loaded, {**graph_set.metadata, "modelforge.graph": graph.role,
+                                                            "modelforge.graph_files": files})
+            # the exporter drops an input the graph never reads (a state the model overwrites before use)
+            inputs = {name: t for name, t in graph.inputs.items() if name in kept}
+            graphs.append(ExportedGraph(graph.role, targets[graph.role], _shapes(inputs, graph.dynamic_axes),
+                                        graph.outputs))
+        checked = graph_set.verify(tmps) if verify and graph_set.verify is not None else None
+        for role, tmp in tmps.items():
+            os.replace(tmp, targets[role])
+    finally:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+    first = graphs[0]
+    return ExportResult(first.path, opset, first.inputs, first.outputs,
+                        checked.max_abs_diff if checked else None, graphs, checked.notes if checked else [])
 
 
 def _takes_length(loaded: LoadedArtifact) -> bool:
@@ -149,7 +215,8 @@ def _native_output_silenced() -> Iterator[None]:
             os.close(fd)
 
 
-def _add_metadata(path: Path, loaded: LoadedArtifact) -> None:
+def _add_metadata(path: Path, loaded: LoadedArtifact, extra: dict[str, str] | None = None) -> list[str]:
+    """Write the metadata into the ONNX file at ``path``; returns the graph's input names."""
     import onnx
 
     proto = onnx.load(str(path))
@@ -158,12 +225,14 @@ def _add_metadata(path: Path, loaded: LoadedArtifact) -> None:
         "modelforge.task": loaded.recipe.task,
         "modelforge.model": loaded.recipe.model.name,
         "modelforge.task_state": json.dumps(loaded.task.state()),
+        **(extra or {}),
     }
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
+    return [value.name for value in proto.graph.input]
 
 
 VERIFY_LENGTHS = (None, 13)  # the traced sequence length, then another one (for tasks whose inputs have a length)

@@ -3,22 +3,17 @@
 Endpoints: ``GET /health``, ``GET /models``, ``GET /models/{name}``, ``POST /models/{name}/predict``,
 ``POST /models/{name}/explain``, the web page at ``/`` and OpenAPI at ``/docs``. Every error is JSON
 ``{"error": message}`` with a 4xx status for anything the client can fix; a stack trace never reaches the client.
-Inputs are validated here, before they reach a model, so one bad request cannot fail a whole batch.
+Inputs are validated (``serve.inputs``) before they reach a model, so one bad request cannot fail a whole batch.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
-import io
 import json
 import logging
-import struct
-import wave
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,43 +27,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelforge.core.errors import ArtifactError, ConfigError, ModelforgeError
 from modelforge.serve.batching import BatchSettings, MicroBatcher, QueueFullError
+from modelforge.serve.inputs import ClientError, ServeSettings, read_inputs, validate_item
 from modelforge.serve.predictor import Predictor
-from modelforge.tasks.base import ServedText
+
+__all__ = ["ClientError", "ServeSettings", "ServedModel", "create_app", "serve", "validate_item"]
 
 log = logging.getLogger("modelforge.serve")
 STATIC = Path(__file__).parent / "static"
-IMAGE_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM"}
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """Limits and batching; the defaults suit small models on a CPU."""
-
-    batch: BatchSettings = field(default_factory=BatchSettings)
-    api_key: str | None = None
-    max_body_bytes: int = 8 * 1024 * 1024
-    max_inputs: int = 64
-    max_image_pixels: int = 4096 * 4096
-    max_audio_seconds: float = 30.0
-    max_text_chars: int = 10_000
-    # Generation costs a forward pass per new token: cap the tokens per prompt (above the shipped recipes' serve:
-    # defaults, so they behave as configured) and the prompts per request.
-    max_new_tokens: int = 400
-    max_prompts: int = 8
-
-
-class ClientError(Exception):
-    """A request the client must fix: becomes ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
 
 
 class PredictRequest(BaseModel):
     """JSON body of predict/explain (the OpenAPI schema; the body is parsed by hand to accept multipart too)."""
 
-    inputs: list[str] = Field(description="base64 image or WAV bytes (a data: URL prefix is allowed), or text")
+    inputs: list[str | int] = Field(description="base64 image, WAV or video bytes (a data: URL prefix is allowed), "
+                                                "text, or integer seeds (image generators)")
 
 
 @dataclass
@@ -93,9 +65,14 @@ class ServedModel:
         """The predictor has ``explain`` and (when it says so) supports this task."""
         return callable(getattr(self.predictor, "explain", None)) and getattr(self.predictor, "can_explain", True)
 
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        task = self.predictor.task
+        return task.input_spec() if hasattr(task, "input_spec") else {"kind": self.kind}
+
     def describe(self) -> dict[str, Any]:
         task, settings = self.predictor.task, self.batcher.settings
-        spec = task.input_spec() if hasattr(task, "input_spec") else {"kind": self.kind}
+        spec = self.input_spec
         return {
             "name": self.name,
             "task": self.predictor.recipe.task,
@@ -177,141 +154,6 @@ class BodyLimitMiddleware:
         await JSONResponse({"error": message}, status_code=413, headers={"Connection": "close"})(scope, receive, send)
 
 
-# ---- input validation -----------------------------------------------------------------------------------------
-def _b64(value: Any, where: str) -> bytes:
-    if not isinstance(value, str):
-        raise ClientError(422, f"{where} must be a base64 string")
-    if value.startswith("data:"):
-        value = value.partition(",")[2]
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ClientError(422, f"{where} is not valid base64") from None
-
-
-def check_image(data: bytes, where: str, max_pixels: int) -> bytes:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:  # reads the header only: the pixel count is checked before decoding
-            fmt, (width, height) = img.format, img.size
-    except Image.DecompressionBombError:
-        raise ClientError(413, f"{where}: image is over the {max_pixels} pixel limit") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error):
-        raise ClientError(422, f"{where} is not a readable image (PNG, JPEG, BMP, GIF, WEBP, TIFF)") from None
-    if fmt not in IMAGE_FORMATS:
-        raise ClientError(422, f"{where}: image format {fmt} is not accepted ({', '.join(sorted(IMAGE_FORMATS))})")
-    if width * height > max_pixels:
-        raise ClientError(413, f"{where}: image is {width}×{height} pixels, over the {max_pixels} pixel limit")
-    return data
-
-
-def wav_seconds(data: bytes) -> float:
-    """Duration from a WAV header (PCM through ``wave``; float/extensible by the fmt and data chunk sizes)."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError("no RIFF/WAVE header")
-    try:
-        with wave.open(io.BytesIO(data), "rb") as wf:
-            return wf.getnframes() / max(1, wf.getframerate())
-    except wave.Error as exc:
-        if "unknown format" not in str(exc):
-            raise ValueError(str(exc)) from None
-    pos, frame_bytes, rate = 12, None, None
-    while pos + 8 <= len(data):
-        chunk, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
-        if chunk == b"fmt " and size >= 16:
-            _, channels, rate, _, block_align, _ = struct.unpack("<HHIIHH", data[pos + 8 : pos + 24])
-            frame_bytes = block_align or channels
-        elif chunk == b"data" and frame_bytes and rate:
-            return min(size, len(data) - pos - 8) / frame_bytes / rate
-        pos += 8 + size + (size & 1)
-    raise ValueError("missing fmt or data chunk")
-
-
-def check_audio(data: bytes, where: str, max_seconds: float) -> bytes:
-    try:
-        seconds = wav_seconds(data)
-    except (ValueError, EOFError, struct.error) as exc:
-        raise ClientError(422, f"{where} is not a readable WAV file ({exc})") from None
-    if seconds > max_seconds:
-        raise ClientError(413, f"{where}: audio is {seconds:.1f} s long, over the {max_seconds:g} s limit")
-    return data
-
-
-def check_text(value: Any, where: str, max_chars: int) -> str:
-    if not isinstance(value, str):
-        raise ClientError(422, f"{where} must be a string")
-    if not value.strip():
-        raise ClientError(422, f"{where} is empty")
-    if len(value) > max_chars:
-        raise ClientError(413, f"{where} is {len(value)} characters long, over the {max_chars} character limit")
-    return value
-
-
-def validate_item(kind: str | None, value: Any, where: str, settings: ServeSettings) -> Any:
-    """One JSON input (str) or uploaded file (bytes) → what ``task.preprocess`` receives for this input kind."""
-    if kind == "text":
-        if isinstance(value, bytes):
-            try:
-                value = value.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ClientError(422, f"{where} is not UTF-8 text") from None
-        return ServedText(check_text(value, where, settings.max_text_chars))  # never read as a file path
-    data = value if isinstance(value, bytes) else _b64(value, where)
-    if kind == "image":
-        return check_image(data, where, settings.max_image_pixels)
-    if kind == "audio":
-        return check_audio(data, where, settings.max_audio_seconds)
-    raise ClientError(422, f"this model takes {kind!r} inputs, which the server cannot read")
-
-
-async def read_inputs(request: Request, model: ServedModel, settings: ServeSettings) -> list[Any]:
-    """The request's inputs, validated: a JSON ``{"inputs": [...]}`` body or a multipart upload."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json":
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ClientError(400, "request body is not valid JSON") from None
-        raw = body.get("inputs") if isinstance(body, dict) else None
-        if not isinstance(raw, list):
-            raise ClientError(422, 'JSON body must be an object with a list "inputs": {"inputs": [...]}')
-        values: list[Any] = raw
-    elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):  # the latter: text fields
-        values = await _multipart_values(request, settings)
-    else:
-        raise ClientError(415, f"content type {content_type or '(none)'!r} is not accepted; "
-                               "send application/json or multipart/form-data")
-    if not values:
-        raise ClientError(422, "no inputs given")
-    if len(values) > settings.max_inputs:
-        raise ClientError(413, f"{len(values)} inputs in one request, over the limit of {settings.max_inputs}")
-    if model.generates and len(values) > settings.max_prompts:
-        raise ClientError(413, f"{len(values)} prompts in one request, over the limit of {settings.max_prompts} "
-                               "for a generating model")
-    return [validate_item(model.kind, value, f"inputs[{i}]", settings) for i, value in enumerate(values)]
-
-
-async def _multipart_values(request: Request, settings: ServeSettings) -> list[Any]:
-    """Uploaded files (any field name) as bytes, plus ``text`` form fields as str, in the order sent."""
-    from starlette.datastructures import UploadFile
-
-    try:
-        form = await request.form(max_files=settings.max_inputs, max_fields=settings.max_inputs,
-                                  max_part_size=settings.max_body_bytes)
-    except Exception as exc:  # python-multipart and starlette raise several types for malformed bodies
-        status = getattr(exc, "status_code", 400)
-        raise ClientError(status if 400 <= status < 500 else 400, f"malformed multipart body ({exc})") from None
-    values: list[Any] = []
-    for key, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            values.append(await value.read())
-        elif key == "text":
-            values.append(value)
-    await form.close()
-    return values
-
-
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -381,8 +223,10 @@ def _jsonable(obj: Any) -> Any:
 
 def _openapi_body() -> dict[str, Any]:
     upload = {"type": "object", "properties": {
-        "file": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "image/WAV files"},
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                 "description": "image/WAV/video files"},
         "text": {"type": "array", "items": {"type": "string"}, "description": "texts (text models)"},
+        "seed": {"type": "array", "items": {"type": "integer"}, "description": "seeds (image generators)"},
     }}
     return {"requestBody": {"required": True, "content": {
         "application/json": {"schema": PredictRequest.model_json_schema()},

@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -20,6 +20,9 @@ from torch.utils.data import Dataset
 
 from modelforge.core.config import Recipe, StrictConfig
 from modelforge.core.registry import build, get
+
+if TYPE_CHECKING:
+    from modelforge.tasks.export_graphs import GraphSet
 
 
 @dataclass
@@ -147,6 +150,11 @@ class Task:
     def export_dynamic_axes(self) -> dict[str, dict[int, str]]:
         """Axes that vary in the exported graph, by input name and "output"; the batch axis by default."""
         return {name: {0: "batch"} for name in [*self.example_inputs(1), "output"]}
+
+    def export_graphs(self, model: nn.Module) -> GraphSet | None:
+        """Several ONNX graphs instead of one (an encoder–decoder: ``encoder`` + ``decoder``, with the decoding loop
+        left to the consumer); None (the default): one graph of ``model`` traced with ``example_inputs``."""
+        return None
 
     @classmethod
     def summary(cls) -> str:

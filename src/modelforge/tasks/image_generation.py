@@ -14,7 +14,9 @@ frequent).
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +33,9 @@ from modelforge.core.errors import ArtifactError, ConfigError, DataError
 from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.export_graphs import GraphSet, OnnxGraph, Verification
 
+EXPORT_TOLERANCE = 1e-4  # as artifacts/export.py: largest |onnxruntime − PyTorch| accepted
 EVAL_SEED = 1234  # fixed latents for evaluation: every evaluation scores the same points of the latent space
 
 
@@ -114,7 +118,6 @@ class ImageGeneration(Task):
 
     name = "image_generation"
     DataConfig = GenerationDataConfig
-    input_kind = None  # nothing to send: `modelforge sample RUN` draws images
 
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
@@ -251,33 +254,67 @@ class ImageGeneration(Task):
             model.train(was_training)
         return ReportSamples(png=png_bytes(image_grid(images.cpu())), note=f"{count} generated samples")
 
+    # ---- export -----------------------------------------------------------------------------------------------
+    def export_graphs(self, model: nn.Module) -> GraphSet:
+        """The generator alone (latents → images in [-1, 1]) as ``model.generator.onnx``: the discriminator only
+        matters for training. Verified with onnxruntime at two batch sizes other than the traced one."""
+        network = getattr(model, "module", model)
+        generator, latent_dim = network.generator.eval(), int(network.cfg.latent_dim)
+        axes = {"latent": {0: "batch"}, "images": {0: "batch"}}
+        meta = {"latent_dim": latent_dim, "latent": "standard normal", "output_range": [-1.0, 1.0],
+                "image_size": self.state_dict_.get("image_size"), "channels": self.state_dict_.get("channels")}
+
+        def verify(files: dict[str, Path]) -> Verification:
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(files["generator"]), providers=["CPUExecutionProvider"])
+            diff = 0.0
+            for batch in (3, 5):
+                latents = torch.randn(batch, latent_dim, generator=torch.Generator().manual_seed(batch))
+                with torch.no_grad():
+                    expected = generator(latents).numpy()
+                (actual,) = session.run(None, {"latent": latents.numpy()})
+                if actual.shape != expected.shape:
+                    raise ArtifactError(f"ONNX generator gives {actual.shape}, PyTorch {expected.shape}")
+                diff = max(diff, float(np.abs(actual - expected).max()))
+            if not diff <= EXPORT_TOLERANCE:
+                raise ArtifactError(f"ONNX generator differs from PyTorch by {diff:.3g} (> {EXPORT_TOLERANCE:g})")
+            return Verification(diff)
+
+        graph = OnnxGraph("generator", generator, {"latent": torch.randn(2, latent_dim)}, ["images"], axes)
+        return GraphSet([graph], {"modelforge.generator": json.dumps(meta)}, verify)
+
     # ---- serving ----------------------------------------------------------------------------------------------
-    def preprocess(self, inputs: list[Any]) -> Any:
-        raise DataError("an image_generation run has no inputs to predict on; draw images with "
-                        "`modelforge sample RUN --n 64`")
+    # A served generator's inputs are integer seeds: each draws one latent vector, so a seed always gives the same
+    # image. (`modelforge sample --seed S` draws a whole grid from one seed instead.)
+    input_kind = "seed"
 
-    def postprocess(self, outputs: Any) -> list[Any]:
-        raise DataError("an image_generation run has no predictions; use `modelforge sample RUN`")
+    def input_spec(self) -> dict[str, Any]:
+        return {"kind": "seed", "channels": self.state_dict_.get("channels"),
+                "image_size": self.state_dict_.get("image_size")}
 
+    def preprocess(self, inputs: list[Any]) -> torch.Tensor:
+        seeds = []
+        for item in inputs:
+            text = str(item).strip()
+            if isinstance(item, bool) or not (isinstance(item, int) or text.isdigit()):
+                raise DataError(f"an image_generation run takes integer seeds as inputs (one image each), got "
+                                f"{text[:40]!r}; `modelforge sample RUN` draws a grid")
+            seeds.append(int(text))
+        return torch.tensor(seeds, dtype=torch.int64)
 
-def sample_command(run: str | Path, n: int = 64, seed: int | None = None, output: str | Path | None = None,
-                   columns: int | None = None) -> tuple[Path, int]:
-    """``modelforge sample``: draw ``n`` images from a trained GAN run into a PNG grid; returns (file, seed)."""
-    from modelforge.core.atomic import atomic_write_bytes
-    from modelforge.serve.predictor import Predictor
+    def forward(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        latent_dim = model.cfg.latent_dim
+        latents = torch.stack([torch.randn(latent_dim, generator=torch.Generator().manual_seed(int(seed)))
+                               for seed in batch])
+        return model.generator(latents.to(next(model.parameters()).device)).cpu()
 
-    if n < 1:
-        raise ConfigError(f"--n must be at least 1, got {n}")
-    predictor = Predictor(run)
-    if not isinstance(predictor.task, ImageGeneration):
-        raise ConfigError(f"{run} is a run of task {predictor.recipe.task!r}; `modelforge sample` needs an "
-                          "image_generation run")
-    seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed
-    images = predictor.task.generate(predictor.model, n, seed)
-    target = Path(output) if output else predictor.directory.parent / "samples.png"
-    if target.suffix.lower() != ".png":
-        raise ConfigError(f"--output {target}: the grid is written as PNG; give a .png file name")
-    if not target.parent.is_dir():
-        raise ConfigError(f"--output {target}: folder {target.parent} does not exist")
-    atomic_write_bytes(target, png_bytes(image_grid(images, columns)))
-    return target, seed
+    def postprocess(self, outputs: torch.Tensor) -> list[dict[str, Any]]:
+        """Each image as a base64 PNG (``image_png``), as the segmentation and autoencoder tasks return theirs."""
+        results = []
+        for image in to_uint8(outputs):
+            array = image.permute(1, 2, 0).numpy()
+            array = array[..., 0] if array.shape[-1] == 1 else array
+            results.append({"image_png": base64.b64encode(png_bytes(array)).decode("ascii"),
+                            "width": int(array.shape[1]), "height": int(array.shape[0])})
+        return results

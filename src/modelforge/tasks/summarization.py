@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from modelforge.tasks.translation import Pairs, Seq2SeqDataConfig, Translation
+from modelforge.tasks.translation import Pairs, Seq2SeqDataConfig, Translation, load_parallel_splits, split_fractions
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 # Up to the first ., ! or ? (with any closing quotes/brackets) that is followed by a capital or digit, or the end.
@@ -63,14 +63,10 @@ class Summarization(Translation):
     def load_pairs(self) -> dict[str, Pairs]:
         cfg = self.data_cfg
         if cfg.source == "parallel":
-            from modelforge.tasks.translation import load_parallel_splits
-
             return load_parallel_splits(cfg)
         from modelforge.data.builtin.bbc_news import load_bbc_news
 
-        fractions = {"train": 1 - cfg.val_fraction - cfg.test_fraction, "val": cfg.val_fraction,
-                     "test": cfg.test_fraction}
-        splits = load_bbc_news(fractions, cfg.split_seed)
+        splits = load_bbc_news(split_fractions(cfg), cfg.split_seed)
         # Paragraph breaks carry no meaning for the model; one line per article keeps the BPE corpus uniform.
         return {name: ([" ".join(a.body.split()) for a in articles], [a.title for a in articles])
                 for name, articles in splits.items()}

@@ -34,6 +34,7 @@ from modelforge.core.errors import ArtifactError, ConfigError, DataError
 from modelforge.data.tokenizers import Tokenizer, train_bpe
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.decoding import SearchSettings, decode_ids
+from modelforge.tasks.export_graphs import GraphSet
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 TOKENIZER_FILE = "tokenizer.json"
@@ -166,6 +167,11 @@ def load_parallel_splits(cfg: Seq2SeqDataConfig) -> dict[str, Pairs]:
     return parts
 
 
+def split_fractions(cfg: Seq2SeqDataConfig) -> dict[str, float]:
+    """The ``{train, val, test}`` shares of a built-in corpus: val and test as configured, train the rest."""
+    return {"train": 1 - cfg.val_fraction - cfg.test_fraction, "val": cfg.val_fraction, "test": cfg.test_fraction}
+
+
 class Translation(Task):
     """Translate text with an encoder–decoder (Bible EN→ES or your parallel text); greedy or beam search."""
 
@@ -186,9 +192,7 @@ class Translation(Task):
             return load_parallel_splits(cfg)
         from modelforge.data.builtin.bible import load_bible_en_es, split_bible_by_book
 
-        fractions = {"train": 1 - cfg.val_fraction - cfg.test_fraction, "val": cfg.val_fraction,
-                     "test": cfg.test_fraction}
-        splits = split_bible_by_book(load_bible_en_es(cfg.bible_range), fractions, cfg.split_seed)
+        splits = split_bible_by_book(load_bible_en_es(cfg.bible_range), split_fractions(cfg), cfg.split_seed)
         out = {}
         for name, verses in splits.items():
             en, es = [v.en for v in verses], [v.es for v in verses]
@@ -321,9 +325,7 @@ class Translation(Task):
     def generate(self, model: nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
                  settings: SearchSettings) -> list[str]:
         """Decoded target texts for a padded source batch."""
-        dcfg = self.data_cfg.decoding
-        limits = (src_lengths.float() * dcfg.max_length_ratio + dcfg.max_length_offset).ceil().long()
-        limits = limits.clamp(max=min(dcfg.max_new_tokens, self.state_dict_["max_target_tokens"] - 1))
+        limits = self.decode_limits(src_lengths)
         was_training = model.training
         model.eval()
         try:
@@ -332,6 +334,12 @@ class Translation(Task):
         finally:
             model.train(was_training)
         return self.decode_targets(ids)
+
+    def decode_limits(self, src_lengths: torch.Tensor) -> torch.Tensor:
+        """Most tokens generated per row (EOS included): ratio × source length + offset, within the caps."""
+        dcfg = self.data_cfg.decoding
+        limits = (src_lengths.float() * dcfg.max_length_ratio + dcfg.max_length_offset).ceil().long()
+        return limits.clamp(max=min(dcfg.max_new_tokens, self.state_dict_["max_target_tokens"] - 1))
 
     def text_metrics(self, sources: list[str], references: list[str], outputs: list[str]) -> dict[str, float]:
         """Corpus BLEU and chrF from sacrebleu (its default 13a tokenisation, cased)."""
@@ -410,20 +418,9 @@ class Translation(Task):
     def postprocess(self, outputs: list[str]) -> list[dict[str, Any]]:
         return [{self.output_key: text} for text in outputs]
 
+    # ---- export -----------------------------------------------------------------------------------------------
+    def export_graphs(self, model: nn.Module) -> GraphSet:
+        """ONNX as an encoder graph and a decoder graph (the decoding loop runs outside; see tasks/seq2seq_export)."""
+        from modelforge.tasks.seq2seq_export import seq2seq_graphs
 
-def translate_command(run_dir: str | Path, texts: list[str], beam_size: int | None = None,
-                      length_penalty: float | None = None) -> list[str]:
-    """``modelforge translate RUN TEXT...``: the output text of a translation (or summarization) run per input."""
-    from modelforge.serve.predictor import Predictor
-
-    if beam_size is not None and beam_size < 1:
-        raise ConfigError(f"--beam must be >= 1, got {beam_size}")
-    if length_penalty is not None and length_penalty < 0:
-        raise ConfigError(f"--length-penalty must be >= 0, got {length_penalty}")
-    predictor = Predictor(run_dir)
-    task = predictor.task
-    if not isinstance(task, Translation):
-        raise ArtifactError(f"{run_dir} holds a {predictor.recipe.task} model; `modelforge translate` needs a "
-                            "translation or summarization run")
-    batch = task.preprocess(list(texts))
-    return task.forward(predictor.model, batch, task.search_settings(beam_size, length_penalty))
+        return seq2seq_graphs(self, model)

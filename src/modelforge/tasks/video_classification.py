@@ -109,7 +109,9 @@ class VideoClassification(Task):
 
     name = "video_classification"
     DataConfig = VideoDataConfig
-    input_kind = None  # not served over HTTP; `modelforge predict RUN clip.avi` and `modelforge video` read files
+    # served: the server decodes an uploaded video into frames (serve.inputs.check_video), which reach preprocess
+    # as an array; `modelforge predict RUN clip.avi` and `modelforge video` read files
+    input_kind = "video"
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _moving_digits(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:

@@ -259,24 +259,3 @@ class WordEmbeddings(Task):
         return [{"neighbors": [{"word": self.vocab.words[i], "similarity": round(s, 4)}
                                for i, s in zip(row_i, row_s)]}
                 for row_i, row_s in zip(ids.tolist(), sims.tolist())]
-
-
-def neighbors_command(run: str, word: str, k: int = 10, analogy: list[str] | None = None) -> str:
-    """``modelforge neighbors RUN WORD [--k K]`` or ``--analogy A B C``: one neighbour per line with similarity."""
-    from modelforge.api import load
-
-    predictor = load(run)
-    task = predictor.task
-    if not isinstance(task, WordEmbeddings):
-        raise ConfigError(f"{run} is a {predictor.recipe.task} run; neighbors needs a word_embeddings run")
-    if k < 1:
-        raise ConfigError(f"--k must be at least 1, got {k}")
-    with torch.inference_mode():
-        if analogy:
-            a, b, c = analogy
-            found = task.analogy(predictor.model, a, b, c, k)
-            title = f"{a} : {b} :: {c} : ?"
-        else:
-            found = task.neighbors(predictor.model, word, k)
-            title = f"nearest to {word}"
-    return "\n".join([title, *(f"{item['word']}\t{item['similarity']:.4f}" for item in found)])

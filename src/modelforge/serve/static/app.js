@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { models: [], lastInput: null };
+const state = { models: [], lastInput: null, lastPicture: null };
 
 function headers(extra) {
   const key = $("api-key").value.trim();
@@ -56,16 +56,19 @@ function selectModel() {
   const kind = model.input.kind;
   $("image-input").hidden = kind !== "image";
   $("text-input").hidden = kind !== "text";
-  $("file-input").hidden = kind !== "image" && kind !== "audio";
-  $("file").accept = kind === "audio" ? ".wav,audio/wav" : "image/*";
-  $("file-title").textContent = kind === "audio" ? "Upload a WAV recording" : "Or upload an image";
+  $("seed-input").hidden = kind !== "seed";
+  $("file-input").hidden = !["image", "audio", "video"].includes(kind);
+  $("file").accept = { audio: ".wav,audio/wav", video: "video/*,.avi,.mkv,.mp4,.mov,.webm" }[kind] || "image/*";
+  $("file-title").textContent = { audio: "Upload a WAV recording", video: "Upload a video clip" }[kind] ||
+    "Or upload an image";
   // a language model continues a prompt; a text classifier labels the text
   $("text-title").textContent = model.generation ? "Type a prompt to continue" : "Type text";
   $("predict-text").textContent = model.generation ? "Generate" : "Predict text";
   const size = model.input.image_size ? ", " + model.input.image_size + "×" + model.input.image_size + " px" : "";
   const audio = model.input.max_seconds ? ", WAV up to " + model.input.max_seconds + " s" : "";
   const gen = model.generation ? ", up to " + model.generation.max_new_tokens + " new tokens" : "";
-  $("model-info").textContent = kind + " input" + size + audio + gen +
+  const frames = model.input.num_frames ? ", " + model.input.num_frames + " frames sampled per clip" : "";
+  $("model-info").textContent = kind + " input" + size + audio + frames + gen +
     (model.labels ? ", " + model.labels.length + " labels" : "");
   $("result").hidden = true;
 }
@@ -133,7 +136,7 @@ function framedDrawing() {
 
 // ---- predictions ----------------------------------------------------------------------------------------------
 function setBusy(busy) {
-  for (const id of ["predict-drawing", "predict-text", "explain"]) $(id).disabled = busy;
+  for (const id of ["predict-drawing", "predict-text", "generate", "explain"]) $(id).disabled = busy;
 }
 
 async function predict(body, isForm) {
@@ -147,7 +150,8 @@ async function predict(body, isForm) {
       : { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } };
     const result = await api("/models/" + encodeURIComponent(model.name) + "/predict", options);
     state.lastInput = { body: body, isForm: isForm };
-    showPrediction(result.predictions[0], model);
+    if (model.input.kind === "seed") showGenerated(result.predictions, body.inputs);
+    else showPrediction(result.predictions[0], model);
   } catch (err) {
     showStatus(err.message);
   } finally {
@@ -155,10 +159,64 @@ async function predict(body, isForm) {
   }
 }
 
-function showPrediction(prediction, model) {
+// Pictures a task returns as base64 PNG fields (segmentation masks, autoencoder reconstructions, generated images)
+function pictureFields(prediction) {
+  return Object.keys(prediction || {}).filter((key) => key.endsWith("_png") && typeof prediction[key] === "string");
+}
+
+function addPicture(base64, caption) {
+  const figure = document.createElement("figure");
+  const img = document.createElement("img");
+  img.src = "data:image/png;base64," + base64;
+  img.alt = caption;
+  const text = document.createElement("figcaption");
+  text.textContent = caption;
+  figure.append(img, text);
+  $("pictures").appendChild(figure);
+  $("pictures").hidden = false;
+}
+
+function clearResult(model) {
   $("result").hidden = false;
   $("heatmap").hidden = true;
+  $("token-view").hidden = true;
+  $("boxes").hidden = true;
+  $("pictures").hidden = true;
+  $("pictures").innerHTML = "";
   $("explain").hidden = !model.explain;
+}
+
+function showGenerated(predictions, seeds) {
+  clearResult(currentModel());
+  $("predictions").querySelector("tbody").innerHTML = "";
+  $("output-text").hidden = $("raw").hidden = $("label").hidden = true;
+  predictions.forEach((prediction, i) => addPicture(prediction.image_png, "seed " + seeds[i]));
+}
+
+// Detected boxes ([x, y, width, height] in the picture's pixels) drawn over the picture that was sent
+function drawBoxes(boxes) {
+  const target = $("boxes");
+  const picture = new Image();
+  picture.onload = () => {
+    target.width = picture.naturalWidth;
+    target.height = picture.naturalHeight;
+    const ctx = target.getContext("2d");
+    ctx.drawImage(picture, 0, 0);
+    ctx.lineWidth = Math.max(2, target.width / 200);
+    ctx.font = Math.max(12, target.width / 40) + "px sans-serif";
+    for (const found of boxes) {
+      const [x, y, w, h] = found.box;
+      ctx.strokeStyle = ctx.fillStyle = "#ffd400";
+      ctx.strokeRect(x, y, w, h);
+      ctx.fillText(found.label + " " + (100 * found.score).toFixed(0) + "%", x + 2, Math.max(12, y - 4));
+    }
+    target.hidden = false;
+  };
+  picture.src = state.lastPicture;
+}
+
+function showPrediction(prediction, model) {
+  clearResult(model);
   const rows = $("predictions").querySelector("tbody");
   rows.innerHTML = "";
   const top = prediction && prediction.top;
@@ -167,10 +225,15 @@ function showPrediction(prediction, model) {
   $("output-text").hidden = text === null;
   $("output-text").textContent = text === null ? "" : text;
   $("raw").hidden = Boolean(top) || text !== null;
+  const pictures = pictureFields(prediction);
+  for (const key of pictures) addPicture(prediction[key], key.replace(/_png$/, "").replace(/_/g, " "));
+  if (prediction && Array.isArray(prediction.boxes) && state.lastPicture) drawBoxes(prediction.boxes);
   $("label").textContent = prediction && prediction.label !== undefined ? prediction.label : "";
   $("label").hidden = !$("label").textContent;
-  if (!top) {
-    $("raw").textContent = JSON.stringify(prediction, null, 2);
+  if (!top) {  // the rest as JSON, without the pictures' base64 (shown above)
+    const rest = Object.assign({}, prediction);
+    for (const key of pictures) rest[key] = "(picture shown)";
+    $("raw").textContent = JSON.stringify(rest, null, 2);
     return;
   }
   for (const entry of top) {
@@ -218,6 +281,23 @@ function drawHeatmap(matrix) {
   target.hidden = false;
 }
 
+// Text: each token on a background whose colour says how much it pushed towards (red) or against (blue) the label
+function showTokens(tokens) {
+  const view = $("token-view");
+  view.innerHTML = "";
+  const peak = Math.max(...tokens.map((t) => Math.abs(t.attribution))) || 1;
+  for (const { token, attribution } of tokens) {
+    const span = document.createElement("span");
+    const a = (Math.abs(attribution) / peak).toFixed(3);
+    span.style.background = attribution >= 0 ? "rgba(220, 38, 38, " + a + ")" : "rgba(37, 99, 235, " + a + ")";
+    span.textContent = token;
+    span.title = attribution.toFixed(4);
+    span.dataset.attribution = attribution;
+    view.appendChild(span);
+  }
+  view.hidden = false;
+}
+
 async function explain() {
   const model = currentModel();
   if (!model || !state.lastInput) return;
@@ -228,6 +308,8 @@ async function explain() {
       ? { method: "POST", body: body }
       : { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } };
     const result = await api("/models/" + encodeURIComponent(model.name) + "/explain", options);
+    const first = result.explanations[0] || {};
+    if (Array.isArray(first.tokens)) { showTokens(first.tokens); return; }
     const matrix = firstMatrix(result.explanations);
     if (matrix) drawHeatmap(matrix); else showStatus("The explanation has no heat-map to draw.");
   } catch (err) {
@@ -244,7 +326,13 @@ $("clear").addEventListener("click", () => { clearCanvas(); $("result").hidden =
 $("predict-drawing").addEventListener("click", () => {
   const image = framedDrawing();
   if (!image) { showStatus("Draw something first."); return; }
+  state.lastPicture = image;
   predict({ inputs: [image] }, false);
+});
+$("generate").addEventListener("click", () => {
+  const count = Math.min(8, Math.max(1, parseInt($("seed-count").value, 10) || 1));
+  const seeds = Array.from({ length: count }, () => Math.floor(Math.random() * 2147483647));
+  predict({ inputs: seeds }, false);
 });
 $("predict-text").addEventListener("click", () => predict({ inputs: [$("text").value] }, false));
 $("file").addEventListener("change", () => {
@@ -252,6 +340,8 @@ $("file").addEventListener("change", () => {
   if (!file) return;
   const form = new FormData();
   form.append("file", file);
+  if (state.lastPicture && state.lastPicture.startsWith("blob:")) URL.revokeObjectURL(state.lastPicture);
+  state.lastPicture = file.type.startsWith("image/") ? URL.createObjectURL(file) : null;
   predict(form, true);
 });
 $("explain").addEventListener("click", explain);

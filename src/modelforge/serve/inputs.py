@@ -1,0 +1,247 @@
+"""What the server accepts: limits (``ServeSettings``) and the validation of every input before it reaches a model.
+
+Each input kind has one check here — text, image, audio (WAV), video, seed — that turns a JSON value or an uploaded
+file into what ``task.preprocess`` receives, or raises ``ClientError`` (a 4xx with a one-line message). Inputs are
+validated per request, before batching, so one bad request cannot fail a whole batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import os
+import struct
+import tempfile
+import wave
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from modelforge.core.errors import DataError
+from modelforge.serve.batching import BatchSettings
+from modelforge.tasks.base import ServedText
+
+IMAGE_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM"}
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and batching; the defaults suit small models on a CPU."""
+
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    api_key: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_inputs: int = 64
+    max_image_pixels: int = 4096 * 4096
+    max_audio_seconds: float = 30.0
+    max_text_chars: int = 10_000
+    # Generation costs a forward pass per new token: cap the tokens per prompt (above the shipped recipes' serve:
+    # defaults, so they behave as configured) and the prompts per request.
+    max_new_tokens: int = 400
+    max_prompts: int = 8
+    # A video is decoded on the server: cap the frames its header declares (about 100 s at 30 fps); each frame is
+    # also held to ``max_image_pixels``.
+    max_video_frames: int = 3000
+
+
+
+class ClientError(Exception):
+    """A request the client must fix: becomes ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+
+# ---- input validation -----------------------------------------------------------------------------------------
+def _b64(value: Any, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise ClientError(422, f"{where} must be a base64 string")
+    if value.startswith("data:"):
+        value = value.partition(",")[2]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ClientError(422, f"{where} is not valid base64") from None
+
+
+def check_image(data: bytes, where: str, max_pixels: int) -> bytes:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only: the pixel count is checked before decoding
+            fmt, (width, height) = img.format, img.size
+    except Image.DecompressionBombError:
+        raise ClientError(413, f"{where}: image is over the {max_pixels} pixel limit") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error):
+        raise ClientError(422, f"{where} is not a readable image (PNG, JPEG, BMP, GIF, WEBP, TIFF)") from None
+    if fmt not in IMAGE_FORMATS:
+        raise ClientError(422, f"{where}: image format {fmt} is not accepted ({', '.join(sorted(IMAGE_FORMATS))})")
+    if width * height > max_pixels:
+        raise ClientError(413, f"{where}: image is {width}×{height} pixels, over the {max_pixels} pixel limit")
+    return data
+
+
+def wav_seconds(data: bytes) -> float:
+    """Duration from a WAV header (PCM through ``wave``; float/extensible by the fmt and data chunk sizes)."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError("no RIFF/WAVE header")
+    try:
+        with wave.open(io.BytesIO(data), "rb") as wf:
+            return wf.getnframes() / max(1, wf.getframerate())
+    except wave.Error as exc:
+        if "unknown format" not in str(exc):
+            raise ValueError(str(exc)) from None
+    pos, frame_bytes, rate = 12, None, None
+    while pos + 8 <= len(data):
+        chunk, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        if chunk == b"fmt " and size >= 16:
+            _, channels, rate, _, block_align, _ = struct.unpack("<HHIIHH", data[pos + 8 : pos + 24])
+            frame_bytes = block_align or channels
+        elif chunk == b"data" and frame_bytes and rate:
+            return min(size, len(data) - pos - 8) / frame_bytes / rate
+        pos += 8 + size + (size & 1)
+    raise ValueError("missing fmt or data chunk")
+
+
+def check_audio(data: bytes, where: str, max_seconds: float) -> bytes:
+    try:
+        seconds = wav_seconds(data)
+    except (ValueError, EOFError, struct.error) as exc:
+        raise ClientError(422, f"{where} is not a readable WAV file ({exc})") from None
+    if seconds > max_seconds:
+        raise ClientError(413, f"{where}: audio is {seconds:.1f} s long, over the {max_seconds:g} s limit")
+    return data
+
+
+def check_text(value: Any, where: str, max_chars: int) -> str:
+    if not isinstance(value, str):
+        raise ClientError(422, f"{where} must be a string")
+    if not value.strip():
+        raise ClientError(422, f"{where} is empty")
+    if len(value) > max_chars:
+        raise ClientError(413, f"{where} is {len(value)} characters long, over the {max_chars} character limit")
+    return value
+
+
+def check_seed(value: Any, where: str) -> int:
+    """A generator's input: a non-negative integer seed (a JSON number, or digits in a string or form field)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ClientError(422, f"{where} must be an integer seed, got {str(value)[:40]!r}")
+    if not 0 <= value <= MAX_SEED:
+        raise ClientError(422, f"{where}: seed {value} is outside 0…{MAX_SEED}")
+    return value
+
+
+def check_video(data: bytes, where: str, settings: ServeSettings, num_frames: int) -> np.ndarray:
+    """Decode an uploaded video (AVI, MP4, MKV, MOV, WEBM — what OpenCV's FFmpeg reads) into ``num_frames``
+    frames spread over the clip, uint8 (T, H, W, 3) RGB, after checking its declared length and frame size.
+
+    OpenCV reads from a path only, so the bytes go to a private temporary file, removed before returning. Blocking:
+    call it off the event loop.
+    """
+    from modelforge.data.formats.video import probe_video
+    from modelforge.tasks.video_classification import sample_clip_frames
+
+    fd, name = tempfile.mkstemp(prefix="modelforge-upload-", suffix=".video")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        try:
+            info = probe_video(name)
+            if info.frame_count > settings.max_video_frames:
+                raise ClientError(413, f"{where}: video has {info.frame_count} frames, over the "
+                                       f"{settings.max_video_frames} frame limit")
+            if info.width * info.height > settings.max_image_pixels:
+                raise ClientError(413, f"{where}: video frames are {info.width}×{info.height} pixels, over the "
+                                       f"{settings.max_image_pixels} pixel limit")
+            return sample_clip_frames(name, num_frames)
+        except DataError as exc:  # the message names the temporary file: say which input instead
+            reason = str(exc).partition(": ")[2] or "unreadable"
+            raise ClientError(422, f"{where} is not a readable video ({reason})") from None
+    finally:
+        os.unlink(name)
+
+
+def validate_item(kind: str | None, value: Any, where: str, settings: ServeSettings,
+                  spec: dict[str, Any] | None = None) -> Any:
+    """One JSON input (str, or int for seeds) or uploaded file (bytes) → what ``task.preprocess`` receives for this
+    input kind; ``spec`` is the task's ``input_spec()`` (a video's frame count comes from it)."""
+    if kind == "text":
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ClientError(422, f"{where} is not UTF-8 text") from None
+        return ServedText(check_text(value, where, settings.max_text_chars))  # never read as a file path
+    if kind == "seed":
+        return check_seed(value.decode("ascii", "replace") if isinstance(value, bytes) else value, where)
+    data = value if isinstance(value, bytes) else _b64(value, where)
+    if kind == "image":
+        return check_image(data, where, settings.max_image_pixels)
+    if kind == "audio":
+        return check_audio(data, where, settings.max_audio_seconds)
+    if kind == "video":
+        return check_video(data, where, settings, int((spec or {}).get("num_frames", 8)))
+    raise ClientError(422, f"this model takes {kind!r} inputs, which the server cannot read")
+
+
+async def read_inputs(request: Request, model: Any, settings: ServeSettings) -> list[Any]:
+    """The request's inputs, validated: a JSON ``{"inputs": [...]}`` body or a multipart upload. ``model`` is the
+    app's ``ServedModel`` (its input ``kind``, ``input_spec`` and whether it ``generates``)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ClientError(400, "request body is not valid JSON") from None
+        raw = body.get("inputs") if isinstance(body, dict) else None
+        if not isinstance(raw, list):
+            raise ClientError(422, 'JSON body must be an object with a list "inputs": {"inputs": [...]}')
+        values: list[Any] = raw
+    elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):  # the latter: text fields
+        values = await _multipart_values(request, settings)
+    else:
+        raise ClientError(415, f"content type {content_type or '(none)'!r} is not accepted; "
+                               "send application/json or multipart/form-data")
+    if not values:
+        raise ClientError(422, "no inputs given")
+    if len(values) > settings.max_inputs:
+        raise ClientError(413, f"{len(values)} inputs in one request, over the limit of {settings.max_inputs}")
+    if model.generates and len(values) > settings.max_prompts:
+        raise ClientError(413, f"{len(values)} prompts in one request, over the limit of {settings.max_prompts} "
+                               "for a generating model")
+    spec = model.input_spec
+    if model.kind == "video":  # decoding takes a while: keep the event loop free for other requests
+        return [await run_in_threadpool(validate_item, model.kind, value, f"inputs[{i}]", settings, spec)
+                for i, value in enumerate(values)]
+    return [validate_item(model.kind, value, f"inputs[{i}]", settings, spec) for i, value in enumerate(values)]
+
+
+async def _multipart_values(request: Request, settings: ServeSettings) -> list[Any]:
+    """Uploaded files (any field name) as bytes, plus ``text`` and ``seed`` form fields as str, in the order sent."""
+    from starlette.datastructures import UploadFile
+
+    try:
+        form = await request.form(max_files=settings.max_inputs, max_fields=settings.max_inputs,
+                                  max_part_size=settings.max_body_bytes)
+    except Exception as exc:  # python-multipart and starlette raise several types for malformed bodies
+        status = getattr(exc, "status_code", 400)
+        raise ClientError(status if 400 <= status < 500 else 400, f"malformed multipart body ({exc})") from None
+    values: list[Any] = []
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            values.append(await value.read())
+        elif key in ("text", "seed"):
+            values.append(value)
+    await form.close()
+    return values
