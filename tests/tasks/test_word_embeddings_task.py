@@ -158,6 +158,24 @@ def test_task_trains_evaluates_and_predicts_on_a_user_corpus(tmp_path):
     with pytest.raises(DataError, match="close words: queen"):
         task.preprocess(["queene"])
 
+    # ONNX: the word vectors as a lookup graph, the words in id order in the metadata
+    import json
+
+    import onnxruntime as ort
+
+    from modelforge.artifacts.export import export_onnx
+    from modelforge.artifacts.model_dir import save_artifact
+
+    save_artifact(tmp_path / "run" / "model", task.recipe, task, model)
+    exported = export_onnx(tmp_path / "run")
+    assert exported.files == [tmp_path / "run" / "model.embeddings.onnx"] and exported.max_abs_diff == 0
+    session = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    words = json.loads(session.get_modelmeta().custom_metadata_map["modelforge.vocabulary"])
+    ids = np.array([words.index("king"), words.index("queen")])
+    (vectors,) = session.run(None, {"word_ids": ids})
+    np.testing.assert_array_equal(vectors, model.vectors.detach().numpy()[[task.word_id("king"),
+                                                                          task.word_id("queen")]])
+
 
 def test_empty_corpus_is_a_one_line_data_error(tmp_path):
     from modelforge.tasks.word_embeddings import WordEmbeddings

@@ -27,6 +27,7 @@ from modelforge.serve.batching import BatchSettings
 from modelforge.tasks.base import ServedText
 
 IMAGE_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM"}
+INPUT_KINDS = ("text", "image", "audio", "video", "seed")  # the Task.input_kind values validate_item reads
 MAX_SEED = 2**63 - 1
 
 

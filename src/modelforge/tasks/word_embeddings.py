@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -29,6 +30,7 @@ from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import Splits, StepOutput, Task
+from modelforge.tasks.export_graphs import GraphSet, OnnxGraph, Verification
 from modelforge.tasks.word_pairs import Vocabulary, corpus_pairs, noise_distribution, segments
 from modelforge.tasks.word_relations import BUILTIN, for_corpus, read_relations, score_relations
 
@@ -227,6 +229,29 @@ class WordEmbeddings(Task):
         vectors = self._plain(model).vectors
         metrics.update(score_relations(vectors, self.vocab.index, self.relations(), self.data_cfg.eval_k))
         return metrics
+
+    # ---- export -----------------------------------------------------------------------------------------------
+    def export_graphs(self, model: nn.Module) -> GraphSet:
+        """The word vectors as ``model.embeddings.onnx``: ``word_ids`` (batch) → ``vectors`` (batch, dim), the input
+        embeddings word2vec keeps; the words, in id order, are in the ``modelforge.vocabulary`` metadata (JSON)."""
+        network = self._plain(model).eval()
+        lookup = network.in_vectors
+        axes = {"word_ids": {0: "batch"}, "vectors": {0: "batch"}}
+        example = torch.arange(min(3, len(self.vocab)), dtype=torch.long)
+
+        def verify(files: dict[str, Path]) -> Verification:
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(files["embeddings"]), providers=["CPUExecutionProvider"])
+            ids = torch.arange(len(self.vocab), dtype=torch.long)  # every word: the table is small
+            (actual,) = session.run(None, {"word_ids": ids.numpy()})
+            diff = float(np.abs(actual - lookup.weight.detach().numpy()).max())
+            if not diff <= 1e-6:
+                raise ArtifactError(f"ONNX word vectors differ from PyTorch's by {diff:.3g}")
+            return Verification(diff, [f"all {len(self.vocab)} word vectors equal PyTorch's"])
+
+        graph = OnnxGraph("embeddings", lookup, {"word_ids": example}, ["vectors"], axes)
+        return GraphSet([graph], {"modelforge.vocabulary": json.dumps(self.vocab.words)}, verify)
 
     # ---- neighbours and serving -------------------------------------------------------------------------------
     def _k(self) -> int:
