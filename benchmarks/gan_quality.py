@@ -61,10 +61,18 @@ def main() -> None:
         real = torch.from_numpy(load_mnist()["test_images"][: args.samples, None]).float() / 127.5 - 1
         peer = judge_scores(real, judge)
         histogram = np.bincount(judge_probabilities(fakes, judge).argmax(-1).numpy(), minlength=10)
+        raw = None
+        average = getattr(gan.model, "generator_ema", None)
+        if average is not None:  # the same latents through the trained generator: what the averaging adds
+            gan.model.generator_ema = None
+            raw = judge_scores(gan.task.generate(gan.model, args.samples, args.seed), judge)
+            gan.model.generator_ema = average
 
     print(f"gan run: {gan_dir}  judge: {judge_dir}  samples: {args.samples}  seed: {args.seed}")
     for key in ours:
         print(f"{key}: {ours[key]:.4f}  (real test digits: {peer[key]:.4f})")
+    if raw is not None:
+        print("without the weight average: " + ", ".join(f"{key}: {value:.4f}" for key, value in raw.items()))
     print(f"judged class histogram 0-9: {histogram.tolist()}")
     met = ours["judge_confident"] >= TARGET_CONFIDENT and ours["judge_classes_present"] >= TARGET_CLASSES
     print(f"target (≥ {TARGET_CONFIDENT:.0%} confident, all {TARGET_CLASSES} classes): {'met' if met else 'missed'}")

@@ -5,7 +5,7 @@ import torch
 
 from modelforge.core.errors import ConfigError
 from modelforge.core.registry import build
-from modelforge.models.gan import upsampling_plan
+from modelforge.models.gan import dcgan, upsampling_plan
 
 
 def test_parameter_counts_match_pytorchs_dcgan_example() -> None:
@@ -48,3 +48,24 @@ def test_weights_start_as_in_the_paper() -> None:
     assert abs(first.std().item() - 0.02) < 2e-4 and abs(first.mean().item()) < 2e-4
     bn = model.generator.net[2].weight
     assert abs(bn.mean().item() - 1) < 0.01 and bn.std().item() < 0.05
+
+
+def test_generator_weight_average_follows_the_generator_and_draws_the_samples():
+    from modelforge.tasks.image_generation import _sampler
+
+    model = dcgan(latent_dim=8, image_size=28, width=4, ema_decay=0.75)
+    assert _sampler(model) is model.generator_ema
+    assert not any(p.requires_grad for p in model.generator_ema.parameters())
+    before = {name: p.detach().clone() for name, p in model.generator_ema.named_parameters()}
+    with torch.no_grad():
+        for p in model.generator.parameters():
+            p.add_(1.0)
+    model.update_ema()
+    for name, p in model.generator_ema.named_parameters():
+        current = dict(model.generator.named_parameters())[name]
+        torch.testing.assert_close(p, 0.75 * before[name] + 0.25 * current)
+    plain = dcgan(latent_dim=8, image_size=28, width=4)
+    assert plain.generator_ema is None and _sampler(plain) is plain.generator
+    plain.update_ema()  # nothing to average: a no-op
+    with pytest.raises(ConfigError, match="ema_decay"):
+        dcgan(latent_dim=8, image_size=28, width=4, ema_decay=1.0)

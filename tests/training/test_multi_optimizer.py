@@ -91,8 +91,9 @@ def _state(trainer):
     return model, optimizers
 
 
-def test_killed_and_resumed_gan_run_equals_an_uninterrupted_one(tmp_path):
-    args = ["train.epochs=2", "train.max_steps=12", "train.checkpoint_every_steps=3"]
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])  # the generator's weight average is resumed too
+def test_killed_and_resumed_gan_run_equals_an_uninterrupted_one(tmp_path, ema_decay):
+    args = ["train.epochs=2", "train.max_steps=12", "train.checkpoint_every_steps=3", f"model.ema_decay={ema_decay}"]
     full, splits = _trainer(tmp_path / "full", args)
     full.fit(splits)
 
@@ -111,6 +112,7 @@ def test_killed_and_resumed_gan_run_equals_an_uninterrupted_one(tmp_path):
     assert [r["step"] for r in logged if r["event"] == "train"] == list(range(1, 13))
 
     (model_a, opt_a), (model_b, opt_b) = _state(full), _state(resumed)
+    assert any(name.startswith("generator_ema.") for name in model_a) == (ema_decay > 0)
     for name in model_a:
         assert torch.equal(model_a[name], model_b[name]), name
     for group in opt_a:

@@ -55,6 +55,12 @@ class GenerationDataConfig(StrictConfig):
     judge_confidence: float = Field(0.9, gt=0, le=1, description="a judged sample counts as confident at ≥ this")
 
 
+def _sampler(model: nn.Module) -> nn.Module:
+    """The network that draws samples: DCGAN's weight-averaged generator when it keeps one."""
+    sampler = getattr(model, "sampler", None)
+    return sampler if sampler is not None else model.generator
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Generator output in [-1, 1] → uint8 pixels."""
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -208,6 +214,8 @@ class ImageGeneration(Task):
         yield "discriminator", StepOutput(d_loss)
         logits = model.discriminator(fake)
         yield "generator", StepOutput(F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)))
+        if hasattr(model, "update_ema"):  # runs after the generator's optimiser step
+            model.update_ema()
 
     def batch_size_of(self, batch: Any) -> int:
         return len(batch[0])
@@ -220,7 +228,7 @@ class ImageGeneration(Task):
         latents = torch.randn(n, model.cfg.latent_dim, generator=generator)
         device = next(model.parameters()).device
         with torch.no_grad():
-            return torch.cat([model.generator(chunk.to(device)) for chunk in latents.split(256)])
+            return torch.cat([_sampler(model)(chunk.to(device)) for chunk in latents.split(256)])
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
@@ -259,7 +267,7 @@ class ImageGeneration(Task):
         """The generator alone (latents → images in [-1, 1]) as ``model.generator.onnx``: the discriminator only
         matters for training. Verified with onnxruntime at two batch sizes other than the traced one."""
         network = getattr(model, "module", model)
-        generator, latent_dim = network.generator.eval(), int(network.cfg.latent_dim)
+        generator, latent_dim = _sampler(network).eval(), int(network.cfg.latent_dim)
         axes = {"latent": {0: "batch"}, "images": {0: "batch"}}
         meta = {"latent_dim": latent_dim, "latent": "standard normal", "output_range": [-1.0, 1.0],
                 "image_size": self.state_dict_.get("image_size"), "channels": self.state_dict_.get("channels")}
@@ -307,7 +315,7 @@ class ImageGeneration(Task):
         latent_dim = model.cfg.latent_dim
         latents = torch.stack([torch.randn(latent_dim, generator=torch.Generator().manual_seed(int(seed)))
                                for seed in batch])
-        return model.generator(latents.to(next(model.parameters()).device)).cpu()
+        return _sampler(model)(latents.to(next(model.parameters()).device)).cpu()
 
     def postprocess(self, outputs: torch.Tensor) -> list[dict[str, Any]]:
         """Each image as a base64 PNG (``image_png``), as the segmentation and autoencoder tasks return theirs."""
