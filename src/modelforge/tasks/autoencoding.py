@@ -206,7 +206,7 @@ class Autoencoding(Task):
 
     # ---- serving ----------------------------------------------------------------------------------------------
     def _decode(self, item: Any) -> np.ndarray:
-        from PIL import Image
+        from modelforge.tasks.image_inputs import resized_from_bytes
 
         channels, size = self.state_dict_["channels"], self.state_dict_["image_size"]
         if isinstance(item, np.ndarray):
@@ -225,13 +225,7 @@ class Autoencoding(Task):
                 raise DataError("image input is neither a file path nor base64 image bytes") from None
         else:
             raise DataError(f"cannot read image input of type {type(item).__name__}: give a PNG/JPEG path or bytes")
-        try:
-            with Image.open(io.BytesIO(raw)) as img:
-                img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
-                array = np.asarray(img, dtype=np.uint8)
-        except OSError as exc:
-            raise DataError(f"input is not a readable image: {exc}") from None
-        return array[None] if channels == 1 else array.transpose(2, 0, 1)
+        return resized_from_bytes(raw, channels, size)
 
     def preprocess(self, inputs: list[Any]) -> torch.Tensor:
         return torch.from_numpy(np.stack([self._decode(item) for item in inputs])).float() / 255

@@ -249,9 +249,8 @@ class ImageClassification(Task):
 
     # ---- serving ----------------------------------------------------------------------------------------------
     def _decode(self, item: Any) -> np.ndarray:
-        from PIL import Image
-
         from modelforge.data.formats.image_folder import decode_image
+        from modelforge.tasks.image_inputs import resized_from_bytes
 
         channels, size = self.state_dict_["channels"], self.state_dict_["image_size"]
         if "resize" in self.state_dict_ and not isinstance(item, np.ndarray):
@@ -260,13 +259,7 @@ class ImageClassification(Task):
             return decode_image(Path(item), channels, size)
         if isinstance(item, (bytes, bytearray)) or (isinstance(item, str) and len(item) > 256):
             raw = base64.b64decode(item, validate=True) if isinstance(item, str) else bytes(item)
-            try:
-                with Image.open(io.BytesIO(raw)) as img:
-                    img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
-                    array = np.asarray(img, dtype=np.uint8)
-            except OSError as exc:
-                raise DataError(f"input is not a readable image: {exc}") from None
-            return array[None] if channels == 1 else array.transpose(2, 0, 1)
+            return resized_from_bytes(raw, channels, size)
         if isinstance(item, np.ndarray):
             return item.reshape(channels, size, size).astype(np.uint8)
         raise DataError(f"cannot read image input {str(item)[:80]!r}: give a PNG/JPEG path or image bytes")

@@ -1,4 +1,5 @@
-"""Raw image inputs of dense vision tasks (detection, segmentation) → arrays at their original size.
+"""Raw image inputs → arrays: at their original size for the dense vision tasks (detection, segmentation), or
+converted and resized for the fixed-size ones (``resized_from_bytes``).
 
 ``modelforge predict`` passes file paths; the server passes the (size-checked) uploaded bytes, or a base64 string
 from JSON. DICOM files (``.dcm``) are read with pydicom, so a segmentation model trained on scans predicts on scans.
@@ -68,6 +69,20 @@ def read_image_input(item: Any, mode: Literal["RGB", "L"] = "RGB") -> np.ndarray
             raise DataError(f"cannot read image input {item[:60]!r}: give an image path, bytes or base64") from None
         return _from_bytes(raw, mode)
     raise DataError(f"cannot read image input of type {type(item).__name__}: give an image path, bytes or base64")
+
+
+def resized_from_bytes(raw: bytes, channels: int, size: int) -> np.ndarray:
+    """Encoded image bytes → uint8 (channels, size, size), converted to grey or RGB and resized bilinearly: what
+    the fixed-size image tasks (classification, autoencoding) feed their networks."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+            array = np.asarray(img, dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"input is not a readable image: {exc}") from None
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
 def input_name(item: Any, index: int) -> str:
