@@ -1,5 +1,6 @@
-"""Both word-embedding recipes train a few steps on a slice of their real corpus through the CLI, write an artifact
-with its vocabulary, and answer `modelforge neighbors` (words, analogies, and one-line errors)."""
+"""The word-embedding recipes (skip-gram on both corpora, CBOW) train a few steps on a slice of their real corpus
+through the CLI, write an artifact with its vocabulary, and answer `modelforge neighbors` (words, analogies, and
+one-line errors); the CBOW run also exports its word vectors to ONNX."""
 
 import json
 
@@ -12,6 +13,7 @@ TINY = ["train.max_steps=3", "train.batch_size=256", "train.eval_batch_size=512"
 RECIPES = {
     "skipgram-shakespeare": ["data.limit=300000"],
     "skipgram-bible": ["data.bible_key=Gen 1-5", "data.min_count=2"],
+    "cbow-shakespeare": ["data.limit=300000"],
 }
 
 
@@ -30,7 +32,7 @@ def test_embedding_recipe_trains_through_cli_and_answers_neighbors(cli, train_cl
     task_state = json.loads((run_dir / "model" / "task.json").read_text())
     assert task_state["vocab_size"] == len(vocab) and vocab[0].split("\t")[0] == "the"
 
-    word = "king" if recipe == "skipgram-shakespeare" else "god"
+    word = "god" if recipe == "skipgram-bible" else "king"
     shown = cli("neighbors", str(run_dir), word, "--k", "4")
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.strip().splitlines()
@@ -41,6 +43,12 @@ def test_embedding_recipe_trains_through_cli_and_answers_neighbors(cli, train_cl
     out = modelforge.load(run_dir).predict([word.upper()])  # lower-cased like the corpus
     assert [n["word"] for n in out[0]["neighbors"][:4]] == [line.split("\t")[0] for line in lines[1:]]
 
+    if recipe == "cbow-shakespeare":  # trained on windows, served and exported from the same word vectors
+        data = json.loads((run_dir / "results.json").read_text())["summary"]["data"]
+        assert data["train_windows"] > 0 and data["val_windows"] > 0 and "train_pairs" not in data
+        exported = cli("export", str(run_dir), "--format", "onnx")
+        assert exported.returncode == 0, exported.stderr
+        assert (run_dir / "model.embeddings.onnx").is_file()
     if recipe == "skipgram-shakespeare":  # the CLI's analogy form and its errors, once
         analogy = cli("neighbors", str(run_dir), "--analogy", "man", "king", "woman", "--k", "3")
         assert analogy.returncode == 0 and analogy.stdout.startswith("man : king :: woman : ?")

@@ -1,5 +1,5 @@
-"""word2vec data policy (vocabulary, subsampling, dynamic windows, noise), relation scoring on hand-built vectors,
-and the word_embeddings task end to end in-process on a small user corpus."""
+"""word2vec data policy (vocabulary, subsampling, dynamic windows for skip-gram and CBOW, noise), relation scoring
+on hand-built vectors, and the word_embeddings task end to end in-process on a small user corpus (both objectives)."""
 
 from collections import Counter
 
@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from modelforge.core.errors import DataError
+from modelforge.core.errors import ConfigError, DataError
 from modelforge.core.registry import build
 from modelforge.tasks.word_pairs import (
     Vocabulary,
+    cbow_windows,
     corpus_pairs,
+    corpus_windows,
     keep_probabilities,
     noise_distribution,
     segments,
@@ -65,6 +67,52 @@ def test_dynamic_window_pairs_stay_in_segment_and_favour_near_words():
     assert np.allclose(share, np.array([4, 3, 2, 1]) / 10, atol=0.02)
     again = skipgram_pairs(ids, segment, window=4, rng=np.random.default_rng(1))
     assert np.array_equal(again[0], centres) and np.array_equal(again[1], contexts)  # seeded: resumable
+
+
+def test_cbow_windows_hold_every_word_within_the_drawn_radius_inside_the_segment():
+    n, window = 4000, 4
+    ids = np.arange(n) * 7  # ids differ from positions, so the test sees ids being gathered
+    segment = np.arange(n) // 100
+    contexts, mask, centres = cbow_windows(ids, segment, window, np.random.default_rng(1))
+    assert contexts.shape == mask.shape == (n, 2 * window) and mask.dtype == bool and centres.tolist() == ids.tolist()
+    offsets = np.array([-4, -3, -2, -1, 1, 2, 3, 4])
+    position = centres[:, None] // 7 + offsets
+    assert np.array_equal(contexts[mask], (position * 7)[mask])  # column j is the word at offsets[j]
+    assert np.all(contexts[~mask] == 0)  # padding
+    assert np.all(segment[position[mask]] == segment[(centres // 7).repeat(mask.sum(1))])  # never across segments
+    # the context is every word within one radius: symmetric away from segment edges, the radius uniform in 1..4
+    inner = (np.arange(n) % 100 >= window) & (np.arange(n) % 100 < 100 - window)
+    radius = np.abs(offsets * mask[inner]).max(1)
+    assert np.array_equal(mask[inner], np.abs(offsets) <= radius[:, None])
+    assert np.allclose(np.bincount(radius, minlength=5)[1:] / inner.sum(), 0.25, atol=0.03)
+    # at a segment's first word only right-hand words remain
+    first = np.arange(0, n, 100)
+    assert not mask[first, :window].any() and mask[first, window].all()
+    again = cbow_windows(ids, segment, window, np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(again, (contexts, mask, centres)))  # seeded: resumable
+
+
+def test_cbow_windows_drop_centres_without_context_and_pad_short_windows():
+    ids = np.array([10, 11, 12, 13, 14, 15])
+    segment = np.array([0, 0, 1, 2, 2, 3])  # 12 and 15 are alone in their segments
+    contexts, mask, centres = cbow_windows(ids, segment, 3, np.random.default_rng(0))
+    assert centres.tolist() == [10, 11, 13, 14]
+    assert [sorted(row[m].tolist()) for row, m in zip(contexts, mask)] == [[11], [10], [14], [13]]
+    assert mask.sum() == 4 and np.all(contexts[~mask] == 0)
+    empty = cbow_windows(ids[:0], segment[:0], 3, np.random.default_rng(0))
+    assert [a.shape for a in empty] == [(0, 6), (0, 6), (0,)]
+
+
+def test_corpus_windows_share_the_subsampled_stream_with_corpus_pairs():
+    vocab = Vocabulary.build(Counter({"a": 4, "b": 2, "c": 2}), min_count=1)
+    blocks = [["a", "x", "b", "c"], ["zz"], ["c"]]
+    contexts, mask, centres, kept = corpus_windows(blocks, vocab, 2, 0.0, np.random.default_rng(0))
+    assert kept == 4 and centres.tolist() == [0, 1, 2]  # "c" alone in its segment has no context
+    pair_centres, pair_contexts, pair_kept = corpus_pairs(blocks, vocab, 2, 0.0, np.random.default_rng(0))
+    assert pair_kept == kept  # the same stream, drawn the same way
+    # with the same radii, the windows hold exactly the skip-gram pairs
+    window_pairs = sorted((int(c), int(w)) for c, row, m in zip(centres, contexts, mask) for w in row[m])
+    assert window_pairs == sorted(zip(pair_centres.tolist(), pair_contexts.tolist()))
 
 
 def test_corpus_pairs_drop_unknown_words_and_noise_is_unigram_to_the_three_quarters():
@@ -127,10 +175,10 @@ def test_builtin_relation_file_has_enough_items_per_corpus(tmp_path):
         read_relations(str(bad))
 
 
-def _recipe(corpus, **data):
+def _recipe(corpus, name="skipgram-shakespeare", **data):
     from modelforge.tasks.recipes import load_recipe
 
-    return load_recipe("skipgram-shakespeare", [
+    return load_recipe(name, [
         "data.source=file", f"data.path={corpus}", "data.min_count=2", "data.window=2", "data.val_fraction=0.2",
         "model.dim=8", "train.batch_size=64", *[f"data.{k}={v}" for k, v in data.items()],
     ])
@@ -175,6 +223,53 @@ def test_task_trains_evaluates_and_predicts_on_a_user_corpus(tmp_path):
     (vectors,) = session.run(None, {"word_ids": ids})
     np.testing.assert_array_equal(vectors, model.vectors.detach().numpy()[[task.word_id("king"),
                                                                           task.word_id("queen")]])
+
+
+def test_cbow_task_trains_on_windows_evaluates_and_predicts(tmp_path):
+    from modelforge.tasks.word_embeddings import WordEmbeddings
+
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("the king and the queen walk in the garden\nthe man and the woman walk home\n\n" * 30)
+    relations = tmp_path / "rel.tsv"
+    relations.write_text("both\tpair\tking queen\nboth\tanalogy\tman king woman queen\n")
+    task = WordEmbeddings(_recipe(corpus, "cbow-shakespeare", relations=relations, subsample=0))
+    assert task.objective == "cbow"
+    splits = task.datasets()
+    assert splits.summary["train_windows"] == len(splits.train) > 0 and splits.summary["val_windows"] > 0
+    contexts, mask, centres = splits.train.tensors
+    assert contexts.shape == mask.shape == (len(centres), 4) and mask.any(1).all()
+    model = task.build_model()
+    torch.manual_seed(0)
+    batch = splits.train.get_batch(torch.arange(32))
+    loss = task.training_step(model, batch).loss
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    learned = model.in_vectors.weight.grad.abs().sum(1).nonzero().flatten().tolist()
+    assert learned == sorted(set(batch[0][batch[1]].tolist()))  # the context words' input vectors learn
+    torch.manual_seed(0)  # the padding is masked: other ids there change nothing
+    scrambled = task.training_step(model, (batch[0].masked_fill(~batch[1], 7), batch[1], batch[2])).loss
+    assert torch.equal(scrambled, loss) and not batch[1].all()
+    val = splits.val.get_batch(torch.arange(len(splits.val)))
+    assert len(val) == 4 and val[-1].shape == (len(splits.val), 5)  # fixed negatives
+    metrics = task.evaluate(model, [val])
+    assert metrics["relations_scored"] == 2 and metrics["loss"] > 0
+    result = task.postprocess(task.forward(model, task.preprocess(["queen"])))
+    assert len(result[0]["neighbors"]) == 9 and all(n["word"] != "queen" for n in result[0]["neighbors"])
+    assert [n["word"] for n in task.neighbors(model, "queen", k=9)] == [n["word"] for n in result[0]["neighbors"]]
+    assert len(task.analogy(model, "man", "king", "woman", k=2)) == 2
+
+
+def test_models_other_than_skipgram_and_cbow_are_a_one_line_config_error(tmp_path):
+    from modelforge.core.config import load_yaml
+    from modelforge.tasks.recipes import find_recipe, load_recipe
+    from modelforge.tasks.word_embeddings import WordEmbeddings
+
+    raw = load_yaml(find_recipe("skipgram-shakespeare"))
+    task = WordEmbeddings(load_recipe({**raw, "model": {"name": "mlp"}}))
+    with pytest.raises(ConfigError, match="skipgram or cbow, not 'mlp'") as caught:
+        task.build_model()
+    assert "\n" not in str(caught.value)
+    assert WordEmbeddings(load_recipe("skipgram-shakespeare")).objective == "skipgram"
 
 
 def test_empty_corpus_is_a_one_line_data_error(tmp_path):

@@ -1,11 +1,13 @@
-"""Word embeddings: word2vec skip-gram with negative sampling on Shakespeare, the English Bible or your .txt files.
+"""Word embeddings: word2vec skip-gram or CBOW with negative sampling on Shakespeare, the English Bible or .txt files.
 
 The corpus is cut into blank-line-separated segments (windows never cross one); its end is held out contiguously,
 ``val_fraction`` of the words then ``test_fraction``, as in language modelling. The vocabulary (words seen at least
-``min_count`` times in the training part) is saved in the artifact as ``vocab.tsv``. Training pairs come from
-``word_pairs`` (subsampling, dynamic windows) seeded with ``train.seed``; the negatives of each batch are drawn inside
-``training_step`` from the global torch RNG, which checkpoints capture, so a resumed run is exact. The held-out pairs
-get fixed negatives, so validation losses are comparable between evaluations.
+``min_count`` times in the training part) is saved in the artifact as ``vocab.tsv``. The model decides the
+objective (``WordEmbeddings.objective``): skip-gram models (``forward(center, context, negatives)``) train on (centre,
+context) pairs, CBOW models (``forward(context, center, negatives, context_mask)``) on a centre's whole padded
+window. Both come from ``word_pairs`` (subsampling, dynamic windows) seeded with ``train.seed``; the negatives of each
+batch are drawn inside ``training_step`` from the global torch RNG, which checkpoints capture, so a resumed run is
+exact. The held-out examples get fixed negatives, so validation losses are comparable between evaluations.
 
 Evaluation reports the held-out loss and the accuracy on a relation file (``word_relations``: related pairs within
 the top ``eval_k`` neighbours, 3CosAdd analogies). Prediction maps a word to its nearest neighbours.
@@ -16,7 +18,9 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import typing
 from collections import Counter
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -28,13 +32,16 @@ from torch import nn
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError
+from modelforge.core.registry import get
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import Splits, StepOutput, Task
 from modelforge.tasks.export_graphs import GraphSet, OnnxGraph, Verification
-from modelforge.tasks.word_pairs import Vocabulary, corpus_pairs, noise_distribution, segments
+from modelforge.tasks.word_pairs import Vocabulary, corpus_pairs, corpus_windows, noise_distribution, segments
 from modelforge.tasks.word_relations import BUILTIN, for_corpus, read_relations, score_relations
 
 VOCAB_FILE = "vocab.tsv"
+# The objective, by the first parameter of the network's forward: what the model predicts from.
+OBJECTIVES = {"center": "skipgram", "context": "cbow"}
 
 
 class EmbeddingDataConfig(StrictConfig):
@@ -49,17 +56,17 @@ class EmbeddingDataConfig(StrictConfig):
     max_vocab: Optional[int] = Field(None, ge=2, description="keep at most this many of the most frequent words")
     window: int = Field(5, ge=1, description="largest distance to a context word (each centre draws 1..window)")
     subsample: float = Field(1e-3, ge=0, description="word2vec's frequent-word subsampling threshold t (0: off)")
-    negatives: int = Field(5, ge=1, description="noise words per (centre, context) pair")
+    negatives: int = Field(5, ge=1, description="noise words per (centre, context) pair or CBOW window")
     noise_power: float = Field(0.75, ge=0, description="negatives are drawn from unigram counts ** this")
     val_fraction: float = Field(0.02, ge=0, lt=1, description="share of the words (after train) held out for val")
     test_fraction: float = Field(0.02, ge=0, lt=1, description="share of the words (the very end) held out for test")
-    eval_pairs: int = Field(20000, ge=1, description="held-out pairs evaluated (evenly spaced)")
+    eval_pairs: int = Field(20000, ge=1, description="held-out pairs (CBOW: windows) evaluated (evenly spaced)")
     relations: Optional[str] = Field(BUILTIN, description="relation file for accuracy ('builtin', a TSV, or null)")
     eval_k: int = Field(10, ge=1, description="a related word counts as found within this many nearest neighbours")
 
 
 class WordEmbeddings(Task):
-    """Learn word vectors (word2vec skip-gram, negative sampling) from Shakespeare, the Bible or .txt files."""
+    """Learn word vectors (word2vec skip-gram or CBOW, negative sampling) from Shakespeare, the Bible or .txt files."""
 
     name = "word_embeddings"
     DataConfig = EmbeddingDataConfig
@@ -120,30 +127,31 @@ class WordEmbeddings(Task):
         vocab = Vocabulary.build(counts, cfg.min_count, cfg.max_vocab)
         self._vocab = vocab
         rng = np.random.default_rng(self.recipe.train.seed)
-        centres, contexts, kept = corpus_pairs(parts["train"], vocab, cfg.window, cfg.subsample, rng)
-        if len(centres) == 0:
+        arrays, kept = self._examples(parts["train"], vocab, rng)
+        if len(arrays[0]) == 0:
             raise DataError("the training corpus gives no (word, context) pairs; give more text or lower min_count")
-        train = TensorDataset(torch.from_numpy(centres), torch.from_numpy(contexts))
+        train = TensorDataset(*map(torch.from_numpy, arrays))
         held = {split: self._held_out(parts[split], vocab, rng) for split in ("val", "test")}
         self.state_dict_ = {"vocab_size": len(vocab), "vocab": VOCAB_FILE, "lowercase": cfg.lowercase}
+        unit = "pairs" if self.objective == "skipgram" else "windows"
         summary = {
             "words": sum(len(b) for b in blocks), "train_words": sum(counts.values()), "vocab_size": len(vocab),
-            "train_tokens_after_subsampling": kept, "train_pairs": len(train),
-            **{f"{split}_pairs": len(data) if data else 0 for split, data in held.items()},
+            "train_tokens_after_subsampling": kept, f"train_{unit}": len(train),
+            **{f"{split}_{unit}": len(data) if data else 0 for split, data in held.items()},
         }
         return Splits(train=train, val=held["val"], test=held["test"], summary=summary)
 
     def _held_out(self, blocks: list[list[str]], vocab: Vocabulary, rng: np.random.Generator) -> TensorDataset | None:
-        """Up to ``eval_pairs`` evenly spaced pairs of held-out text, each with fixed negatives; None if none."""
+        """Up to ``eval_pairs`` evenly spaced examples of held-out text, each with fixed negatives; None if none."""
         cfg = self.data_cfg
-        centres, contexts, _ = corpus_pairs(blocks, vocab, cfg.window, cfg.subsample, rng)
-        if not len(centres):
+        arrays, _ = self._examples(blocks, vocab, rng)
+        count = len(arrays[0])
+        if not count:
             return None
-        pick = np.unique(np.linspace(0, len(centres) - 1, min(cfg.eval_pairs, len(centres))).round()).astype(np.int64)
+        pick = np.unique(np.linspace(0, count - 1, min(cfg.eval_pairs, count)).round()).astype(np.int64)
         noise = noise_distribution(np.asarray(vocab.counts), cfg.noise_power)
         negatives = rng.choice(len(vocab), size=(len(pick), cfg.negatives), p=noise).astype(np.int64)
-        return TensorDataset(torch.from_numpy(centres[pick]), torch.from_numpy(contexts[pick]),
-                             torch.from_numpy(negatives))
+        return TensorDataset(*(torch.from_numpy(a[pick]) for a in arrays), torch.from_numpy(negatives))
 
     # ---- vocabulary -------------------------------------------------------------------------------------------
     @property
@@ -176,13 +184,45 @@ class WordEmbeddings(Task):
     def derived_model_kwargs(self) -> dict[str, Any]:
         return {"vocab_size": self.state_dict_["vocab_size"]}
 
+    def _unsupported(self) -> ConfigError:
+        return ConfigError(f"word_embeddings trains word2vec models; model.name must be skipgram or cbow, not "
+                           f"{self.recipe.model.name!r}")
+
+    @cached_property
+    def objective(self) -> Literal["skipgram", "cbow"]:
+        """What the recipe's network learns from, read off its class (the builder's return annotation) before it is
+        built: ``skipgram`` when ``forward`` starts with ``center``, ``cbow`` when it starts with ``context``."""
+        network = typing.get_type_hints(get("model", self.recipe.model.name).builder).get("return")
+        if not isinstance(network, type) or not hasattr(network, "nearest"):
+            raise self._unsupported()
+        first = next((p for p in inspect.signature(network.forward).parameters if p != "self"), None)
+        if first not in OBJECTIVES:
+            raise self._unsupported()
+        return OBJECTIVES[first]
+
     def build_model(self) -> nn.Module:
-        model = super().build_model()
-        first = next(iter(inspect.signature(model.forward).parameters), None)
-        if not hasattr(model, "nearest") or first != "center":
-            raise ConfigError(f"word_embeddings trains skip-gram pairs; model.name must be skipgram, not "
-                              f"{self.recipe.model.name!r}")
-        return model
+        self.objective  # noqa: B018 -- raises the one-line ConfigError for a network that is not word2vec
+        return super().build_model()
+
+    # ---- the objective: the only place skip-gram and CBOW differ --------------------------------------------------
+    def _examples(self, blocks: list[list[str]], vocab: Vocabulary,
+                  rng: np.random.Generator) -> tuple[tuple[np.ndarray, ...], int]:
+        """The training examples of ``blocks`` as aligned arrays, and the tokens kept after subsampling: skip-gram
+        ``(centres, contexts)``, CBOW ``(contexts (n, 2·window), context mask, centres)``."""
+        cfg = self.data_cfg
+        if self.objective == "skipgram":
+            centres, contexts, kept = corpus_pairs(blocks, vocab, cfg.window, cfg.subsample, rng)
+            return (centres, contexts), kept
+        contexts, mask, centres, kept = corpus_windows(blocks, vocab, cfg.window, cfg.subsample, rng)
+        return (contexts, mask, centres), kept
+
+    def _logits(self, model: nn.Module, examples: tuple[torch.Tensor, ...], negatives: torch.Tensor) -> torch.Tensor:
+        """The model's (batch, 1 + negatives) scores for a batch of ``_examples``."""
+        if self.objective == "skipgram":
+            centres, contexts = examples
+            return model(centres, contexts, negatives)
+        contexts, mask, centres = examples
+        return model(contexts, centres, negatives, context_mask=mask)
 
     @staticmethod
     def _plain(model: nn.Module) -> nn.Module:
@@ -207,9 +247,9 @@ class WordEmbeddings(Task):
         return noise
 
     def training_step(self, model: nn.Module, batch: Any) -> StepOutput:
-        centres, contexts = batch
-        draws = torch.multinomial(self._noise(centres.device), len(centres) * self.data_cfg.negatives, True)
-        return StepOutput(self._loss(model(centres, contexts, draws.view(len(centres), -1))))
+        size, device = len(batch[0]), batch[0].device
+        draws = torch.multinomial(self._noise(device), size * self.data_cfg.negatives, True)
+        return StepOutput(self._loss(self._logits(model, tuple(batch), draws.view(size, -1))))
 
     def relations(self) -> list:
         if self._relations is None:
@@ -222,9 +262,9 @@ class WordEmbeddings(Task):
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
         total, count = 0.0, 0
-        for centres, contexts, negatives in loader:
-            total += float(self._loss(model(centres, contexts, negatives), reduction="sum"))
-            count += len(centres)
+        for *examples, negatives in loader:
+            total += float(self._loss(self._logits(model, tuple(examples), negatives), reduction="sum"))
+            count += len(negatives)
         metrics: dict[str, Any] = {"loss": total / count} if count else {}
         vectors = self._plain(model).vectors
         metrics.update(score_relations(vectors, self.vocab.index, self.relations(), self.data_cfg.eval_k))

@@ -8,8 +8,10 @@ Choices follow word2vec.c (Mikolov et al. 2013): words below ``min_count`` are d
 an unknown token); subsampling removes a word with the probability of word2vec.c's formula *before* windows are
 formed, so windows reach past removed words; each centre word draws a window radius uniformly from 1..window, so
 near words are paired more often than far ones; negatives come from the unigram distribution raised to 0.75.
-Unlike word2vec.c, the subsampled stream and the radii are drawn once per run rather than once per epoch: the pairs
-then form one fixed in-memory tensor that the Trainer shuffles each epoch.
+Skip-gram pairs the centre with each context word (``skipgram_pairs``); CBOW keeps a centre's whole window as one
+example (``cbow_windows``), whose mean input vector predicts the centre. Unlike word2vec.c, the subsampled stream
+and the radii are drawn once per run rather than once per epoch: the examples then form one fixed in-memory tensor
+that the Trainer shuffles each epoch.
 """
 
 from __future__ import annotations
@@ -114,21 +116,57 @@ def skipgram_pairs(ids: np.ndarray, segment: np.ndarray, window: int,
     return np.concatenate(centres), np.concatenate(contexts)
 
 
+def cbow_windows(ids: np.ndarray, segment: np.ndarray, window: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CBOW examples with dynamic windows: ``(contexts (n, 2·window), mask (n, 2·window), centres (n,))``.
+
+    Centre ``i`` draws a radius r in 1..window (as in ``skipgram_pairs``); its context is every word at distance
+    ≤ r in the same segment. Column j holds the word at offset ``-window … -1, 1 … window`` (j-th of those) from the
+    centre, or id 0 where ``mask`` is False (outside the radius, the stream or the segment). Centres without any
+    context word (a one-word segment) are dropped. Rows are in stream order of the centre.
+    """
+    n = len(ids)
+    radius = rng.integers(1, window + 1, size=n)
+    offsets = np.concatenate([np.arange(-window, 0), np.arange(1, window + 1)])
+    position = np.arange(n)[:, None] + offsets  # (n, 2·window) stream positions of the context slots
+    inside = (position >= 0) & (position < n)
+    position = np.clip(position, 0, max(n - 1, 0))  # out-of-stream slots read a real word, then get masked
+    mask = inside & (segment[position] == segment[:, None]) & (np.abs(offsets) <= radius[:, None])
+    contexts = np.where(mask, ids[position], 0).astype(np.int64)
+    keep = mask.any(axis=1)
+    return contexts[keep], mask[keep], ids[keep].astype(np.int64)
+
+
 def noise_distribution(counts: np.ndarray, power: float = 0.75) -> np.ndarray:
     """Negative-sampling probabilities: unigram counts ** power, normalised."""
     weights = np.asarray(counts, dtype=np.float64) ** power
     return weights / weights.sum()
 
 
-def corpus_pairs(words_by_segment: list[list[str]], vocab: Vocabulary, window: int, threshold: float,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
-    """Encode, subsample and pair a list of segments: (centres, contexts, tokens kept after subsampling)."""
+def subsampled_stream(words_by_segment: list[list[str]], vocab: Vocabulary, threshold: float,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Encode a list of segments and subsample it: the kept ids and the segment number of each (both in order)."""
     encoded = [vocab.encode(words) for words in words_by_segment]
     encoded = [e for e in encoded if len(e)]
     if not encoded:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     ids = np.concatenate(encoded)
     segment = np.repeat(np.arange(len(encoded)), [len(e) for e in encoded])
     mask = subsample(ids, keep_probabilities(np.asarray(vocab.counts, dtype=np.float64), threshold), rng)
-    centres, contexts = skipgram_pairs(ids[mask], segment[mask], window, rng)
-    return centres, contexts, int(mask.sum())
+    return ids[mask], segment[mask]
+
+
+def corpus_pairs(words_by_segment: list[list[str]], vocab: Vocabulary, window: int, threshold: float,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    """Encode, subsample and pair a list of segments: (centres, contexts, tokens kept after subsampling)."""
+    ids, segment = subsampled_stream(words_by_segment, vocab, threshold, rng)
+    centres, contexts = skipgram_pairs(ids, segment, window, rng)
+    return centres, contexts, len(ids)
+
+
+def corpus_windows(words_by_segment: list[list[str]], vocab: Vocabulary, window: int, threshold: float,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Encode, subsample and cut CBOW windows from a list of segments: (contexts, mask, centres, tokens kept)."""
+    ids, segment = subsampled_stream(words_by_segment, vocab, threshold, rng)
+    contexts, mask, centres = cbow_windows(ids, segment, window, rng)
+    return contexts, mask, centres, len(ids)
