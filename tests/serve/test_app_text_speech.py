@@ -1,7 +1,7 @@
 """The HTTP API for the text and speech tasks: text classification (text in JSON or a form field), language
 modeling (prompt → generated text, with the token and prompt caps), speech recognition and audio classification
-(base64 WAV or a multipart upload), with every limit answered by a 4xx JSON error; and the web page for them, in a
-real browser where Chromium is installed.
+(base64 WAV or a multipart upload), word vectors (word → nearest words), with every limit answered by a 4xx JSON
+error; and the web page for them, in a real browser where Chromium is installed.
 
 The artifacts hold seeded, untrained weights: the API is under test, not the models.
 """
@@ -70,6 +70,15 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     recipe = load_recipe("keyword-spotting", [*SPEECH, "model.channels=[8,8]", "model.strides=[1,2]"])
     task = get_task(recipe.task)(recipe, state={"labels": ["lights on", "stop", "play music"], "n_features": 16})
     built["kws"] = _save(root / "kws", recipe, task)
+
+    corpus = root / "corpus.txt"
+    corpus.write_text(" ".join(rng.choice(WORDS, 400)) + "\n")
+    recipe = load_recipe("cbow-shakespeare", ["data.source=file", f"data.path={corpus}", "data.min_count=2",
+                                              "data.window=2", "data.val_fraction=0.1", "data.test_fraction=0.1",
+                                              "data.relations=null", "model.dim=8", "serve.k=4"])
+    task = get_task(recipe.task)(recipe)
+    task.datasets()
+    built["words"] = _save(root / "words", recipe, task)
     return built
 
 
@@ -116,7 +125,7 @@ def test_models_describe_text_and_audio_inputs(client):
     models = {m["name"]: m for m in client.get("/models").json()["models"]}
     assert {name: m["task"] for name, m in models.items()} == {
         "sentiment": "text_classification", "poet": "language_modeling", "asr": "speech_recognition",
-        "kws": "audio_classification"}
+        "kws": "audio_classification", "words": "word_embeddings"}
     assert models["sentiment"]["input"] == {"kind": "text"} and models["sentiment"]["labels"] == ["fresh", "rotten"]
     assert models["poet"]["generation"]["max_new_tokens"] == 6 and models["poet"]["generation"]["seed"] == 0
     assert "generation" not in models["sentiment"]
@@ -202,6 +211,15 @@ def test_audio_limits_and_bad_audio_are_4xx(client):
                  415, "application/json or multipart/form-data")
 
 
+def test_word_vectors_answer_with_nearest_words(client):
+    response = client.post("/models/words/predict", json={"inputs": ["Film", "cast"]})
+    assert response.status_code == 200, response.text
+    film, cast = response.json()["predictions"]
+    assert len(film["neighbors"]) == 4 and "film" not in [n["word"] for n in film["neighbors"]]
+    assert all(n["word"] in WORDS and -1 <= n["similarity"] <= 1 for n in film["neighbors"] + cast["neighbors"])
+    assert_error(client.post("/models/words/predict", json={"inputs": ["filmz"]}), 422, "not in the vocabulary")
+
+
 # ---- the web page -----------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_CHROMIUM)
 def test_page_classifies_and_explains_text_generates_and_transcribes_an_upload(runs, tmp_path):
@@ -224,6 +242,17 @@ def test_page_classifies_and_explains_text_generates_and_transcribes_an_upload(r
         assert spans.count() == len(tokens) > 0
         assert [spans.nth(i).text_content() for i in range(spans.count())] == [t["token"] for t in tokens]
         assert page.is_hidden("#heatmap")
+
+        page.select_option("#model", "words")  # nearest words as ranked rows with their cosine similarity
+        page.fill("#text", "film")
+        with page.expect_response("**/models/words/predict") as answered:
+            page.click("#predict-text")
+        neighbors = answered.value.json()["predictions"][0]["neighbors"]
+        page.wait_for_selector("#predictions tr")
+        rows = page.locator("#predictions tr")
+        assert rows.count() == len(neighbors) == 4 and page.is_hidden("#raw")
+        assert rows.nth(0).locator("td").nth(0).text_content() == neighbors[0]["word"]
+        assert rows.nth(0).locator("td").nth(2).text_content() == f"{neighbors[0]['similarity']:.3f}"
 
         page.select_option("#model", "poet")
         assert page.text_content("#predict-text") == "Generate"

@@ -215,38 +215,52 @@ function drawBoxes(boxes) {
   picture.src = state.lastPicture;
 }
 
+// Ranked rows to draw as bars: a classifier's top labels (probabilities) or a word model's neighbours (cosine)
+function rankedRows(prediction) {
+  if (!prediction) return null;
+  if (Array.isArray(prediction.top)) {
+    return prediction.top.map((e) => ({ name: e.label, share: e.probability,
+                                        value: (100 * e.probability).toFixed(1) + "%" }));
+  }
+  if (Array.isArray(prediction.neighbors)) {
+    return prediction.neighbors.map((n) => ({ name: n.word, share: Math.max(0, n.similarity),
+                                              value: n.similarity.toFixed(3) }));
+  }
+  return null;
+}
+
 function showPrediction(prediction, model) {
   clearResult(model);
   const rows = $("predictions").querySelector("tbody");
   rows.innerHTML = "";
-  const top = prediction && prediction.top;
+  const ranked = rankedRows(prediction);
   // generated text (prompt + continuation) and transcripts are shown as text, anything else as JSON
-  const text = prediction && !top && typeof prediction.text === "string" ? prediction.text : null;
+  const text = prediction && !ranked && typeof prediction.text === "string" ? prediction.text : null;
   $("output-text").hidden = text === null;
   $("output-text").textContent = text === null ? "" : text;
-  $("raw").hidden = Boolean(top) || text !== null;
+  $("raw").hidden = Boolean(ranked) || text !== null;
   const pictures = pictureFields(prediction);
   for (const key of pictures) addPicture(prediction[key], key.replace(/_png$/, "").replace(/_/g, " "));
   if (prediction && Array.isArray(prediction.boxes) && state.lastPicture) drawBoxes(prediction.boxes);
   $("label").textContent = prediction && prediction.label !== undefined ? prediction.label : "";
   $("label").hidden = !$("label").textContent;
-  if (!top) {  // the rest as JSON, without the pictures' base64 (shown above)
+  if (!ranked) {  // the rest as JSON, without the pictures' base64 (shown above)
     const rest = Object.assign({}, prediction);
     for (const key of pictures) rest[key] = "(picture shown)";
     $("raw").textContent = JSON.stringify(rest, null, 2);
     return;
   }
-  for (const entry of top) {
+  for (const entry of ranked) {
     const row = rows.insertRow();
-    row.insertCell().textContent = entry.label;
+    row.insertCell().textContent = entry.name;
     row.cells[0].className = "name";
     const bar = document.createElement("div");
     bar.className = "bar";
-    bar.style.width = (100 * entry.probability).toFixed(1) + "%";
+    bar.style.width = (100 * entry.share).toFixed(1) + "%";
     row.insertCell().appendChild(bar);
-    const pct = row.insertCell();
-    pct.className = "pct";
-    pct.textContent = (100 * entry.probability).toFixed(1) + "%";
+    const value = row.insertCell();
+    value.className = "pct";
+    value.textContent = entry.value;
   }
 }
 
