@@ -229,13 +229,17 @@ function rankedRows(prediction) {
   return null;
 }
 
+const TEXT_FIELDS = ["text", "translation", "summary"];
+
 function showPrediction(prediction, model) {
   clearResult(model);
   const rows = $("predictions").querySelector("tbody");
   rows.innerHTML = "";
   const ranked = rankedRows(prediction);
-  // generated text (prompt + continuation) and transcripts are shown as text, anything else as JSON
-  const text = prediction && !ranked && typeof prediction.text === "string" ? prediction.text : null;
+  // generated text (prompt + continuation), transcripts, translations and summaries are shown as text, the rest
+  // as JSON
+  const textField = prediction && !ranked && TEXT_FIELDS.find((key) => typeof prediction[key] === "string");
+  const text = textField ? prediction[textField] : null;
   $("output-text").hidden = text === null;
   $("output-text").textContent = text === null ? "" : text;
   $("raw").hidden = Boolean(ranked) || text !== null;
