@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_corpora import parallel_pairs
 
 from modelforge.artifacts.export import TOLERANCE, export_onnx
 from modelforge.artifacts.model_dir import load_artifact
@@ -32,15 +33,6 @@ MODELS = {
 TEXTS = ["the red house and the blue sky", "a green tree", "the small cat number 7 and the big dog"]
 
 
-def _tsv(path):
-    words = ["red house", "blue sky", "big dog", "small cat", "green tree"]
-    spanish = ["casa roja", "cielo azul", "perro grande", "gato pequeño", "árbol verde"]
-    lines = [f"the {words[i % 5]} and the {words[(i + 2) % 5]} number {i}\tel {spanish[i % 5]} y el "
-             f"{spanish[(i + 2) % 5]} número {i}" for i in range(48)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 _RUNS: dict[str, object] = {}
 
 
@@ -52,7 +44,8 @@ def _trained(family, tmp_path_factory):
         task, overrides = MODELS[family]
         root = tmp_path_factory.mktemp(family)
         recipe = "bbc-headline" if task == "summarization" else "seq2seq-attention"
-        settings = {**TINY, **overrides, "data.path": str(_tsv(root / "pairs.tsv")), "train.output_dir": str(root)}
+        pairs = parallel_pairs(root / "pairs.tsv", 48)
+        settings = {**TINY, **overrides, "data.path": str(pairs), "train.output_dir": str(root)}
         train(recipe, [f"{k}={'null' if v is None else v}" for k, v in settings.items()], run_dir=root / "run")
         _RUNS[family] = root / "run"
     return _RUNS[family]

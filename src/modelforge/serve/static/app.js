@@ -58,6 +58,8 @@ function selectModel() {
   $("text-input").hidden = kind !== "text";
   $("seed-input").hidden = kind !== "seed";
   $("file-input").hidden = !["image", "audio", "video"].includes(kind);
+  // forget the previous model's file: choosing the same file again for this model must fire "change"
+  $("file").value = "";
   $("file").accept = { audio: ".wav,audio/wav", video: "video/*,.avi,.mkv,.mp4,.mov,.webm" }[kind] || "image/*";
   $("file-title").textContent = { audio: "Upload a WAV recording", video: "Upload a video clip" }[kind] ||
     "Or upload an image";
