@@ -73,9 +73,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     predictor = load(args.run)
     results = predictor.predict(list(args.inputs))
-    save = getattr(predictor.task, "save_prediction", None)  # dense tasks draw their prediction on the picture
-    if save is not None:
-        results = [save(i, r, args.output, n) for n, (i, r) in enumerate(zip(args.inputs, results))]
+    # pictures become files: dense tasks draw on the input picture, others write their *_png fields
+    save = predictor.task.save_prediction
+    results = [save(i, r, args.output, n) for n, (i, r) in enumerate(zip(args.inputs, results))]
     _print_json([{"input": i, **r} if isinstance(r, dict) else {"input": i, "output": r}
                  for i, r in zip(args.inputs, results)])
     return 0
@@ -274,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict with a trained run: modelforge predict RUN INPUT...")
     p.add_argument("run")
     p.add_argument("inputs", nargs="+", help="inputs (image paths for image tasks, text for text tasks)")
-    p.add_argument("--output", help="detection/segmentation: folder for the annotated pictures (default: beside "
-                                    "each input, as NAME.pred.png)")
+    p.add_argument("--output", help="folder for predicted pictures (detections, masks, reconstructions, generated "
+                                    "images; default: beside each input file, else RUN/predictions)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("recipes", help="list built-in recipes, or `recipes show NAME` for one with all defaults")

@@ -74,3 +74,14 @@ def test_autoencoder_recipes_train_through_cli(tmp_path, capsys, recipe, extra):
     metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
     assert 0 < metrics["test_pca_psnr"] < 100 and -1 <= metrics["test_ssim"] <= 1
     assert (run_dir / "plots" / "sample_predictions.png").stat().st_size > 1000
+
+    # predict on an image file: the reconstruction is written beside it as a PNG, its path printed
+    from PIL import Image
+
+    digit = tmp_path / "digit.png"
+    Image.fromarray((np.arange(28 * 28).reshape(28, 28) % 256).astype(np.uint8)).save(digit)
+    assert main(["predict", str(run_dir), str(digit)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed[0]["reconstruction"] == str(tmp_path / "digit.reconstruction.png")
+    with Image.open(tmp_path / "digit.reconstruction.png") as img:
+        assert img.size == (28, 28)

@@ -37,6 +37,14 @@ def test_tiny_dcgan_trains_through_the_cli_and_samples_a_png_grid(cli, tmp_path)
     other, _ = sample(run_dir, 10, seed=6, output=tmp_path / "other.png")
     assert not np.array_equal(np.asarray(Image.open(other)), pixels)
 
+    # `modelforge predict RUN SEED...` writes each seed's image under RUN/predictions instead of printing base64
+    predicted = cli("predict", str(run_dir), "5", "6")
+    assert predicted.returncode == 0, predicted.stderr
+    assert "image_png" not in predicted.stdout and "5.image.png" in predicted.stdout
+    with Image.open(run_dir / "predictions" / "5.image.png") as img:
+        assert img.size == (28, 28)
+    assert (run_dir / "predictions" / "6.image.png").is_file()
+
     # predict: one image per integer seed, the same seed giving the same image; a file name is refused
     predictor = modelforge.load(run_dir)
     first, same, other_seed = predictor.predict([3, "3", 4])
