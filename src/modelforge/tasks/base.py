@@ -169,8 +169,9 @@ class Task:
             del saved[key]
         return saved
 
-    # How the HTTP server reads this task's inputs: "image" and "audio" items reach ``preprocess`` as the (already
-    # size-checked) file bytes, "text" items as str. None: the task is not served over HTTP.
+    # How the HTTP server reads this task's inputs (serve/inputs.py): "image" and "audio" items reach ``preprocess``
+    # as the (already size-checked) file bytes, "text" items as ServedText, "video" items as decoded uint8 frames
+    # (T, H, W, 3), "seed" items as ints. None: the task is not served over HTTP.
     input_kind: ClassVar[str | None] = None
 
     def input_spec(self) -> dict[str, Any]:
