@@ -32,6 +32,14 @@ class Splits:
     test: Dataset | None = None
     summary: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, tuple[torch.Tensor, ...]], summary: dict[str, Any]) -> Splits:
+        """In-memory splits: ``tensors`` maps "train" (and optionally "val", "test") to aligned tensors."""
+        from modelforge.data.tensors import TensorDataset
+
+        held = {name: TensorDataset(*tensors[name]) for name in ("val", "test") if name in tensors}
+        return cls(TensorDataset(*tensors["train"]), held.get("val"), held.get("test"), summary)
+
 
 class ServedText(str):
     """A text input that came over the network: tasks treat it as text, never as a path to read (a task may read

@@ -115,12 +115,7 @@ class ImageClassification(Task):
             self._use_imagenet_statistics()
         summary = {f"{k}_size": len(v[0]) for k, v in tensors.items()}
         summary.update(classes=len(classes), image_shape=list(train_x.shape[1:]))
-        return Splits(
-            train=TensorDataset(*tensors["train"]),
-            val=TensorDataset(*tensors["val"]) if "val" in tensors else None,
-            test=TensorDataset(*tensors["test"]) if "test" in tensors else None,
-            summary=summary,
-        )
+        return Splits.from_tensors(tensors, summary)
 
     def _to_tensors(self, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.ascontiguousarray(images))

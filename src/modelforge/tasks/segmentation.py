@@ -21,7 +21,6 @@ from torch import nn
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
-from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.segmentation_metrics import confusion_matrix, segmentation_scores
 
@@ -200,12 +199,7 @@ class Segmentation(Task):
         fractions = np.bincount(train_y.flatten().numpy(), minlength=len(names)) / train_y.numel()
         summary.update(classes=names, image_shape=list(train_x.shape[1:]), skipped=self._skipped,
                        train_class_fractions={n: round(float(f), 4) for n, f in zip(names, fractions, strict=True)})
-        return Splits(
-            train=TensorDataset(*tensors["train"]),
-            val=TensorDataset(*tensors["val"]) if "val" in tensors else None,
-            test=TensorDataset(*tensors["test"]) if "test" in tensors else None,
-            summary=summary,
-        )
+        return Splits.from_tensors(tensors, summary)
 
     # ---- model ------------------------------------------------------------------------------------------------
     @property

@@ -23,7 +23,6 @@ from torch import nn
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
 from modelforge.data.splits import holdout_split
-from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.metrics import classification_metrics, ranked_labels
 
@@ -204,12 +203,7 @@ class VideoClassification(Task):
         }
         summary: dict[str, Any] = {f"{k}_size": len(v[0]) for k, v in tensors.items()}
         summary.update(classes=len(classes), clip_shape=list(train_x.shape[1:]), skipped=len(self._skipped))
-        return Splits(
-            train=TensorDataset(*tensors["train"]),
-            val=TensorDataset(*tensors["val"]) if "val" in tensors else None,
-            test=TensorDataset(*tensors["test"]) if "test" in tensors else None,
-            summary=summary,
-        )
+        return Splits.from_tensors(tensors, summary)
 
     # ---- model ------------------------------------------------------------------------------------------------
     @property
