@@ -279,3 +279,26 @@ def test_empty_corpus_is_a_one_line_data_error(tmp_path):
     corpus.write_text("123 456 --- 789\n")
     with pytest.raises(DataError, match="no words"):
         WordEmbeddings(_recipe(corpus)).datasets()
+
+
+def test_report_samples_show_relation_items_or_neighbours(tmp_path):
+    from modelforge.tasks.word_embeddings import WordEmbeddings
+
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("the king and the queen walk in the garden\nthe man and the woman walk home\n\n" * 30)
+    relations = tmp_path / "rel.tsv"
+    relations.write_text("both\tpair\tking queen\nboth\tanalogy\tman king woman queen\nboth\tpair\tking unicorn\n")
+    task = WordEmbeddings(_recipe(corpus, relations=relations))
+    splits = task.datasets()
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    view = task.report_samples(model, splits, 8)
+    # the unicorn item is not in the vocabulary: not scored, not shown
+    assert "king – queen" in view.html and "man : king :: woman : ?" in view.html and "unicorn" not in view.html
+    assert view.note.endswith("over the 2 scored relation items") and " of 2 found within the top 10" in view.note
+    assert view.html.count('class="right"') + view.html.count('class="wrong"') == 2
+
+    plain = WordEmbeddings(_recipe(corpus, relations="null"))
+    plain.datasets()
+    view = plain.report_samples(plain.build_model().eval(), splits, 3)
+    assert "no relation file" in view.note and view.html.count("<tr>") == 4  # header + 3 words

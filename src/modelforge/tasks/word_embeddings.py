@@ -34,7 +34,7 @@ from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError
 from modelforge.core.registry import get
 from modelforge.data.tensors import TensorDataset
-from modelforge.tasks.base import Splits, StepOutput, Task
+from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.export_graphs import GraphSet, OnnxGraph, Verification
 from modelforge.tasks.word_pairs import Vocabulary, corpus_pairs, corpus_windows, noise_distribution, segments
 from modelforge.tasks.word_relations import BUILTIN, for_corpus, read_relations, score_relations
@@ -292,6 +292,40 @@ class WordEmbeddings(Task):
 
         graph = OnnxGraph("embeddings", lookup, {"word_ids": example}, ["vectors"], axes)
         return GraphSet([graph], {"modelforge.vocabulary": json.dumps(self.vocab.words)}, verify)
+
+    # ---- report -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:
+        """Relation items (evenly spread over the scored ones) with the model's nearest words, marked found or
+        missed as the relation accuracy counts them; without a relation file, the neighbours of a few words."""
+        from modelforge.report import samples  # rendering helpers only
+
+        k, index = self.data_cfg.eval_k, self.vocab.index
+        known = [r for r in self.relations() if all(w in index for w in r.words)]
+        if not known:
+            ranks = samples.spread(min(len(self.vocab), 1000) - 20, count)  # skip the 20 most frequent words
+            words = [self.vocab.words[20 + i] for i in ranks] if len(self.vocab) > 40 else self.vocab.words[:count]
+            rows = [(w, ", ".join(n["word"] for n in self.neighbors(model, w, 5))) for w in words]
+            return ReportSamples(html=samples.table(["word", "nearest words"], rows),
+                                 note="no relation file scored: the neighbours of words spread over the vocabulary")
+        rows, found = [], []
+        for item in (known[i] for i in samples.spread(len(known), count)):
+            if item.kind == "pair":
+                a, b = item.words
+                near_a = [n["word"] for n in self.neighbors(model, a, k)]
+                near_b = [n["word"] for n in self.neighbors(model, b, k)]
+                found.append(b in near_a or a in near_b)
+                rows.append((f"{a} – {b}", ", ".join(near_a[:5]), b))
+            else:
+                a, b, c, d = item.words
+                answers = [n["word"] for n in self.analogy(model, a, b, c, k)]
+                found.append(d in answers)
+                rows.append((f"{a} : {b} :: {c} : ?", ", ".join(answers[:5]), d))
+        return ReportSamples(
+            html=samples.table(["relation", "nearest (top 5)", "expected"], rows, found),
+            note=f"{sum(found)} of {len(found)} found within the top {k}; evenly spread over the {len(known)} scored "
+                 "relation items",
+        )
 
     # ---- neighbours and serving -------------------------------------------------------------------------------
     def _k(self) -> int:
