@@ -69,3 +69,18 @@ def test_generator_weight_average_follows_the_generator_and_draws_the_samples():
     plain.update_ema()  # nothing to average: a no-op
     with pytest.raises(ConfigError, match="ema_decay"):
         dcgan(latent_dim=8, image_size=28, width=4, ema_decay=1.0)
+
+
+def test_spectral_norm_replaces_the_discriminators_batchnorm():
+    model = dcgan(latent_dim=8, image_size=28, width=4, spectral_norm=True)
+    convs = [m for m in model.discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in convs)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.discriminator.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.generator.modules())  # the generator keeps it
+    model.train()
+    for _ in range(20):  # power iteration: the first layer's largest singular value goes to 1
+        model.discriminator(torch.randn(4, 1, 28, 28))
+    weight = convs[0].weight.detach().reshape(convs[0].weight.shape[0], -1)
+    assert abs(float(torch.linalg.matrix_norm(weight, ord=2)) - 1.0) < 0.05
+    images, logits = model(torch.randn(3, 8))
+    assert images.shape == (3, 1, 28, 28) and logits.shape == (3,)

@@ -91,9 +91,11 @@ def _state(trainer):
     return model, optimizers
 
 
-@pytest.mark.parametrize("ema_decay", [0.0, 0.9])  # the generator's weight average is resumed too
-def test_killed_and_resumed_gan_run_equals_an_uninterrupted_one(tmp_path, ema_decay):
-    args = ["train.epochs=2", "train.max_steps=12", "train.checkpoint_every_steps=3", f"model.ema_decay={ema_decay}"]
+# the generator's weight average and the spectral norm's power-iteration vectors are resumed too
+@pytest.mark.parametrize(("ema_decay", "spectral_norm"), [(0.0, False), (0.9, True)])
+def test_killed_and_resumed_gan_run_equals_an_uninterrupted_one(tmp_path, ema_decay, spectral_norm):
+    args = ["train.epochs=2", "train.max_steps=12", "train.checkpoint_every_steps=3", f"model.ema_decay={ema_decay}",
+            f"model.spectral_norm={spectral_norm}"]
     full, splits = _trainer(tmp_path / "full", args)
     full.fit(splits)
 
@@ -113,6 +115,7 @@ def test_killed_and_resumed_gan_run_equals_an_uninterrupted_one(tmp_path, ema_de
 
     (model_a, opt_a), (model_b, opt_b) = _state(full), _state(resumed)
     assert any(name.startswith("generator_ema.") for name in model_a) == (ema_decay > 0)
+    assert any(name.endswith("_u") for name in model_a) == spectral_norm
     for name in model_a:
         assert torch.equal(model_a[name], model_b[name]), name
     for group in opt_a:

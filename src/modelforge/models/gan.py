@@ -30,6 +30,9 @@ class DCGANConfig:
     # > 0: keep an exponential moving average of the generator's weights (Yazıcı et al. 2019), used for sampling;
     # it smooths the oscillation of adversarial training at no training cost
     ema_decay: float = 0.0
+    # spectral normalisation of the discriminator's layers (Miyato et al. 2018), which then drops its BatchNorm:
+    # a 1-Lipschitz critic gives the generator smoother gradients
+    spectral_norm: bool = False
 
 
 def upsampling_plan(image_size: int) -> tuple[int, int]:
@@ -79,7 +82,8 @@ class Discriminator(nn.Module):
         # No BatchNorm on the first layer, LeakyReLU(0.2) throughout: the paper's recipe for stable training.
         layers: list[nn.Module] = [nn.Conv2d(cfg.channels, widths[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         for w_in, w_out in pairwise(widths):
-            layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.LeakyReLU(0.2, True)]
+            norm = [] if cfg.spectral_norm else [nn.BatchNorm2d(w_out)]
+            layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False), *norm, nn.LeakyReLU(0.2, True)]
         layers += [nn.Conv2d(widths[-1], 1, side, 1, 0, bias=False), nn.Flatten(0)]
         self.net = nn.Sequential(*layers)
 
@@ -98,6 +102,10 @@ class DCGAN(nn.Module):
         self.generator = Generator(cfg)
         self.discriminator = Discriminator(cfg)
         self.apply(_dcgan_init)
+        if cfg.spectral_norm:  # after the init: the parametrisation divides the initialised weights by their norm
+            for layer in self.discriminator.modules():
+                if isinstance(layer, nn.Conv2d):
+                    nn.utils.parametrizations.spectral_norm(layer)
         # a submodule, so checkpoints and artifacts carry it (exact resume); no optimiser group holds it
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if cfg.ema_decay else None
 
@@ -140,7 +148,8 @@ def _dcgan_init(module: nn.Module) -> None:
     "model", "dcgan", example=lambda: (torch.randn(4, 16),), tiny={"latent_dim": 16, "image_size": 28, "width": 8}
 )
 def dcgan(latent_dim: int = 100, image_size: int = 32, channels: int = 1, width: int = 64,
-          ema_decay: float = 0.0) -> DCGAN:
+          ema_decay: float = 0.0, spectral_norm: bool = False) -> DCGAN:
     """DCGAN generator + discriminator; forward(z) → (images in [-1, 1], discriminator logits on them);
-    ``ema_decay`` > 0 keeps a weight average of the generator for sampling."""
-    return DCGAN(DCGANConfig(latent_dim, image_size, channels, width, ema_decay))
+    ``ema_decay`` > 0 keeps a weight average of the generator for sampling; ``spectral_norm`` normalises the
+    discriminator's layers (instead of BatchNorm)."""
+    return DCGAN(DCGANConfig(latent_dim, image_size, channels, width, ema_decay, spectral_norm))
