@@ -184,13 +184,23 @@ def _recipe(corpus, name="skipgram-shakespeare", **data):
     ])
 
 
+ROYAL_LINES = "the king and the queen walk in the garden\nthe man and the woman walk home\n\n"
+ROYAL_RELATIONS = "both\tpair\tking queen\nboth\tanalogy\tman king woman queen\n"
+
+
+def _royal_corpus(tmp_path, relations: str = ROYAL_RELATIONS):
+    """A ten-word corpus (blank-line segments) and a relation file for it: (corpus path, relations path)."""
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(ROYAL_LINES * 30)
+    relation_file = tmp_path / "rel.tsv"
+    relation_file.write_text(relations)
+    return corpus, relation_file
+
+
 def test_task_trains_evaluates_and_predicts_on_a_user_corpus(tmp_path):
     from modelforge.tasks.word_embeddings import WordEmbeddings
 
-    corpus = tmp_path / "tiny.txt"
-    corpus.write_text("the king and the queen walk in the garden\nthe man and the woman walk home\n\n" * 30)
-    relations = tmp_path / "rel.tsv"
-    relations.write_text("both\tpair\tking queen\nboth\tanalogy\tman king woman queen\n")
+    corpus, relations = _royal_corpus(tmp_path)
     task = WordEmbeddings(_recipe(corpus, relations=relations))
     splits = task.datasets()
     assert splits.summary["vocab_size"] == 10 and len(splits.train) > 0 and len(splits.val) > 0
@@ -228,10 +238,7 @@ def test_task_trains_evaluates_and_predicts_on_a_user_corpus(tmp_path):
 def test_cbow_task_trains_on_windows_evaluates_and_predicts(tmp_path):
     from modelforge.tasks.word_embeddings import WordEmbeddings
 
-    corpus = tmp_path / "tiny.txt"
-    corpus.write_text("the king and the queen walk in the garden\nthe man and the woman walk home\n\n" * 30)
-    relations = tmp_path / "rel.tsv"
-    relations.write_text("both\tpair\tking queen\nboth\tanalogy\tman king woman queen\n")
+    corpus, relations = _royal_corpus(tmp_path)
     task = WordEmbeddings(_recipe(corpus, "cbow-shakespeare", relations=relations, subsample=0))
     assert task.objective == "cbow"
     splits = task.datasets()
@@ -284,10 +291,7 @@ def test_empty_corpus_is_a_one_line_data_error(tmp_path):
 def test_report_samples_show_relation_items_or_neighbours(tmp_path):
     from modelforge.tasks.word_embeddings import WordEmbeddings
 
-    corpus = tmp_path / "tiny.txt"
-    corpus.write_text("the king and the queen walk in the garden\nthe man and the woman walk home\n\n" * 30)
-    relations = tmp_path / "rel.tsv"
-    relations.write_text("both\tpair\tking queen\nboth\tanalogy\tman king woman queen\nboth\tpair\tking unicorn\n")
+    corpus, relations = _royal_corpus(tmp_path, ROYAL_RELATIONS + "both\tpair\tking unicorn\n")
     task = WordEmbeddings(_recipe(corpus, relations=relations))
     splits = task.datasets()
     torch.manual_seed(0)
