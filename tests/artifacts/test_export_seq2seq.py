@@ -135,6 +135,15 @@ def test_output_option_names_both_files_and_cli_prints_them(cli, tmp_path, tmp_p
     assert "verified: greedy decoding with onnxruntime equals PyTorch's" in result.stdout
 
 
+def test_graphs_of_different_exports_are_refused_together(run, exported, tmp_path):
+    again = export_onnx(run, output=tmp_path / "again.onnx")
+    batch = load_artifact(run).task.preprocess(TEXTS)
+    src_ids, src_lengths = batch["src"].numpy(), batch["src_lengths"].numpy()
+    assert greedy_decode(again.files[0], again.files[1], src_ids, src_lengths)  # one export: fine
+    with pytest.raises(ValueError, match="different exports"):
+        greedy_decode(exported.files[0], again.files[1], src_ids, src_lengths)
+
+
 def test_a_wrong_decoder_fails_verification_and_writes_nothing(run, tmp_path, monkeypatch):
     from modelforge.tasks import seq2seq_export
 

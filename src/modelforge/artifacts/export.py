@@ -21,6 +21,7 @@ import inspect
 import json
 import os
 import sys
+import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -132,12 +133,15 @@ def _export_graph_set(loaded: LoadedArtifact, graph_set: GraphSet, target: Path,
     target.parent.mkdir(parents=True, exist_ok=True)
     tmps = {role: path.with_name(f".{path.name}.tmp-{os.getpid()}") for role, path in targets.items()}
     files = json.dumps({role: path.name for role, path in targets.items()})
+    # the files are renamed into place one by one: a shared id lets a consumer refuse graphs from different exports
+    export_id = uuid.uuid4().hex
     graphs = []
     try:
         for graph in graph_set.graphs:
             _torch_export(graph.module, graph.inputs, tmps[graph.role], graph.outputs, graph.dynamic_axes, opset)
             kept = _add_metadata(tmps[graph.role], loaded, {**graph_set.metadata, "modelforge.graph": graph.role,
-                                                            "modelforge.graph_files": files})
+                                                            "modelforge.graph_files": files,
+                                                            "modelforge.export_id": export_id})
             # the exporter drops an input the graph never reads (a state the model overwrites before use)
             inputs = {name: t for name, t in graph.inputs.items() if name in kept}
             graphs.append(ExportedGraph(graph.role, targets[graph.role], _shapes(inputs, graph.dynamic_axes),

@@ -13,7 +13,8 @@ without BOS/EOS; decode them with the target tokenizer (``tokenizer_target.json`
 file). The result is the run's own greedy decoding (``--beam 1``) token for token: the exporter checks that before
 it writes the files.
 
-Both files carry the loop's contract as JSON under the metadata key ``modelforge.seq2seq``: the special ids
+Both files carry the same ``modelforge.export_id`` (graphs of different exports are refused together) and the
+loop's contract as JSON under the metadata key ``modelforge.seq2seq``: the special ids
 (``bos_id``, ``eos_id``, ``pad_id``, ``banned_ids`` never generated), the length limits, each graph's input and
 output names, and how the decoder is fed:
 
@@ -62,6 +63,10 @@ class EncoderDecoder:
     def __init__(self, encoder: Any, decoder: Any):
         self.encoder, self.decoder = open_session(encoder), open_session(decoder)
         self.contract = read_contract(self.encoder)
+        ids = [s.get_modelmeta().custom_metadata_map.get("modelforge.export_id") for s in (self.encoder, self.decoder)]
+        if ids[0] != ids[1]:  # e.g. an export interrupted between its two renames, or files mixed by hand
+            raise ValueError(f"the encoder and decoder graphs come from different exports ({ids[0]} ≠ {ids[1]}); "
+                             "export the run again")
         # an input the exporter found unused (e.g. a state a model overwrites before reading) is not in the graph
         self._decoder_inputs = {i.name for i in self.decoder.get_inputs()}
         self._decoder_outputs = [o.name for o in self.decoder.get_outputs()]
