@@ -37,7 +37,7 @@ from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.export_graphs import GraphSet, OnnxGraph, Verification
 from modelforge.tasks.word_pairs import Vocabulary, corpus_pairs, corpus_windows, noise_distribution, segments
-from modelforge.tasks.word_relations import BUILTIN, for_corpus, read_relations, score_relations
+from modelforge.tasks.word_relations import BUILTIN, for_corpus, read_relations, relation_hits, score_relations
 
 VOCAB_FILE = "vocab.tsv"
 # The objective, by the first parameter of the network's forward: what the model predicts from.
@@ -301,29 +301,23 @@ class WordEmbeddings(Task):
         from modelforge.report import samples  # rendering helpers only
 
         k, index = self.data_cfg.eval_k, self.vocab.index
-        known = [r for r in self.relations() if all(w in index for w in r.words)]
-        if not known:
+        hits = relation_hits(self._plain(model).vectors, index, self.relations(), k)
+        if not hits:
             ranks = samples.spread(min(len(self.vocab), 1000) - 20, count)  # skip the 20 most frequent words
             words = [self.vocab.words[20 + i] for i in ranks] if len(self.vocab) > 40 else self.vocab.words[:count]
             rows = [(w, ", ".join(n["word"] for n in self.neighbors(model, w, 5))) for w in words]
             return ReportSamples(html=samples.table(["word", "nearest words"], rows),
                                  note="no relation file scored: the neighbours of words spread over the vocabulary")
-        rows, found = [], []
-        for item in (known[i] for i in samples.spread(len(known), count)):
-            if item.kind == "pair":
-                a, b = item.words
-                near_a = [n["word"] for n in self.neighbors(model, a, k)]
-                near_b = [n["word"] for n in self.neighbors(model, b, k)]
-                found.append(b in near_a or a in near_b)
-                rows.append((f"{a} – {b}", ", ".join(near_a[:5]), b))
-            else:
-                a, b, c, d = item.words
-                answers = [n["word"] for n in self.analogy(model, a, b, c, k)]
-                found.append(d in answers)
-                rows.append((f"{a} : {b} :: {c} : ?", ", ".join(answers[:5]), d))
+        shown = [hits[i] for i in samples.spread(len(hits), count)]
+        rows = []
+        for hit in shown:
+            words = hit.relation.words
+            asked = f"{words[0]} – {words[1]}" if hit.relation.kind == "pair" else "{} : {} :: {} : ?".format(*words)
+            rows.append((asked, ", ".join(self.vocab.words[i] for i in hit.nearest[:5]), words[-1]))
+        found = [hit.found for hit in shown]
         return ReportSamples(
             html=samples.table(["relation", "nearest (top 5)", "expected"], rows, found),
-            note=f"{sum(found)} of {len(found)} found within the top {k}; evenly spread over the {len(known)} scored "
+            note=f"{sum(found)} of {len(found)} found within the top {k}; evenly spread over the {len(hits)} scored "
                  "relation items",
         )
 

@@ -67,39 +67,57 @@ def for_corpus(items: list[Relation], corpus: str | None) -> list[Relation]:
     return items if corpus is None else [r for r in items if r.corpus in (corpus, "both")]
 
 
+@dataclass(frozen=True)
+class RelationHit:
+    """One scored item: ``found`` within the top k, ``top1`` (analogies: d is the best answer; pairs: = found),
+    and ``nearest``: the ranked words the verdict was read from (a's neighbours, or the analogy's answers)."""
+
+    relation: Relation
+    found: bool
+    top1: bool
+    nearest: list[int]
+
+
 @torch.no_grad()
-def score_relations(vectors: torch.Tensor, index: dict[str, int], items: list[Relation], k: int) -> dict[str, Any]:
-    """Accuracies over the in-vocabulary items (see the module docstring); counts of scored and skipped items."""
+def relation_hits(vectors: torch.Tensor, index: dict[str, int], items: list[Relation], k: int) -> list[RelationHit]:
+    """Each in-vocabulary item of ``items``, in order, scored as the module docstring says."""
     known = [r for r in items if all(w in index for w in r.words)]
-    metrics: dict[str, Any] = {"relations_scored": len(known), "relations_skipped": len(items) - len(known)}
     if not known:
-        return metrics
+        return []
     unit = F.normalize(vectors.float(), dim=-1)
     k = min(k, len(index) - 4)
 
-    def top(queries: torch.Tensor, banned: torch.Tensor) -> torch.Tensor:
-        sims = (queries @ unit.T).scatter(1, banned, float("-inf"))
-        return sims.topk(k, dim=-1).indices
+    def top(query: torch.Tensor, banned: list[int]) -> list[int]:
+        sims = (query @ unit.T).index_fill(0, torch.tensor(banned), float("-inf"))
+        return sims.topk(k).indices.tolist()
 
-    hits = {"pair": [], "analogy": []}
-    pairs = torch.tensor([[index[w] for w in r.words] for r in known if r.kind == "pair"]).reshape(-1, 2)
-    if len(pairs):
-        a, b = pairs[:, 0], pairs[:, 1]
-        a_side = (top(unit[a], a[:, None]) == b[:, None]).any(1)
-        b_side = (top(unit[b], b[:, None]) == a[:, None]).any(1)
-        hits["pair"] = (a_side | b_side).tolist()
-    quads = torch.tensor([[index[w] for w in r.words] for r in known if r.kind == "analogy"]).reshape(-1, 4)
-    top1 = []
-    if len(quads):
-        target = unit[quads[:, 1]] - unit[quads[:, 0]] + unit[quads[:, 2]]
-        best = top(F.normalize(target, dim=-1), quads[:, :3])
-        hits["analogy"] = (best == quads[:, 3:]).any(1).tolist()
-        top1 = (best[:, 0] == quads[:, 3]).tolist()
-    everything = hits["pair"] + hits["analogy"]
-    metrics["relation_accuracy"] = sum(everything) / len(everything)
-    for kind, found in hits.items():
+    hits = []
+    for relation in known:
+        ids = [index[w] for w in relation.words]
+        if relation.kind == "pair":
+            a, b = ids
+            near_a = top(unit[a], [a])
+            found = b in near_a or a in top(unit[b], [b])
+            hits.append(RelationHit(relation, found, found, near_a))
+        else:
+            a, b, c, d = ids
+            answers = top(F.normalize(unit[b] - unit[a] + unit[c], dim=-1), [a, b, c])
+            hits.append(RelationHit(relation, d in answers, answers[0] == d, answers))
+    return hits
+
+
+def score_relations(vectors: torch.Tensor, index: dict[str, int], items: list[Relation], k: int) -> dict[str, Any]:
+    """Accuracies over the in-vocabulary items (see the module docstring); counts of scored and skipped items."""
+    hits = relation_hits(vectors, index, items, k)
+    metrics: dict[str, Any] = {"relations_scored": len(hits), "relations_skipped": len(items) - len(hits)}
+    if not hits:
+        return metrics
+    metrics["relation_accuracy"] = sum(h.found for h in hits) / len(hits)
+    for kind in ("pair", "analogy"):
+        found = [h.found for h in hits if h.relation.kind == kind]
         if found:
             metrics[f"{kind}_accuracy"] = sum(found) / len(found)
+    top1 = [h.top1 for h in hits if h.relation.kind == "analogy"]
     if top1:
         metrics["analogy_top1"] = sum(top1) / len(top1)
     return metrics
