@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from modelforge.artifacts.model_dir import LoadedArtifact, load_artifact
-from modelforge.core.errors import ArtifactError, ConfigError
+from modelforge.core.errors import ArtifactError, ConfigError, first_line
 
 if TYPE_CHECKING:
     from modelforge.tasks.export_graphs import GraphSet
@@ -193,7 +193,7 @@ def _torch_export(model: torch.nn.Module, examples: dict[str, torch.Tensor], pat
             )
     except Exception as exc:  # the exporter raises many types (unsupported op, bad opset …); one line for users
         # the TorchScript exporter appends the whole graph's parameter list ("[Caused by …]"): not for users
-        first = _first_line(exc).split("[Caused by")[0].strip()
+        first = first_line(exc).split("[Caused by")[0].strip()
         first = first if len(first) <= 300 else first[:299] + "…"
         raise ArtifactError(f"ONNX export (opset {opset}) failed: {first}") from exc
 
@@ -250,7 +250,7 @@ def verify_onnx(path: Path, loaded: LoadedArtifact, batch_size: int = 3) -> floa
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own error types
-        raise ArtifactError(f"onnxruntime cannot load the exported model: {_first_line(exc)}") from exc
+        raise ArtifactError(f"onnxruntime cannot load the exported model: {first_line(exc)}") from exc
     lengths = VERIFY_LENGTHS if _takes_length(loaded) else (None,)
     diff = 0.0
     for length in lengths:
@@ -263,7 +263,7 @@ def verify_onnx(path: Path, loaded: LoadedArtifact, batch_size: int = 3) -> floa
         try:
             actual = session.run(None, {name: t.numpy() for name, t in examples.items()})
         except Exception as exc:  # the first line says which node failed
-            raise ArtifactError(f"onnxruntime cannot run the exported model on {shapes}: {_first_line(exc)}") from exc
+            raise ArtifactError(f"onnxruntime cannot run the exported model on {shapes}: {first_line(exc)}") from exc
         if any(a.shape != e.shape for a, e in zip(actual, expected_list)):
             raise ArtifactError(f"ONNX output shapes differ from PyTorch's on {shapes}; the export is wrong")
         diff = max(diff, *(float(np.abs(a - e.numpy()).max()) for a, e in zip(actual, expected_list)))
@@ -271,8 +271,3 @@ def verify_onnx(path: Path, loaded: LoadedArtifact, batch_size: int = 3) -> floa
             raise ArtifactError(f"ONNX outputs differ from PyTorch by {diff:.3g} (> {TOLERANCE:g}) on {shapes}; "
                                 "the export is wrong")
     return diff
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__

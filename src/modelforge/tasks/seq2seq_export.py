@@ -17,6 +17,7 @@ the task's own greedy decoding on a few example sentences.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelforge.core.errors import ArtifactError
+from modelforge.core.errors import ArtifactError, first_line
 from modelforge.tasks.decoding import decode_ids, position_limit
 from modelforge.tasks.export_graphs import GraphSet, OnnxGraph, Verification
 from modelforge.tasks.onnx_decoding import META_KEY, greedy_decode, open_session, teacher_forced_logits
@@ -149,8 +150,8 @@ def seq2seq_graphs(task: Translation, model: nn.Module) -> GraphSet:
     decoder_inputs = {tokens["name"]: tgt if tokens["feed"] == "prefix" else tgt[:, 0]}
     decoder_inputs.update({name: encoded[first] for name, (first, _) in layout["decoder_state"].items()})
     decoder_inputs.update({name: encoded[source] for name, source in layout["decoder_memory"].items()})
-    if family == "gru":  # the order of GRUDecoderGraph.forward's arguments
-        decoder_inputs = {k: decoder_inputs[k] for k in ("tokens", "hidden", "feed", "keys", "values", "src_mask")}
+    # the ONNX inputs follow the wrapper's forward arguments
+    decoder_inputs = {name: decoder_inputs[name] for name in inspect.signature(decoder.forward).parameters}
 
     encoder_axes = {"src_ids": {0: BATCH, 1: SRC}, "src_lengths": {0: BATCH}, **layout["encoder_outputs"]}
     token_axes = {0: BATCH, 1: TGT} if tokens["feed"] == "prefix" else {0: BATCH}
@@ -194,7 +195,7 @@ def verify(task: Translation, model: nn.Module, files: dict[str, Path]) -> Verif
     try:
         encoder, decoder = open_session(files["encoder"]), open_session(files["decoder"])
     except Exception as exc:  # onnxruntime's own error types
-        raise ArtifactError(f"onnxruntime cannot load the exported graphs: {_first_line(exc)}") from exc
+        raise ArtifactError(f"onnxruntime cannot load the exported graphs: {first_line(exc)}") from exc
     diff = 0.0
     for seed, (batch, src_len, tgt_len) in enumerate(CHECKS, start=1):
         src, lengths = _sources(task, batch, src_len, seed)
@@ -206,7 +207,7 @@ def verify(task: Translation, model: nn.Module, files: dict[str, Path]) -> Verif
         try:
             actual = teacher_forced_logits(encoder, decoder, src.numpy(), lengths.numpy(), tgt.numpy())
         except Exception as exc:  # the first line says which node failed
-            raise ArtifactError(f"onnxruntime cannot run the exported graphs on {shapes}: {_first_line(exc)}") from exc
+            raise ArtifactError(f"onnxruntime cannot run the exported graphs on {shapes}: {first_line(exc)}") from exc
         if actual.shape != expected.shape:
             raise ArtifactError(f"ONNX logits have shape {list(actual.shape)}, PyTorch's {list(expected.shape)} on "
                                 f"{shapes}; the export is wrong")
@@ -224,8 +225,3 @@ def verify(task: Translation, model: nn.Module, files: dict[str, Path]) -> Verif
                                 f"({EXAMPLE_SENTENCES[i]!r}): {got[:8]}… vs {want[:8]}…; the export is wrong")
     return Verification(diff, [f"greedy decoding with onnxruntime equals PyTorch's on {len(EXAMPLE_SENTENCES)} "
                                "example sentences"])
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__
