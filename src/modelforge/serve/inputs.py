@@ -51,7 +51,6 @@ class ServeSettings:
     max_video_frames: int = 3000
 
 
-
 class ClientError(Exception):
     """A request the client must fix: becomes ``{"error": message}`` with ``status``."""
 
