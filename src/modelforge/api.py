@@ -78,6 +78,7 @@ def train(
 
     seed_everything(recipe_obj.train.seed)
     task = get_task(recipe_obj.task)(recipe_obj)
+    task.run_loader = _load_run
     started = time.perf_counter()
     splits = task.datasets()
     if recipe_obj.explain is not None:  # fail now, not after training, if the gallery cannot be made
@@ -146,7 +147,14 @@ def _resolve_run_dir(recipe_obj: Any, run_dir: str | Path | None, resume: bool) 
 
 def load(path: str | Path):
     """Load a run (or its model/ directory) as a Predictor."""
-    from modelforge.serve.predictor import Predictor
+    from modelforge.explain.predictor import ExplainingPredictor
+
+    return ExplainingPredictor(path)
+
+
+def _load_run(path: Path) -> Any:
+    """The run loader tasks are given (the GAN's judge): a plain Predictor."""
+    from modelforge.artifacts.predictor import Predictor
 
     return Predictor(path)
 
@@ -156,6 +164,7 @@ def evaluate(path: str | Path, split: str = "test") -> dict[str, Any]:
     from modelforge.training.trainer import Trainer
 
     predictor = load(path)
+    predictor.task.run_loader = _load_run
     splits = predictor.task.datasets()
     dataset = getattr(splits, split, None)
     if dataset is None:

@@ -186,7 +186,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from modelforge.explain.command import explain_command
+    from modelforge.commands.explain import explain_command
 
     for line in explain_command(args.run, args.inputs, args.method, args.target, args.output, args.baseline,
                                 args.steps, args.color, args.gallery):

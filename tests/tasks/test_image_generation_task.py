@@ -86,8 +86,12 @@ def test_judge_scores_confidence_and_class_entropy() -> None:
 
 def test_a_missing_judge_run_fails_before_training(tmp_path) -> None:
     recipe = load_recipe("mnist-dcgan", [*TINY, f"data.judge={tmp_path / 'nowhere'}"])
+    from modelforge.artifacts.predictor import Predictor
+
+    task = get_task(recipe.task)(recipe)
+    task.run_loader = Predictor  # as modelforge.api builds tasks
     with pytest.raises(DataError, match="data.judge: .*nowhere"):
-        get_task(recipe.task)(recipe).datasets()
+        task.datasets()
 
 
 def test_the_generator_exports_to_onnx_alone_and_matches_pytorch(tmp_path) -> None:

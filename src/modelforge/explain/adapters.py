@@ -148,7 +148,7 @@ def attention_maps(task: Any, model: nn.Module, prepared: Prepared) -> list[np.n
     encoder = getattr(model, "encoder", None)
     if prepared.kind != "text" or not callable(getattr(encoder, "attention_maps", None)):
         return None
-    from modelforge.tasks.text_classification import length_mask
+    from modelforge.models.layers.masks import length_mask
 
     (lengths,) = prepared.extra_args
     with torch.no_grad():

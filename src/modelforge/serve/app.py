@@ -26,9 +26,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelforge.core.errors import ArtifactError, ConfigError, ModelforgeError
+from modelforge.explain.predictor import ExplainingPredictor
 from modelforge.serve.batching import BatchSettings, MicroBatcher, QueueFullError
 from modelforge.serve.inputs import ClientError, ServeSettings, read_inputs, validate_item
-from modelforge.serve.predictor import Predictor
 
 __all__ = ["ClientError", "ServeSettings", "ServedModel", "create_app", "serve", "validate_item"]
 
@@ -46,7 +46,7 @@ class PredictRequest(BaseModel):
 @dataclass
 class ServedModel:
     name: str
-    predictor: Predictor
+    predictor: ExplainingPredictor
     batcher: MicroBatcher
 
     @property
@@ -99,7 +99,7 @@ def load_models(runs: Sequence[str | Path], settings: BatchSettings) -> dict[str
     for spec in runs:
         text = str(spec)
         name, _, path = text.partition("=") if "=" in text and not Path(text).exists() else ("", "", text)
-        predictor = Predictor(Path(path))
+        predictor = ExplainingPredictor(Path(path))
         name = name or _name_of(Path(path))
         if name in models:
             raise ConfigError(f"two runs are both named {name!r}; name them apart with NAME=RUN")

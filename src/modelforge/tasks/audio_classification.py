@@ -110,7 +110,7 @@ class AudioClassification(Task):
     # ---- report -----------------------------------------------------------------------------------------------
     def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:
         """Held-out utterances with the predicted and the true label."""
-        from modelforge.report import samples  # rendering helpers only
+        from modelforge.render import samples
 
         split, dataset = samples.held_out(splits)
         if dataset is None:

@@ -9,7 +9,7 @@ normalisation, tokenizer reference); it is saved as ``task.json`` and handed bac
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from modelforge.core.config import Recipe, StrictConfig
+from modelforge.core.errors import ConfigError
 from modelforge.core.registry import build, get
 
 if TYPE_CHECKING:
@@ -72,6 +73,17 @@ class Task:
         self.data_cfg = recipe.data
         self.state_dict_: dict[str, Any] = dict(state or {})
         self.artifact_dir: Path | None = None  # set when loaded from an artifact (for files like tokenizer.json)
+        # How this task loads another trained run (the GAN's judge): handed in by whoever builds the task (api), since
+        # artifacts sit a floor above tasks. ``load_run`` refuses when none was given.
+        self.run_loader: Callable[[Path], Any] | None = None
+
+    def load_run(self, path: Path) -> Any:
+        """Another trained run, loaded by the injected ``run_loader`` (a Predictor: ``.recipe``, ``.task``,
+        ``.model``)."""
+        if self.run_loader is None:
+            raise ConfigError(f"task {self.name} needs a trained run ({path}) but was built without a run loader "
+                              "(build it through modelforge.api)")
+        return self.run_loader(path)
 
     # ---- data -------------------------------------------------------------------------------------------------
     def datasets(self) -> Splits:

@@ -221,7 +221,7 @@ class ImageClassification(Task):
     # ---- report -----------------------------------------------------------------------------------------------
     def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:
         """A grid of held-out images titled with the predicted (and true) label, green when right, red when wrong."""
-        from modelforge.report import plots, samples  # rendering helpers only (matplotlib, index arithmetic)
+        from modelforge.render import plots, samples
 
         _, dataset = samples.held_out(splits)
         if dataset is None:

@@ -175,10 +175,8 @@ class ImageGeneration(Task):
     def judge(self) -> Any:
         """The judge classifier's Predictor (loaded once)."""
         if self._judge is None:
-            from modelforge.serve.predictor import Predictor
-
             try:
-                self._judge = Predictor(Path(self.data_cfg.judge).expanduser())
+                self._judge = self.load_run(Path(self.data_cfg.judge).expanduser())
             except ArtifactError as exc:
                 raise DataError(f"data.judge: {exc}") from None
         return self._judge

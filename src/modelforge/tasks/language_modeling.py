@@ -288,7 +288,7 @@ class LanguageModeling(TokenizerArtifact, Task):
     def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:
         """Continuations of prompts cut from held-out text (seed 0, the recipe's ``serve:`` sampling), beside the
         text that really follows."""
-        from modelforge.report import samples  # rendering helpers only
+        from modelforge.render import samples
 
         split, dataset = samples.held_out(splits)
         if dataset is None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -32,7 +32,20 @@ from modelforge.tasks.export_graphs import GraphSet, OnnxGraph, Verification
 from modelforge.tasks.onnx_decoding import META_KEY, greedy_decode, open_session, teacher_forced_logits
 
 if TYPE_CHECKING:
-    from modelforge.tasks.translation import Translation
+    from modelforge.tasks.decoding import SearchSettings
+
+
+class Seq2SeqTask(Protocol):
+    """What the export needs of a sequence-to-sequence task (``Translation`` and its subclasses); a protocol, so this
+    module does not import the task that calls it."""
+
+    data_cfg: Any
+
+    def state(self) -> dict[str, Any]: ...
+    def search_settings(self, **overrides: Any) -> SearchSettings: ...
+    def decode_limits(self, lengths: torch.Tensor) -> Any: ...
+    def preprocess(self, items: list[Any]) -> dict[str, Any]: ...
+    def _teacher_forced(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor: ...
 
 TOLERANCE = 1e-4  # as artifacts/export.py: largest |onnxruntime − PyTorch| accepted
 TRACE = (2, 7, 5)  # batch, source length, target length of the traced examples
@@ -114,7 +127,7 @@ WRAPPERS = {"gru": (GRUEncoderGraph, GRUDecoderGraph), "transformer": (Transform
                                                                        TransformerDecoderGraph)}
 
 
-def _sources(task: Translation, batch: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _sources(task: Seq2SeqTask, batch: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Random source ids padded to ``length``; the first row full, the others shorter (padding is exercised)."""
     generator = torch.Generator().manual_seed(seed)
     state = task.state()
@@ -125,7 +138,7 @@ def _sources(task: Translation, batch: int, length: int, seed: int) -> tuple[tor
     return ids, lengths
 
 
-def _targets(task: Translation, batch: int, length: int, seed: int) -> torch.Tensor:
+def _targets(task: Seq2SeqTask, batch: int, length: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed + 1)
     state = task.state()
     ids = torch.randint(4, state["tgt_vocab_size"], (batch, length), generator=generator)
@@ -133,7 +146,7 @@ def _targets(task: Translation, batch: int, length: int, seed: int) -> torch.Ten
     return ids
 
 
-def seq2seq_graphs(task: Translation, model: nn.Module) -> GraphSet:
+def seq2seq_graphs(task: Seq2SeqTask, model: nn.Module) -> GraphSet:
     """The encoder and decoder graphs of ``model`` (a trained translation/summarization network)."""
     model = getattr(model, "module", model).eval()
     family = _family(model)
@@ -167,7 +180,7 @@ def seq2seq_graphs(task: Translation, model: nn.Module) -> GraphSet:
     return GraphSet(graphs, {META_KEY: json.dumps(contract)}, lambda files: verify(task, model, files))
 
 
-def _contract(task: Translation, model: nn.Module, layout: dict[str, Any], graphs: list[OnnxGraph]) -> dict:
+def _contract(task: Seq2SeqTask, model: nn.Module, layout: dict[str, Any], graphs: list[OnnxGraph]) -> dict:
     """What a runtime needs to run the decoding loop (``onnx_decoding.greedy_decode`` reads it)."""
     state = task.state()
     settings = task.search_settings(beam_size=1)
@@ -190,7 +203,7 @@ def _contract(task: Translation, model: nn.Module, layout: dict[str, Any], graph
     }
 
 
-def verify(task: Translation, model: nn.Module, files: dict[str, Path]) -> Verification:
+def verify(task: Seq2SeqTask, model: nn.Module, files: dict[str, Path]) -> Verification:
     """Teacher-forced logits within ``TOLERANCE`` at ``CHECKS``; greedy ids equal on ``EXAMPLE_SENTENCES``."""
     try:
         encoder, decoder = open_session(files["encoder"]), open_session(files["decoder"])

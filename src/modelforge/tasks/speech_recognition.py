@@ -442,7 +442,7 @@ class SpeechRecognition(Task):
         """Held-out utterances: reference, transcript (the configured decoding) and the WER of each."""
         import jiwer
 
-        from modelforge.report import samples  # rendering helpers only
+        from modelforge.render import samples
 
         split, dataset = samples.held_out(splits)
         if dataset is None:

@@ -28,6 +28,7 @@ from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError, MissingDependencyError
 from modelforge.core.registry import get
 from modelforge.data.tensors import TensorDataset
+from modelforge.models.layers.masks import length_mask
 from modelforge.tasks.base import ReportSamples, ServedText, Splits, StepOutput, Task
 from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
 
@@ -187,10 +188,6 @@ def _spread(texts: list[str], labels: list[str], limit: int) -> tuple[list[str],
 
 def _forward_params(model: nn.Module) -> set[str]:
     return set(inspect.signature(model.forward).parameters)
-
-
-def length_mask(lengths: torch.Tensor, length: int) -> torch.Tensor:
-    return torch.arange(length, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
 class TokenizerArtifact:
@@ -391,7 +388,7 @@ class TextClassification(TokenizerArtifact, Task):
     # ---- report -----------------------------------------------------------------------------------------------
     def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:
         """Held-out texts (as the tokenizer reads them back) with the predicted and the true label."""
-        from modelforge.report import samples  # rendering helpers only
+        from modelforge.render import samples
 
         split, dataset = samples.held_out(splits)
         if dataset is None:

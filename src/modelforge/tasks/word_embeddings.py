@@ -298,7 +298,7 @@ class WordEmbeddings(Task):
     def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:
         """Relation items (evenly spread over the scored ones) with the model's nearest words, marked found or
         missed as the relation accuracy counts them; without a relation file, the neighbours of a few words."""
-        from modelforge.report import samples  # rendering helpers only
+        from modelforge.render import samples
 
         k, index = self.data_cfg.eval_k, self.vocab.index
         hits = relation_hits(self._plain(model).vectors, index, self.relations(), k)
