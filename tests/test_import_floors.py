@@ -158,6 +158,12 @@ def test_no_module_circle():
     assert cycles(import_graph()) == []
 
 
+def test_every_task_module_sits_in_a_family_or_is_a_shared_helper():
+    shared = {"__init__", "base", "metrics", "recipes", "export_graphs", "registry"}
+    loose = [p.name for p in (SRC / "tasks").glob("*.py") if p.stem not in shared]
+    assert loose == [], "task modules belong in tasks/<family>/"
+
+
 @pytest.mark.parametrize(
     "source, expected",
     [

@@ -185,7 +185,7 @@ def generate(
 ) -> str:
     """Continue ``prompt`` with a trained language model; returns prompt + continuation. ``on_text`` receives the
     continuation piece by piece as it is generated (``modelforge generate`` streams it to stdout)."""
-    from modelforge.tasks.generation import SamplingConfig
+    from modelforge.tasks.text.generation import SamplingConfig
 
     predictor = load(path)
     if not callable(getattr(predictor.task, "generate", None)):
@@ -216,7 +216,7 @@ def translate(path: str | Path, texts: Sequence[str], beam_size: int | None = No
               length_penalty: float | None = None) -> list[str]:
     """The output text of a trained translation (or summarization) run for each input text, in order; ``beam_size``
     and ``length_penalty`` replace the run's own decoding settings (``modelforge translate``)."""
-    from modelforge.tasks.translation import Translation
+    from modelforge.tasks.seq2seq.translation import Translation
 
     if beam_size is not None and beam_size < 1:
         raise ConfigError(f"--beam must be >= 1, got {beam_size}")
@@ -239,7 +239,7 @@ def sample(path: str | Path, n: int = 64, seed: int | None = None, output: str |
     import torch
 
     from modelforge.core.atomic import atomic_write_bytes
-    from modelforge.tasks.image_generation import ImageGeneration, image_grid, png_bytes
+    from modelforge.tasks.vision.image_generation import ImageGeneration, image_grid, png_bytes
 
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
@@ -264,7 +264,7 @@ def neighbors(path: str | Path, word: str | None, k: int = 10, analogy: Sequence
     neighbors``)."""
     import torch
 
-    from modelforge.tasks.word_embeddings import WordEmbeddings
+    from modelforge.tasks.embeddings.word_embeddings import WordEmbeddings
 
     predictor = load(path)
     task = predictor.task

@@ -24,8 +24,8 @@ from modelforge.artifacts.predictor import Predictor
 from modelforge.serve.app import ServeSettings, create_app
 from modelforge.serve.batching import BatchSettings
 from modelforge.tasks import get_task
-from modelforge.tasks.ctc_decoding import DEFAULT_CHARS
 from modelforge.tasks.recipes import load_recipe
+from modelforge.tasks.speech.ctc_decoding import DEFAULT_CHARS
 
 WORDS = "a witty moving film dull overlong muddled pointless remake good cast saved never story".split()
 SPEECH = ["data.features.n_mels=16", "data.features.max_seconds=3.0"]

@@ -11,8 +11,8 @@ import modelforge
 from modelforge.api import sample
 from modelforge.core.errors import DataError
 from modelforge.tasks import get_task
-from modelforge.tasks.image_generation import image_grid, judge_scores
 from modelforge.tasks.recipes import load_recipe
+from modelforge.tasks.vision.image_generation import image_grid, judge_scores
 
 TINY = ["data.limit=64", "data.val_size=32", "data.eval_samples=16", "model.width=4", "model.latent_dim=8",
         "train.batch_size=16", "train.max_steps=2", "train.progress=off"]

@@ -8,19 +8,19 @@ from modelforge.core.errors import ConfigError
 
 # name → "module:Class"; importing a task module pulls in torch, so the table stays strings until asked.
 _TASKS: dict[str, str] = {
-    "image_classification": "modelforge.tasks.image_classification:ImageClassification",
-    "text_classification": "modelforge.tasks.text_classification:TextClassification",
-    "language_modeling": "modelforge.tasks.language_modeling:LanguageModeling",
-    "translation": "modelforge.tasks.translation:Translation",
-    "summarization": "modelforge.tasks.summarization:Summarization",
-    "speech_recognition": "modelforge.tasks.speech_recognition:SpeechRecognition",
-    "audio_classification": "modelforge.tasks.audio_classification:AudioClassification",
-    "word_embeddings": "modelforge.tasks.word_embeddings:WordEmbeddings",
-    "image_generation": "modelforge.tasks.image_generation:ImageGeneration",
-    "video_classification": "modelforge.tasks.video_classification:VideoClassification",
-    "autoencoding": "modelforge.tasks.autoencoding:Autoencoding",
-    "detection": "modelforge.tasks.detection:Detection",
-    "segmentation": "modelforge.tasks.segmentation:Segmentation",
+    "image_classification": "modelforge.tasks.vision.image_classification:ImageClassification",
+    "text_classification": "modelforge.tasks.text.text_classification:TextClassification",
+    "language_modeling": "modelforge.tasks.text.language_modeling:LanguageModeling",
+    "translation": "modelforge.tasks.seq2seq.translation:Translation",
+    "summarization": "modelforge.tasks.seq2seq.summarization:Summarization",
+    "speech_recognition": "modelforge.tasks.speech.speech_recognition:SpeechRecognition",
+    "audio_classification": "modelforge.tasks.speech.audio_classification:AudioClassification",
+    "word_embeddings": "modelforge.tasks.embeddings.word_embeddings:WordEmbeddings",
+    "image_generation": "modelforge.tasks.vision.image_generation:ImageGeneration",
+    "video_classification": "modelforge.tasks.vision.video_classification:VideoClassification",
+    "autoencoding": "modelforge.tasks.vision.autoencoding:Autoencoding",
+    "detection": "modelforge.tasks.vision.detection:Detection",
+    "segmentation": "modelforge.tasks.vision.segmentation:Segmentation",
 }
 
 

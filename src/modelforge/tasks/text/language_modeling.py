@@ -29,9 +29,7 @@ from torch.utils.data import Dataset
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ConfigError, DataError
-from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.generation import SamplingConfig, TextStreamer, generate_ids
-from modelforge.tasks.text_classification import (
+from modelforge.data.text_encoding import (
     PAD,
     TOKENIZER_FILE,
     UNK,
@@ -40,6 +38,8 @@ from modelforge.tasks.text_classification import (
     build_tokenizer,
     load_tokenizer,
 )
+from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.text.generation import SamplingConfig, TextStreamer, generate_ids
 
 _CHUNK = re.compile(r"[^\n]*(?:\n+|$)")  # lines with their newlines: the unit the corpus is encoded in
 

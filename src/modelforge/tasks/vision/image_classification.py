@@ -236,7 +236,7 @@ class ImageClassification(Task):
     # ---- serving ----------------------------------------------------------------------------------------------
     def _decode(self, item: Any) -> np.ndarray:
         from modelforge.data.formats.image_folder import decode_image
-        from modelforge.tasks.image_inputs import resized_from_bytes
+        from modelforge.tasks.vision.image_inputs import resized_from_bytes
 
         channels, size = self.state_dict_["channels"], self.state_dict_["image_size"]
         if "resize" in self.state_dict_ and not isinstance(item, np.ndarray):

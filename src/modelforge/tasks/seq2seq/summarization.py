@@ -16,7 +16,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from modelforge.tasks.translation import Pairs, Seq2SeqDataConfig, Translation, load_parallel_splits, split_fractions
+from modelforge.tasks.seq2seq.translation import (
+    Pairs,
+    Seq2SeqDataConfig,
+    Translation,
+    load_parallel_splits,
+    split_fractions,
+)
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 # Up to the first ., ! or ? (with any closing quotes/brackets) that is followed by a capital or digit, or the end.

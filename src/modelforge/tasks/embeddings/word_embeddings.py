@@ -35,9 +35,21 @@ from modelforge.core.errors import ArtifactError, ConfigError, DataError
 from modelforge.core.registry import get
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.embeddings.word_pairs import (
+    Vocabulary,
+    corpus_pairs,
+    corpus_windows,
+    noise_distribution,
+    segments,
+)
+from modelforge.tasks.embeddings.word_relations import (
+    BUILTIN,
+    for_corpus,
+    read_relations,
+    relation_hits,
+    score_relations,
+)
 from modelforge.tasks.export_graphs import GraphSet, OnnxGraph, Verification
-from modelforge.tasks.word_pairs import Vocabulary, corpus_pairs, corpus_windows, noise_distribution, segments
-from modelforge.tasks.word_relations import BUILTIN, for_corpus, read_relations, relation_hits, score_relations
 
 VOCAB_FILE = "vocab.tsv"
 # The objective, by the first parameter of the network's forward: what the model predicts from.

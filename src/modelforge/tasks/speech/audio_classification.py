@@ -16,9 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from modelforge.core.errors import DataError
-from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
-from modelforge.tasks.speech_recognition import (
+from modelforge.data.speech import (
     SPLIT_NAMES,
     SpeechDataConfig,
     WaveformDataset,
@@ -33,6 +31,8 @@ from modelforge.tasks.speech_recognition import (
     read_split,
     speech_features,
 )
+from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
 
 
 class AudioClassificationDataConfig(SpeechDataConfig):

@@ -33,8 +33,8 @@ from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError
 from modelforge.data.tokenizers import Tokenizer, train_bpe
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.decoding import SearchSettings, decode_ids
 from modelforge.tasks.export_graphs import GraphSet
+from modelforge.tasks.seq2seq.decoding import SearchSettings, decode_ids
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 TOKENIZER_FILE = "tokenizer.json"
@@ -421,6 +421,6 @@ class Translation(Task):
     # ---- export -----------------------------------------------------------------------------------------------
     def export_graphs(self, model: nn.Module) -> GraphSet:
         """ONNX as an encoder graph and a decoder graph (the decoding loop runs outside; see tasks/seq2seq_export)."""
-        from modelforge.tasks.seq2seq_export import seq2seq_graphs
+        from modelforge.tasks.seq2seq.seq2seq_export import seq2seq_graphs
 
         return seq2seq_graphs(self, model)

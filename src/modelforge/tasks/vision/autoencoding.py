@@ -28,7 +28,7 @@ from modelforge.core.registry import get
 from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.image_metrics import psnr_ssim
+from modelforge.tasks.vision.image_metrics import psnr_ssim
 
 PCA_FIT_LIMIT = 20000  # training images the PCA baseline is fitted on (enough for 784-pixel covariance; seconds)
 
@@ -206,7 +206,7 @@ class Autoencoding(Task):
 
     # ---- serving ----------------------------------------------------------------------------------------------
     def _decode(self, item: Any) -> np.ndarray:
-        from modelforge.tasks.image_inputs import resized_from_bytes
+        from modelforge.tasks.vision.image_inputs import resized_from_bytes
 
         channels, size = self.state_dict_["channels"], self.state_dict_["image_size"]
         if isinstance(item, np.ndarray):

@@ -1,6 +1,6 @@
 """ONNX export of the encoder–decoder models (translation, summarization) as an encoder graph and a decoder graph.
 
-Each family splits where its code already does (``tasks/decoding.py`` drives the same two calls):
+Each family splits where its code already does (``tasks/seq2seq/decoding.py`` drives the same two calls):
 
 - ``Seq2SeqGRU``: encoder ``(src_ids, src_lengths) → keys, values, src_mask, hidden, feed`` (``encode``: the
   attention keys, the encoder outputs, the padding mask and the decoder's initial state); decoder = one ``step``
@@ -9,7 +9,7 @@ Each family splits where its code already does (``tasks/decoding.py`` drives the
   ``(tgt_ids (batch, tgt_len), memory, src_mask) → logits (batch, tgt_len, vocab)``.
 
 Both encoders take lengths (what ``Translation.preprocess`` makes), so a consumer's loop is the same for both; the
-contract in the metadata (``tasks/onnx_decoding.py``) says how to feed each decoder. Verification: teacher-forced
+contract in the metadata (``onnx_decoding.py``) says how to feed each decoder. Verification: teacher-forced
 logits of encoder + decoder in onnxruntime equal the model's ``forward`` within ``TOLERANCE`` at two batch sizes and
 source/target lengths other than the traced ones, and ``onnx_decoding.greedy_decode`` gives exactly the token ids of
 the task's own greedy decoding on a few example sentences.
@@ -27,12 +27,12 @@ import torch
 from torch import nn
 
 from modelforge.core.errors import ArtifactError, first_line
-from modelforge.tasks.decoding import decode_ids, position_limit
 from modelforge.tasks.export_graphs import GraphSet, OnnxGraph, Verification
-from modelforge.tasks.onnx_decoding import META_KEY, greedy_decode, open_session, teacher_forced_logits
+from modelforge.tasks.seq2seq.decoding import decode_ids, position_limit
+from modelforge.tasks.seq2seq.onnx_decoding import META_KEY, greedy_decode, open_session, teacher_forced_logits
 
 if TYPE_CHECKING:
-    from modelforge.tasks.decoding import SearchSettings
+    from modelforge.tasks.seq2seq.decoding import SearchSettings
 
 
 class Seq2SeqTask(Protocol):
@@ -81,7 +81,7 @@ class TransformerEncoderGraph(nn.Module):
         self.model = model
 
     def forward(self, src_ids: torch.Tensor, src_lengths: torch.Tensor):
-        # the mask the task's decoding builds from the lengths (tasks/decoding.py: TransformerStepDecoder)
+        # the mask the task's decoding builds from the lengths (tasks/seq2seq/decoding.py: TransformerStepDecoder)
         mask = torch.arange(src_ids.shape[1], device=src_ids.device).unsqueeze(0) < src_lengths.unsqueeze(1)
         return self.model.encode(src_ids, mask), mask
 
