@@ -27,6 +27,10 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "modelforge"
 
 FAMILIES = ("vision", "text", "seq2seq", "speech", "embeddings")
 
+# Packages above the tasks that must work for any task through the Task interface and its declared capabilities
+# (input_kind, explain_kind, capabilities, call_options), so adding a task never means editing them.
+KNOW_NO_TASK = ("explain", "serve", "report", "artifacts", "training")
+
 # The floor of each top-level package or module of modelforge (the key is the first dotted part below modelforge).
 FLOORS: dict[str, int] = {
     "core": 0,
@@ -145,6 +149,8 @@ def violations() -> list[str]:
                 found.append(f"{where} (floor {here_floor} → {target_floor})")
             elif here_family and target_family and here_family != target_family:
                 found.append(f"{where} (task family {here_family} → {target_family})")
+            elif target_family and here.split(".")[1] in KNOW_NO_TASK:
+                found.append(f"{where} ({here.split('.')[1]} reads declared Task capabilities, never a task module)")
     return found
 
 

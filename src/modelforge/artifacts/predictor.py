@@ -23,11 +23,13 @@ class Predictor:
         return self.recipe.name
 
     @torch.inference_mode()
-    def predict(self, inputs: Any | list[Any]) -> list[Any]:
-        """Predict for one input or a list; returns one JSON-able result per input."""
+    def predict(self, inputs: Any | list[Any], **options: Any) -> list[Any]:
+        """Predict for one input or a list; returns one JSON-able result per input. ``options`` are the task's
+        per-call options (``Task.call_options``: a decoding, a beam width, a generation cap …)."""
+        self.task.check_call_options(options)
         items = inputs if isinstance(inputs, list) else [inputs]
         batch = self.task.preprocess(items)
-        return self.task.postprocess(self.task.forward(self.model, batch))
+        return self.task.postprocess(self.task.forward(self.model, batch, **options))
 
     def export(self, fmt: str = "onnx", **options: Any) -> Any:
         """Export the model (``"onnx"``), verified against PyTorch with onnxruntime; see ``artifacts.export``."""

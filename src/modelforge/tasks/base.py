@@ -147,8 +147,17 @@ class Task:
     def preprocess(self, inputs: list[Any]) -> Any:
         raise NotImplementedError
 
-    def forward(self, model: nn.Module, batch: Any) -> Any:
+    def forward(self, model: nn.Module, batch: Any, **options: Any) -> Any:
+        """The network's outputs for a preprocessed batch; ``options`` are this call's ``call_options`` (decoding
+        settings, a generation cap …), passed as arguments so that one call never changes the task's state."""
         return model(batch)
+
+    def check_call_options(self, options: dict[str, Any]) -> None:
+        """Refuse per-call options this task does not declare in ``call_options``."""
+        unknown = sorted(set(options) - self.call_options)
+        if unknown:
+            valid = ", ".join(sorted(self.call_options)) or "none"
+            raise ConfigError(f"task {self.name} takes no option {', '.join(unknown)} per call (valid: {valid})")
 
     def postprocess(self, outputs: Any) -> list[Any]:
         raise NotImplementedError
@@ -193,6 +202,16 @@ class Task:
     # as the (already size-checked) file bytes, "text" items as ServedText, "video" items as decoded uint8 frames
     # (T, H, W, 3), "seed" items as ints. None: the task is not served over HTTP.
     input_kind: ClassVar[str | None] = None
+
+    # ---- capabilities: declared here, read by explain/, serve/ and api.py (which never switch on a task's name) ---
+    # The API verbs this task answers besides predict: "generate", "transcribe", "translate", "sample", "neighbors".
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    # Which explain adapter applies (explain/adapters.py): "image" (normalised pixels of a classifier), "text" (token
+    # embeddings of a classifier with a ``tokenizer``), "audio" (the spectrogram of a classifier); None: no
+    # explanations.
+    explain_kind: ClassVar[str | None] = None
+    # Keywords ``forward`` (and so ``Predictor.predict``) accepts per call.
+    call_options: ClassVar[frozenset[str]] = frozenset()
 
     def input_spec(self) -> dict[str, Any]:
         """What ``GET /models`` tells clients about the inputs (kind, image size, sample rate …)."""

@@ -81,6 +81,7 @@ class WordEmbeddings(Task):
     """Learn word vectors (word2vec skip-gram or CBOW, negative sampling) from Shakespeare, the Bible or .txt files."""
 
     name = "word_embeddings"
+    capabilities = frozenset({"neighbors"})
     DataConfig = EmbeddingDataConfig
     input_kind = "text"
 

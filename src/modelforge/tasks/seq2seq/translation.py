@@ -176,6 +176,8 @@ class Translation(Task):
     """Translate text with an encoder–decoder (Bible EN→ES or your parallel text); greedy or beam search."""
 
     name = "translation"
+    capabilities = frozenset({"translate"})
+    call_options = frozenset({"beam_size", "length_penalty"})
     DataConfig = TranslationDataConfig
     input_kind = "text"
     output_key: ClassVar[str] = "translation"
@@ -410,10 +412,12 @@ class Translation(Task):
         src, lengths = _pad(self.encode_sources(texts), self.state_dict_["pad_id"])
         return {"src": src, "src_lengths": lengths, "sources": texts}
 
-    def forward(self, model: nn.Module, batch: dict[str, Any], settings: SearchSettings | None = None) -> list[str]:
+    def forward(self, model: nn.Module, batch: dict[str, Any], beam_size: int | None = None,
+                length_penalty: float | None = None) -> list[str]:
+        """Decoded texts; ``beam_size``/``length_penalty`` replace the recipe's decoding for this call."""
         device = next(model.parameters()).device
         return self.generate(model, batch["src"].to(device), batch["src_lengths"].to(device),
-                             settings or self.search_settings())
+                             self.search_settings(beam_size, length_penalty))
 
     def postprocess(self, outputs: list[str]) -> list[dict[str, Any]]:
         return [{self.output_key: text} for text in outputs]

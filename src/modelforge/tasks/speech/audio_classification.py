@@ -49,6 +49,7 @@ class AudioClassification(Task):
     """Classify whole utterances into labels (keyword spotting over spoken commands, or your labelled WAVs)."""
 
     name = "audio_classification"
+    explain_kind = "audio"
     DataConfig = AudioClassificationDataConfig
     input_kind = "audio"
 

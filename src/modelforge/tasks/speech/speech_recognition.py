@@ -21,7 +21,7 @@ from pydantic import Field
 from torch import nn
 
 from modelforge.core.config import Recipe
-from modelforge.core.errors import DataError
+from modelforge.core.errors import ConfigError, DataError
 from modelforge.data.formats.speech_manifest import SpeechRecord
 from modelforge.data.speech import (
     SPLIT_NAMES,
@@ -69,6 +69,8 @@ class SpeechRecognition(Task):
     """Transcribe speech with a CTC acoustic model over characters (spoken digits, commands, or your recordings)."""
 
     name = "speech_recognition"
+    capabilities = frozenset({"transcribe"})
+    call_options = frozenset({"decoding", "beam_width"})
     DataConfig = AsrDataConfig
     input_kind = "audio"
 
@@ -177,10 +179,13 @@ class SpeechRecognition(Task):
         metrics["examples"] = [{"reference": r, "hypothesis": h} for r, h in zip(refs[:5], (hyps or greedy)[:5])]
         return metrics
 
-    def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        """The configured decoding: greedy, or prefix beam search (with the lexicon when one is set)."""
+    def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor, decoding: str | None = None,
+               beam_width: int | None = None) -> list[str]:
+        """The configured decoding (or the one given): greedy, or prefix beam search (with the lexicon when one is
+        set)."""
         cfg = self.data_cfg
-        return decode(log_probs, self.vocab, lengths, cfg.decoding, cfg.beam_width, self.lexicon)
+        return decode(log_probs, self.vocab, lengths, decoding or cfg.decoding, beam_width or cfg.beam_width,
+                      self.lexicon)
 
     @property
     def lexicon(self) -> Lexicon | None:
@@ -231,9 +236,15 @@ class SpeechRecognition(Task):
         waves = [read_input_audio(item, self.data_cfg.features, i) for i, item in enumerate(inputs)]
         return speech_features(self.data_cfg, *pad_stack(waves))
 
-    def forward(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> Any:
-        return self.log_probs(model, *batch)
+    def forward(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], decoding: str | None = None,
+                beam_width: int | None = None) -> Any:
+        """Log-probabilities and frame counts, with this call's decoding (None: the recipe's) for postprocess."""
+        if decoding not in (None, "greedy", "beam"):
+            raise ConfigError(f"unknown decoding {decoding!r}; valid: greedy, beam")
+        if beam_width is not None and beam_width < 1:
+            raise ConfigError(f"beam_width must be >= 1, got {beam_width}")
+        return (*self.log_probs(model, *batch), decoding, beam_width)
 
     def postprocess(self, outputs: Any) -> list[dict[str, Any]]:
-        log_probs, lengths = outputs
-        return [{"text": text} for text in self.decode(log_probs, lengths)]
+        log_probs, lengths, *how = outputs
+        return [{"text": text} for text in self.decode(log_probs, lengths, *how)]

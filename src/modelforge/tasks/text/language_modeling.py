@@ -115,11 +115,10 @@ class LanguageModeling(TokenizerArtifact, Task):
     """Predict the next token of a text corpus (Shakespeare or your .txt files); generate continuations."""
 
     name = "language_modeling"
+    capabilities = frozenset({"generate"})
+    call_options = frozenset({"max_new_tokens_cap"})
     DataConfig = LMDataConfig
     input_kind = "text"
-    # The HTTP server caps generated tokens per prompt (its ServeSettings.max_new_tokens), whatever serve: asks.
-    max_new_tokens_limit: int | None = None
-
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
         self._tokenizer: Tokenizer | None = None
@@ -264,15 +263,16 @@ class LanguageModeling(TokenizerArtifact, Task):
             raise DataError(f"input {position}: nothing of the prompt {prompt[:40]!r} is in the model's vocabulary")
         return ids
 
-    def sampling(self) -> SamplingConfig:
-        """Generation settings for ``predict``: the recipe's ``serve:`` section over the defaults."""
+    def sampling(self, max_new_tokens_cap: int | None = None) -> SamplingConfig:
+        """Generation settings for ``predict``: the recipe's ``serve:`` section over the defaults, with at most
+        ``max_new_tokens_cap`` new tokens (the server's cap) when given."""
         serve = dict(self.recipe.serve or {})
         known = set(SamplingConfig.__dataclass_fields__)
         unknown = sorted(set(serve) - known)
         if unknown:
             raise ConfigError(f"serve: unknown keys {unknown} for language_modeling; valid: {', '.join(sorted(known))}")
         cfg = SamplingConfig(**serve)
-        limit = self.max_new_tokens_limit
+        limit = max_new_tokens_cap
         return cfg if limit is None or cfg.max_new_tokens <= limit else replace(cfg, max_new_tokens=limit)
 
     def generate(self, model: nn.Module, prompt: str, cfg: SamplingConfig, on_text: Any = None) -> str:
@@ -315,8 +315,9 @@ class LanguageModeling(TokenizerArtifact, Task):
             self.encode_prompt(item, i + 1)  # fail on a bad prompt before generating for any
         return list(inputs)
 
-    def forward(self, model: nn.Module, batch: list[str]) -> list[tuple[str, str]]:
-        cfg = self.sampling()
+    def forward(self, model: nn.Module, batch: list[str], max_new_tokens_cap: int | None = None
+                ) -> list[tuple[str, str]]:
+        cfg = self.sampling(max_new_tokens_cap)
         return [(prompt, self.generate(model, prompt, cfg)) for prompt in batch]
 
     def postprocess(self, outputs: list[tuple[str, str]]) -> list[dict[str, Any]]:

@@ -77,6 +77,7 @@ class TextClassification(TokenizerArtifact, Task):
     """Classify texts into labels (Rotten Tomatoes sentiment, BBC News topics, or a CSV/TSV/JSONL table)."""
 
     name = "text_classification"
+    explain_kind = "text"
     DataConfig = TextDataConfig
     input_kind = "text"
 

@@ -123,6 +123,7 @@ class ImageGeneration(Task):
     """Generate images with a GAN (DCGAN on MNIST digits); the Trainer alternates discriminator/generator steps."""
 
     name = "image_generation"
+    capabilities = frozenset({"sample"})
     DataConfig = GenerationDataConfig
 
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
