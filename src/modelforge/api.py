@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -276,10 +275,3 @@ def neighbors(path: str | Path, word: str | None, k: int = 10, analogy: Sequence
             found = task.neighbors(predictor.model, word, k)
             title = f"nearest to {word}"
     return "\n".join([title, *(f"{item['word']}\t{item['similarity']:.4f}" for item in found)])
-
-
-def read_results(path: str | Path) -> dict[str, Any]:
-    file = Path(path) / "results.json"
-    if not file.exists():
-        raise ArtifactError(f"{file} does not exist; has the run finished?")
-    return json.loads(file.read_text())

@@ -48,3 +48,20 @@ def test_undeclared_per_call_options_are_refused():
     with pytest.raises(ConfigError, match="task plain takes no option beam_width per call"):
         Plain.check_call_options(SimpleNamespace(name="plain", call_options=Plain.call_options), {"beam_width": 3})
     Decoding.check_call_options(SimpleNamespace(name="decoding", call_options=Decoding.call_options), {"beam_width": 3})
+
+
+def test_tasks_register_under_their_own_name():
+    from modelforge.core.registry import entries
+
+    registered = entries("task")
+    assert set(registered) == set(task_names()) and all(e.builder.name == n for n, e in registered.items())
+
+
+def test_get_task_imports_only_the_task_asked_for():
+    import subprocess
+    import sys
+
+    code = ("import sys; from modelforge.tasks import get_task; get_task('translation'); "
+            "print(sorted(m for m in sys.modules if m.startswith('modelforge.tasks.vision')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

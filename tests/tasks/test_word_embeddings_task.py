@@ -267,9 +267,8 @@ def test_cbow_task_trains_on_windows_evaluates_and_predicts(tmp_path):
 
 
 def test_models_other_than_skipgram_and_cbow_are_a_one_line_config_error(tmp_path):
-    from modelforge.core.config import load_yaml
     from modelforge.tasks.embeddings.word_embeddings import WordEmbeddings
-    from modelforge.tasks.recipes import find_recipe, load_recipe
+    from modelforge.tasks.recipes import find_recipe, load_recipe, load_yaml
 
     raw = load_yaml(find_recipe("skipgram-shakespeare"))
     task = WordEmbeddings(load_recipe({**raw, "model": {"name": "mlp"}}))

@@ -28,6 +28,7 @@ from modelforge.data.audio import (
     speed_perturb,
 )
 from modelforge.data.formats.speech_manifest import SpeechRecord
+from modelforge.data.padding import pad_rows
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -140,22 +141,13 @@ class WaveformDataset(torch.utils.data.Dataset):
         return float(self.lengths.sum()) / sample_rate
 
 
-def pad_stack(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """1-D tensors → zero-padded ``(B, max_len)`` and their lengths."""
-    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    out = rows[0].new_zeros((len(rows), int(lengths.max()) if len(rows) else 0))
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-    return out, lengths
-
-
 def collate_speech(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
     """(waveform, target) items → (waves, wave_lengths, targets[, target_lengths]): sequences padded, labels stacked."""
-    waves, wave_lengths = pad_stack([item[0] for item in items])
+    waves, wave_lengths = pad_rows([item[0] for item in items])
     targets = [item[1] for item in items]
     if targets[0].dim() == 0:
         return waves, wave_lengths, torch.stack(targets)
-    return (waves, wave_lengths, *pad_stack(targets))
+    return (waves, wave_lengths, *pad_rows(targets))
 
 
 def augment_waveforms(

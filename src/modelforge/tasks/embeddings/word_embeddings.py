@@ -32,7 +32,7 @@ from torch import nn
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError
-from modelforge.core.registry import get
+from modelforge.core.registry import get, register
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.embeddings.word_pairs import (
@@ -77,6 +77,7 @@ class EmbeddingDataConfig(StrictConfig):
     eval_k: int = Field(10, ge=1, description="a related word counts as found within this many nearest neighbours")
 
 
+@register("task", "word_embeddings")
 class WordEmbeddings(Task):
     """Learn word vectors (word2vec skip-gram or CBOW, negative sampling) from Shakespeare, the Bible or .txt files."""
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from modelforge.core.registry import register
 from modelforge.tasks.seq2seq.translation import (
     Pairs,
     Seq2SeqDataConfig,
@@ -59,6 +60,7 @@ def rouge_scores(references: list[str], outputs: list[str]) -> dict[str, float]:
     return {kind: 100.0 * total / count for kind, total in totals.items()}
 
 
+@register("task", "summarization")
 class Summarization(Translation):
     """Summarize text with an encoder–decoder (BBC News body → headline, or your TSV); ROUGE vs the lead baseline."""
 

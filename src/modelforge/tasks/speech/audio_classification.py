@@ -16,6 +16,8 @@ from pydantic import Field
 from torch import nn
 
 from modelforge.core.errors import DataError
+from modelforge.core.registry import register
+from modelforge.data.padding import pad_rows
 from modelforge.data.speech import (
     SPLIT_NAMES,
     SpeechDataConfig,
@@ -26,7 +28,6 @@ from modelforge.data.speech import (
     collate_speech,
     example_features,
     load_records,
-    pad_stack,
     read_input_audio,
     read_split,
     speech_features,
@@ -45,6 +46,7 @@ def _label_of(text: str) -> str:
     return " ".join(text.split())
 
 
+@register("task", "audio_classification")
 class AudioClassification(Task):
     """Classify whole utterances into labels (keyword spotting over spoken commands, or your labelled WAVs)."""
 
@@ -141,7 +143,7 @@ class AudioClassification(Task):
 
     def preprocess(self, inputs: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         waves = [read_input_audio(item, self.data_cfg.features, i) for i, item in enumerate(inputs)]
-        return speech_features(self.data_cfg, *pad_stack(waves))
+        return speech_features(self.data_cfg, *pad_rows(waves))
 
     def forward(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         feats, frames = batch

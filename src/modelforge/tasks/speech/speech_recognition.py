@@ -22,7 +22,9 @@ from torch import nn
 
 from modelforge.core.config import Recipe
 from modelforge.core.errors import ConfigError, DataError
+from modelforge.core.registry import register
 from modelforge.data.formats.speech_manifest import SpeechRecord
+from modelforge.data.padding import pad_rows
 from modelforge.data.speech import (
     SPLIT_NAMES,
     SpeechDataConfig,
@@ -33,7 +35,6 @@ from modelforge.data.speech import (
     collate_speech,
     example_features,
     load_records,
-    pad_stack,
     read_input_audio,
     read_split,
     speech_features,
@@ -65,6 +66,7 @@ def speech_metrics(references: list[str], hypotheses: list[str], prefix: str = "
     }
 
 
+@register("task", "speech_recognition")
 class SpeechRecognition(Task):
     """Transcribe speech with a CTC acoustic model over characters (spoken digits, commands, or your recordings)."""
 
@@ -234,7 +236,7 @@ class SpeechRecognition(Task):
 
     def preprocess(self, inputs: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         waves = [read_input_audio(item, self.data_cfg.features, i) for i, item in enumerate(inputs)]
-        return speech_features(self.data_cfg, *pad_stack(waves))
+        return speech_features(self.data_cfg, *pad_rows(waves))
 
     def forward(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], decoding: str | None = None,
                 beam_width: int | None = None) -> Any:

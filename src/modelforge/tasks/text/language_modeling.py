@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ConfigError, DataError
+from modelforge.core.registry import register
 from modelforge.data.text_encoding import (
     PAD,
     TOKENIZER_FILE,
@@ -111,6 +112,7 @@ def _prompt_and_rest(text: str, longest: int = 120) -> tuple[str, str]:
     return text[first_line:end], text[end:]
 
 
+@register("task", "language_modeling")
 class LanguageModeling(TokenizerArtifact, Task):
     """Predict the next token of a text corpus (Shakespeare or your .txt files); generate continuations."""
 

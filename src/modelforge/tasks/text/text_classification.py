@@ -25,7 +25,7 @@ from torch import nn
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ConfigError, DataError
-from modelforge.core.registry import get
+from modelforge.core.registry import get, register
 from modelforge.data.tensors import TensorDataset
 from modelforge.data.text_encoding import (
     TOKENIZER_FILE,
@@ -73,6 +73,7 @@ def _forward_params(model: nn.Module) -> set[str]:
     return set(inspect.signature(model.forward).parameters)
 
 
+@register("task", "text_classification")
 class TextClassification(TokenizerArtifact, Task):
     """Classify texts into labels (Rotten Tomatoes sentiment, BBC News topics, or a CSV/TSV/JSONL table)."""
 

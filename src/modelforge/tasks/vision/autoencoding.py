@@ -24,7 +24,7 @@ from torch import nn
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ConfigError, DataError
-from modelforge.core.registry import get
+from modelforge.core.registry import get, register
 from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
@@ -66,6 +66,7 @@ def corrupt(x: torch.Tensor, kind: str, std: float, amount: float,
     raise ConfigError(f"data.noise must be none, gaussian or salt_pepper, got {kind!r}")
 
 
+@register("task", "autoencoding")
 class Autoencoding(Task):
     """Reconstruct or denoise images with a convolutional autoencoder; PSNR/SSIM next to PCA of the same size."""
 

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
+from modelforge.core.registry import register
 from modelforge.data.formats.coco import (
     CocoAnnotation,
     CocoCategory,
@@ -100,6 +101,7 @@ def _split_images(images: list[CocoImage], size: float, seed: int) -> tuple[list
     return [im for i, im in enumerate(images) if i not in held], [im for i, im in enumerate(images) if i in held]
 
 
+@register("task", "detection")
 class Detection(Task):
     """Detect and classify objects (COCO format; CenterNet; COCOeval mAP)."""
 

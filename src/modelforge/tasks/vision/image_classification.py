@@ -15,6 +15,7 @@ from torch import nn
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
+from modelforge.core.registry import register
 from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
@@ -41,6 +42,7 @@ class ImageDataConfig(StrictConfig):
         "dataset", description="normalise with the training split's mean/std, or ImageNet's (pretrained networks)")
 
 
+@register("task", "image_classification")
 class ImageClassification(Task):
     """Classify images into labels (MNIST, sklearn digits or an image folder)."""
 

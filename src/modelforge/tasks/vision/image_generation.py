@@ -30,6 +30,7 @@ from torch import nn
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError
+from modelforge.core.registry import register
 from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
@@ -119,6 +120,7 @@ def judge_scores(images: torch.Tensor, judge: Any, threshold: float = 0.9) -> di
     }
 
 
+@register("task", "image_generation")
 class ImageGeneration(Task):
     """Generate images with a GAN (DCGAN on MNIST digits); the Trainer alternates discriminator/generator steps."""
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
+from modelforge.core.registry import register
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.vision.segmentation_metrics import confusion_matrix, segmentation_scores
 
@@ -68,6 +69,7 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - ((2 * inter + 1) / (total + 1)).mean()
 
 
+@register("task", "segmentation")
 class Segmentation(Task):
     """Label every pixel (U-Net; Dice and IoU per class)."""
 

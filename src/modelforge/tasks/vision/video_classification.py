@@ -22,6 +22,7 @@ from torch import nn
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
+from modelforge.core.registry import register
 from modelforge.data.formats.video import sample_clip_frames
 from modelforge.data.splits import holdout_split
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
@@ -77,6 +78,7 @@ def frames_to_clip(frames: np.ndarray, channels: int, size: int) -> np.ndarray:
     return out
 
 
+@register("task", "video_classification")
 class VideoClassification(Task):
     """Classify video clips (moving-digits motions or a folder of clips per class)."""
 
