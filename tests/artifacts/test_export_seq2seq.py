@@ -117,7 +117,7 @@ def test_onnxruntime_greedy_loop_equals_the_tasks_greedy_decoding(run, exported)
     encoder, decoder = exported.files
     ids = greedy_decode(encoder, decoder, batch["src"].numpy(), batch["src_lengths"].numpy())
     assert ids == expected and any(ids)
-    assert task.decode_targets(ids) == task.forward(loaded.model, batch, greedy)  # the texts `--beam 1` prints
+    assert task.decode_targets(ids) == task.forward(loaded.model, batch, beam_size=1)  # the texts `--beam 1` prints
     # one row alone decodes as it does in the batch (padding never leaks), and max_new caps the length
     assert greedy_decode(encoder, decoder, batch["src"][1:2, : int(batch["src_lengths"][1])].numpy(),
                          batch["src_lengths"][1:2].numpy()) == ids[1:2]
