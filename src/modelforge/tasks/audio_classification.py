@@ -49,6 +49,7 @@ class AudioClassification(Task):
     """Classify whole utterances into labels (keyword spotting over spoken commands, or your labelled WAVs)."""
 
     name = "audio_classification"
+    validation_metric = ("val_accuracy", "maximize")
     DataConfig = AudioClassificationDataConfig
     input_kind = "audio"
 

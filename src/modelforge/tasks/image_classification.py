@@ -45,6 +45,7 @@ class ImageClassification(Task):
     """Classify images into labels (MNIST, sklearn digits or an image folder)."""
 
     name = "image_classification"
+    validation_metric = ("val_accuracy", "maximize")
     DataConfig = ImageDataConfig
     input_kind = "image"
 

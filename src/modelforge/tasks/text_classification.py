@@ -219,6 +219,7 @@ class TextClassification(TokenizerArtifact, Task):
     """Classify texts into labels (Rotten Tomatoes sentiment, BBC News topics, or a CSV/TSV/JSONL table)."""
 
     name = "text_classification"
+    validation_metric = ("val_accuracy", "maximize")
     DataConfig = TextDataConfig
     input_kind = "text"
 
