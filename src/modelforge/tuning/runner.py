@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelforge.core.errors import ConfigError, TrainingError
+from modelforge.core.errors import ConfigError, MissingDependencyError, TrainingError
 from modelforge.tuning.study import StudySettings, open_study, run_workers, sqlite_url
 
 # metric names whose smaller values are better, when tune.metric is given without tune.direction
@@ -103,6 +103,10 @@ def tune(
     Running it again with the same study directory continues the study."""
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("modelforge tune needs Optuna: pip install 'modelforge[tune]'") from None
     settings = settle(recipe, overrides, trials=trials, space=space, study_dir=study_dir, storage=storage,
                       study_name=study_name, timeout=timeout)
     open_study(settings)  # create it (or refuse a mismatched one) before any worker starts
