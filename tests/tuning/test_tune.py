@@ -77,6 +77,12 @@ def test_recipe_space_keys_are_checked_before_any_trial(tmp_path):
         settled(["task=choice:text_classification"])
     with pytest.raises(ConfigError, match="the grid needs choice"):
         settled(["train.lr=log_uniform:1e-4:1e-2"], "tune.sampler=grid")
+    grid = settled(["train.lr=choice:1e-3,3e-3", "train.batch_size=int:16:64:16"], "tune.sampler=grid")
+    assert grid.trials == 1  # --trials 1 given; without it, every point once:
+    grid = settle("digits-cnn", ["tune.sampler=grid"], trials=None, space=["train.lr=choice:1e-3,3e-3",
+                  "train.batch_size=int:16:64:16"], study_dir=tmp_path / "s", storage=None, study_name=None,
+                  timeout=None)
+    assert grid.trials == 2 * 4 and grid.sampler == "grid"
     assert not (tmp_path / "s").exists()
 
 
@@ -86,6 +92,12 @@ def test_bad_space_key_exits_2_with_one_line(cli, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "train.lrr" in lines[0] and "Did you mean train.lr?" in lines[0], result.stderr
     assert not (tmp_path / "s").exists()
+    recipe = tmp_path / "search.yaml"  # the same check for the recipe's own tune: section
+    recipe.write_text((REPO / "recipes/image_classification/digits-cnn.yaml").read_text()
+                      + "tune:\n  space:\n    train.batch_sise: {choice: [16, 32]}\n")
+    result = cli("tune", str(recipe), "--study-dir", str(tmp_path / "s"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "Did you mean train.batch_size?" in lines[0], result.stderr
 
 
 # ---- one trial: pruning and failure ---------------------------------------------------------------------------------

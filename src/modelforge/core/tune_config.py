@@ -66,7 +66,8 @@ class TuneConfig(_Strict):
     metric: Optional[str] = Field(None, description="validation metric to optimise (default: the early-stopping "
                                                     "metric, else the task's own, e.g. val_accuracy)")
     direction: Optional[Literal["maximize", "minimize"]] = Field(None, description="default: from the metric")
-    trials: int = Field(20, ge=1, description="finished trials the study aims for (counted over all workers)")
+    trials: Optional[int] = Field(None, ge=1, description="finished trials the study aims for, over all workers "
+                                                          "(default 20; grid: every point once)")
     timeout: Optional[float] = Field(None, gt=0, description="seconds after which a worker starts no new trial")
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     pruner: Literal["median", "successive_halving", "none"] = "median"

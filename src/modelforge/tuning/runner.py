@@ -3,6 +3,7 @@ the workers, and write the results (the command ``modelforge tune`` is this func
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from modelforge.core.errors import ConfigError, MissingDependencyError, TrainingError
 from modelforge.tuning.study import StudySettings, open_study, run_workers, sqlite_url
 
+DEFAULT_TRIALS = 20
 # metric names whose smaller values are better, when tune.metric is given without tune.direction
 SMALLER_IS_BETTER = ("loss", "error", "wer", "cer", "perplexity", "mse", "mae")
 
@@ -74,13 +76,15 @@ def settle(recipe: str | dict | Path, overrides: Sequence[str] | None, *, trials
     base = recipe_to_dict(recipe_obj)
     base.pop("tune", None)
     check_space(base, search)
-    if cfg.sampler == "grid":
-        grid(search)  # refuses keys without a finite set of values
+    budget = trials or cfg.trials
+    if cfg.sampler == "grid":  # refuses keys without a finite set of values; more trials would repeat points
+        points = math.prod(len(values) for values in grid(search).values())
+        budget = min(budget or points, points)
     metric, direction = objective_of(recipe_obj)
     if trials is not None and trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}")
     where = Path(study_dir) if study_dir else Path(recipe_obj.train.output_dir) / f"{recipe_obj.name}-tune"
-    return StudySettings(recipe=base, space=search, metric=metric, direction=direction, trials=trials or cfg.trials,
+    return StudySettings(recipe=base, space=search, metric=metric, direction=direction, trials=budget or DEFAULT_TRIALS,
                          study_dir=where, storage=storage or sqlite_url(where),
                          study_name=study_name or recipe_obj.name, sampler=cfg.sampler, pruner=cfg.pruner,
                          seed=cfg.seed, timeout=timeout if timeout is not None else cfg.timeout)
