@@ -130,6 +130,7 @@ def test_pruning_stops_a_bad_trial_early_and_keeps_its_run(tmp_path):
     assert len(evals) == 1 and results["summary"]["epochs"] == 1  # stopped at the first of 4 epochs
     assert results["summary"]["stop_reason"].startswith("pruned by the study at step")
     assert trial.user_attrs["steps"] == evals[0]["step"] and (run / "model" / "model.safetensors").exists()
+    assert "error" not in trial.user_attrs
 
 
 def test_a_diverging_trial_is_recorded_failed_and_the_study_goes_on(tmp_path):
@@ -142,6 +143,21 @@ def test_a_diverging_trial_is_recorded_failed_and_the_study_goes_on(tmp_path):
                    catch=(Exception,))
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
     assert study.trials[0].user_attrs["error"].startswith("loss became nan at step")
+
+
+def test_a_trial_failing_before_training_still_counts_toward_the_budget(tmp_path):
+    import optuna
+
+    from modelforge.tuning.objective import Objective
+    from modelforge.tuning.study import counts_toward_budget
+
+    settings = _settings(tmp_path, {"train.lr": {"choice": [1e-3]}}, epochs=1)
+    settings.recipe["train"] = "fast"  # the sampled value cannot even be put into the recipe
+    study = optuna.create_study(direction="maximize")
+    study.optimize(Objective(settings), n_trials=1, catch=(Exception,))
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.FAIL and "'train' is not a section" in trial.user_attrs["error"]
+    assert counts_toward_budget(trial)
 
 
 # ---- whole studies through the CLI ----------------------------------------------------------------------------------

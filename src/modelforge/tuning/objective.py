@@ -59,10 +59,27 @@ class Objective:
     def __call__(self, trial: Any) -> float:
         import optuna
 
+        trial.set_user_attr("worker", worker_id())
+        started = time.perf_counter()
+        try:
+            return self._train(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # recorded, so the trial counts as done: a failure that repeats cannot loop
+            trial.set_user_attr("error", first_line(exc))
+            raise
+        except BaseException:  # Ctrl-C: the next run replaces the trial, as after a kill
+            trial.set_user_attr("interrupted", True)
+            raise
+        finally:
+            trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
+
+    def _train(self, trial: Any) -> float:
+        import optuna
+
         from modelforge.api import train
 
         settings = self.settings
-        trial.set_user_attr("worker", worker_id())
         values = suggest(trial, settings.space)
         run_dir = Path(settings.study_dir) / "trials" / f"trial-{trial.number:04d}"
         trial.set_user_attr("values", values)
@@ -70,15 +87,8 @@ class Objective:
         recipe = with_values(settings.recipe, values)
         recipe["train"]["progress"] = "off"  # one line per trial instead of a progress bar each
         reporter = ReportToTrial(trial, settings.metric, settings.direction == "maximize")
-        started = time.perf_counter()
-        try:
-            run = train(recipe, run_dir=run_dir, callbacks=[reporter], report=False)
-            value = reporter.best()
-        except Exception as exc:
-            trial.set_user_attr("error", first_line(exc))
-            raise
-        finally:
-            trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
+        run = train(recipe, run_dir=run_dir, callbacks=[reporter], report=False)
+        value = reporter.best()
         trial.set_user_attr("steps", run.summary.get("steps"))
         trial.set_user_attr("test", {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))})
         if reporter.pruned_at is not None:
