@@ -98,6 +98,11 @@ def test_bad_space_key_exits_2_with_one_line(cli, tmp_path):
     result = cli("tune", str(recipe), "--study-dir", str(tmp_path / "s"))
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "Did you mean train.batch_size?" in lines[0], result.stderr
+    result = cli("tune", "digits-cnn", LR, "--storage", "postgresql://nobody@127.0.0.1:1/none", "--study-dir",
+                 str(tmp_path / "s"))  # a database that cannot be opened: one line, nothing written
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "cannot open the study database" in lines[0], result.stderr
+    assert not (tmp_path / "s").exists()
 
 
 # ---- one trial: pruning and failure ---------------------------------------------------------------------------------

@@ -103,7 +103,8 @@ def open_study(settings: StudySettings, worker: int = 0) -> Any:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported one line each by the worker
     # heartbeats and fail_stale_trials are marked experimental; they are what lets a lost machine's trial go
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    settings.study_dir.mkdir(parents=True, exist_ok=True)
+    if settings.storage == sqlite_url(settings.study_dir):  # the database file goes in it; other storages leave
+        settings.study_dir.mkdir(parents=True, exist_ok=True)  # it to the first trial, so a refused URL leaves nothing
     study = optuna.create_study(storage=open_storage(settings.storage), study_name=settings.study_name,
                                 direction=settings.direction, sampler=build_sampler(settings, worker),
                                 pruner=build_pruner(settings.pruner), load_if_exists=True)
