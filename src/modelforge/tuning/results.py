@@ -88,7 +88,7 @@ def write_best_yaml(path: Path, recipe: dict[str, Any], trial: Any, metric: str)
     return path
 
 
-def study_plots(study: Any) -> dict[str, bytes | str]:
+def study_plots(study: Any, metric: str) -> dict[str, bytes | str]:
     """Optuna's matplotlib plots as PNG bytes; a plot that cannot be drawn (too few trials) is a note instead."""
     import optuna
     from optuna.visualization import matplotlib as optuna_plots
@@ -103,7 +103,7 @@ def study_plots(study: Any) -> dict[str, bytes | str]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # optuna.exceptions.ExperimentalWarning on every call
-                axes = make(study)
+                axes = make(study, target_name=metric)
             figure = getattr(axes, "figure", None) or axes.flat[0].figure
             figure.set_size_inches(7.5, 4.2)
             figure.tight_layout()
@@ -116,13 +116,13 @@ def study_plots(study: Any) -> dict[str, bytes | str]:
     return out
 
 
-def write_study_report(study_dir: Path, study: Any, columns: list[str], rows: list[dict[str, Any]],
+def write_study_report(study_dir: Path, study: Any, metric: str, columns: list[str], rows: list[dict[str, Any]],
                        overview: list[tuple[str, Any]]) -> Path:
     """``report.html``: the overview, the plots (also written to ``plots/``) and the trials table."""
     from modelforge.report import html
 
     sections = [html.Section("Study", html.key_value_table(overview))]
-    for title, plot in study_plots(study).items():
+    for title, plot in study_plots(study, metric).items():
         if isinstance(plot, bytes):
             atomic_write_bytes(study_dir / "plots" / f"{title.replace(' ', '_')}.png", plot)
             sections.append(html.Section(title.capitalize(), html.image(plot, title)))

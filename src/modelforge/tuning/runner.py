@@ -142,7 +142,7 @@ def summarize(settings: StudySettings) -> StudySummary:
                 *((f"{state} trials", n) for state, n in states.items()),
                 ("best trial", summary.best_trial), ("best value", summary.best_value),
                 *((f"best {k}", v) for k, v in summary.best_values.items())]
-    summary.report = results.write_study_report(directory, study, columns, rows, overview)
+    summary.report = results.write_study_report(directory, study, settings.metric, columns, rows, overview)
     if best is None:
         errors = [r["note"] for r in rows if r.get("note")]
         first = f"; first error: {errors[0]}" if errors else ""
