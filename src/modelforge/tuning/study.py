@@ -186,7 +186,14 @@ def run_worker(settings: StudySettings, worker: int = 0, threads: int | None = N
 
 
 def _spawned_worker(settings: StudySettings, worker: int, threads: int) -> None:
-    run_worker(settings, worker, threads)
+    """A ``--jobs`` process: a user error is one line and exit code 2, as in the command itself."""
+    from modelforge.core.errors import ModelforgeError
+
+    try:
+        run_worker(settings, worker, threads)
+    except ModelforgeError as exc:
+        print(f"modelforge: error: tune worker {worker}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def run_workers(settings: StudySettings, jobs: int) -> None:
