@@ -23,9 +23,9 @@ from pydantic import Field
 from tokenizers import Tokenizer
 from torch import nn
 
-from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ConfigError, DataError
 from modelforge.core.registry import get, register
+from modelforge.data.split_config import FractionSplitConfig
 from modelforge.data.tensors import TensorDataset
 from modelforge.data.text_encoding import (
     TOKENIZER_FILE,
@@ -41,7 +41,7 @@ from modelforge.tasks.base import ReportSamples, ServedText, Splits, StepOutput,
 from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
 
 
-class TextDataConfig(StrictConfig):
+class TextDataConfig(FractionSplitConfig):
     source: Literal["rotten_tomatoes", "bbc_news", "file"] = "rotten_tomatoes"
     path: Optional[str] = Field(None, description="file source: a CSV/TSV/JSONL table (the training data)")
     val_path: Optional[str] = Field(None, description="file source: validation table (default: split off path)")
@@ -50,12 +50,8 @@ class TextDataConfig(StrictConfig):
     label_column: str = "label"
     format: Optional[Literal["csv", "tsv", "jsonl"]] = Field(None, description="default: from the file suffix")
     encoding: str = "utf-8"
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="file source without val_path: share held out")
-    test_fraction: float = Field(0.1, ge=0, lt=1, description="file source without test_path: share held out")
-    split_seed: int = Field(0, description="seed of the hash split (file source)")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     max_length: int = Field(256, ge=1, description="tokens kept per text (longer texts are truncated)")
-    limit: Optional[int] = Field(None, ge=1, description="use only N texts of every split, evenly spread (quick runs)")
     init_encoder: Optional[str] = Field(
         None, description="start the classifier's encoder from a Hugging Face BERT folder or 'minilm'"
     )

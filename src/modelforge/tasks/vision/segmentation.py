@@ -19,16 +19,16 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
 from modelforge.core.registry import register
+from modelforge.data.split_config import HeldOutSplitConfig, TestSize
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.vision.segmentation_metrics import confusion_matrix, segmentation_scores
 
 Arrays = tuple[list[np.ndarray], list[np.ndarray]]
 
 
-class SegmentationDataConfig(StrictConfig):
+class SegmentationDataConfig(HeldOutSplitConfig):
     source: Literal["medical-phantoms", "road-scenes", "folder", "coco"] = "medical-phantoms"
     path: Optional[str] = Field(None, description="folder: image+mask folder (or one with train/ val/ test/); "
                                                   "coco: the image folder")  # fmt: skip
@@ -40,10 +40,7 @@ class SegmentationDataConfig(StrictConfig):
     num_train: Optional[int] = Field(None, ge=1, description="generated sources: training images")
     num_val: Optional[int] = Field(None, ge=1, description="generated sources: validation images")
     num_test: Optional[int] = Field(None, ge=1, description="generated sources: test images")
-    val_size: float = Field(0.1, ge=0, description="folder/coco without splits: validation share or count")
-    test_size: float = Field(0.1, ge=0, description="folder/coco without splits: test share or count")
-    split_seed: int = 0
-    limit: Optional[int] = Field(None, ge=1, description="use only the first N training images (quick runs)")
+    test_size: TestSize = 0.1  # folder/coco without splits
     flip: bool = Field(False, description="augmentation: random horizontal flips while training")
     dice_loss: bool = Field(True, description="add a soft Dice loss on the non-background classes to cross-entropy")
     on_error: Literal["skip", "fail"] = Field("skip", description="bad images/masks: skip (counted) or fail")
