@@ -30,7 +30,7 @@ from modelforge.data.formats.coco import (
 )
 from modelforge.data.split_config import HeldOutSplitConfig, TestSize
 from modelforge.models.detector import CenterNet
-from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.base import PredictionPicture, ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.vision.detection_targets import centernet_loss, decode, encode_targets
 
 STRIDE = CenterNet.stride
@@ -336,20 +336,13 @@ class Detection(Task):
             results.append({"boxes": found})
         return results
 
-    def save_prediction(self, item: Any, result: dict[str, Any], output_dir: str | Path | None = None,
-                        index: int = 0) -> dict[str, Any]:
-        """Draw ``result``'s boxes on the input picture and save it as ``<stem>.pred.png`` (next to the input, or in
-        ``output_dir``); returns the result with the picture's path added."""
-        from modelforge.core.atomic import atomic_write_bytes
-        from modelforge.tasks.vision.image_inputs import input_name, read_image_input
+    def prediction_pictures(self, item: Any, result: dict[str, Any]) -> list[PredictionPicture]:
+        """``result``'s boxes drawn on the input picture (``<stem>.pred.png``, the JSON's ``picture``)."""
+        from modelforge.tasks.vision.image_inputs import read_image_input
         from modelforge.tasks.vision.vision_drawing import draw_detections, png_bytes
 
         pixels = read_image_input(item, "RGB")
         scale = max(1, 256 // max(pixels.shape[:2]))  # small pictures are enlarged so the tags stay readable
         index_of = {name: i for i, name in enumerate(self.labels)}
         picture = draw_detections(pixels, result["boxes"], scale=scale, class_index=index_of)
-        folder = Path(output_dir) if output_dir else (Path(item).parent if isinstance(item, (str, Path)) else Path())
-        target = folder / f"{input_name(item, index)}.pred.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(target, png_bytes(picture))
-        return {**result, "picture": str(target)}
+        return [PredictionPicture("picture", "pred", png_bytes(picture))]

@@ -83,10 +83,3 @@ def resized_from_bytes(raw: bytes, channels: int, size: int) -> np.ndarray:
     except OSError as exc:
         raise DataError(f"input is not a readable image: {exc}") from None
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
-
-
-def input_name(item: Any, index: int) -> str:
-    """A file stem for saving a prediction picture of ``item``."""
-    if isinstance(item, (str, Path)) and len(str(item)) < 4096 and Path(item).suffix:
-        return Path(item).stem
-    return f"input-{index}"
