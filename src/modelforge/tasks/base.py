@@ -200,6 +200,15 @@ class Task:
     explain_kind: ClassVar[str | None] = None
     # Keywords ``forward`` (and so ``Predictor.predict``) accepts per call.
     call_options: ClassVar[frozenset[str]] = frozenset()
+    # What ``modelforge video`` draws of one result on a frame (video_annotate.py): "label" (a ``{label,
+    # probability}`` result, as a banner) or "boxes" (``{"boxes": [{label, score, box}]}``, as rectangles); None: the
+    # results cannot be drawn on a video. Only image and video tasks (``input_kind``) can be run over one.
+    frame_result: ClassVar[str | None] = None
+
+    def frames_per_prediction(self) -> int:
+        """How many consecutive frames of a stream one prediction sees (``modelforge video``'s default window): 1
+        for an image task; a video task's clip length."""
+        return 1
 
     def input_spec(self) -> dict[str, Any]:
         """What ``GET /models`` tells clients about the inputs (kind, image size, sample rate …)."""

@@ -105,6 +105,7 @@ class Detection(Task):
     name = "detection"
     DataConfig = DetectionDataConfig
     input_kind = "image"
+    frame_result = "boxes"
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _coco_splits(self) -> dict[str, CocoDataset]:

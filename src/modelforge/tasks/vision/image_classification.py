@@ -47,6 +47,7 @@ class ImageClassification(Task):
     validation_metric = ("val_accuracy", "maximize")
     DataConfig = ImageDataConfig
     input_kind = "image"
+    frame_result = "label"
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _load_source(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:

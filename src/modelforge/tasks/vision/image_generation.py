@@ -229,6 +229,10 @@ class ImageGeneration(Task):
         with torch.no_grad():
             return torch.cat([_sampler(model)(chunk.to(device)) for chunk in latents.split(256)])
 
+    def sample_grid(self, model: nn.Module, n: int, seed: int, columns: int | None = None) -> bytes:
+        """``generate``'s n images tiled ``columns`` wide (default ⌈√n⌉) as one PNG (``modelforge sample``)."""
+        return png_bytes(image_grid(self.generate(model, n, seed), columns))
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
         real_correct, real_loss, n_real = 0.0, 0.0, 0

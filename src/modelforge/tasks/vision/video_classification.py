@@ -85,6 +85,13 @@ class VideoClassification(Task):
     # served: the server decodes an uploaded video into frames (serve.inputs.check_video), which reach preprocess
     # as an array; `modelforge predict RUN clip.avi` and `modelforge video` read files
     input_kind = "video"
+    frame_result = "label"
+
+    def frames_per_prediction(self) -> int:
+        data = self.data_cfg
+        if data.source == "moving-digits":  # the classifier saw num_frames sampled from clip_frames-long clips
+            return int(data.clip_frames)
+        return int(self.state_dict_["num_frames"])
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _moving_digits(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
