@@ -80,6 +80,10 @@ def train(
     task = get_task(recipe_obj.task)(recipe_obj)
     started = time.perf_counter()
     splits = task.datasets()
+    decided = task.recipe is not recipe_obj  # the task decided settings from the data (columns, splits): save them
+    recipe_obj = task.recipe
+    if decided and env.is_main:
+        atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe_obj), sort_keys=False))
     if recipe_obj.explain is not None:  # fail now, not after training, if the gallery cannot be made
         from modelforge.explain import check_config
 

@@ -46,6 +46,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = train(args.recipe, args.overrides, resume=args.resume, run_dir=args.run_dir)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
+    if (run.summary.get("data") or {}).get("found"):
+        print(run.summary["data"]["found"])
     floats = {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))}
     for key, value in floats.items():
         print(f"{key}: {value:.4f}")

@@ -1,5 +1,6 @@
 """Your own data through the CLI: each documented command trains on a small real file made here."""
 
+import html
 import json
 
 import numpy as np
@@ -154,10 +155,25 @@ def test_documented_own_data_command_trains_on_a_small_real_file(train_cli, tmp_
     (tmp_path / "data").mkdir()
     arguments = build(tmp_path / "data")
     run_dir = tmp_path / "run"
-    train_cli(recipe, run_dir, [*arguments, *TINY, *tiny], files=("results.json", "model/task.json"))
+    result = train_cli(recipe, run_dir, [*arguments, *TINY, *tiny], files=("results.json", "model/task.json"))
     saved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     for argument in arguments:  # the run read exactly the files named
         key, value = argument.split("=", 1)
         assert saved["data"][key.split(".")[1]] == value
     results = json.loads((run_dir / "results.json").read_text())
     assert results["summary"]["steps"] == 2 and results["summary"]["data"]
+    if recipe in ("text-classifier", "image-classifier"):  # classifiers state what they found, in all three places
+        found = results["summary"]["data"]["found"]
+        assert found.startswith("found ") and "2 classes" in found and found in result.stdout
+        assert html.escape(found) in (run_dir / "report.html").read_text()
+
+
+def test_image_folder_with_a_test_folder_records_no_unused_test_size(train_cli, tmp_path):
+    root = tmp_path / "photos"
+    _images(root / "train")
+    _images(root / "test", count=2)
+    run_dir = tmp_path / "run"
+    result = train_cli("image-classifier", run_dir, [f"data.path={root}", *TINY, "data.image_size=16"])
+    assert "found " + str(root) + " (one folder per class): 2 classes (dark 6, light 5) · train 11 (photos/train); " \
+           "val 1 (split off photos/train); test 4 (photos/test)" in result.stdout
+    assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["data"]["test_size"] == 0

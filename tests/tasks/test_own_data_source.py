@@ -54,3 +54,58 @@ def test_a_recipe_without_source_that_names_files_reads_them():
 def test_built_in_data_stays_the_default_without_files():
     assert load_recipe("sentiment-minilm").data.source == "rotten_tomatoes"
 
+
+
+# ---- columns inferred, then stated ------------------------------------------------------------------------------
+def _write(path, header, rows, sep=","):
+    path.write_text(sep.join(header) + "\n" + "".join(sep.join(r) + "\n" for r in rows))
+    return path
+
+
+REVIEWS = [("an absorbing and moving story about a family", "pos"), ("dull, slow and far too long", "neg"),
+           ("the cast is wonderful and the script sparkles", "pos"), ("a tired plot with nothing new to say", "neg")]
+
+
+def test_text_and_label_columns_are_inferred_from_a_table(tmp_path):
+    from modelforge.data.formats.table_columns import infer_columns
+
+    rows = [(str(i), f"{text} number {i}", label, "2026") for i, (text, label) in enumerate(REVIEWS * 10)]
+    table = _write(tmp_path / "r.tsv", ["id", "review", "sentiment", "year"], rows, sep="\t")
+    assert infer_columns(table, None, None) == ("review", "sentiment")
+    assert infer_columns(table, "review", "year") == ("review", "year")  # named columns are used as they are
+
+
+def test_ambiguous_columns_are_an_error_listing_every_column(tmp_path):
+    from modelforge.core.errors import DataError
+    from modelforge.data.formats.table_columns import infer_columns
+
+    rows = [(f"{text} {i}", label, label.upper()) for i, (text, label) in enumerate(REVIEWS * 10)]
+    table = _write(tmp_path / "r.tsv", ["body", "gold", "silver"], rows, sep="\t")
+    with pytest.raises(DataError, match=r"set data.label_column\. Columns: 'body' .*text-like.*'gold' .*label-like"):
+        infer_columns(table, None, None)
+
+
+def test_stratified_holdout_keeps_the_label_mix_and_is_seeded():
+    from modelforge.data.splits import stratified_holdout
+
+    labels = ["a"] * 180 + ["b"] * 20
+    keep, held = stratified_holdout(labels, 50, seed=3)
+    assert len(held) == 50 and sorted(keep + held) == list(range(200))
+    assert sum(labels[i] == "b" for i in held) == 5  # 10 % of the held-out rows, like the data
+    assert stratified_holdout(labels, 50, seed=3) == (keep, held) and stratified_holdout(labels, 50, 4)[1] != held
+
+
+def test_text_task_states_what_it_found_and_records_the_columns(tmp_path):
+    from modelforge.tasks.text_classification import TextClassification
+
+    rows = [(f"{text} take {i}", label) for i, (text, label) in enumerate(REVIEWS * 50)]
+    train = _write(tmp_path / "train.csv", ["review", "sentiment"], [(f'"{t}"', y) for t, y in rows])
+    test = _write(tmp_path / "test.csv", ["review", "sentiment"], [(f'"{t}"', y) for t, y in rows[:20]])
+    task = TextClassification(load_recipe("sentiment-lstm", [f"data.path={train}", f"data.test_path={test}"]))
+    splits = task.datasets()
+    assert len(splits.val) == 50 and len(splits.train) == 150 and len(splits.test) == 20  # val_min, stratified
+    assert splits.summary["found"] == (
+        "found train.csv (text column 'review', label column 'sentiment'): 2 classes (neg 75, pos 75) · "
+        "train 150 (train.csv); val 50 (split off train.csv, stratified); test 20 (test.csv)")
+    used = task.recipe.data
+    assert (used.text_column, used.label_column, used.test_fraction) == ("review", "sentiment", 0.0)

@@ -77,6 +77,12 @@ class Task:
     def datasets(self) -> Splits:
         raise NotImplementedError
 
+    def record_used(self, **data_values: Any) -> None:
+        """Write ``data.*`` settings decided from the data (inferred columns, a share not held out because a file
+        was given) back into the recipe, so the run's recipe.yaml says what was actually used."""
+        self.data_cfg = self.data_cfg.model_copy(update=data_values)
+        self.recipe = self.recipe.model_copy(update={"data": self.data_cfg})
+
     def collate(self, items: list[Any]) -> Any:
         return torch.utils.data.default_collate(items)
 
