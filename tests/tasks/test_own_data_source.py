@@ -109,3 +109,24 @@ def test_text_task_states_what_it_found_and_records_the_columns(tmp_path):
         "train 150 (train.csv); val 50 (split off train.csv, stratified); test 20 (test.csv)")
     used = task.recipe.data
     assert (used.text_column, used.label_column, used.test_fraction) == ("review", "sentiment", 0.0)
+
+
+def test_max_length_auto_is_the_95th_percentile_of_training_lengths_and_is_recorded(tmp_path):
+    from modelforge.tasks.text_classification import TextClassification
+
+    # 96 short texts of 4 words and 4 long ones of 200: the long tail is cut, the short ones never are
+    rows = [(" ".join(["long"] * 200) if i % 25 == 0 else f"good film number {i}", "pos" if i % 2 else "neg")
+            for i in range(100)]
+    train = _write(tmp_path / "t.csv", ["text", "label"], rows)
+    overrides = [f"data.path={train}", "data.max_length=auto", "data.max_length_cap=64", "data.val_fraction=0",
+                 "data.test_fraction=0"]
+    task = TextClassification(load_recipe("sentiment-lstm", overrides))
+    splits = task.datasets()
+    assert task.recipe.data.max_length == task.state()["max_length"] == 8  # 4 words → 8 is the floor
+    assert splits.summary["train_truncated"] == 4
+    overrides[3:] = ["data.max_length_cap=16"]  # a cap below the percentile wins
+    rows = [(f"take {i} " + " ".join(["word"] * 30), "pos" if i % 2 else "neg") for i in range(40)]
+    _write(tmp_path / "t.csv", ["text", "label"], rows)
+    task = TextClassification(load_recipe("sentiment-lstm", [*overrides, "data.val_fraction=0"]))
+    task.datasets()
+    assert task.state()["max_length"] == 16
