@@ -99,6 +99,8 @@ def train(
         floats = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         trainer.metrics_log.write({"step": trainer.step, "epoch": trainer.epoch, "event": "test", **floats})
     summary.update(train_seconds=round(time.perf_counter() - started, 2), data=splits.summary)
+    if env.is_main:
+        _add_baseline(summary, task, splits, metrics)
     final_model = trainer.export_model()
     if env.is_main:
         save_artifact(directory / "model", recipe_obj, task, final_model)
@@ -108,6 +110,15 @@ def train(
         _write_report(directory, splits)
     dist_utils.teardown(env)
     return Run(directory, metrics, summary)
+
+
+def _add_baseline(summary: dict[str, Any], task: Any, splits: Any, metrics: dict[str, Any]) -> None:
+    """The classical baseline on the same split, and in words whether the model beat it (classifiers only)."""
+    from modelforge.tasks.baselines import run_baseline, verdict
+
+    baseline = run_baseline(task, splits)
+    if baseline is not None:
+        summary["baseline"] = {**baseline, "verdict": verdict(metrics, baseline)}
 
 
 def _write_report(directory: Path, splits: Any) -> None:

@@ -51,6 +51,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     floats = {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))}
     for key, value in floats.items():
         print(f"{key}: {value:.4f}")
+    baseline = run.summary.get("baseline")
+    if baseline:
+        print(f"baseline ({baseline['method']}): test_accuracy: {baseline['test_accuracy']:.4f}  "
+              f"test_macro_f1: {baseline['test_macro_f1']:.4f}")
+        print(baseline["verdict"])
     print(f"steps: {run.summary['steps']}  epochs: {run.summary['epochs']}  time: {run.summary['train_seconds']}s")
     if run.summary.get("stop_reason"):
         print(f"stopped: {run.summary['stop_reason']}")

@@ -166,6 +166,12 @@ def test_documented_own_data_command_trains_on_a_small_real_file(train_cli, tmp_
         found = results["summary"]["data"]["found"]
         assert found.startswith("found ") and "2 classes" in found and found in result.stdout
         assert html.escape(found) in (run_dir / "report.html").read_text()
+    if recipe in ("text-classifier", "image-classifier", "audio-classifier"):  # the baseline stands beside the model
+        baseline = results["summary"]["baseline"]
+        assert 0 <= baseline["test_accuracy"] <= 1 and baseline["verdict"] in result.stdout
+        assert f"baseline ({baseline['method']}): test_accuracy: {baseline['test_accuracy']:.4f}" in result.stdout
+        report = (run_dir / "report.html").read_text()
+        assert "<h2>Baseline</h2>" in report and html.escape(baseline["verdict"]) in report
 
 
 def test_image_folder_with_a_test_folder_records_no_unused_test_size(train_cli, tmp_path):

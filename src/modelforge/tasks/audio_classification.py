@@ -51,6 +51,7 @@ class AudioClassification(Task):
     name = "audio_classification"
     DataConfig = AudioClassificationDataConfig
     input_kind = "audio"
+    baseline = "audio"
 
     # ---- data -------------------------------------------------------------------------------------------------
     def datasets(self) -> Splits:

@@ -66,6 +66,9 @@ class Task:
     name: ClassVar[str]
     description: ClassVar[str] = ""
     DataConfig: ClassVar[type[StrictConfig]]
+    # The classical baseline fitted beside the model on the same split (tasks/baselines.py): "text" (TF-IDF of
+    # ``self.baseline_texts``), "pixels" or "audio" (MFCC means); None: no baseline.
+    baseline: ClassVar[str | None] = None
 
     def __init__(self, recipe: Recipe, state: dict[str, Any] | None = None):
         self.recipe = recipe

@@ -47,6 +47,7 @@ class ImageClassification(Task):
     name = "image_classification"
     DataConfig = ImageDataConfig
     input_kind = "image"
+    baseline = "pixels"
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _load_source(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:

@@ -236,6 +236,7 @@ class TextClassification(TokenizerArtifact, Task):
     name = "text_classification"
     DataConfig = TextDataConfig
     input_kind = "text"
+    baseline = "text"
 
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
@@ -320,6 +321,7 @@ class TextClassification(TokenizerArtifact, Task):
         parts = {k: v for k, v in parts.items() if v[0]}
         if len(label_names) < 2:
             raise DataError(f"text classification needs at least 2 labels, the training data has {label_names}")
+        self.baseline_texts = {split: texts for split, (texts, _) in parts.items()}
         tok = build_tokenizer(cfg.tokenizer, parts["train"][0])
         self._tokenizer = tok
         pad_id = pad_id_of(tok)
