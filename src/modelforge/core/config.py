@@ -49,7 +49,8 @@ class TrainConfig(StrictConfig):
         None, ge=0, lt=1, description="warm-up as a fraction of the run's optimiser steps (replaces warmup_steps)"
     )
     min_steps: Optional[int] = Field(
-        None, ge=1, description="small data: add epochs until the run makes at least this many optimiser steps"
+        None, ge=1, description="small data: add epochs until the run makes at least this many optimiser steps; "
+                                "early stopping never fires before them"
     )
     step_size: int = Field(1000, ge=1, description="step schedule: optimiser steps between decays")
     gamma: float = Field(0.1, gt=0, description="step schedule: decay factor")

@@ -205,7 +205,7 @@ class Trainer:
             self.best, self.bad_evals = value, 0
             if stopper.restore_best:
                 self.best_weights = ckpt.plain_tensors(dist_utils.full_model_state(self.model))
-        else:
+        elif not self.cfg.min_steps or self.step >= self.cfg.min_steps:  # no stopping inside the guaranteed steps
             self.bad_evals += 1
             if self.bad_evals >= stopper.patience:
                 self.stop_reason = f"early stopping: {stopper.metric} did not improve for {stopper.patience} evals"
