@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-TEXT_SIZES = {"rotten-tomatoes": (600, 400), "bbc-news": (1200, 600), "debates": (None, None)}  # train, test rows
+# train and test rows (None: the whole split)
+TEXT_SIZES = {"rotten-tomatoes": (600, 400), "bbc-news": (1200, None), "debates": (None, None)}
 QUICK = {"rotten-tomatoes": (300, 300)}
 
 
