@@ -96,7 +96,7 @@ def test_stratified_holdout_keeps_the_label_mix_and_is_seeded():
 
 
 def test_text_task_states_what_it_found_and_records_the_columns(tmp_path):
-    from modelforge.tasks.text_classification import TextClassification
+    from modelforge.tasks.text.text_classification import TextClassification
 
     rows = [(f"{text} take {i}", label) for i, (text, label) in enumerate(REVIEWS * 50)]
     train = _write(tmp_path / "train.csv", ["review", "sentiment"], [(f'"{t}"', y) for t, y in rows])
@@ -112,7 +112,7 @@ def test_text_task_states_what_it_found_and_records_the_columns(tmp_path):
 
 
 def test_max_length_auto_is_the_95th_percentile_of_training_lengths_and_is_recorded(tmp_path):
-    from modelforge.tasks.text_classification import TextClassification
+    from modelforge.tasks.text.text_classification import TextClassification
 
     # 96 short texts of 4 words and 4 long ones of 200: the long tail is cut, the short ones never are
     rows = [(" ".join(["long"] * 200) if i % 25 == 0 else f"good film number {i}", "pos" if i % 2 else "neg")
