@@ -61,8 +61,8 @@ def test_verdict_says_in_words_when_the_model_loses():
 @pytest.mark.parametrize("kind", ["text", "pixels", "audio"])
 def test_every_classification_task_declares_its_baseline(kind):
     from modelforge.tasks.speech.audio_classification import AudioClassification
-    from modelforge.tasks.vision.image_classification import ImageClassification
     from modelforge.tasks.text.text_classification import TextClassification
+    from modelforge.tasks.vision.image_classification import ImageClassification
 
     declared = {"text": TextClassification, "pixels": ImageClassification, "audio": AudioClassification}
     assert declared[kind].baseline == kind
