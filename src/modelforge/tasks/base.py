@@ -70,6 +70,8 @@ class Task:
     # The classical baseline fitted beside the model on the same split (tasks/baselines.py): "text" (TF-IDF of
     # ``self.baseline_texts``), "pixels" or "audio" (MFCC means); None: no baseline.
     baseline: ClassVar[str | None] = None
+    # what `modelforge tune` optimises when neither tune.metric nor train.early_stopping names a metric
+    validation_metric: ClassVar[tuple[str, str]] = ("val_loss", "minimize")
 
     def __init__(self, recipe: Recipe, state: dict[str, Any] | None = None):
         self.recipe = recipe
