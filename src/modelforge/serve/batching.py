@@ -5,6 +5,10 @@ gathers more until the batch holds ``max_batch_size`` inputs or the oldest reque
 batch then runs in the model's own worker thread, so the event loop keeps accepting requests meanwhile. One thread
 per model because a second concurrent forward pass only competes for the same cores (and not every model is
 thread-safe). A full queue is refused at once (``QueueFullError`` → HTTP 503) instead of letting latency grow.
+
+Unbatched calls (explanations, each many forward passes) share that thread through ``run_exclusive``: at most
+``max_explains`` wait or run per model (more are refused like a full queue) and they run one at a time, so the
+thread's own queue never holds more than one of them ahead of the next predict batch.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ class BatchSettings:
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
     queue_size: int = 256
+    max_explains: int = 2  # explanations waiting or running per model; bounded by queue_size too
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1 or self.queue_size < 1 or self.max_wait_ms < 0:
-            raise ValueError("max_batch_size and queue_size must be ≥ 1 and max_wait_ms ≥ 0")
+        if self.max_batch_size < 1 or self.queue_size < 1 or self.max_wait_ms < 0 or self.max_explains < 1:
+            raise ValueError("max_batch_size, queue_size and max_explains must be ≥ 1 and max_wait_ms ≥ 0")
 
 
 @dataclass
@@ -71,6 +76,9 @@ class MicroBatcher:
         self._arrived: asyncio.Event | None = None
         self._collector: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._exclusive_lock: asyncio.Lock | None = None
+        self._exclusive_waiting = 0
+        self.busy = 0  # calls submitted to the worker thread and not finished: a drain deadline checks it
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -78,6 +86,7 @@ class MicroBatcher:
         if self._collector is not None and not self._collector.done():
             return
         self._arrived = asyncio.Event()
+        self._exclusive_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"modelforge-{self.name}")
         self._collector = asyncio.get_running_loop().create_task(self._collect(), name=f"batcher-{self.name}")
 
@@ -95,7 +104,8 @@ class MicroBatcher:
                 request.future.set_exception(QueueFullError(self.name))
         self._pending_items = 0
         if self._executor is not None:
-            self._executor.shutdown(wait=True)
+            # A forward pass already running cannot be interrupted; the shutdown deadline decides how long to wait.
+            self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
     # ---- requests -----------------------------------------------------------------------------------------------
@@ -114,9 +124,27 @@ class MicroBatcher:
         return await request.future
 
     async def run_exclusive(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` in the model's worker thread, between batches (for calls that are not batched, e.g. explain)."""
+        """Run ``fn`` in the model's worker thread, between batches (for calls that are not batched, e.g. explain);
+        one at a time, and ``QueueFullError`` when ``max_explains`` (or ``queue_size``) already wait."""
         self.start()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        limit = min(self.settings.max_explains, self.settings.queue_size)
+        if self._exclusive_waiting >= limit:
+            self.stats.rejected += 1
+            raise QueueFullError(self.name)
+        self._exclusive_waiting += 1
+        try:
+            assert self._exclusive_lock is not None
+            async with self._exclusive_lock:
+                return await self._in_worker(fn)
+        finally:
+            self._exclusive_waiting -= 1
+
+    async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        self.busy += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        finally:
+            self.busy -= 1
 
     # ---- the collector ------------------------------------------------------------------------------------------
     async def _collect(self) -> None:
@@ -161,13 +189,12 @@ class MicroBatcher:
         return batch
 
     async def _run(self, batch: list[_Request]) -> None:
-        loop = asyncio.get_running_loop()
         items = [item for request in batch for item in request.items]
         self.stats.batches += 1
         self.stats.items += len(items)
         self.stats.largest_batch = max(self.stats.largest_batch, len(items))
         try:
-            results = await loop.run_in_executor(self._executor, self._checked_run, items)
+            results = await self._in_worker(self._checked_run, items)
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0].future, error=exc)
@@ -175,7 +202,9 @@ class MicroBatcher:
             # One bad input must not fail its neighbours: run each request alone to find whose it was.
             for request in batch:
                 try:
-                    single = await loop.run_in_executor(self._executor, self._checked_run, request.items)
+                    if request.future.done():  # its client went away meanwhile
+                        continue
+                    single = await self._in_worker(self._checked_run, request.items)
                     _settle(request.future, single)
                 except Exception as single_exc:
                     _settle(request.future, error=single_exc)

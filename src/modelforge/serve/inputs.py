@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from modelforge.core.errors import DataError
 from modelforge.serve.batching import BatchSettings
+from modelforge.serve.errors import ClientError
 from modelforge.tasks.base import ServedText
 
 IMAGE_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM"}
@@ -49,15 +50,10 @@ class ServeSettings:
     # A video is decoded on the server: cap the frames its header declares (about 100 s at 30 fps); each frame is
     # also held to ``max_image_pixels``.
     max_video_frames: int = 3000
-
-
-class ClientError(Exception):
-    """A request the client must fix: becomes ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
-
+    # A request's model work is abandoned after this many seconds (504) and as soon as its client disconnects.
+    request_timeout: float | None = 60.0
+    # Host names the server answers to (DNS rebinding guard); None: any. ``serve`` fills it in when no key is set.
+    allowed_hosts: tuple[str, ...] | None = None
 
 
 # ---- input validation -----------------------------------------------------------------------------------------
@@ -128,6 +124,11 @@ def check_text(value: Any, where: str, max_chars: int) -> str:
         raise ClientError(422, f"{where} is empty")
     if len(value) > max_chars:
         raise ClientError(413, f"{where} is {len(value)} characters long, over the {max_chars} character limit")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON's "\\ud800" escapes decode to a half of a UTF-16 pair
+        raise ClientError(422, f"{where} holds a lone surrogate (U+{ord(value[exc.start]):04X}) at character "
+                               f"{exc.start}: text must be valid Unicode") from None
     return value
 
 
@@ -195,15 +196,27 @@ def validate_item(kind: str | None, value: Any, where: str, settings: ServeSetti
     raise ClientError(422, f"this model takes {kind!r} inputs, which the server cannot read")
 
 
+def parse_json(body: bytes) -> Any:
+    """The request body as JSON, or a 400 saying why not (Python's parser raises RecursionError for deep nesting
+    and ValueError for an integer over its digit limit: both are the client's doing)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ClientError(400, "request body is not valid JSON: nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise ClientError(400, f"request body is not valid JSON: {exc.msg} at character {exc.pos}") from None
+    except UnicodeDecodeError:
+        raise ClientError(400, "request body is not valid JSON: not UTF-8") from None
+    except ValueError as exc:  # int(str) over sys.get_int_max_str_digits()
+        raise ClientError(400, f"request body is not valid JSON: {str(exc).partition(';')[0]}") from None
+
+
 async def read_inputs(request: Request, model: Any, settings: ServeSettings) -> list[Any]:
     """The request's inputs, validated: a JSON ``{"inputs": [...]}`` body or a multipart upload. ``model`` is the
     app's ``ServedModel`` (its input ``kind``, ``input_spec`` and whether it ``generates``)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ClientError(400, "request body is not valid JSON") from None
+        body = parse_json(await request.body())
         raw = body.get("inputs") if isinstance(body, dict) else None
         if not isinstance(raw, list):
             raise ClientError(422, 'JSON body must be an object with a list "inputs": {"inputs": [...]}')

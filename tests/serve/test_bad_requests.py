@@ -1,0 +1,182 @@
+"""Requests that once got a 500 (issue 15, items 1–4), the HTTP conformance of every answer (item 9) and the Host
+and Origin checks against DNS rebinding and cross-site posts (item 10): each answer is a JSON 4xx saying what is
+wrong."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from tiny_runs import sentiment_run
+
+from modelforge.serve.app import ServeSettings, create_app
+from modelforge.serve.batching import BatchSettings
+
+SETTINGS = ServeSettings(batch=BatchSettings(max_batch_size=4, max_wait_ms=0))
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def assert_error(response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"} and "Traceback" not in body["error"]
+    for word in words:
+        assert word in body["error"], body["error"]
+
+
+@pytest.fixture(scope="module")
+def client(digits_run, tmp_path_factory):
+    text = sentiment_run(tmp_path_factory.mktemp("bad-requests"))
+    app = create_app([f"digits={digits_run.directory}", f"text={text}"], SETTINGS)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_with_broken_chunk() -> bytes:
+    """A valid PNG header and IHDR, its pixel data split over two chunks, the second one's type garbled (with a
+    CRC valid for what it holds): Pillow reads the header, then raises SyntaxError while decoding."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16), dtype=np.uint8)).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    start = png.index(b"IDAT")
+    idat = png[start + 4 : start + 4 + struct.unpack(">I", png[start - 4 : start])[0]]
+    half = len(idat) // 2
+    return png[: start - 4] + _chunk(b"IDAT", idat[:half]) + _chunk(b"\xaf;\xef\xa7", idat[half:]) + _chunk(b"IEND",
+                                                                                                            b"")
+
+
+def gif_of_width_zero() -> bytes:
+    """A GIF whose image descriptor declares a frame 0 pixels wide (Pillow: ValueError while decoding)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (4, 4)).save(buffer, format="GIF")
+    gif = bytearray(buffer.getvalue())
+    descriptor = gif.index(b"\x2c", 13)  # after the header and logical screen descriptor
+    gif[descriptor + 5 : descriptor + 7] = b"\x00\x00"
+    return bytes(gif)
+
+
+# ---- items 1 and 2: undecodable images, on predict and explain alike ---------------------------------------------
+@pytest.mark.parametrize("route", ["predict", "explain"])
+@pytest.mark.parametrize("image, words", [(png_with_broken_chunk, "SyntaxError"), (gif_of_width_zero, "ValueError")])
+def test_an_image_that_breaks_the_decoder_is_422_on_predict_and_explain(client, route, image, words):
+    data = image()
+    assert_error(client.post(f"/models/digits/{route}", json={"inputs": [b64(data)]}), 422, "image", words)
+    files = [("file", ("x.png", data, "image/png"))]
+    assert_error(client.post(f"/models/digits/{route}", files=files), 422, "image")
+
+
+def test_pillow_decode_errors_are_data_errors():
+    from modelforge.core.errors import DataError
+    from modelforge.tasks.image_inputs import read_image_input, resized_from_bytes
+
+    for data in (png_with_broken_chunk(), gif_of_width_zero()):
+        with pytest.raises(DataError, match="not a readable image"):
+            resized_from_bytes(data, 1, 8)
+        with pytest.raises(DataError, match="not a readable image"):
+            read_image_input(data)
+
+
+# ---- items 2 and 4: lone surrogates in text ------------------------------------------------------------------------
+@pytest.mark.parametrize("route", ["predict", "explain"])
+def test_a_lone_surrogate_is_named_on_predict_and_explain(client, route):
+    body = b'{"inputs": ["good \\ud800 film"]}'
+    response = client.post(f"/models/text/{route}", content=body, headers={"Content-Type": "application/json"})
+    assert_error(response, 422, "inputs[0]", "lone surrogate", "U+D800", "character 5")
+
+
+# ---- item 3: JSON the parser refuses -------------------------------------------------------------------------------
+@pytest.mark.parametrize("route", ["predict", "explain"])
+@pytest.mark.parametrize("body, words", [
+    (b'{"inputs": ["a"], "x": ' + b"[" * 1000 + b"]" * 1000 + b"}", "nested too deeply"),
+    (b'{"inputs": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", "nested too deeply"),
+    (b'{"inputs": ["a"], "n": ' + b"9" * 5000 + b"}", "4300 digits"),
+    (b'{"inputs": [' + b"7" * 4301 + b"]}", "4300 digits"),
+])
+def test_deep_nesting_and_huge_integers_are_400(client, route, body, words):
+    response = client.post(f"/models/digits/{route}", content=body, headers={"Content-Type": "application/json"})
+    assert_error(response, 400, "not valid JSON", words)
+
+
+# ---- item 9: HTTP conformance -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["/health", "/", "/models"])
+def test_head_answers_like_get_without_a_body(client, path):
+    head, get = client.head(path), client.get(path)
+    assert head.status_code == 200 == get.status_code
+    assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
+
+
+def test_a_404_does_not_echo_a_long_path(client):
+    long_name = "x" * 60_000  # httpx's URL limit is 65,536 characters
+    for response in (client.get("/" + long_name), client.post(f"/models/{long_name}/predict", json={"inputs": ["a"]}),
+                     client.get(f"/models/{long_name}")):
+        assert_error(response, 404)
+        assert len(response.content) < 400
+
+
+def test_openapi_declares_errors_security_and_min_items(digits_run):
+    app = create_app([f"digits={digits_run.directory}"], ServeSettings(api_key="k"))
+    schema = TestClient(app).get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"] == {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer KEY"},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+    predict = schema["paths"]["/models/{name}/predict"]["post"]
+    assert predict["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert {"400", "401", "404", "413", "415", "422", "503", "504"} <= set(predict["responses"])
+    assert "501" in schema["paths"]["/models/{name}/explain"]["post"]["responses"]
+    assert "security" not in schema["paths"]["/health"]["get"]
+    inputs = predict["requestBody"]["content"]["application/json"]["schema"]["properties"]["inputs"]
+    assert inputs["minItems"] == 1
+    no_key = TestClient(create_app([f"digits={digits_run.directory}"], ServeSettings())).get("/openapi.json").json()
+    assert "securitySchemes" not in no_key.get("components", {})
+
+
+# ---- item 10: Host and Origin -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def loopback_client(digits_run):
+    settings = ServeSettings(allowed_hosts=("127.0.0.1", "localhost", "::1"))
+    with TestClient(create_app([f"digits={digits_run.directory}"], settings), base_url="http://127.0.0.1:8000",
+                    raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def test_a_foreign_host_header_is_refused(loopback_client):
+    assert loopback_client.get("/health").status_code == 200
+    assert loopback_client.get("/health", headers={"Host": "localhost:8000"}).status_code == 200
+    assert loopback_client.get("/health", headers={"Host": "[::1]:8000"}).status_code == 200
+    for host in ("attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example"):
+        response = loopback_client.post("/models/digits/predict", json={"inputs": ["a"]}, headers={"Host": host})
+        assert_error(response, 400, "not served here", "--allowed-hosts")
+
+
+def test_a_cross_origin_form_post_is_refused(loopback_client):
+    files = [("text", (None, "hello"))]
+    response = loopback_client.post("/models/digits/predict", files=files, headers={"Origin": "http://evil.example"})
+    assert_error(response, 403, "cross-origin")
+    same_site = loopback_client.get("/models", headers={"Origin": "http://127.0.0.1:8000"})
+    assert same_site.status_code == 200
+
+
+def test_allowed_hosts_follow_the_bound_address():
+    from modelforge.serve.guards import allowed_hosts_for
+
+    assert allowed_hosts_for("127.0.0.1") == ("127.0.0.1", "localhost", "::1")
+    assert allowed_hosts_for("10.0.0.5", ["Models.Example:8000"]) == ("10.0.0.5", "models.example")
+    assert allowed_hosts_for("0.0.0.0") is None  # any name reaches a wildcard bind: nothing to check against
+    assert allowed_hosts_for("0.0.0.0", ["models.example"]) == ("0.0.0.0", "models.example")
