@@ -23,6 +23,14 @@ def _save(root: Path, recipe, task) -> Path:
     return root
 
 
+def image_run(root: Path) -> Path:
+    """A grey 16×16 image classifier over ten digit labels (explanations supported)."""
+    recipe = load_recipe("digits-cnn", [])
+    task = get_task(recipe.task)(recipe, state={"labels": [str(i) for i in range(10)], "channels": 1,
+                                                "image_size": 16, "mean": [0.3], "std": [0.4]})
+    return _save(root / "image", recipe, task)
+
+
 def sentiment_run(root: Path) -> Path:
     """A text classifier (LSTM; explanations supported) over a 30-review vocabulary."""
     rng = np.random.default_rng(0)

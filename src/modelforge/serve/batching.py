@@ -65,6 +65,13 @@ class BatchStats:
         return dict(vars(self))
 
 
+class ServerClosingError(Exception):
+    """The server's drain deadline passed before this request's answer was ready."""
+
+    def __init__(self, name: str):
+        super().__init__(f"the server is shutting down; model {name!r} could not answer in time (retry later)")
+
+
 class MicroBatcher:
     """Runs ``run_batch(items) → results`` (one result per item) over gathered requests in a worker thread."""
 
@@ -78,7 +85,9 @@ class MicroBatcher:
         self._executor: ThreadPoolExecutor | None = None
         self._exclusive_lock: asyncio.Lock | None = None
         self._exclusive_waiting = 0
-        self.busy = 0  # calls submitted to the worker thread and not finished: a drain deadline checks it
+        self._waiting: set[asyncio.Future] = set()  # every client's future not yet answered
+        self._jobs: set[asyncio.Task] = set()  # unbatched calls in progress (a reference keeps each task alive)
+        self.busy = 0  # calls running in the worker thread now (changed by that thread only)
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -98,24 +107,35 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._collector = None
+        for job in list(self._jobs):
+            job.cancel()
         while self._pending:
-            request = self._pending.popleft()
-            if not request.future.done():
-                request.future.set_exception(QueueFullError(self.name))
+            _settle(self._pending.popleft().future, error=QueueFullError(self.name))
         self._pending_items = 0
         if self._executor is not None:
             # A forward pass already running cannot be interrupted; the shutdown deadline decides how long to wait.
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
+    def abandon(self) -> None:
+        """Answer every request still waiting or running with ``ServerClosingError`` (the drain deadline passed)."""
+        for future in list(self._waiting):
+            _settle(future, error=ServerClosingError(self.name))
+
     # ---- requests -----------------------------------------------------------------------------------------------
+    def _waiter(self) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.add(future)
+        future.add_done_callback(self._waiting.discard)
+        return future
+
     async def submit(self, items: list[Any]) -> list[Any]:
         """Queue one request's inputs and wait for their results; raises ``QueueFullError`` when the queue is full."""
         self.start()
         if len(self._pending) >= self.settings.queue_size:
             self.stats.rejected += 1
             raise QueueFullError(self.name)
-        request = _Request(list(items), asyncio.get_running_loop().create_future())
+        request = _Request(list(items), self._waiter())
         self._pending.append(request)
         self._pending_items += len(request.items)
         self.stats.requests += 1
@@ -125,24 +145,40 @@ class MicroBatcher:
 
     async def run_exclusive(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in the model's worker thread, between batches (for calls that are not batched, e.g. explain);
-        one at a time, and ``QueueFullError`` when ``max_explains`` (or ``queue_size``) already wait."""
+        one at a time, and ``QueueFullError`` when ``max_explains`` (or ``queue_size``) already wait or run."""
         self.start()
-        limit = min(self.settings.max_explains, self.settings.queue_size)
-        if self._exclusive_waiting >= limit:
+        if self._exclusive_waiting >= min(self.settings.max_explains, self.settings.queue_size):
             self.stats.rejected += 1
             raise QueueFullError(self.name)
         self._exclusive_waiting += 1
+        waiter = self._waiter()
+        job = asyncio.get_running_loop().create_task(self._exclusive_job(fn, waiter))
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+        return await waiter
+
+    async def _exclusive_job(self, fn: Callable[[], T], waiter: asyncio.Future) -> None:
+        """Holds the lock (and counts as waiting) until the thread is done with ``fn``, even when the client has
+        left meanwhile: a client that disconnects cannot pile calls up behind the lock."""
         try:
             assert self._exclusive_lock is not None
             async with self._exclusive_lock:
-                return await self._in_worker(fn)
+                if waiter.done():  # the client left (or the server is closing) before its turn
+                    return
+                try:
+                    _settle(waiter, await self._in_worker(fn))
+                except Exception as exc:
+                    _settle(waiter, error=exc)
         finally:
             self._exclusive_waiting -= 1
 
     async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._counted, fn, *args)
+
+    def _counted(self, fn: Callable[..., T], *args: Any) -> T:
         self.busy += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            return fn(*args)
         finally:
             self.busy -= 1
 

@@ -31,12 +31,14 @@ class ClientError(Exception):
 
 def model_failure(exc: BaseException, model_name: str) -> ClientError | None:
     """The client error for what a predict or explain call raised, or None when it is the server's fault."""
-    from modelforge.serve.batching import QueueFullError
+    from modelforge.serve.batching import QueueFullError, ServerClosingError
 
     if isinstance(exc, ClientError):
         return exc
     if isinstance(exc, QueueFullError):
         return ClientError(503, str(exc), {"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, ServerClosingError):
+        return ClientError(503, str(exc), {"Connection": "close"})
     if isinstance(exc, ModelforgeError):
         return ClientError(422, first_line(exc))
     if _is_pillow_bomb(exc):

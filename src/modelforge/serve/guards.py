@@ -74,28 +74,29 @@ class HostGuard:
 
 
 class ApiKeyGuard:
-    """401 unless ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` matches (constant-time) on ``/models…``."""
+    """401 on ``/models…`` unless a key is sent (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``) and every
+    key sent matches (constant-time): a wrong credential next to a right one is refused, not ignored."""
 
     def __init__(self, app: ASGIApp, key: str):
         self.app, self.key = app, key.encode()
 
-    def _given(self, scope: Scope) -> bytes:
-        given = _header(scope, b"x-api-key") or ""
-        auth = _header(scope, b"authorization") or ""
-        if not given and auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        return given.encode("latin-1")
+    def _accepted(self, scope: Scope) -> bool:
+        given = []
+        if (header := _header(scope, b"x-api-key")) is not None:
+            given.append(header.strip())
+        if (auth := _header(scope, b"authorization")) is not None:
+            scheme, _, token = auth.strip().partition(" ")
+            given.append(token.strip() if scheme.lower() == "bearer" else "")  # another scheme: not this key
+        results = [hmac.compare_digest(value.encode("latin-1"), self.key) for value in given]
+        return bool(results) and all(results)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
+        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX) or self._accepted(scope):
             await self.app(scope, receive, send)
             return
-        if not hmac.compare_digest(self._given(scope), self.key):
-            message = "missing or invalid API key (send Authorization: Bearer KEY or X-API-Key: KEY)"
-            headers = {"WWW-Authenticate": "Bearer", "Connection": "close"}  # the unread body is not wanted
-            await error_response(401, message, headers)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+        message = "missing or invalid API key (send Authorization: Bearer KEY or X-API-Key: KEY)"
+        headers = {"WWW-Authenticate": "Bearer", "Connection": "close"}  # the unread body is not wanted
+        await error_response(401, message, headers)(scope, receive, send)
 
 
 class BodyLimit:

@@ -92,6 +92,8 @@ def wav_seconds(data: bytes) -> float:
     try:
         with wave.open(io.BytesIO(data), "rb") as wf:
             return wf.getnframes() / max(1, wf.getframerate())
+    except RuntimeError:  # ``wave`` skipping a chunk that runs past the end of the data
+        raise ValueError("a chunk runs past the end of the file") from None
     except wave.Error as exc:
         if "unknown format" not in str(exc):
             raise ValueError(str(exc)) from None

@@ -18,8 +18,9 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -61,7 +62,8 @@ class GuardedConfig(uvicorn.Config):
     def __init__(self, app: Any, settings: ServerSettings, **kwargs: Any):
         super().__init__(app, http=GuardedH11Protocol, limit_concurrency=settings.limit_concurrency,
                          timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
-                         timeout_graceful_shutdown=settings.shutdown_timeout,  # type: ignore[arg-type]
+                         # the app answers what is left at shutdown_timeout; uvicorn cancels the rest 1 s later
+                         timeout_graceful_shutdown=settings.shutdown_timeout + 1,  # type: ignore[arg-type]
                          h11_max_incomplete_event_size=settings.max_header_bytes, **kwargs)
         self.header_timeout, self.body_timeout = settings.header_timeout, settings.body_timeout
 
@@ -123,7 +125,22 @@ class GuardedH11Protocol(H11Protocol):
 
 
 class DrainingServer(uvicorn.Server):
-    """A first SIGTERM/SIGINT drains (for at most the shutdown timeout); a second one exits at once."""
+    """A first SIGTERM/SIGINT drains (for at most the shutdown timeout); a second one exits at once.
+
+    At the deadline ``on_deadline`` answers the requests still waiting for a model (503, JSON); uvicorn cancels
+    whatever is left a second later.
+    """
+
+    def __init__(self, config: GuardedConfig, drain_s: float, on_deadline: Callable[[], None] | None = None):
+        super().__init__(config)
+        self.drain_s, self.on_deadline = drain_s, on_deadline
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        deadline = asyncio.get_running_loop().call_later(self.drain_s, self.on_deadline or (lambda: None))
+        try:
+            await super().shutdown(sockets)
+        finally:
+            deadline.cancel()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit:
@@ -145,15 +162,24 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def _abandon_all(app: Any) -> Callable[[], None]:
+    def abandon() -> None:
+        for model in getattr(app.state, "models", {}).values():
+            model.batcher.abandon()
+
+    return abandon
+
+
 def build_server(app: Any, host: str, port: int, settings: ServerSettings, log_level: str = "info",
                  access_log: bool = True) -> DrainingServer:
-    return DrainingServer(GuardedConfig(app, settings, host=host, port=port, log_level=log_level,
-                                        access_log=access_log))
+    """The server for ``create_app``'s app (its models' waiting requests are answered at the drain deadline)."""
+    config = GuardedConfig(app, settings, host=host, port=port, log_level=log_level, access_log=access_log)
+    return DrainingServer(config, settings.shutdown_timeout, _abandon_all(app))
 
 
 def run_server(app: Any, host: str, port: int, settings: ServerSettings, log_level: str = "info") -> None:
     """Serve until a signal; returns after the drain. Model calls still running then cannot be interrupted (a
-    forward pass holds its thread), so the process exits without waiting for them."""
+    forward pass holds its thread, which the interpreter would wait for at exit), so the process exits at once."""
     server = build_server(app, host, port, settings, log_level)
     server.run()
     unfinished = sum(model.batcher.busy for model in getattr(app.state, "models", {}).values())
