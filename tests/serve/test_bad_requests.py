@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from tiny_runs import sentiment_run
+from tiny_runs import keyword_run, sentiment_run, wav_bytes
 
 from modelforge.serve.app import ServeSettings, create_app
 from modelforge.serve.batching import BatchSettings
@@ -35,8 +35,9 @@ def assert_error(response, status: int, *words: str) -> None:
 
 @pytest.fixture(scope="module")
 def client(digits_run, tmp_path_factory):
-    text = sentiment_run(tmp_path_factory.mktemp("bad-requests"))
-    app = create_app([f"digits={digits_run.directory}", f"text={text}"], SETTINGS)
+    root = tmp_path_factory.mktemp("bad-requests")
+    app = create_app([f"digits={digits_run.directory}", f"text={sentiment_run(root)}", f"audio={keyword_run(root)}"],
+                     SETTINGS)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
@@ -180,3 +181,34 @@ def test_allowed_hosts_follow_the_bound_address():
     assert allowed_hosts_for("10.0.0.5", ["Models.Example:8000"]) == ("10.0.0.5", "models.example")
     assert allowed_hosts_for("0.0.0.0") is None  # any name reaches a wildcard bind: nothing to check against
     assert allowed_hosts_for("0.0.0.0", ["models.example"]) == ("0.0.0.0", "models.example")
+
+
+def test_a_multipart_body_over_the_field_limit_is_413(client):
+    fields = [("text", (None, f"review {i}")) for i in range(SETTINGS.max_inputs + 1)]
+    assert_error(client.post("/models/text/predict", files=fields), 413, "multipart body", "Too many fields")
+
+
+# ---- found by the fuzz test: a WAV at an odd sample rate -------------------------------------------------------
+@pytest.mark.parametrize("rate", [8001, 383_999])
+def test_an_odd_sample_rate_is_resampled_without_a_huge_filter(client, rate):
+    """383,999 Hz → 16 kHz exactly needs a 16000 × 384,000-phase filter bank (49 GB); such ratios are approximated."""
+    response = client.post("/models/audio/predict", json={"inputs": [b64(wav_bytes(0.01, rate=rate))]})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("rate", [999, 400_000])
+def test_a_sample_rate_outside_what_is_read_is_422(client, rate):
+    response = client.post("/models/audio/predict", json={"inputs": [b64(wav_bytes(0.01, rate=rate))]})
+    assert_error(response, 422, "not a readable WAV", f"sample rate {rate} Hz")
+
+
+def test_read_wav_approximates_odd_rates_and_refuses_absurd_ones(tmp_path):
+    from modelforge.core.errors import DataError
+    from modelforge.data.audio import read_wav
+
+    path = tmp_path / "odd.wav"
+    path.write_bytes(wav_bytes(0.5, rate=8001))
+    assert abs(len(read_wav(path, 16000)) - 8000) <= 2  # about 0.5 s at 16 kHz
+    path.write_bytes(wav_bytes(0.01, rate=400_000))
+    with pytest.raises(DataError, match="400000 Hz"):
+        read_wav(path, 16000)

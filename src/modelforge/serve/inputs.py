@@ -22,7 +22,7 @@ import numpy as np
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from modelforge.core.errors import DataError
+from modelforge.core.errors import DataError, first_line
 from modelforge.serve.batching import BatchSettings
 from modelforge.serve.errors import ClientError
 from modelforge.tasks.base import ServedText
@@ -86,12 +86,14 @@ def check_image(data: bytes, where: str, max_pixels: int) -> bytes:
 
 
 def wav_seconds(data: bytes) -> float:
-    """Duration from a WAV header (PCM through ``wave``; float/extensible by the fmt and data chunk sizes)."""
+    """Duration from a WAV header (PCM through ``wave``; float/extensible by the fmt and data chunk sizes); a
+    sample rate outside ``data.audio.SAMPLE_RATES`` is a ValueError."""
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise ValueError("no RIFF/WAVE header")
     try:
         with wave.open(io.BytesIO(data), "rb") as wf:
-            return wf.getnframes() / max(1, wf.getframerate())
+            rate = _checked_rate(wf.getframerate())
+            return wf.getnframes() / rate
     except RuntimeError:  # ``wave`` skipping a chunk that runs past the end of the data
         raise ValueError("a chunk runs past the end of the file") from None
     except wave.Error as exc:
@@ -104,9 +106,17 @@ def wav_seconds(data: bytes) -> float:
             _, channels, rate, _, block_align, _ = struct.unpack("<HHIIHH", data[pos + 8 : pos + 24])
             frame_bytes = block_align or channels
         elif chunk == b"data" and frame_bytes and rate:
-            return min(size, len(data) - pos - 8) / frame_bytes / rate
+            return min(size, len(data) - pos - 8) / frame_bytes / _checked_rate(rate)
         pos += 8 + size + (size & 1)
     raise ValueError("missing fmt or data chunk")
+
+
+def _checked_rate(rate: int) -> int:
+    from modelforge.data.audio import SAMPLE_RATES
+
+    if not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
+        raise ValueError(f"sample rate {rate} Hz is outside {SAMPLE_RATES[0]}–{SAMPLE_RATES[1]} Hz")
+    return rate
 
 
 def check_audio(data: bytes, where: str, max_seconds: float) -> bytes:
@@ -250,8 +260,11 @@ async def _multipart_values(request: Request, settings: ServeSettings) -> list[A
         form = await request.form(max_files=settings.max_inputs, max_fields=settings.max_inputs,
                                   max_part_size=settings.max_body_bytes)
     except Exception as exc:  # python-multipart and starlette raise several types for malformed bodies
+        reason = str(getattr(exc, "detail", "") or first_line(exc))
+        if reason.startswith("Too many"):  # fields or files over max_inputs: a limit, not a malformed body
+            raise ClientError(413, f"multipart body: {reason}") from None
         status = getattr(exc, "status_code", 400)
-        raise ClientError(status if 400 <= status < 500 else 400, f"malformed multipart body ({exc})") from None
+        raise ClientError(status if 400 <= status < 500 else 400, f"malformed multipart body ({reason})") from None
     values: list[Any] = []
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
