@@ -85,7 +85,7 @@ def test_an_image_that_breaks_the_decoder_is_422_on_predict_and_explain(client, 
 
 def test_pillow_decode_errors_are_data_errors():
     from modelforge.core.errors import DataError
-    from modelforge.tasks.image_inputs import read_image_input, resized_from_bytes
+    from modelforge.tasks.vision.image_inputs import read_image_input, resized_from_bytes
 
     for data in (png_with_broken_chunk(), gif_of_width_zero()):
         with pytest.raises(DataError, match="not a readable image"):

@@ -121,11 +121,6 @@ def _resample_pair(rate: int, target: int) -> tuple[int, int]:
     return rate, target  # unreachable for rates within SAMPLE_RATES
 
 
-def load_audio(path: str | Path, cfg: FeatureConfig) -> np.ndarray:
-    """``read_wav`` with the rate and duration limit of a feature config."""
-    return read_wav(path, cfg.sample_rate, cfg.max_seconds)
-
-
 def write_wav(path: str | Path, waveform: ArrayLike, sample_rate: int) -> None:
     """Mono float samples in [-1, 1] (clipped) → 16-bit PCM WAV, written to a temp file and renamed into place."""
     path = Path(path)
