@@ -212,3 +212,11 @@ def test_read_wav_approximates_odd_rates_and_refuses_absurd_ones(tmp_path):
     path.write_bytes(wav_bytes(0.01, rate=400_000))
     with pytest.raises(DataError, match="400000 Hz"):
         read_wav(path, 16000)
+
+
+def test_a_wav_chunk_running_past_the_end_is_422(client):
+    """Found by the fuzz test: ``wave`` raises RuntimeError skipping a chunk longer than the data (a 500 before)."""
+    chunk = b"JUNK" + struct.pack("<I", 1000) + b"x" * 10
+    data = b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WAVE" + chunk
+    assert_error(client.post("/models/audio/predict", json={"inputs": [b64(data)]}), 422, "not a readable WAV",
+                 "runs past the end")
