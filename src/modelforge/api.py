@@ -53,11 +53,13 @@ def train(
     run_dir: str | Path | None = None,
     callbacks: Sequence[Any] = (),
     report: bool = True,
+    baseline: bool = True,
     **kw_overrides: Any,
 ) -> Run:
     """Train a recipe (name, YAML path or mapping); ``key__sub=value`` keywords override like ``key.sub=value``.
     ``callbacks`` are ``training.callbacks.Callback`` objects given to the Trainer (``modelforge tune`` prunes
-    through ``on_eval_end``); ``report=False`` skips ``report.html`` (``modelforge report RUN`` writes it later)."""
+    through ``on_eval_end``); ``report=False`` skips ``report.html`` (``modelforge report RUN`` writes it later);
+    ``baseline=False`` skips the classical baseline that classification runs fit beside the model."""
     import yaml
 
     from modelforge.artifacts.model_dir import save_artifact
@@ -103,7 +105,7 @@ def train(
         floats = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         trainer.metrics_log.write({"step": trainer.step, "epoch": trainer.epoch, "event": "test", **floats})
     summary.update(train_seconds=round(time.perf_counter() - started, 2), data=splits.summary)
-    if env.is_main:
+    if env.is_main and baseline:
         _add_baseline(summary, task, splits, metrics)
     final_model = trainer.export_model()
     if env.is_main:
