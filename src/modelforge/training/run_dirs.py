@@ -9,6 +9,7 @@ once the data has loaded and training is about to start.
 
 from __future__ import annotations
 
+import glob
 import json
 import re
 from dataclasses import dataclass
@@ -56,13 +57,9 @@ def latest_resumable(output_dir: str | Path, name: str) -> ResumePoint | None:
     """The run of recipe ``name`` under ``output_dir`` whose latest checkpoint is the most recent one written."""
     root = Path(output_dir)
     pattern = re.compile(rf"^{re.escape(name)}(-\d+)?$")
-    points = [point for path in (root.glob(f"{glob_escape(name)}*") if root.is_dir() else [])
+    points = [point for path in (root.glob(f"{glob.escape(name)}*") if root.is_dir() else [])
               if pattern.match(path.name) and path.is_dir() and (point := resume_point(path)) is not None]
     return max(points, key=lambda p: p.checkpoint.stat().st_mtime_ns, default=None)
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def check_run_dir(path: Path) -> Path:
