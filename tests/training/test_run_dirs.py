@@ -67,3 +67,28 @@ def test_resume_of_a_finished_run_changes_nothing(capsys, tmp_path):
     assert "already finished" in out and "nothing changed" in out and "resuming" not in out
     assert _files(run) == before
     assert (run / "metrics.jsonl").read_text().count('"event": "test"') == 1
+
+
+def _checkpoint(run: Path, step: int, state: str | None = None) -> None:
+    target = run / "checkpoints" / f"step-{step:07d}"
+    target.mkdir(parents=True)
+    (target / "state.json").write_text(state or f'{{"step": {step}, "epoch": 0, "stop_reason": null}}')
+
+
+def test_run_dir_choice_without_training(tmp_path):
+    import os
+
+    from modelforge.core.errors import ArtifactError
+    from modelforge.training.run_dirs import latest_resumable, new_run_dir
+
+    (tmp_path / "x").write_text("a file, not a run")
+    assert new_run_dir(tmp_path, "x") == tmp_path / "x-2"
+    _checkpoint(tmp_path / "x-2", 4)
+    _checkpoint(tmp_path / "x-3", 2)
+    _checkpoint(tmp_path / "x-other", 9)  # another recipe's name that starts alike
+    os.utime(tmp_path / "x-2" / "checkpoints" / "step-0000004", ns=(1, 1))  # x-3 holds the newest checkpoint
+    point = latest_resumable(tmp_path, "x")
+    assert point.directory == tmp_path / "x-3" and point.step == 2
+    _checkpoint(tmp_path / "x-4", 6, state="{not json")
+    with pytest.raises(ArtifactError, match="step-0000006 cannot be read"):
+        latest_resumable(tmp_path, "x")
