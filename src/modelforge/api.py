@@ -48,15 +48,7 @@ def train(
 
     recipe_obj = load_recipe(str(recipe) if isinstance(recipe, Path) else recipe, overrides, **kw_overrides)
     env = dist_utils.setup(dist_utils.default_device())
-    # rank 0 chooses (and on --resume checks) the directory now, before the data loads, but creates nothing yet
-    chosen = resolve_run_dir(recipe_obj.train.output_dir, recipe_obj.name, run_dir, resume) if env.is_main else None
-    if env.enabled:  # every rank must use the directory rank 0 chose
-        import torch.distributed
-
-        holder = [chosen]
-        torch.distributed.broadcast_object_list(holder, src=0)
-        chosen = holder[0]
-    directory, point = chosen
+    directory, point = _choose_run_dir(recipe_obj, run_dir, resume, env)
 
     seed_everything(recipe_obj.train.seed)
     task = get_task(recipe_obj.task)(recipe_obj)
@@ -94,6 +86,20 @@ def train(
         _write_report(directory, splits)
     dist_utils.teardown(env)
     return Run(directory, metrics, summary)
+
+
+def _choose_run_dir(recipe_obj: Any, run_dir: str | Path | None, resume: bool,
+                    env: Any) -> tuple[Path, ResumePoint | None]:
+    """Rank 0 chooses (and on --resume checks) the run directory before the data loads, but creates nothing yet;
+    under torchrun every rank then uses its choice."""
+    chosen = resolve_run_dir(recipe_obj.train.output_dir, recipe_obj.name, run_dir, resume) if env.is_main else None
+    if env.enabled:
+        import torch.distributed
+
+        holder = [chosen]
+        torch.distributed.broadcast_object_list(holder, src=0)
+        chosen = holder[0]
+    return chosen
 
 
 def _already_finished(point: ResumePoint, trainer: Any, n_train: int, is_main: bool) -> Run | None:

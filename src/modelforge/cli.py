@@ -55,6 +55,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"steps: {run.summary['steps']}  epochs: {run.summary['epochs']}  time: {run.summary['train_seconds']}s")
     if run.summary.get("stop_reason"):
         print(f"stopped: {run.summary['stop_reason']}")
+    if isinstance(run.summary.get("restored_best"), dict):  # the saved model is that evaluation's, not the last
+        print(f"saved weights: the best evaluation, step {run.summary['restored_best'].get('step')}")
     print(f"run: {run.directory}")
     print(f"predict: modelforge predict {run.directory} INPUT...")
     print(f"serve:   modelforge serve {run.directory}   (then open http://127.0.0.1:8000/)")

@@ -200,7 +200,8 @@ class Trainer:
             self.best, self.bad_evals = value, 0
             if stopper.restore_best:
                 self.best_weights = ckpt.plain_tensors(dist_utils.full_model_state(self.model))
-                self.best_eval = {"step": self.step, "epoch": self.epoch, **floats}
+                finite = {k: v for k, v in floats.items() if math.isfinite(v)}  # JSON-safe, like metrics.jsonl
+                self.best_eval = {"step": self.step, "epoch": self.epoch, **finite}
         else:
             self.bad_evals += 1
             if self.bad_evals >= stopper.patience:
