@@ -146,10 +146,10 @@ CASES: list[tuple[str, list[str], list[str], str]] = [
     # commands for other kinds of run
     ("generate-on-a-classifier", ["generate", "{run}"], [], "needs a language_modeling run"),
     ("transcribe-on-a-classifier", ["transcribe", "{run}", "{tmp}/missing.wav"], [], "needs a speech_recognition run"),
-    ("translate-on-a-classifier", ["translate", "{run}", "hello"], [], "needs a translation"),
+    ("translate-on-a-classifier", ["translate", "{run}", "hello"], [], "translation run"),
     ("neighbors-on-a-classifier", ["neighbors", "{run}", "word"], [], "needs a word_embeddings run"),
     ("neighbors-without-word", ["neighbors", "{run}"], [], "give either a WORD"),
-    ("sample-on-a-classifier", ["sample", "{run}"], [], "needs an image_generation run"),
+    ("sample-on-a-classifier", ["sample", "{run}"], [], "image_generation run"),
     ("sample-n-zero", ["sample", "{run}", "--n", "0"], [], "argument --n"),
     ("video-missing-input", ["video", "{run}", "{tmp}/missing.avi", "{tmp}/out.mp4"], [], "no such video file"),
     ("video-not-a-video", ["video", "{run}", "{tmp}/clip.avi", "{tmp}/out.mp4"], ["clip.avi"],
