@@ -34,9 +34,13 @@ def train(
     *,
     resume: bool = False,
     run_dir: str | Path | None = None,
+    callbacks: Sequence[Any] = (),
+    report: bool = True,
     **kw_overrides: Any,
 ) -> Run:
-    """Train a recipe (name, YAML path or mapping); ``key__sub=value`` keywords override like ``key.sub=value``."""
+    """Train a recipe (name, YAML path or mapping); ``key__sub=value`` keywords override like ``key.sub=value``.
+    ``callbacks`` are ``training.callbacks.Callback`` objects given to the Trainer (``modelforge tune`` prunes
+    through ``on_eval_end``); ``report=False`` skips ``report.html`` (``modelforge report RUN`` writes it later)."""
     import yaml
 
     from modelforge.artifacts.model_dir import save_artifact
@@ -59,7 +63,7 @@ def train(
 
         check_config(recipe_obj.explain, task)
     model = task.build_model()
-    trainer = Trainer(task, model, recipe_obj.train, directory)
+    trainer = Trainer(task, model, recipe_obj.train, directory, callbacks=callbacks)
     if point is not None:
         done = _already_finished(point, trainer, len(splits.train), env.is_main)
         if done is not None:
@@ -83,7 +87,8 @@ def train(
         atomic_write_json(directory / "results.json", {"summary": summary, "metrics": metrics})
         if recipe_obj.explain is not None:
             _write_gallery(directory, splits)
-        _write_report(directory, splits)
+        if report:
+            _write_report(directory, splits)
     dist_utils.teardown(env)
     return Run(directory, metrics, summary)
 
@@ -115,7 +120,7 @@ def _already_finished(point: ResumePoint, trainer: Any, n_train: int, is_main: b
     return None
 
 
-def _write_report(directory: Path, splits: Any) -> None:
+def _write_report(directory: Path, splits: Any = None) -> None:
     """The HTML report is a convenience: failing to draw it must not fail a finished training run."""
     import warnings
 

@@ -65,6 +65,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from modelforge.tuning import tune
+
+    summary = tune(args.recipe, args.overrides, trials=args.trials, jobs=args.jobs, space=args.space or (),
+                   study_dir=args.study_dir, storage=args.storage, study_name=args.study_name, timeout=args.timeout)
+    print(summary.table())
+    counts = ", ".join(f"{n} {state}" for state, n in summary.states.items())
+    print(f"study {summary.study_name}: {counts}  ({summary.storage})")
+    values = " ".join(f"{k}={v}" for k, v in summary.best_values.items())
+    print(f"best: trial {summary.best_trial}  {summary.metric}={summary.best_value:.4f}  {values}")
+    print(f"best run: {summary.best_run_dir}   (its report: modelforge report {summary.best_run_dir})")
+    print(f"train it: modelforge train {summary.best_yaml}")
+    print(f"trials:   {summary.trials_csv}")
+    print(f"report:   {summary.report}")
+    print(f"compare:  modelforge compare {summary.study_dir}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from modelforge.api import evaluate
 
@@ -199,8 +217,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from modelforge.report import compare_runs
+    from modelforge.tuning.results import study_run_dirs
 
-    comparison = compare_runs(args.runs, output=args.output, metric=args.metric)
+    runs = [run for path in args.runs for run in (study_run_dirs(path) or [path])]  # a study: its trials' runs
+    comparison = compare_runs(runs, output=args.output, metric=args.metric)
     print(comparison.table())
     print(f"curves: {comparison.plot}")
     return 0
@@ -306,6 +326,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="run directory (default: <train.output_dir>/<recipe name>[-N])")
     p.add_argument("--nproc", type=int, help="launch N processes on this node through torchrun (see train.strategy)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="search hyperparameters with Optuna: modelforge tune RECIPE [key=value ...] "
+                                    "--space KEY=SPEC")
+    p.add_argument("recipe", help="a built-in recipe name or a YAML file (its tune: section holds the search)")
+    p.add_argument("overrides", nargs="*", help="typed overrides applied to every trial, such as data.limit=1000")
+    p.add_argument("--space", action="append", metavar="KEY=SPEC",
+                   help="search KEY too: log_uniform:LOW:HIGH, uniform:LOW:HIGH[:STEP], int:LOW:HIGH[:STEP] or "
+                        "choice:A,B,... (repeatable; replaces the recipe's tune.space entry for KEY)")
+    p.add_argument("--trials", type=_positive_int, help="finished trials the study aims for (default: tune.trials)")
+    p.add_argument("--jobs", type=_positive_int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--study-dir", help="study directory: study.db, trials/, trials.csv, best.yaml, report.html "
+                                       "(default: <train.output_dir>/<recipe name>-tune; again = continue)")
+    p.add_argument("--storage", metavar="URL", help="SQLAlchemy URL of a shared study database (e.g. "
+                                                    "postgresql://host/db; default: sqlite in the study directory)")
+    p.add_argument("--study-name", help="name of the study in the storage (default: the recipe name)")
+    p.add_argument("--timeout", type=_non_negative_float, metavar="SECONDS",
+                   help="a worker starts no new trial after this long (default: tune.timeout)")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("eval", help="evaluate a trained run on its test split")
     p.add_argument("run", help="run directory (runs/<name>)")
@@ -427,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="compare runs: a metrics table and overlaid curves (compare.png)")
-    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or a study directory (its trials)")
     p.add_argument("--output", default="compare.png", help="curves plot to write (default: compare.png)")
     p.add_argument("--metric", help="validation metric to overlay (default: the first logged, e.g. val_accuracy)")
     p.set_defaults(func=cmd_compare)

@@ -49,6 +49,7 @@ class ImageClassification(Task):
 
     name = "image_classification"
     explain_kind = "image"
+    validation_metric = ("val_accuracy", "maximize")
     DataConfig = ImageDataConfig
     input_kind = "image"
 
