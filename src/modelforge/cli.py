@@ -49,9 +49,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if run.summary.get("already_finished"):
         print(f"{run.directory} already finished (step {run.summary.get('steps')}); nothing to resume, nothing "
               "changed. Raise train.epochs or train.max_steps to train it further")
+    if (run.summary.get("data") or {}).get("found"):
+        print(run.summary["data"]["found"])
     floats = {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))}
     for key, value in floats.items():
         print(f"{key}: {value:.4f}")
+    baseline = run.summary.get("baseline")
+    if baseline:
+        print(f"baseline ({baseline['method']}): test_accuracy: {baseline['test_accuracy']:.4f}  "
+              f"test_macro_f1: {baseline['test_macro_f1']:.4f}")
+        print(baseline["verdict"])
     print(f"steps: {run.summary['steps']}  epochs: {run.summary['epochs']}  time: {run.summary['train_seconds']}s")
     if run.summary.get("stop_reason"):
         print(f"stopped: {run.summary['stop_reason']}")
@@ -172,6 +179,16 @@ def _check_port_free(host: str, port: int) -> None:
             from None
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -184,12 +201,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from modelforge.serve.app import ServeSettings, serve
     from modelforge.serve.batching import BatchSettings
+    from modelforge.serve.server import ServerSettings
 
     _check_port_free(args.host, args.port)
-    batch = BatchSettings(args.max_batch_size, args.max_wait_ms, args.queue_size)
+    batch = BatchSettings(args.max_batch_size, args.max_wait_ms, args.queue_size, args.max_explains)
     settings = ServeSettings(batch=batch, api_key=args.api_key or os.environ.get("MODELFORGE_API_KEY") or None,
-                             max_body_bytes=int(args.max_body_mb * 1024 * 1024))
-    serve(args.runs, args.host, args.port, settings, log_level=args.log_level)
+                             max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                             request_timeout=args.request_timeout)
+    server = ServerSettings(limit_concurrency=args.limit_concurrency, keep_alive_timeout=args.keep_alive_timeout,
+                            header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                            shutdown_timeout=args.shutdown_timeout)
+    serve(args.runs, args.host, args.port, settings, log_level=args.log_level, server=server,
+          allowed_hosts=args.allowed_hosts)
     return 0
 
 
@@ -447,6 +470,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-ms", type=_non_negative_float, default=5.0, help="longest wait to fill a batch")
     p.add_argument("--queue-size", type=_positive_int, default=256, help="waiting requests before HTTP 503")
     p.add_argument("--max-body-mb", type=_non_negative_float, default=8.0, help="request body limit in MiB")
+    p.add_argument("--max-explains", type=_positive_int, default=2,
+                   help="explanations waiting or running per model before HTTP 503 (they run one at a time)")
+    p.add_argument("--request-timeout", type=_positive_float, default=60.0,
+                   help="seconds a request may wait for its model before HTTP 504")
+    p.add_argument("--allowed-hosts", nargs="+", default=[], metavar="HOST",
+                   help="Host header names to answer besides the bound address (checked when there is no API key)")
+    p.add_argument("--limit-concurrency", type=_positive_int, default=100,
+                   help="open connections plus requests in progress before HTTP 503")
+    p.add_argument("--keep-alive-timeout", type=_positive_float, default=5.0, help="idle keep-alive seconds")
+    p.add_argument("--header-timeout", type=_positive_float, default=10.0,
+                   help="seconds to receive a request's headers before the connection is closed")
+    p.add_argument("--body-timeout", type=_positive_float, default=60.0,
+                   help="seconds to receive a request's body once its headers have arrived")
+    p.add_argument("--shutdown-timeout", type=_positive_float, default=30.0,
+                   help="on SIGTERM/SIGINT, seconds to let requests in progress finish (a second signal: at once)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
 
