@@ -22,7 +22,8 @@ from PIL import Image
 
 from modelforge.cli import main
 
-TINY_TEXT = ["data.source=file", "train.max_steps=2", "train.progress=off"]
+TINY_TEXT = ["data.source=file", "data.text_column=text", "data.label_column=label", "train.max_steps=2",
+             "train.progress=off"]
 TINY_TRAIN = ["model.name=mlp", "model.hidden=[8]", "data.limit=64", "train.max_steps=2", "train.progress=off"]
 
 

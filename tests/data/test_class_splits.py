@@ -83,7 +83,8 @@ def test_text_classifier_with_one_label_is_refused(tmp_path):
     table.write_text("text,label\n" + "".join(f"good film {i},pos\n" for i in range(20)))
     with pytest.raises(DataError, match="at least 2 classes, found 1 \\('pos'\\)"):
         modelforge.train({"name": "t", "task": "text_classification",
-                          "data": {"source": "file", "path": str(table)},
+                          "data": {"source": "file", "path": str(table), "text_column": "text",
+                                   "label_column": "label"},
                           "model": BAG, "train": {"max_steps": 1, "progress": "off"}},
                          run_dir=tmp_path / "run")
 
