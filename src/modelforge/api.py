@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any
 from modelforge.core.atomic import atomic_write_json, atomic_write_text
 from modelforge.core.errors import ArtifactError, ConfigError
 from modelforge.core.seed import seed_everything
+from modelforge.training.run_dirs import ResumePoint, finished_results, nothing_left, resolve_run_dir
 
 
 @dataclass
@@ -26,23 +26,6 @@ class Run:
 
     def load(self):
         return load(self.directory)
-
-
-def new_run_dir(output_dir: str, name: str) -> Path:
-    """``<output_dir>/<name>``, or ``<name>-2``, ``-3``… when taken: a new run never overwrites an old one."""
-    root = Path(output_dir)
-    candidate, n = root / name, 1
-    while candidate.exists() and any(candidate.iterdir()):
-        n += 1
-        candidate = root / f"{name}-{n}"
-    return candidate
-
-
-def latest_run_dir(output_dir: str, name: str) -> Path | None:
-    root = Path(output_dir)
-    pattern = re.compile(rf"^{re.escape(name)}(-\d+)?$")
-    found = [p for p in root.glob(f"{name}*") if pattern.match(p.name) and (p / "recipe.yaml").exists()]
-    return max(found, key=lambda p: (p / "recipe.yaml").stat().st_mtime) if found else None
 
 
 def train(
@@ -70,16 +53,7 @@ def train(
 
     recipe_obj = load_recipe(str(recipe) if isinstance(recipe, Path) else recipe, overrides, **kw_overrides)
     env = dist_utils.setup(dist_utils.default_device())
-    directory = _resolve_run_dir(recipe_obj, run_dir, resume) if env.is_main else None
-    if env.enabled:  # every rank must use the directory rank 0 chose
-        import torch.distributed
-
-        holder = [directory]
-        torch.distributed.broadcast_object_list(holder, src=0)
-        directory = holder[0]
-    if env.is_main:
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe_obj), sort_keys=False))
+    directory, point = _choose_run_dir(recipe_obj, run_dir, resume, env)
 
     seed_everything(recipe_obj.train.seed)
     task = get_task(recipe_obj.task)(recipe_obj)
@@ -96,7 +70,15 @@ def train(
         check_config(recipe_obj.explain, task)
     model = task.build_model()
     trainer = Trainer(task, model, recipe_obj.train, directory, callbacks=callbacks)
-    summary = trainer.fit(splits, resume=resume)
+    if point is not None:
+        done = _already_finished(point, trainer, len(splits.train), env.is_main)
+        if done is not None:
+            dist_utils.teardown(env)
+            return done
+    if env.is_main:  # training is about to start: only now does the run directory appear
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe_obj), sort_keys=False))
+    summary = trainer.fit(splits, resume=point is not None)
     if trainer.privacy is not None:  # the (ε, δ) guarantee of the trained model
         summary["privacy"] = trainer.privacy.report()
     metrics: dict[str, Any] = {}
@@ -117,6 +99,33 @@ def train(
             _write_report(directory, splits)
     dist_utils.teardown(env)
     return Run(directory, metrics, summary)
+
+
+def _choose_run_dir(recipe_obj: Any, run_dir: str | Path | None, resume: bool,
+                    env: Any) -> tuple[Path, ResumePoint | None]:
+    """Rank 0 chooses (and on --resume checks) the run directory before the data loads, but creates nothing yet;
+    under torchrun every rank then uses its choice."""
+    chosen = resolve_run_dir(recipe_obj.train.output_dir, recipe_obj.name, run_dir, resume) if env.is_main else None
+    if env.enabled:
+        import torch.distributed
+
+        holder = [chosen]
+        torch.distributed.broadcast_object_list(holder, src=0)
+        chosen = holder[0]
+    return chosen
+
+
+def _already_finished(point: ResumePoint, trainer: Any, n_train: int, is_main: bool) -> Run | None:
+    """``--resume`` of a run with nothing left to train: the saved Run, untouched (re-saving would rewrite the model
+    and log a second test line). None when training goes on; then say where it resumes from."""
+    results = finished_results(point.directory)
+    if results is not None and nothing_left(point, trainer.total_steps(n_train), trainer.cfg.epochs):
+        summary = {**results.get("summary", {}), "already_finished": True}
+        return Run(point.directory, results.get("metrics", {}), summary)
+    if is_main:
+        print(f"resuming {point.directory} from step {point.step} (epoch {point.epoch}; {point.checkpoint.name})",
+              flush=True)
+    return None
 
 
 def _add_baseline(summary: dict[str, Any], task: Any, splits: Any, metrics: dict[str, Any]) -> None:
@@ -155,15 +164,6 @@ def _write_gallery(directory: Path, splits: Any) -> None:
     except Exception as exc:  # noqa: BLE001
         warnings.warn(f"could not write {directory / 'explanations'}: {exc} "
                       f"(retry with `modelforge explain {directory} --gallery`)", stacklevel=2)
-
-
-def _resolve_run_dir(recipe_obj: Any, run_dir: str | Path | None, resume: bool) -> Path:
-    if run_dir is not None:
-        return Path(run_dir)
-    out, name = recipe_obj.train.output_dir, recipe_obj.name
-    if resume:
-        return latest_run_dir(out, name) or new_run_dir(out, name)
-    return new_run_dir(out, name)
 
 
 def load(path: str | Path):

@@ -46,6 +46,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = train(args.recipe, args.overrides, resume=args.resume, run_dir=args.run_dir)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
+    if run.summary.get("already_finished"):
+        print(f"{run.directory} already finished (step {run.summary.get('steps')}); nothing to resume, nothing "
+              "changed. Raise train.epochs or train.max_steps to train it further")
     if (run.summary.get("data") or {}).get("found"):
         print(run.summary["data"]["found"])
     floats = {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))}
@@ -59,6 +62,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"steps: {run.summary['steps']}  epochs: {run.summary['epochs']}  time: {run.summary['train_seconds']}s")
     if run.summary.get("stop_reason"):
         print(f"stopped: {run.summary['stop_reason']}")
+    if isinstance(run.summary.get("restored_best"), dict):  # the saved model is that evaluation's, not the last
+        print(f"saved weights: the best evaluation, step {run.summary['restored_best'].get('step')}")
     print(f"run: {run.directory}")
     print(f"predict: modelforge predict {run.directory} INPUT...")
     print(f"serve:   modelforge serve {run.directory}   (then open http://127.0.0.1:8000/)")
@@ -96,6 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from modelforge.commands.predict import predict
 
+    _check_output_folder(args.output)
     _print_json(predict(args.run, list(args.inputs), args.output))  # pictures become files, the JSON names them
     return 0
 
@@ -131,6 +137,42 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 0–65535, got {value}")
+    return value
+
+
+def _check_output_folder(output: str | None) -> None:
+    """``--output DIR`` must name a folder (or nothing yet): pictures are written into it."""
+    from pathlib import Path
+
+    from modelforge.core.errors import ConfigError
+
+    if output and Path(output).exists() and not Path(output).is_dir():
+        raise ConfigError(f"--output {output}: a file of that name exists; give a folder for the predicted pictures")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Bind (host, port) once and release it, so an address in use or a bad --host is one line before the models
+    load, not uvicorn's log lines and exit 3 after. SO_REUSEADDR as uvicorn sets it: a port in TIME_WAIT is free."""
+    import socket
+
+    from modelforge.core.errors import ConfigError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:  # socket.gaierror included
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason} (another server on it? choose --port/--host)") \
+            from None
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -155,6 +197,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from modelforge.serve.batching import BatchSettings
     from modelforge.serve.server import ServerSettings
 
+    _check_port_free(args.host, args.port)
     batch = BatchSettings(args.max_batch_size, args.max_wait_ms, args.queue_size, args.max_explains)
     settings = ServeSettings(batch=batch, api_key=args.api_key or os.environ.get("MODELFORGE_API_KEY") or None,
                              max_body_bytes=int(args.max_body_mb * 1024 * 1024),
@@ -415,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve runs over HTTP with micro-batching: modelforge serve RUN [RUN ...]")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (NAME=RUN to choose the model name)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--api-key", help="require this key (Authorization: Bearer KEY); prefer env MODELFORGE_API_KEY")
     p.add_argument("--max-batch-size", type=_positive_int, default=32, help="inputs per model call (1 = off)")
     p.add_argument("--max-wait-ms", type=_non_negative_float, default=5.0, help="longest wait to fill a batch")

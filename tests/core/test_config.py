@@ -66,3 +66,18 @@ def test_defaults_come_from_schema():
     assert TrainConfig().optimizer == "adam"
     recipe = load_recipe("digits-cnn")
     assert recipe.train.grad_accum == 1 and recipe.data.shift == 0
+
+
+@pytest.mark.parametrize("override", ["train.lr=inf", "train.lr=.nan", "train.lr=nan", "train.grad_clip=.inf",
+                                      "train.betas=[0.9, .nan]", "train.early_stopping.min_delta=-.inf",
+                                      "data.val_size=.inf"])
+def test_non_finite_numbers_are_refused_at_the_schema(override):
+    with pytest.raises(ConfigError, match="finite") as info:
+        load_recipe("digits-cnn", [override])
+    assert override.split("=")[0] in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("override", ["model.dropout=.nan", "model.dropout=inf"])
+def test_non_finite_model_keywords_are_refused(override):
+    with pytest.raises(ConfigError, match=r"model\.dropout: .*finite"):
+        load_recipe("mnist-mlp", [override])

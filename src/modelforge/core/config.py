@@ -8,6 +8,7 @@ happen in ``modelforge.tasks.recipes`` because ``core`` must not import tasks or
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,9 +18,23 @@ from modelforge.core.tune_config import TuneConfig
 
 
 class StrictConfig(BaseModel):
-    """Base for every config section: unknown keys are errors, assignments are re-validated."""
+    """Base for every config section: unknown keys are errors, assignments are re-validated, and every float must
+    be finite (``train.lr=inf`` or ``nan`` would only surface as a NaN loss steps later)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def non_finite_path(value: Any) -> str | None:
+    """Where a float inside ``value`` (nested lists, tuples, mappings) is inf or NaN: "" for ``value`` itself,
+    "[1]" or ".key" below it; None when every number is finite."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else ""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        below = non_finite_path(item)
+        if below is not None:
+            return (f".{key}" if isinstance(value, dict) else f"[{key}]") + below
+    return None
 
 
 class EarlyStopping(StrictConfig):

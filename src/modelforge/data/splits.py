@@ -134,8 +134,15 @@ def _fill_empty_splits(
 
 
 def holdout_split(n: int, size: float, seed: int, what: str = "samples") -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic (keep, held-out) sorted index arrays; ``size`` is a share (<1) or a count (≥1)."""
+    """Deterministic (keep, held-out) sorted index arrays; ``size`` is a share (<1) or a whole count (≥1); 0 holds
+    out nothing. A size that is neither (1.5), or a share too small to hold out a single item, is refused rather
+    than silently rounded to a split of one item or none."""
+    if size >= 1 and size != int(size):
+        raise DataError(f"data.val_size/data.test_size = {size:g} is neither a share (< 1) nor a whole count (≥ 1)")
     count = int(round(size * n)) if size < 1 else int(size)
+    if size > 0 and count == 0:
+        raise DataError(f"data.val_size/data.test_size = {size:g} holds out none of {n} {what}; raise it, or set 0 "
+                        "for no such split")
     if not 0 <= count < n:
         raise DataError(f"cannot hold out {count} of {n} {what}; lower data.val_size/data.test_size")
     order = np.random.default_rng(seed).permutation(n)

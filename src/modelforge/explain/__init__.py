@@ -130,6 +130,8 @@ def explain_batch(task: Any, model: nn.Module, batch: Any, method: str = "integr
                   attention: bool = True) -> list[Explanation]:
     """Explain an already preprocessed batch (as ``task.preprocess`` returns it)."""
     check_method(method)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 2:
+        raise ConfigError(f"steps must be a whole number of path points ≥ 2, got {steps!r}")
     prepared = prepare(task, model, batch, baseline)
     was_training = model.training
     model.eval()  # dropout off: attributions must be of the deterministic function the server predicts with

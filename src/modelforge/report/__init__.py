@@ -40,9 +40,12 @@ class RunRecord:
         return self.results.get("summary", {})
 
     def final_metrics(self) -> dict[str, float]:
-        """Scalar test metrics from results.json, then the last logged value of every validation metric."""
+        """The saved model's figures: scalar test metrics from results.json, then its validation metrics — those of
+        the evaluation whose weights early stopping restored (``restore_best``), else the last logged ones."""
         scalars = {k: v for k, v in self.results.get("metrics", {}).items() if _is_number(v)}
-        for record in reversed(self.records):
+        restored = self.summary.get("restored_best")
+        records = [{**restored, "event": "eval"}] if isinstance(restored, dict) else reversed(self.records)
+        for record in records:
             if record.get("event") == "eval":
                 for key, value in record.items():
                     if key.startswith("val_") and _is_number(value):
@@ -151,6 +154,9 @@ def _overview(run: RunRecord) -> list[tuple[str, Any]]:
         ("model", (recipe.get("model") or {}).get("name", "?")),
     ]
     rows += [(k, v) for k, v in run.summary.items() if k != "data" and not isinstance(v, (dict, list))]
+    restored = run.summary.get("restored_best")
+    if isinstance(restored, dict):
+        rows.append(("saved weights", f"restored best: step {restored.get('step')} (epoch {restored.get('epoch')})"))
     dp = run.summary.get("privacy")
     if isinstance(dp, dict) and "epsilon" in dp:  # DP-SGD runs state their guarantee up front
         rows.append(("privacy (DP-SGD)", f"ε = {dp['epsilon']:.3f}, δ = {dp.get('delta')}, noise σ = "

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from modelforge.core.config import Recipe, validate
+from modelforge.core.config import Recipe, non_finite_path, validate
 from modelforge.core.errors import ConfigError, RegistryError
 from modelforge.core.registry import check_kwargs, get
 from modelforge.tasks import get_task
@@ -97,13 +97,13 @@ def _coerce_model_kwargs(model_name: str, kwargs: dict[str, Any]) -> dict[str, A
     hints = typing.get_type_hints(builder)
     out = {}
     for key, value in kwargs.items():
-        if key not in hints:
-            out[key] = value
-            continue
         try:
-            out[key] = TypeAdapter(hints[key]).validate_python(value)
+            out[key] = TypeAdapter(hints[key]).validate_python(value) if key in hints else value
         except ValidationError as exc:
             raise ConfigError(f"model.{key}: {exc.errors()[0]['msg']} (got {value!r})") from None
+        where = non_finite_path(out[key])  # after coercion: the text "inf" becomes a float
+        if where is not None:
+            raise ConfigError(f"model.{key}{where}: Input should be a finite number (got {value!r})")
     return out
 
 

@@ -17,9 +17,7 @@ class MetricsLog:
 
     def __init__(self, path: Path, enabled: bool = True):
         self.path = path
-        self.enabled = enabled  # only rank 0 writes under torchrun
-        if enabled:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        self.enabled = enabled  # only rank 0 writes under torchrun; the folder appears with the first record
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop records written after the checkpoint we restart from (they will be written again)."""
@@ -32,6 +30,7 @@ class MetricsLog:
         if not self.enabled:
             return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(clean) + "\n")
 

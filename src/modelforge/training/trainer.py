@@ -83,6 +83,7 @@ class Trainer:
         self.best: float | None = None
         self.bad_evals = 0
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self.best_eval: dict[str, Any] | None = None  # the evaluation of best_weights: what the saved model scores
         self.stop_reason: str | None = None
         self.last_eval: dict[str, Any] = {}
 
@@ -118,6 +119,7 @@ class Trainer:
             "position": self.position,
             "rng": rng_state(),
             "best": self.best,
+            "best_eval": self.best_eval,
             "bad_evals": self.bad_evals,
             "stop_reason": self.stop_reason,
             "scaler": self.scaler.state_dict() if self.scaler else None,
@@ -151,6 +153,7 @@ class Trainer:
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.best, self.bad_evals, self.stop_reason = state["best"], state["bad_evals"], state.get("stop_reason")
         self.best_weights = extras.get("best")
+        self.best_eval = state.get("best_eval")
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -205,6 +208,8 @@ class Trainer:
             self.best, self.bad_evals = value, 0
             if stopper.restore_best:
                 self.best_weights = ckpt.plain_tensors(dist_utils.full_model_state(self.model))
+                finite = {k: v for k, v in floats.items() if math.isfinite(v)}  # JSON-safe, like metrics.jsonl
+                self.best_eval = {"step": self.step, "epoch": self.epoch, **finite}
         elif not self.cfg.min_steps or self.step >= self.cfg.min_steps:  # no stopping inside the guaranteed steps
             self.bad_evals += 1
             if self.bad_evals >= stopper.patience:
@@ -345,12 +350,14 @@ class Trainer:
         finally:
             progress.update(self.step, max(0, self.epoch - 1), {}, force=True)
             progress.close()
+        summary: dict[str, Any] = {"steps": self.step, "epochs": self.epoch, "stop_reason": self.stop_reason,
+                                   "world_size": self.env.world_size}
         if self.best_weights is not None:
             dist_utils.load_full_model_state(self.model, self.best_weights)
+            summary["restored_best"] = self.best_eval  # the saved model's figures, not the last evaluation's
         for cb in self.callbacks:
             cb.on_train_end(self)
-        return {"steps": self.step, "epochs": self.epoch, "stop_reason": self.stop_reason,
-                "world_size": self.env.world_size}
+        return summary
 
     def _run_epoch(self, splits: Splits, total: int, progress: Progress) -> None:
         cfg = self.cfg

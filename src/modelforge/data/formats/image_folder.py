@@ -36,7 +36,9 @@ def decode_image(path: Path, channels: int, size: int) -> np.ndarray:
             img = img.convert("L" if channels == 1 else "RGB")
             img = img.resize((size, size), Image.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:  # not an OSError: Pillow's guard against huge pixel counts
+        raise DataError(f"{path}: refused by Pillow's decompression-bomb guard ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 

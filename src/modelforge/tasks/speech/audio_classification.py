@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from modelforge.core.errors import DataError
 from modelforge.core.registry import register
+from modelforge.data.class_splits import check_classifier_splits
 from modelforge.data.padding import pad_rows
 from modelforge.data.speech import (
     SPLIT_NAMES,
@@ -63,8 +63,9 @@ class AudioClassification(Task):
         parts = load_records(cfg)
         check_split_sizes(parts)
         labels = sorted({_label_of(r.text) for r in parts["train"]})
-        if len(labels) < 2:
-            raise DataError(f"audio classification needs at least 2 labels in the training data, got {labels}")
+        # a split the source does not have is an empty list here, not an error
+        check_classifier_splits({split: [_label_of(r.text) for r in parts[split]] for split in SPLIT_NAMES
+                                 if split == "train" or parts[split]}, labels, cfg.path or f"data.source={cfg.source}")
         index = {label: i for i, label in enumerate(labels)}
         built, summary = {}, {"source": cfg.source, "classes": len(labels)}
         for split in SPLIT_NAMES:

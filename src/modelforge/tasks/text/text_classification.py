@@ -25,6 +25,7 @@ from torch import nn
 
 from modelforge.core.errors import ConfigError, DataError
 from modelforge.core.registry import get, register
+from modelforge.data.class_splits import check_classifier_splits
 from modelforge.data.split_config import FractionSplitConfig
 from modelforge.data.tensors import TensorDataset
 from modelforge.data.text_encoding import (
@@ -166,9 +167,8 @@ class TextClassification(TokenizerArtifact, Task):
         parts, label_names = self._load_tables()
         if cfg.limit:
             parts = {k: _spread(texts, labels, cfg.limit) for k, (texts, labels) in parts.items()}
-        parts = {k: v for k, v in parts.items() if v[0]}
-        if len(label_names) < 2:
-            raise DataError(f"text classification needs at least 2 labels, the training data has {label_names}")
+        check_classifier_splits({k: labels for k, (_, labels) in parts.items()}, label_names,
+                                cfg.path or f"data.source={cfg.source}")
         self.baseline_texts = {split: texts for split, (texts, _) in parts.items()}
         tok = build_tokenizer(cfg.tokenizer, parts["train"][0])
         self._tokenizer = tok

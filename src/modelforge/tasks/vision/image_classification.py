@@ -15,6 +15,7 @@ from torch import nn
 
 from modelforge.core.errors import DataError
 from modelforge.core.registry import register
+from modelforge.data.class_splits import check_classifier_splits
 from modelforge.data.split_config import HeldOutSplitConfig
 from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
@@ -101,13 +102,16 @@ class ImageClassification(Task):
         if "all" in parts:
             images, labels = parts.pop("all")
             keep, test = _holdout(len(images), cfg.test_size, cfg.split_seed)
-            parts["train"], parts["test"] = (images[keep], labels[keep]), (images[test], labels[test])
+            parts["train"] = (images[keep], labels[keep])
+            if len(test):  # data.test_size=0: no test split
+                parts["test"] = (images[test], labels[test])
         if "val" not in parts and cfg.val_size > 0:
             images, labels = parts["train"]
             keep, val = _holdout(len(images), cfg.val_size, cfg.split_seed + 1)
             parts["train"], parts["val"] = (images[keep], labels[keep]), (images[val], labels[val])
         if cfg.limit:
             parts["train"] = tuple(a[: cfg.limit] for a in parts["train"])
+        check_classifier_splits({k: v[1] for k, v in parts.items()}, classes, cfg.path or f"data.source={cfg.source}")
         tensors = {k: self._to_tensors(*v) for k, v in parts.items()}
         train_x = tensors["train"][0].float() / 255
         self.state_dict_ = {

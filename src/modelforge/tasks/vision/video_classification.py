@@ -22,6 +22,7 @@ from torch import nn
 
 from modelforge.core.errors import DataError
 from modelforge.core.registry import register
+from modelforge.data.class_splits import check_classifier_splits
 from modelforge.data.formats.video import sample_clip_frames
 from modelforge.data.split_config import HeldOutSplitConfig
 from modelforge.data.splits import holdout_split
@@ -163,13 +164,16 @@ class VideoClassification(Task):
         if "all" in parts:
             clips, labels = parts.pop("all")
             keep, test = _holdout(len(clips), cfg.test_size, cfg.split_seed)
-            parts["train"], parts["test"] = (clips[keep], labels[keep]), (clips[test], labels[test])
+            parts["train"] = (clips[keep], labels[keep])
+            if len(test):  # data.test_size=0: no test split
+                parts["test"] = (clips[test], labels[test])
         if cfg.source == "folder" and "val" not in parts and cfg.val_size > 0:
             clips, labels = parts["train"]
             keep, val = _holdout(len(clips), cfg.val_size, cfg.split_seed + 1)
             parts["train"], parts["val"] = (clips[keep], labels[keep]), (clips[val], labels[val])
         if cfg.limit:
             parts["train"] = tuple(a[: cfg.limit] for a in parts["train"])
+        check_classifier_splits({k: v[1] for k, v in parts.items()}, classes, cfg.path or f"data.source={cfg.source}")
         tensors = {k: (torch.from_numpy(c), torch.from_numpy(y)) for k, (c, y) in parts.items()}
         train_x = tensors["train"][0]
         _, frames, channels, size, _ = train_x.shape
