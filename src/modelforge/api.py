@@ -64,6 +64,10 @@ def train(
     from modelforge.training.trainer import Trainer
 
     recipe_obj = load_recipe(str(recipe) if isinstance(recipe, Path) else recipe, overrides, **kw_overrides)
+    if recipe_obj.adapter is not None:
+        from modelforge.training.lora import check_recipe
+
+        check_recipe(recipe_obj)
     env = dist_utils.setup(dist_utils.default_device())
     directory = _resolve_run_dir(recipe_obj, run_dir, resume) if env.is_main else None
     if env.enabled:  # every rank must use the directory rank 0 chose
@@ -85,8 +89,13 @@ def train(
 
         check_config(recipe_obj.explain, task)
     model = task.build_model()
+    if recipe_obj.adapter is not None:  # LoRA: only the adapter and the new head train
+        from modelforge.training.lora import apply_lora
+
+        model = apply_lora(model, recipe_obj.adapter)
     trainer = Trainer(task, model, recipe_obj.train, directory)
     summary = trainer.fit(splits, resume=resume)
+    summary.update(_parameter_counts(model))
     if trainer.privacy is not None:  # the (ε, δ) guarantee of the trained model
         summary["privacy"] = trainer.privacy.report()
     metrics: dict[str, Any] = {}
@@ -104,6 +113,11 @@ def train(
         _write_report(directory, splits)
     dist_utils.teardown(env)
     return Run(directory, metrics, summary)
+
+
+def _parameter_counts(model: Any) -> dict[str, int]:
+    return {"parameters": sum(p.numel() for p in model.parameters()),
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
 def _write_report(directory: Path, splits: Any) -> None:

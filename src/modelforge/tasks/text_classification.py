@@ -279,7 +279,9 @@ class TextClassification(TokenizerArtifact, Task):
         parts = {k: v for k, v in parts.items() if v[0]}
         if len(label_names) < 2:
             raise DataError(f"text classification needs at least 2 labels, the training data has {label_names}")
-        tok = build_tokenizer(cfg.tokenizer, parts["train"][0])
+        from modelforge.models.hf_auto import checkpoint_tokenizer  # model.name=hf brings its own tokenizer
+
+        tok = checkpoint_tokenizer(self.recipe.model) or build_tokenizer(cfg.tokenizer, parts["train"][0])
         self._tokenizer = tok
         pad_id = pad_id_of(tok)
         index = {name: i for i, name in enumerate(label_names)}
@@ -306,7 +308,8 @@ class TextClassification(TokenizerArtifact, Task):
         return self.state_dict_["labels"]
 
     def derived_model_kwargs(self) -> dict[str, Any]:
-        return {"vocab_size": self.state_dict_["vocab_size"], "num_classes": len(self.labels)}
+        return {"vocab_size": self.state_dict_["vocab_size"], "num_classes": len(self.labels),
+                "pad_id": self.state_dict_["pad_id"]}
 
     def build_model(self) -> nn.Module:
         model = super().build_model()
