@@ -158,11 +158,11 @@ def _resolve_run_dir(recipe_obj: Any, run_dir: str | Path | None, resume: bool) 
     return new_run_dir(out, name)
 
 
-def load(path: str | Path):
-    """Load a run (or its model/ directory) as a Predictor."""
+def load(path: str | Path, quantized: bool = False):
+    """Load a run (or its model/ directory) as a Predictor; ``quantized``: its int8 form (``modelforge quantize``)."""
     from modelforge.serve.predictor import Predictor
 
-    return Predictor(path)
+    return Predictor(path, quantized=quantized)
 
 
 def evaluate(path: str | Path, split: str = "test") -> dict[str, Any]:
@@ -286,6 +286,14 @@ def neighbors(path: str | Path, word: str | None, k: int = 10, analogy: Sequence
             found = task.neighbors(predictor.model, word, k)
             title = f"nearest to {word}"
     return "\n".join([title, *(f"{item['word']}\t{item['similarity']:.4f}" for item in found)])
+
+
+def quantize(path: str | Path, backend: str = "torch", limit: int | None = None) -> dict[str, Any]:
+    """Int8 dynamic quantization of a run's Linear layers (``torch``) and/or its ONNX graph (``onnx``), with the
+    metric change on its test split and the speed-up, written to ``RUN/model/quantization.json``."""
+    from modelforge.artifacts.quantize import quantize_run
+
+    return quantize_run(path, backend, limit)
 
 
 def read_results(path: str | Path) -> dict[str, Any]:

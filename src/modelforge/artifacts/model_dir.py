@@ -136,7 +136,9 @@ class LoadedArtifact:
     model: torch.nn.Module
 
 
-def load_artifact(path: Path) -> LoadedArtifact:
+def load_artifact(path: Path, quantized: bool = False) -> LoadedArtifact:
+    """The run's model, task and recipe; ``quantized``: with int8 Linear layers as ``modelforge quantize`` measured
+    them (``artifacts/quantize.py``)."""
     directory = model_dir_of(path)
     config = _read_json(directory / "config.json")
     task_state = _read_json(directory / "task.json")
@@ -161,4 +163,9 @@ def load_artifact(path: Path) -> LoadedArtifact:
         except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
             raise ArtifactError(f"{directory / 'model.safetensors'} is corrupt or truncated ({exc})") from None
     model.eval()
+    if quantized:
+        from modelforge.artifacts.quantize import quantize_linear, read_settings
+
+        read_settings(directory)  # refuses a run that was never quantized and measured
+        model = quantize_linear(model)
     return LoadedArtifact(directory, recipe, task, model)

@@ -93,13 +93,15 @@ def _name_of(path: Path) -> str:
     return path.parent.name if path.name == "model" and (path / "config.json").exists() else path.name
 
 
-def load_models(runs: Sequence[str | Path], settings: BatchSettings) -> dict[str, ServedModel]:
-    """Load each run as ``NAME=RUN`` or ``RUN`` (named after its directory); names must be unique."""
+def load_models(runs: Sequence[str | Path], settings: BatchSettings,
+                quantized: bool = False) -> dict[str, ServedModel]:
+    """Load each run as ``NAME=RUN`` or ``RUN`` (named after its directory); names must be unique; ``quantized``: the
+    int8 models measured by ``modelforge quantize``."""
     models: dict[str, ServedModel] = {}
     for spec in runs:
         text = str(spec)
         name, _, path = text.partition("=") if "=" in text and not Path(text).exists() else ("", "", text)
-        predictor = Predictor(Path(path))
+        predictor = Predictor(Path(path), quantized=quantized)
         name = name or _name_of(Path(path))
         if name in models:
             raise ConfigError(f"two runs are both named {name!r}; name them apart with NAME=RUN")
@@ -237,7 +239,7 @@ def _openapi_body() -> dict[str, Any]:
 def create_app(runs: Sequence[str | Path] | dict[str, ServedModel], settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI app over run directories (or already loaded models); ``serve`` runs it with uvicorn."""
     settings = settings or ServeSettings()
-    models = runs if isinstance(runs, dict) else load_models(runs, settings.batch)
+    models = runs if isinstance(runs, dict) else load_models(runs, settings.batch, settings.quantized)
     _limit_generation(models, settings)
 
     @asynccontextmanager
