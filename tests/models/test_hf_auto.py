@@ -81,6 +81,7 @@ def test_causal_lm_generates_with_its_kv_cache_like_transformers(tmp_path):
     cached = generate_ids(model, prompt, SamplingConfig(max_new_tokens=6, temperature=0))
     assert cached == expected
     assert modelforge.api.generate(run.directory, "a good film", max_new_tokens=4, temperature=0)
+    assert export(run.directory).max_abs_diff < 1e-4
 
 
 def test_missing_checkpoint_is_a_one_line_error(cli, tmp_path):

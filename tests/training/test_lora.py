@@ -121,3 +121,25 @@ def test_dp_sgd_with_lora_keeps_epsilon_and_changes_only_the_adapter(tmp_path):
     assert all("lora_" in k or ".classifier." in k for k in changed), changed
     sampled = [p for p in trainer.model.parameters() if getattr(p, "grad_sample", None) is not None]
     assert all(p.requires_grad for p in sampled)  # per-sample gradients only for the trainable ones
+
+
+def test_own_gpt_adapts_its_blocks_and_merging_keeps_its_function():
+    from modelforge.core.config import AdapterConfig
+    from modelforge.core.registry import build
+    from modelforge.training.lora import merged
+
+    torch.manual_seed(0)
+    model = apply_lora(build("model", "gpt", vocab_size=40, max_positions=16, dim=16, num_layers=2, num_heads=2,
+                             dropout=0.0), AdapterConfig(r=2, dropout=0.0))
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)  # a language model has no new head
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_()  # a trained-looking adapter (B starts at zero)
+    ids = torch.randint(0, 40, (2, 12), generator=torch.Generator().manual_seed(0))
+    plain = merged(model).eval()
+    assert not any("lora_" in name for name in plain.state_dict())
+    with torch.no_grad():
+        assert (model.eval()(ids) - plain(ids)).abs().max() < 1e-5
+        assert (model.generate(ids[:1, :4], 6) == plain.generate(ids[:1, :4], 6)).all()

@@ -84,7 +84,9 @@ class HFModel(nn.Module):
         return {"hf_config": json.loads(self.net.config.to_json_string(use_diff=False)), "pretrained": False}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        mask = None if attention_mask is None else attention_mask.long()
+        # An explicit all-ones mask when none is given: without one, transformers probes position ids for packed
+        # sequences (an op the ONNX exporter lacks); with one the computation is the same.
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.long()
         return self.net(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
 
 
