@@ -34,10 +34,11 @@ def test_classifier_trains_through_cli_loads_offline_and_matches_transformers(cl
     assert result.returncode == 0, result.stderr
     model_dir = tmp_path / "run" / "model"
     assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "model.safetensors", "task.json",
-                                                           "tokenizer.json"]
+                                                           "tokenizer.json", "tokenizer_config.json"]
     kwargs = json.loads((model_dir / "config.json").read_text())["model"]["kwargs"]
     assert kwargs["pretrained"] is False and len(kwargs["hf_config"]["id2label"]) == 2  # the network config inline
     shutil.move(tmp_path / "bert", tmp_path / "moved")  # the artifact alone rebuilds the network
+    their_tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)  # the checkpoint's tokenizer, copied
     predictor = modelforge.load(tmp_path / "run")
     ids, lengths = predictor.task.preprocess(["a good film", "terrible plot and boring and dull and slow"])
     ours = predictor.task.forward(predictor.model, (ids, lengths))
@@ -49,6 +50,7 @@ def test_classifier_trains_through_cli_loads_offline_and_matches_transformers(cl
         theirs = reference(input_ids=ids, attention_mask=mask).logits
     assert ours.shape == (2, 2) and (ours - theirs).abs().max() < 1e-5
     assert lengths[0] < lengths[1] and ids[0, lengths[0]:].eq(0).all()  # the padded row is really padded
+    assert their_tokenizer("a good film")["input_ids"] == ids[0, :lengths[0]].tolist()
 
     with TestClient(create_app([f"hf-cls={tmp_path / 'run'}"])) as client:
         answer = client.post("/models/hf-cls/predict", json={"inputs": ["a good film"]})

@@ -53,7 +53,8 @@ def save_artifact(directory: Path, recipe: Recipe, task: Task, model: torch.nn.M
             save_model(weights, str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         (tmp / "task.json").write_text(json.dumps({"task": recipe.task, **task.state()}, indent=2) + "\n")
-        for name, data in task.extra_files().items():
+        files = {**getattr(model, "artifact_files", dict)(), **task.extra_files()}
+        for name, data in files.items():
             (tmp / name).write_bytes(data)
     return directory
 

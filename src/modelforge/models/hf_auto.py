@@ -27,6 +27,9 @@ from modelforge.core.errors import ArtifactError, ConfigError, MissingDependency
 from modelforge.core.registry import register
 
 HEADS = ("auto", "sequence_classification", "causal_lm")
+# Tokenizer settings copied from the checkpoint into the artifact beside the task's tokenizer.json, so that
+# transformers' AutoTokenizer reads the artifact folder as the checkpoint's own tokenizer.
+TOKENIZER_SETTINGS = ("tokenizer_config.json", "special_tokens_map.json")
 
 
 def transformers_module() -> Any:
@@ -72,12 +75,18 @@ def weights_sha256(checkpoint: str | Path) -> str:
 class HFModel(nn.Module):
     """A transformers ``PreTrainedModel`` (``self.net``) behind the toolkit's model contract."""
 
-    def __init__(self, net: nn.Module, checkpoint: str | None, new_parameters: list[str] | None = None):
+    def __init__(self, net: nn.Module, checkpoint: str | None, new_parameters: list[str] | None = None,
+                 tokenizer_settings: dict[str, bytes] | None = None):
         super().__init__()
         self.net = net
         self.checkpoint = checkpoint
         # parameters the checkpoint did not have (a fresh classification head): what LoRA trains besides the adapter
         self.new_parameter_names = [f"net.{name}" for name in (new_parameters or [])]
+        self.tokenizer_settings = dict(tokenizer_settings or {})
+
+    def artifact_files(self) -> dict[str, bytes]:
+        """Files of the checkpoint that travel with the artifact (its tokenizer settings)."""
+        return dict(self.tokenizer_settings)
 
     def artifact_kwargs(self) -> dict[str, Any]:
         """Builder keywords that rebuild this network offline from the artifact alone."""
@@ -168,7 +177,8 @@ def hf(checkpoint: Optional[str] = None, num_classes: Optional[int] = None, head
     if wrapper is HFSequenceClassifier and net.config.pad_token_id is None and pad_id is not None:
         # decoder classifiers (GPT-2, Llama) find each row's last token through the pad id
         net.config.pad_token_id = pad_id
-    return wrapper(net, str(path), sorted(info.get("missing_keys", ())))
+    settings = {name: (path / name).read_bytes() for name in TOKENIZER_SETTINGS if (path / name).is_file()}
+    return wrapper(net, str(path), sorted(info.get("missing_keys", ())), settings)
 
 
 def _tokenizer_from_json(text: str, source: str) -> Any:
