@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from hf_checkpoints import labelled_texts, tiny_bert
 from safetensors.torch import load_file, save_file
 
@@ -13,6 +14,7 @@ import modelforge
 from modelforge.artifacts.export import export
 from modelforge.core.errors import ArtifactError, ConfigError
 from modelforge.core.seed import seed_everything
+from modelforge.serve.app import create_app
 from modelforge.tasks import get_task
 from modelforge.tasks.recipes import load_recipe
 from modelforge.training.lora import apply_lora
@@ -79,6 +81,9 @@ def test_merged_and_adapter_artifacts_predict_alike_and_the_adapter_names_its_ba
     b = modelforge.load(alone.directory).predict(texts)
     assert [x["probability"] for x in a] == pytest.approx([x["probability"] for x in b], abs=1e-5)
     assert export(alone.directory).max_abs_diff < 1e-4
+    with TestClient(create_app([f"alone={alone.directory}"])) as client:
+        served = client.post("/models/alone/predict", json={"inputs": texts}).json()["predictions"]
+    assert [x["probability"] for x in served] == pytest.approx([x["probability"] for x in b], abs=1e-6)
 
     weights = tmp_path / "bert" / "model.safetensors"
     state = load_file(str(weights))
@@ -143,3 +148,9 @@ def test_own_gpt_adapts_its_blocks_and_merging_keeps_its_function():
     with torch.no_grad():
         assert (model.eval()(ids) - plain(ids)).abs().max() < 1e-5
         assert (model.generate(ids[:1, :4], 6) == plain.generate(ids[:1, :4], 6)).all()
+
+
+def test_unknown_target_module_is_a_one_line_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"^adapter.target_modules: .*nope") as caught:
+        modelforge.train(recipe(tmp_path, OWN_MODEL, adapter={"target_modules": ["nope"]}), run_dir=tmp_path / "run")
+    assert "\n" not in str(caught.value)
