@@ -84,6 +84,11 @@ def test_causal_lm_generates_with_its_kv_cache_like_transformers(tmp_path):
     assert cached == expected
     assert modelforge.api.generate(run.directory, "a good film", max_new_tokens=4, temperature=0)
     assert export(run.directory).max_abs_diff < 1e-4
+    # past the 128 positions: the last 128 tokens condition the next one, the cache refilled from them
+    long = generate_ids(model, prompt, SamplingConfig(max_new_tokens=131 - len(prompt), temperature=0))
+    history = torch.tensor([prompt + long[:-1]])
+    with torch.no_grad():
+        assert long[-1] == int(reference(input_ids=history[:, -128:]).logits[0, -1].argmax())
 
 
 def test_missing_checkpoint_is_a_one_line_error(cli, tmp_path):

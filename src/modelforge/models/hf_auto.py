@@ -106,13 +106,25 @@ class HFSequenceClassifier(HFModel):
 class HFCausalLM(HFModel):
     """``AutoModelForCausalLM``: input_ids → next-token logits per position; generation reuses the KV cache."""
 
+    def positions(self) -> int | None:
+        config = self.net.config
+        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
     def forward_with_state(self, input_ids: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
-        """Logits of the new tokens given the cache of the earlier ones, and the grown cache."""
-        if state is None:
+        """Logits of the new tokens given the state of the earlier ones (KV cache, ids so far), and the new state.
+
+        Past the checkpoint's positions the model conditions on the last window of them, the cache refilled from
+        that window (as the toolkit's own GPT does): learned positions would index out of range otherwise."""
+        cache, seen = state if state is not None else (None, input_ids[:, :0])
+        seen = torch.cat([seen, input_ids], dim=1)
+        window = self.positions()
+        if window and seen.shape[1] > window:
+            cache, input_ids = None, seen[:, -window:]
+        if cache is None:
             out = self.net(input_ids=input_ids, use_cache=True)
         else:
-            out = self.net(input_ids=input_ids, use_cache=True, **{_cache_keyword(self.net): state})
-        return out.logits, _cache_of(out)
+            out = self.net(input_ids=input_ids, use_cache=True, **{_cache_keyword(self.net): cache})
+        return out.logits, (_cache_of(out), seen if window else seen[:, :0])
 
 
 def _cache_keyword(net: nn.Module) -> str:
