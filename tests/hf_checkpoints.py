@@ -72,3 +72,16 @@ def tiny_llama(folder: Path) -> Path:
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
                          pad_token_id=None, bos_token_id=2, eos_token_id=3)
     return _save(LlamaForCausalLM(config), tok, folder)
+
+
+def tiny_vit(folder: Path) -> Path:
+    """A random 2-layer, 16-wide ViT image classifier for 16×16 RGB images, with its image processor."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=2,
+                       num_attention_heads=2, intermediate_size=32, num_labels=5)
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.4, 0.5, 0.6],
+                      image_std=[0.2, 0.3, 0.4]).save_pretrained(folder)
+    return folder

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 from fastapi.testclient import TestClient
-from hf_checkpoints import corpus, labelled_texts, tiny_bert, tiny_llama
+from hf_checkpoints import corpus, labelled_texts, tiny_bert, tiny_llama, tiny_vit
 
 import modelforge
 from modelforge.artifacts.export import export
@@ -99,3 +99,23 @@ def test_missing_checkpoint_is_a_one_line_error(cli, tmp_path):
     result = cli("train", str(recipe_file), "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "model.checkpoint" in result.stderr and "no such folder" in result.stderr
+
+
+def test_image_classifier_with_lora_uses_its_processor_and_matches_transformers(tmp_path):
+    checkpoint = tiny_vit(tmp_path / "vit")  # a 5-label head: replaced by a fresh one for the 10 digits
+    recipe = {"name": "hf-vit", "task": "image_classification",
+              "data": {"source": "digits", "image_size": 16, "channels": 3, "limit": 120},
+              "model": {"name": "hf", "checkpoint": str(checkpoint)}, "train": dict(FAST), "adapter": {"r": 4}}
+    run = modelforge.train(recipe, run_dir=tmp_path / "run")
+    assert "test_accuracy" in run.metrics and run.summary["trainable_parameters"] < run.summary["parameters"] / 2
+    predictor = modelforge.load(run.directory)
+    task = predictor.task
+    assert task.state_dict_["mean"] == pytest.approx([0.4, 0.5, 0.6])  # the processor's, not the data's
+    images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    pixels = task.normalize(images)
+    predictor.model.net.save_pretrained(tmp_path / "trained")
+    reference = transformers.AutoModelForImageClassification.from_pretrained(tmp_path / "trained").eval()
+    with torch.no_grad():
+        ours, theirs = predictor.model(pixels), reference(pixel_values=pixels).logits
+    assert ours.shape == (2, 10) and (ours - theirs).abs().max() < 1e-5
+    assert export(run.directory).max_abs_diff < 1e-4

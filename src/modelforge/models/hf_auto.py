@@ -26,7 +26,7 @@ from torch import nn
 from modelforge.core.errors import ArtifactError, ConfigError, MissingDependencyError
 from modelforge.core.registry import register
 
-HEADS = ("auto", "sequence_classification", "causal_lm")
+HEADS = ("auto", "sequence_classification", "causal_lm", "image_classification")
 # Tokenizer settings copied from the checkpoint into the artifact beside the task's tokenizer.json, so that
 # transformers' AutoTokenizer reads the artifact folder as the checkpoint's own tokenizer.
 TOKENIZER_SETTINGS = ("tokenizer_config.json", "special_tokens_map.json")
@@ -127,6 +127,30 @@ class HFCausalLM(HFModel):
         return out.logits, (_cache_of(out), seen if window else seen[:, :0])
 
 
+class HFImageClassifier(HFModel):
+    """``AutoModelForImageClassification``: normalised images (batch, channels, height, width) → class logits."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        size = getattr(self.net.config, "image_size", None)
+        resize = {"interpolate_pos_encoding": True} if size and images.shape[-1] != size and \
+            "interpolate_pos_encoding" in inspect.signature(self.net.forward).parameters else {}
+        return self.net(pixel_values=images, **resize).logits
+
+
+def image_statistics(model_cfg: Any) -> dict[str, Any] | None:
+    """The checkpoint image processor's mean and std, for a ``model.name=hf`` image classifier (the images are
+    resized to ``data.image_size``: set it to the checkpoint's size; ViT-style models interpolate otherwise)."""
+    if model_cfg.name != "hf":
+        return None
+    path = checkpoint_dir(model_cfg.kwargs().get("checkpoint"))
+    try:
+        processor = transformers_module().AutoImageProcessor.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"model.checkpoint={path}: AutoImageProcessor cannot read its preprocessor_config.json "
+                          f"({str(exc).splitlines()[0][:200]})") from None
+    return {"mean": list(processor.image_mean), "std": list(processor.image_std)}
+
+
 def _cache_keyword(net: nn.Module) -> str:
     """transformers 5 calls the KV cache argument ``cache``; earlier releases ``past_key_values``."""
     return "cache" if "cache" in inspect.signature(net.forward).parameters else "past_key_values"
@@ -136,11 +160,14 @@ def _cache_of(out: Any) -> Any:
     return out["cache"] if "cache" in out else out["past_key_values"]
 
 
-def _auto_class(transformers: Any, head: str, num_classes: int | None) -> tuple[Any, type[HFModel]]:
+def _auto_class(transformers: Any, head: str, num_classes: int | None,
+                image_size: int | None) -> tuple[Any, type[HFModel]]:
     if head not in HEADS:
         raise ConfigError(f"model.head={head!r} is not known; valid: {', '.join(HEADS)}")
-    if head == "auto":
-        head = "sequence_classification" if num_classes else "causal_lm"
+    if head == "auto":  # the task decides: images → image classifier, labels → text classifier, else a causal LM
+        head = "image_classification" if image_size else "sequence_classification" if num_classes else "causal_lm"
+    if head == "image_classification":
+        return transformers.AutoModelForImageClassification, HFImageClassifier
     if head == "sequence_classification":
         if not num_classes:
             raise ConfigError("model.head=sequence_classification needs a text_classification task (num_classes)")
@@ -169,11 +196,14 @@ _TINY_LLAMA = {"pretrained": False, "hf_config": {
 
 @register("model", "hf", example=_hf_example, tiny=_TINY_LLAMA)
 def hf(checkpoint: Optional[str] = None, num_classes: Optional[int] = None, head: str = "auto",
-       pad_id: Optional[int] = None, pretrained: bool = True, hf_config: Optional[dict] = None) -> HFModel:
-    """Any Hugging Face checkpoint folder via transformers' Auto* classes (sequence classification or causal LM)."""
+       pad_id: Optional[int] = None, image_size: Optional[int] = None, pretrained: bool = True,
+       hf_config: Optional[dict] = None) -> HFModel:
+    """Any Hugging Face checkpoint folder via transformers' Auto* classes (text/image classifier or causal LM)."""
     transformers = transformers_module()
-    auto, wrapper = _auto_class(transformers, head, num_classes)
-    labels = {"num_labels": num_classes} if wrapper is HFSequenceClassifier else {}
+    auto, wrapper = _auto_class(transformers, head, num_classes, image_size)
+    # a classifier gets a fresh head for the task's labels (ignore_mismatched_sizes: a head trained for others)
+    labels = {"num_labels": num_classes, "ignore_mismatched_sizes": True} \
+        if wrapper in (HFSequenceClassifier, HFImageClassifier) else {}
     if not pretrained:
         if hf_config is None:
             raise ArtifactError("model.name=hf with pretrained=false needs hf_config (the artifact's network config)")
@@ -190,7 +220,9 @@ def hf(checkpoint: Optional[str] = None, num_classes: Optional[int] = None, head
         # decoder classifiers (GPT-2, Llama) find each row's last token through the pad id
         net.config.pad_token_id = pad_id
     settings = {name: (path / name).read_bytes() for name in TOKENIZER_SETTINGS if (path / name).is_file()}
-    return wrapper(net, str(path), sorted(info.get("missing_keys", ())), settings)
+    mismatched = {key if isinstance(key, str) else key[0] for key in info.get("mismatched_keys", ())}
+    fresh = set(info.get("missing_keys", ())) | mismatched
+    return wrapper(net, str(path), sorted(fresh), settings)
 
 
 def _tokenizer_from_json(text: str, source: str) -> Any:

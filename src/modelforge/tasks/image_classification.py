@@ -113,6 +113,11 @@ class ImageClassification(Task):
         }
         if cfg.preprocessing == "imagenet":
             self._use_imagenet_statistics()
+        from modelforge.models.hf_auto import image_statistics  # model.name=hf: the checkpoint's own processor
+
+        processor = image_statistics(self.recipe.model)
+        if processor:
+            self.state_dict_.update(mean=processor["mean"], std=processor["std"])
         summary = {f"{k}_size": len(v[0]) for k, v in tensors.items()}
         summary.update(classes=len(classes), image_shape=list(train_x.shape[1:]))
         return Splits.from_tensors(tensors, summary)
