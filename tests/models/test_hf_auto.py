@@ -58,6 +58,8 @@ def test_classifier_trains_through_cli_loads_offline_and_matches_transformers(cl
         assert answer.json()["predictions"][0]["label"] in ("positive", "negative")
     exported = export(tmp_path / "run")
     assert exported.max_abs_diff is not None and exported.max_abs_diff < 1e-4
+    test_accuracy = json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]["test_accuracy"]
+    assert modelforge.evaluate(tmp_path / "run")["test_accuracy"] == test_accuracy  # data re-read offline
 
 
 def test_causal_lm_generates_with_its_kv_cache_like_transformers(tmp_path):
@@ -84,6 +86,8 @@ def test_causal_lm_generates_with_its_kv_cache_like_transformers(tmp_path):
     assert cached == expected
     assert modelforge.api.generate(run.directory, "a good film", max_new_tokens=4, temperature=0)
     assert export(run.directory).max_abs_diff < 1e-4
+    shutil.rmtree(checkpoint)  # evaluation re-reads the corpus with the artifact's tokenizer
+    assert modelforge.evaluate(run.directory, split="val")["val_loss"] > 0
     # past the 128 positions: the last 128 tokens condition the next one, the cache refilled from them
     long = generate_ids(model, prompt, SamplingConfig(max_new_tokens=131 - len(prompt), temperature=0))
     history = torch.tensor([prompt + long[:-1]])
@@ -119,3 +123,5 @@ def test_image_classifier_with_lora_uses_its_processor_and_matches_transformers(
         ours, theirs = predictor.model(pixels), reference(pixel_values=pixels).logits
     assert ours.shape == (2, 10) and (ours - theirs).abs().max() < 1e-5
     assert export(run.directory).max_abs_diff < 1e-4
+    shutil.rmtree(checkpoint)  # evaluation re-reads the data with the run's saved processor statistics
+    assert modelforge.evaluate(run.directory)["test_accuracy"] == pytest.approx(run.metrics["test_accuracy"])

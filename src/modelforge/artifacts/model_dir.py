@@ -72,8 +72,9 @@ def _adapter_weights(recipe: Recipe, model: torch.nn.Module,
         return record, lora.merged(model)
     from modelforge.models.hf_auto import weights_sha256
 
-    base = kwargs["checkpoint"]
-    record.update(base_checkpoint=str(base), base_sha256=weights_sha256(base))
+    base = str(Path(kwargs["checkpoint"]).expanduser().resolve())  # loadable from any working directory
+    kwargs["checkpoint"] = base
+    record.update(base_checkpoint=base, base_sha256=weights_sha256(base))
     return record, lora.trainable_state(model)
 
 

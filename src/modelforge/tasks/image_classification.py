@@ -104,6 +104,7 @@ class ImageClassification(Task):
             parts["train"] = tuple(a[: cfg.limit] for a in parts["train"])
         tensors = {k: self._to_tensors(*v) for k, v in parts.items()}
         train_x = tensors["train"][0].float() / 255
+        previous = self.state_dict_  # a loaded run's state
         self.state_dict_ = {
             "labels": classes,
             "channels": int(train_x.shape[1]),
@@ -113,14 +114,20 @@ class ImageClassification(Task):
         }
         if cfg.preprocessing == "imagenet":
             self._use_imagenet_statistics()
-        from modelforge.models.hf_auto import image_statistics  # model.name=hf: the checkpoint's own processor
-
-        processor = image_statistics(self.recipe.model)
-        if processor:
-            self.state_dict_.update(mean=processor["mean"], std=processor["std"])
+        self._use_checkpoint_statistics(previous)
         summary = {f"{k}_size": len(v[0]) for k, v in tensors.items()}
         summary.update(classes=len(classes), image_shape=list(train_x.shape[1:]))
         return Splits.from_tensors(tensors, summary)
+
+    def _use_checkpoint_statistics(self, previous: dict[str, Any]) -> None:
+        """model.name=hf: normalise as the checkpoint's image processor does (a loaded run: as it was saved)."""
+        if self.recipe.model.name != "hf":
+            return
+        from modelforge.models.hf_auto import image_statistics
+
+        loaded = self.artifact_dir is not None
+        stats = {k: previous[k] for k in ("mean", "std")} if loaded else image_statistics(self.recipe.model)
+        self.state_dict_.update(stats)
 
     def _to_tensors(self, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.ascontiguousarray(images))

@@ -151,7 +151,9 @@ class LanguageModeling(TokenizerArtifact, Task):
         from modelforge.data.cache import cache_dir, load_arrays, save_arrays_atomic
         from modelforge.models.hf_auto import checkpoint_tokenizer
 
-        pretrained = checkpoint_tokenizer(self.recipe.model)  # an hf checkpoint brings its own tokenizer
+        # an hf checkpoint brings its own tokenizer (a loaded hf run: the artifact's copy of it)
+        loaded_hf = self.artifact_dir is not None and self.recipe.model.name == "hf"
+        pretrained = self.tokenizer if loaded_hf else checkpoint_tokenizer(self.recipe.model)
         digest = hashlib.sha256((pretrained.to_str() if pretrained else self.data_cfg.tokenizer.model_dump_json())
                                 .encode())
         for name, text in parts.items():

@@ -281,7 +281,10 @@ class TextClassification(TokenizerArtifact, Task):
             raise DataError(f"text classification needs at least 2 labels, the training data has {label_names}")
         from modelforge.models.hf_auto import checkpoint_tokenizer  # model.name=hf brings its own tokenizer
 
-        tok = checkpoint_tokenizer(self.recipe.model) or build_tokenizer(cfg.tokenizer, parts["train"][0])
+        # a loaded hf run re-reads its data with the artifact's copy of the checkpoint's tokenizer
+        loaded_hf = self.artifact_dir is not None and self.recipe.model.name == "hf"
+        tok = self.tokenizer if loaded_hf else checkpoint_tokenizer(self.recipe.model) or build_tokenizer(
+            cfg.tokenizer, parts["train"][0])
         self._tokenizer = tok
         pad_id = pad_id_of(tok)
         index = {name: i for i, name in enumerate(label_names)}
