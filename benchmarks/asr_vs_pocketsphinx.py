@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from modelforge.artifacts.predictor import Predictor
 from modelforge.data.builtin.spoken import DIGIT_WORDS
-from modelforge.serve.predictor import Predictor
-from modelforge.tasks.speech_recognition import load_records, read_split, speech_metrics
+from modelforge.data.speech import load_records, read_split
+from modelforge.tasks.speech.speech_recognition import speech_metrics
 
 GRAMMAR = """#JSGF V1.0;
 grammar digits;

@@ -93,10 +93,10 @@ def main() -> None:
         args.max_steps, args.samples, args.methods = args.max_steps or 300, 200, ["integrated_gradients", "saliency"]
     torch.manual_seed(0)
     from modelforge.data.builtin.mnist import load_mnist
-    from modelforge.serve.predictor import Predictor
+    from modelforge.explain.predictor import ExplainingPredictor
 
     with tempfile.TemporaryDirectory() as scratch:
-        predictor = Predictor(trained_run(args, scratch))
+        predictor = ExplainingPredictor(trained_run(args, scratch))
     task, model = predictor.task, predictor.model.eval()
     arrays = load_mnist()
     pick = np.linspace(0, len(arrays["test_images"]) - 1, args.samples).astype(int)  # spread over the test set

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modelforge.tasks.image_generation import image_grid, judge_probabilities, judge_scores, png_bytes
+from modelforge.tasks.vision.image_generation import image_grid, judge_probabilities, judge_scores, png_bytes
 
 IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 TARGET_CONFIDENT, TARGET_CLASSES = 0.9, 10

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import modelforge
-from modelforge.tasks.text_classification import minilm_dir
+from modelforge.data.text_encoding import minilm_dir
 
 FULL = {"epochs": 2, "batch_size": 32, "eval_batch_size": 128, "optimizer": "adamw", "lr": 1e-4,
         "weight_decay": 0.01, "schedule": "linear", "warmup_steps": 60, "log_every_steps": 20, "progress": "off"}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from modelforge.core.errors import DataError
-from modelforge.tasks.ctc_decoding import (
+from modelforge.tasks.speech.ctc_decoding import (
     CharVocab,
     Lexicon,
     beam_decode,

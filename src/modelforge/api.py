@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -82,6 +81,7 @@ def train(
 
     seed_everything(recipe_obj.train.seed)
     task = get_task(recipe_obj.task)(recipe_obj)
+    task.run_loader = _load_run
     started = time.perf_counter()
     splits = task.datasets()
     if recipe_obj.explain is not None:  # fail now, not after training, if the gallery cannot be made
@@ -160,9 +160,31 @@ def _resolve_run_dir(recipe_obj: Any, run_dir: str | Path | None, resume: bool) 
 
 def load(path: str | Path, quantized: bool = False):
     """Load a run (or its model/ directory) as a Predictor; ``quantized``: its int8 form (``modelforge quantize``)."""
-    from modelforge.serve.predictor import Predictor
+    from modelforge.explain.predictor import ExplainingPredictor
 
-    return Predictor(path, quantized=quantized)
+    return ExplainingPredictor(path, quantized=quantized)
+
+
+def _load_run(path: Path) -> Any:
+    """The run loader tasks are given (the GAN's judge): a plain Predictor."""
+    from modelforge.artifacts.predictor import Predictor
+
+    return Predictor(path)
+
+
+def _load_capable(path: str | Path, verb: str) -> Any:
+    """Load a run whose task declares ``verb`` in ``Task.capabilities``; otherwise a one-line ConfigError naming the
+    tasks that do."""
+    predictor = load(path)
+    if verb not in predictor.task.capabilities:
+        raise ConfigError(f"{path} is a {predictor.recipe.task} run; {verb} needs a {_tasks_with(verb)} run")
+    return predictor
+
+
+def _tasks_with(capability: str) -> str:
+    from modelforge.tasks import get_task, task_names
+
+    return " or ".join(name for name in task_names() if capability in get_task(name).capabilities)
 
 
 def evaluate(path: str | Path, split: str = "test") -> dict[str, Any]:
@@ -170,6 +192,7 @@ def evaluate(path: str | Path, split: str = "test") -> dict[str, Any]:
     from modelforge.training.trainer import Trainer
 
     predictor = load(path)
+    predictor.task.run_loader = _load_run
     splits = predictor.task.datasets()
     dataset = getattr(splits, split, None)
     if dataset is None:
@@ -190,13 +213,9 @@ def generate(
 ) -> str:
     """Continue ``prompt`` with a trained language model; returns prompt + continuation. ``on_text`` receives the
     continuation piece by piece as it is generated (``modelforge generate`` streams it to stdout)."""
-    from modelforge.tasks.generation import SamplingConfig
+    from modelforge.tasks.text.generation import SamplingConfig
 
-    predictor = load(path)
-    if not callable(getattr(predictor.task, "generate", None)):
-        raise ArtifactError(
-            f"{path} holds a {predictor.recipe.task} model; `modelforge generate` needs a language_modeling run"
-        )
+    predictor = _load_capable(path, "generate")
     cfg = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)
     return prompt + predictor.task.generate(predictor.model, prompt, cfg, on_text=on_text)
 
@@ -208,32 +227,23 @@ def transcribe(path: str | Path, wav_paths: Sequence[str | Path], beam_width: in
         raise ConfigError("transcribe needs at least one WAV file")
     if beam_width is not None and beam_width < 1:
         raise ConfigError(f"--beam must be a width >= 1, got {beam_width}")
-    predictor = load(path)
-    task = predictor.task
-    if predictor.recipe.task != "speech_recognition":
-        raise ConfigError(f"{path} is a {predictor.recipe.task} run; transcribe needs a speech_recognition run")
-    if beam_width is not None:
-        task.data_cfg = task.data_cfg.model_copy(update={"decoding": "beam", "beam_width": beam_width})
-    return [result["text"] for result in predictor.predict([str(p) for p in wav_paths])]
+    predictor = _load_capable(path, "transcribe")
+    options = {} if beam_width is None else {"decoding": "beam", "beam_width": beam_width}
+    return [result["text"] for result in predictor.predict([str(p) for p in wav_paths], **options)]
 
 
 def translate(path: str | Path, texts: Sequence[str], beam_size: int | None = None,
               length_penalty: float | None = None) -> list[str]:
     """The output text of a trained translation (or summarization) run for each input text, in order; ``beam_size``
     and ``length_penalty`` replace the run's own decoding settings (``modelforge translate``)."""
-    from modelforge.tasks.translation import Translation
-
     if beam_size is not None and beam_size < 1:
         raise ConfigError(f"--beam must be >= 1, got {beam_size}")
     if length_penalty is not None and length_penalty < 0:
         raise ConfigError(f"--length-penalty must be >= 0, got {length_penalty}")
-    predictor = load(path)
+    predictor = _load_capable(path, "translate")
     task = predictor.task
-    if not isinstance(task, Translation):
-        raise ArtifactError(f"{path} holds a {predictor.recipe.task} model; `modelforge translate` needs a "
-                            "translation or summarization run")
-    batch = task.preprocess(list(texts))
-    return task.forward(predictor.model, batch, task.search_settings(beam_size, length_penalty))
+    return task.forward(predictor.model, task.preprocess(list(texts)), beam_size=beam_size,
+                        length_penalty=length_penalty)
 
 
 def sample(path: str | Path, n: int = 64, seed: int | None = None, output: str | Path | None = None,
@@ -244,14 +254,11 @@ def sample(path: str | Path, n: int = 64, seed: int | None = None, output: str |
     import torch
 
     from modelforge.core.atomic import atomic_write_bytes
-    from modelforge.tasks.image_generation import ImageGeneration, image_grid, png_bytes
+    from modelforge.tasks.vision.image_generation import image_grid, png_bytes
 
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
-    predictor = load(path)
-    if not isinstance(predictor.task, ImageGeneration):
-        raise ConfigError(f"{path} is a run of task {predictor.recipe.task!r}; `modelforge sample` needs an "
-                          "image_generation run")
+    predictor = _load_capable(path, "sample")
     seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed
     images = predictor.task.generate(predictor.model, n, seed)
     target = Path(output) if output else predictor.directory.parent / "samples.png"
@@ -269,12 +276,8 @@ def neighbors(path: str | Path, word: str | None, k: int = 10, analogy: Sequence
     neighbors``)."""
     import torch
 
-    from modelforge.tasks.word_embeddings import WordEmbeddings
-
-    predictor = load(path)
+    predictor = _load_capable(path, "neighbors")
     task = predictor.task
-    if not isinstance(task, WordEmbeddings):
-        raise ConfigError(f"{path} is a {predictor.recipe.task} run; neighbors needs a word_embeddings run")
     if k < 1:
         raise ConfigError(f"--k must be at least 1, got {k}")
     with torch.inference_mode():
@@ -294,10 +297,3 @@ def quantize(path: str | Path, backend: str = "torch", limit: int | None = None)
     from modelforge.artifacts.quantize import quantize_run
 
     return quantize_run(path, backend, limit)
-
-
-def read_results(path: str | Path) -> dict[str, Any]:
-    file = Path(path) / "results.json"
-    if not file.exists():
-        raise ArtifactError(f"{file} does not exist; has the run finished?")
-    return json.loads(file.read_text())

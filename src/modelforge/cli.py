@@ -84,8 +84,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_recipes(args: argparse.Namespace) -> int:
     import yaml
 
-    from modelforge.core.config import load_yaml
-    from modelforge.tasks.recipes import builtin_recipes, load_recipe, recipe_to_dict
+    from modelforge.tasks.recipes import builtin_recipes, load_recipe, load_yaml, recipe_to_dict
 
     if args.action == "show":
         if not args.name:
@@ -205,7 +204,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from modelforge.explain.command import explain_command
+    from modelforge.commands.explain import explain_command
 
     for line in explain_command(args.run, args.inputs, args.method, args.target, args.output, args.baseline,
                                 args.steps, args.color, args.gallery):

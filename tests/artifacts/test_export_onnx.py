@@ -86,7 +86,7 @@ def test_export_errors_are_one_line(tmp_path, capsys):
 
 def test_tasks_without_example_inputs_are_not_exportable(tmp_path, monkeypatch):
     from modelforge.tasks.base import Task
-    from modelforge.tasks.image_classification import ImageClassification
+    from modelforge.tasks.vision.image_classification import ImageClassification
 
     run_dir, _ = _artifact("digits-cnn", tmp_path / "run")
     monkeypatch.setattr(ImageClassification, "example_inputs", Task.example_inputs)

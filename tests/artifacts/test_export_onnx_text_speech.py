@@ -19,8 +19,8 @@ from modelforge.core.errors import ArtifactError
 from modelforge.core.seed import seed_everything
 from modelforge.data.audio import write_wav
 from modelforge.tasks import get_task
-from modelforge.tasks.ctc_decoding import DEFAULT_CHARS
 from modelforge.tasks.recipes import load_recipe
+from modelforge.tasks.speech.ctc_decoding import DEFAULT_CHARS
 
 TEXTS = ["A witty, moving film.", "Dull.", "An overlong, muddled and ultimately pointless remake of a film that "
          "was never very good to begin with, saved only by its cast."]
@@ -111,7 +111,7 @@ def test_text_classifiers_export_with_dynamic_batch_and_time(name, reviews, tmp_
 def test_a_time_axis_traced_as_a_constant_is_caught(reviews, tmp_path, monkeypatch):
     """Exporting the seed RNN (a Python loop over time) with a dynamic time axis gives a graph that silently reads
     only the traced number of steps; the second verification length exposes it."""
-    from modelforge.tasks.text_classification import TextClassification
+    from modelforge.tasks.text.text_classification import TextClassification
 
     overrides, _ = TEXT_CASES["seed-rnn"]
     run = _text_artifact("seed-rnn", [*reviews, *overrides], tmp_path / "seed")

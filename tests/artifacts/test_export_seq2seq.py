@@ -1,6 +1,6 @@
 """ONNX export of translation/summarization runs as an encoder graph and a decoder graph: both files written with
 the decoding contract in their metadata, teacher-forced logits equal to PyTorch's, and the onnxruntime + NumPy
-greedy loop (``tasks/onnx_decoding.py``) giving exactly the token ids of the task's own greedy decoding.
+greedy loop (``tasks/seq2seq/onnx_decoding.py``) giving exactly the token ids of the task's own greedy decoding.
 
 Each run trains a few steps on a small parallel TSV through ``modelforge.api.train`` (seconds on one thread).
 """
@@ -17,7 +17,7 @@ from tiny_corpora import parallel_pairs
 from modelforge.artifacts.export import TOLERANCE, export_onnx
 from modelforge.artifacts.model_dir import load_artifact
 from modelforge.core.errors import ArtifactError
-from modelforge.tasks.onnx_decoding import META_KEY, greedy_decode, open_session, teacher_forced_logits
+from modelforge.tasks.seq2seq.onnx_decoding import META_KEY, greedy_decode, open_session, teacher_forced_logits
 
 TINY = {"train.max_steps": 3, "train.batch_size": 8, "train.progress": "off", "train.eval_every_steps": None,
         "train.early_stopping": None, "data.tokenizer.vocab_size": 300, "data.tokenizer.min_frequency": 1,
@@ -110,14 +110,14 @@ def test_onnxruntime_greedy_loop_equals_the_tasks_greedy_decoding(run, exported)
     task = loaded.task
     batch = task.preprocess(TEXTS)
     greedy = task.search_settings(beam_size=1)
-    from modelforge.tasks.decoding import decode_ids
+    from modelforge.tasks.seq2seq.decoding import decode_ids
 
     expected = decode_ids(loaded.model, batch["src"], batch["src_lengths"], greedy,
                           task.decode_limits(batch["src_lengths"]))
     encoder, decoder = exported.files
     ids = greedy_decode(encoder, decoder, batch["src"].numpy(), batch["src_lengths"].numpy())
     assert ids == expected and any(ids)
-    assert task.decode_targets(ids) == task.forward(loaded.model, batch, greedy)  # the texts `--beam 1` prints
+    assert task.decode_targets(ids) == task.forward(loaded.model, batch, beam_size=1)  # the texts `--beam 1` prints
     # one row alone decodes as it does in the batch (padding never leaks), and max_new caps the length
     assert greedy_decode(encoder, decoder, batch["src"][1:2, : int(batch["src_lengths"][1])].numpy(),
                          batch["src_lengths"][1:2].numpy()) == ids[1:2]
@@ -145,7 +145,7 @@ def test_graphs_of_different_exports_are_refused_together(run, exported, tmp_pat
 
 
 def test_a_wrong_decoder_fails_verification_and_writes_nothing(run, tmp_path, monkeypatch):
-    from modelforge.tasks import seq2seq_export
+    from modelforge.tasks.seq2seq import seq2seq_export
 
     real = seq2seq_export.seq2seq_graphs
 

@@ -1,8 +1,8 @@
 import pytest
 
-from modelforge.core.config import TrainConfig, parse_override
+from modelforge.core.config import TrainConfig
 from modelforge.core.errors import ConfigError
-from modelforge.tasks.recipes import load_recipe
+from modelforge.tasks.recipes import load_recipe, parse_override
 
 
 def test_override_values_are_typed():

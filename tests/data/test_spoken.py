@@ -17,7 +17,7 @@ from modelforge.data.builtin.spoken import (
     split_voices,
 )
 from modelforge.data.formats.speech_manifest import read_speech_manifest
-from modelforge.tasks.ctc_decoding import CharVocab
+from modelforge.tasks.speech.ctc_decoding import CharVocab
 
 SIZES = {"n_train": 6, "n_val": 3, "n_test": 3}
 

@@ -19,9 +19,9 @@ def digits_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits_predictor(digits_run):
-    from modelforge.serve.predictor import Predictor
+    from modelforge.explain.predictor import ExplainingPredictor
 
-    return Predictor(digits_run.directory)
+    return ExplainingPredictor(digits_run.directory)
 
 
 def digit_images(count: int, size: int = 16) -> tuple[list[np.ndarray], list[int]]:

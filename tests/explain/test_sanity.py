@@ -33,9 +33,9 @@ def test_integrated_gradients_completeness_within_one_percent(digits_predictor, 
 
 
 def test_completeness_holds_for_token_attributions(text_run):
-    from modelforge.serve.predictor import Predictor
+    from modelforge.explain.predictor import ExplainingPredictor
 
-    predictor = Predictor(text_run.directory)
+    predictor = ExplainingPredictor(text_run.directory)
     texts = ["the film was brilliant and fun", "a dull plot and boring actors"]
     found = explain_batch(predictor.task, predictor.model, predictor.task.preprocess(texts), steps=128)
     assert [len(item.attributions) for item in found] == [6, 6]

@@ -51,7 +51,7 @@ def test_weights_start_as_in_the_paper() -> None:
 
 
 def test_generator_weight_average_follows_the_generator_and_draws_the_samples():
-    from modelforge.tasks.image_generation import _sampler
+    from modelforge.tasks.vision.image_generation import _sampler
 
     model = dcgan(latent_dim=8, image_size=28, width=4, ema_decay=0.75)
     assert _sampler(model) is model.generator_ema

@@ -80,7 +80,7 @@ def test_causal_lm_generates_with_its_kv_cache_like_transformers(tmp_path):
         assert (model(ids) - reference(input_ids=ids).logits).abs().max() < 1e-5
         expected = reference.generate(ids, max_new_tokens=6, do_sample=False, min_new_tokens=6,
                                       pad_token_id=0, eos_token_id=None)[0, len(prompt):].tolist()
-    from modelforge.tasks.generation import SamplingConfig, generate_ids
+    from modelforge.tasks.text.generation import SamplingConfig, generate_ids
 
     cached = generate_ids(model, prompt, SamplingConfig(max_new_tokens=6, temperature=0))
     assert cached == expected

@@ -93,8 +93,8 @@ def test_compare_prints_a_table_and_writes_overlaid_curves(runs, tmp_path, capsy
 def test_sample_predictions_reuse_the_training_splits(runs, monkeypatch):
     """With the splits training already holds (as api.train can pass them), the data is not loaded again."""
     from modelforge.report import _sample_predictions
-    from modelforge.tasks.image_classification import ImageClassification
     from modelforge.tasks.recipes import load_recipe
+    from modelforge.tasks.vision.image_classification import ImageClassification
 
     splits = ImageClassification(load_recipe("digits-cnn")).datasets()
     monkeypatch.setattr(ImageClassification, "datasets", lambda self: pytest.fail("datasets() called again"))

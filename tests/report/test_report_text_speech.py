@@ -122,7 +122,7 @@ def test_audio_classification_report_shows_labels(speech_manifest, tmp_path):
 def test_report_calls_the_task_hook_and_survives_its_failure(text_run, monkeypatch):
     """The report shows whatever the task's hook gives (HTML, note); no hook and a failing hook become notes."""
     from modelforge.report import _sample_predictions
-    from modelforge.tasks.text_classification import TextClassification
+    from modelforge.tasks.text.text_classification import TextClassification
 
     run, _ = text_run
     seen = []

@@ -10,14 +10,14 @@ import pytest
 from fastapi.testclient import TestClient
 from serve_helpers import digit_png
 
+from modelforge.explain.predictor import ExplainingPredictor
 from modelforge.serve.app import ClientError, ServedModel, ServeSettings, create_app, validate_item
 from modelforge.serve.batching import BatchSettings, MicroBatcher
-from modelforge.serve.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
 def predictor(digits_run):
-    return Predictor(digits_run.directory)
+    return ExplainingPredictor(digits_run.directory)
 
 
 @pytest.fixture(scope="module")

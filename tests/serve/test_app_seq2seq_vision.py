@@ -21,9 +21,9 @@ from serve_helpers import CHROMIUM, NO_CHROMIUM, browser_page, served
 from tiny_corpora import parallel_pairs
 
 from modelforge.artifacts.model_dir import save_artifact
+from modelforge.artifacts.predictor import Predictor
 from modelforge.serve.app import ServeSettings, create_app
 from modelforge.serve.batching import BatchSettings
-from modelforge.serve.predictor import Predictor
 from modelforge.tasks import get_task
 from modelforge.tasks.recipes import load_recipe
 

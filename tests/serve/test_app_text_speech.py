@@ -9,6 +9,7 @@ The artifacts hold seeded, untrained weights: the API is under test, not the mod
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import wave
 from pathlib import Path
@@ -20,12 +21,12 @@ from fastapi.testclient import TestClient
 from serve_helpers import CHROMIUM, NO_CHROMIUM, browser_page, served
 
 from modelforge.artifacts.model_dir import save_artifact
+from modelforge.artifacts.predictor import Predictor
 from modelforge.serve.app import ServeSettings, create_app
 from modelforge.serve.batching import BatchSettings
-from modelforge.serve.predictor import Predictor
 from modelforge.tasks import get_task
-from modelforge.tasks.ctc_decoding import DEFAULT_CHARS
 from modelforge.tasks.recipes import load_recipe
+from modelforge.tasks.speech.ctc_decoding import DEFAULT_CHARS
 
 WORDS = "a witty moving film dull overlong muddled pointless remake good cast saved never story".split()
 SPEECH = ["data.features.n_mels=16", "data.features.max_seconds=3.0"]
@@ -115,8 +116,8 @@ def assert_error(response, status: int, *words: str) -> None:
 def reference(path: Path) -> Predictor:
     """The same run loaded outside the server (with the server's generation cap), to compare answers with."""
     predictor = Predictor(path)
-    if hasattr(predictor.task, "max_new_tokens_limit"):
-        predictor.task.max_new_tokens_limit = SETTINGS.max_new_tokens
+    if "generate" in predictor.task.capabilities:  # as the server's batcher calls it
+        predictor.predict = functools.partial(predictor.predict, max_new_tokens_cap=SETTINGS.max_new_tokens)
     return predictor
 
 

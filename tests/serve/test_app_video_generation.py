@@ -19,11 +19,11 @@ from PIL import Image
 from serve_helpers import CHROMIUM, NO_CHROMIUM, browser_page, served
 
 from modelforge.artifacts.model_dir import save_artifact
+from modelforge.artifacts.predictor import Predictor
 from modelforge.data.builtin.moving_digits import ClipParams, render_clip
 from modelforge.data.formats.video import write_video
 from modelforge.serve.app import ServeSettings, create_app
 from modelforge.serve.batching import BatchSettings
-from modelforge.serve.predictor import Predictor
 from modelforge.tasks import get_task
 from modelforge.tasks.recipes import load_recipe
 

@@ -7,9 +7,9 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from modelforge.core.errors import ConfigError, DataError
-from modelforge.tasks.autoencoding import Autoencoding, corrupt
-from modelforge.tasks.image_metrics import PSNR_CAP, psnr_ssim
 from modelforge.tasks.recipes import load_recipe
+from modelforge.tasks.vision.autoencoding import Autoencoding, corrupt
+from modelforge.tasks.vision.image_metrics import PSNR_CAP, psnr_ssim
 
 
 def _pair() -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import torch
 
 from modelforge.core.errors import ConfigError
 from modelforge.core.registry import build
-from modelforge.tasks.decoding import (
+from modelforge.tasks.seq2seq.decoding import (
     SearchSettings,
     beam_search,
     decode_ids,

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from modelforge.core.errors import DataError
-from modelforge.tasks.detection import Detection
-from modelforge.tasks.detection_targets import centernet_loss, decode, encode_targets, focal_loss
 from modelforge.tasks.recipes import load_recipe
+from modelforge.tasks.vision.detection import Detection
+from modelforge.tasks.vision.detection_targets import centernet_loss, decode, encode_targets, focal_loss
 
 
 def _logit(p: torch.Tensor) -> torch.Tensor:

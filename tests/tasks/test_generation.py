@@ -5,7 +5,7 @@ import torch
 
 from modelforge.core.errors import ConfigError
 from modelforge.core.registry import build
-from modelforge.tasks.generation import SamplingConfig, TextStreamer, filter_logits, generate_ids, sample_next
+from modelforge.tasks.text.generation import SamplingConfig, TextStreamer, filter_logits, generate_ids, sample_next
 
 
 @pytest.fixture(scope="module")

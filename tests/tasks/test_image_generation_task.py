@@ -11,8 +11,8 @@ import modelforge
 from modelforge.api import sample
 from modelforge.core.errors import DataError
 from modelforge.tasks import get_task
-from modelforge.tasks.image_generation import image_grid, judge_scores
 from modelforge.tasks.recipes import load_recipe
+from modelforge.tasks.vision.image_generation import image_grid, judge_scores
 
 TINY = ["data.limit=64", "data.val_size=32", "data.eval_samples=16", "model.width=4", "model.latent_dim=8",
         "train.batch_size=16", "train.max_steps=2", "train.progress=off"]
@@ -86,8 +86,12 @@ def test_judge_scores_confidence_and_class_entropy() -> None:
 
 def test_a_missing_judge_run_fails_before_training(tmp_path) -> None:
     recipe = load_recipe("mnist-dcgan", [*TINY, f"data.judge={tmp_path / 'nowhere'}"])
+    from modelforge.artifacts.predictor import Predictor
+
+    task = get_task(recipe.task)(recipe)
+    task.run_loader = Predictor  # as modelforge.api builds tasks
     with pytest.raises(DataError, match="data.judge: .*nowhere"):
-        get_task(recipe.task)(recipe).datasets()
+        task.datasets()
 
 
 def test_the_generator_exports_to_onnx_alone_and_matches_pytorch(tmp_path) -> None:

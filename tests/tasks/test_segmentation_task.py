@@ -13,8 +13,8 @@ from PIL import Image
 from modelforge.core.errors import DataError
 from modelforge.data.formats.segmentation_folder import write_segmentation_folder
 from modelforge.tasks.recipes import load_recipe
-from modelforge.tasks.segmentation import Segmentation, soft_dice_loss
-from modelforge.tasks.segmentation_metrics import confusion_matrix, per_class_scores, segmentation_scores
+from modelforge.tasks.vision.segmentation import Segmentation, soft_dice_loss
+from modelforge.tasks.vision.segmentation_metrics import confusion_matrix, per_class_scores, segmentation_scores
 
 
 def test_dice_and_iou_on_known_masks():

@@ -19,16 +19,11 @@ from modelforge.api import transcribe
 from modelforge.artifacts.model_dir import save_artifact
 from modelforge.core.errors import ConfigError, DataError
 from modelforge.data.audio import write_wav
-from modelforge.tasks.audio_classification import AudioClassification
-from modelforge.tasks.ctc_decoding import DEFAULT_CHARS, CharVocab
+from modelforge.data.speech import WaveformDataset, _mix_noise, augment_waveforms
 from modelforge.tasks.recipes import load_recipe
-from modelforge.tasks.speech_recognition import (
-    SpeechRecognition,
-    WaveformDataset,
-    _mix_noise,
-    augment_waveforms,
-    speech_metrics,
-)
+from modelforge.tasks.speech.audio_classification import AudioClassification
+from modelforge.tasks.speech.ctc_decoding import DEFAULT_CHARS, CharVocab
+from modelforge.tasks.speech.speech_recognition import SpeechRecognition, speech_metrics
 
 SR = 16000
 ASR_RECIPE = {
@@ -240,7 +235,7 @@ def test_manifest_is_split_by_speaker_and_bad_training_audio_is_skipped(tmp_path
                                                  "test_size": 0.2}})
     task = SpeechRecognition(recipe)
     splits = task.datasets()
-    from modelforge.tasks.speech_recognition import load_records
+    from modelforge.data.speech import load_records
 
     for split, records in load_records(task.data_cfg).items():
         speakers[split] = {r.voice for r in records}

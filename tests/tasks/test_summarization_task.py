@@ -4,7 +4,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 from modelforge.tasks.recipes import load_recipe
-from modelforge.tasks.summarization import Summarization, lead_sentence, rouge_scores
+from modelforge.tasks.seq2seq.summarization import Summarization, lead_sentence, rouge_scores
 
 REFERENCE = "Shares in the bank fell sharply after profit warning"
 OUTPUT = "Bank shares fall after a profit warning"

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from modelforge.core.errors import ConfigError, DataError
-from modelforge.tasks.language_modeling import LanguageModeling, TokenWindows
+from modelforge.data.text_encoding import TokenizerConfig, build_tokenizer
 from modelforge.tasks.recipes import load_recipe
-from modelforge.tasks.text_classification import TextClassification, TokenizerConfig, build_tokenizer
+from modelforge.tasks.text.language_modeling import LanguageModeling, TokenWindows
+from modelforge.tasks.text.text_classification import TextClassification
 
 REVIEWS = [
     ("A fine, funny film with a great cast.", "pos"),
@@ -230,7 +231,7 @@ def test_untrained_model_loss_is_near_uniform_and_perplexity_matches(tmp_path):
 def test_lm_generation_and_prompt_errors(tmp_path):
     task, _ = _lm(tmp_path)
     net = task.build_model()
-    from modelforge.tasks.generation import SamplingConfig
+    from modelforge.tasks.text.generation import SamplingConfig
 
     out = task.generate(net, "To be", SamplingConfig(max_new_tokens=12, temperature=1.0, seed=0))
     assert len(out) == 12 and out == task.generate(net, "To be", SamplingConfig(12, 1.0, seed=0))

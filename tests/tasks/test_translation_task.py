@@ -7,7 +7,7 @@ import torch
 
 from modelforge.core.errors import DataError
 from modelforge.tasks.recipes import load_recipe
-from modelforge.tasks.translation import Translation
+from modelforge.tasks.seq2seq.translation import Translation
 
 HYPS = ["The cat sat on the mat.", "He went to the market yesterday and bought bread."]
 REFS = ["The cat is sitting on the mat.", "Yesterday he went to the market and bought some bread."]

@@ -11,7 +11,7 @@ from modelforge.core.errors import DataError
 from modelforge.data.builtin.moving_digits import ClipParams, render_clip
 from modelforge.data.formats.video import read_video, write_video
 from modelforge.tasks.recipes import load_recipe
-from modelforge.tasks.video_classification import VideoClassification, frames_to_clip
+from modelforge.tasks.vision.video_classification import VideoClassification, frames_to_clip
 
 CLASSES = {"right": 2, "static": 9}
 

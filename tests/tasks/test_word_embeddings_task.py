@@ -9,7 +9,7 @@ import torch
 
 from modelforge.core.errors import ConfigError, DataError
 from modelforge.core.registry import build
-from modelforge.tasks.word_pairs import (
+from modelforge.tasks.embeddings.word_pairs import (
     Vocabulary,
     cbow_windows,
     corpus_pairs,
@@ -21,7 +21,7 @@ from modelforge.tasks.word_pairs import (
     subsample,
     tokenize,
 )
-from modelforge.tasks.word_relations import Relation, for_corpus, read_relations, score_relations
+from modelforge.tasks.embeddings.word_relations import Relation, for_corpus, read_relations, score_relations
 
 
 def test_tokenize_keeps_inner_apostrophes_and_segments_split_on_blank_lines():
@@ -198,7 +198,7 @@ def _royal_corpus(tmp_path, relations: str = ROYAL_RELATIONS):
 
 
 def test_task_trains_evaluates_and_predicts_on_a_user_corpus(tmp_path):
-    from modelforge.tasks.word_embeddings import WordEmbeddings
+    from modelforge.tasks.embeddings.word_embeddings import WordEmbeddings
 
     corpus, relations = _royal_corpus(tmp_path)
     task = WordEmbeddings(_recipe(corpus, relations=relations))
@@ -236,7 +236,7 @@ def test_task_trains_evaluates_and_predicts_on_a_user_corpus(tmp_path):
 
 
 def test_cbow_task_trains_on_windows_evaluates_and_predicts(tmp_path):
-    from modelforge.tasks.word_embeddings import WordEmbeddings
+    from modelforge.tasks.embeddings.word_embeddings import WordEmbeddings
 
     corpus, relations = _royal_corpus(tmp_path)
     task = WordEmbeddings(_recipe(corpus, "cbow-shakespeare", relations=relations, subsample=0))
@@ -267,9 +267,8 @@ def test_cbow_task_trains_on_windows_evaluates_and_predicts(tmp_path):
 
 
 def test_models_other_than_skipgram_and_cbow_are_a_one_line_config_error(tmp_path):
-    from modelforge.core.config import load_yaml
-    from modelforge.tasks.recipes import find_recipe, load_recipe
-    from modelforge.tasks.word_embeddings import WordEmbeddings
+    from modelforge.tasks.embeddings.word_embeddings import WordEmbeddings
+    from modelforge.tasks.recipes import find_recipe, load_recipe, load_yaml
 
     raw = load_yaml(find_recipe("skipgram-shakespeare"))
     task = WordEmbeddings(load_recipe({**raw, "model": {"name": "mlp"}}))
@@ -280,7 +279,7 @@ def test_models_other_than_skipgram_and_cbow_are_a_one_line_config_error(tmp_pat
 
 
 def test_empty_corpus_is_a_one_line_data_error(tmp_path):
-    from modelforge.tasks.word_embeddings import WordEmbeddings
+    from modelforge.tasks.embeddings.word_embeddings import WordEmbeddings
 
     corpus = tmp_path / "digits.txt"
     corpus.write_text("123 456 --- 789\n")
@@ -289,7 +288,7 @@ def test_empty_corpus_is_a_one_line_data_error(tmp_path):
 
 
 def test_report_samples_show_relation_items_or_neighbours(tmp_path):
-    from modelforge.tasks.word_embeddings import WordEmbeddings
+    from modelforge.tasks.embeddings.word_embeddings import WordEmbeddings
 
     corpus, relations = _royal_corpus(tmp_path, ROYAL_RELATIONS + "both\tpair\tking unicorn\n")
     task = WordEmbeddings(_recipe(corpus, relations=relations))

@@ -166,7 +166,7 @@ def load_artifact(path: Path, quantized: bool = False) -> LoadedArtifact:
             raise ArtifactError(f"{directory / 'model.safetensors'} is corrupt or truncated ({exc})") from None
     model.eval()
     if quantized:
-        from modelforge.artifacts.quantize import quantize_linear, read_settings
+        from modelforge.artifacts.int8 import quantize_linear, read_settings
 
         read_settings(directory)  # refuses a run that was never quantized and measured
         model = quantize_linear(model)

@@ -18,46 +18,18 @@ count for both), so ``accuracy_change`` and ``speedup`` compare like with like o
 
 from __future__ import annotations
 
-import json
 import time
-import warnings
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from modelforge.artifacts.int8 import QUANTIZATION_FILE, quantize_linear
 from modelforge.core.atomic import atomic_write_json
 from modelforge.core.errors import ArtifactError, ConfigError
 
-QUANTIZATION_FILE = "quantization.json"
 BACKENDS = ("torch", "onnx", "both")
-
-
-def quantize_linear(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` with int8 dynamic-quantized ``nn.Linear`` layers (a new module; the fp32 one is untouched)."""
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():  # torch.ao's deprecation notice (its successor, torchao, is not a dependency)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-        quantized = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
-    if not any("quantized" in type(m).__module__ for m in quantized.modules()):
-        raise ConfigError("the model has no nn.Linear layer to quantize")
-    return quantized.eval()
-
-
-def read_settings(model_dir: Path) -> dict[str, Any]:
-    file = Path(model_dir) / QUANTIZATION_FILE
-    if not file.is_file():
-        raise ArtifactError(f"{file} is missing: run `modelforge quantize {Path(model_dir).parent}` first")
-    try:
-        settings = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{file} is corrupt ({exc})") from None
-    if not isinstance(settings.get("torch"), dict):
-        raise ArtifactError(f"{file} holds no torch quantization; run `modelforge quantize RUN --backend torch`")
-    return settings
 
 
 def _held_out(task: Any, limit: int | None) -> tuple[str, Any]:

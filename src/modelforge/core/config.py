@@ -8,10 +8,8 @@ happen in ``modelforge.tasks.recipes`` because ``core`` must not import tasks or
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelforge.core.errors import ConfigError
@@ -148,46 +146,6 @@ class Recipe(StrictConfig):
         if isinstance(values, dict) and values.get("data") is None:
             values["data"] = {}
         return values
-
-
-def load_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read recipe {path}: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a recipe must be a YAML mapping with task/data/model/train keys")
-    return raw
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``train.lr=0.01`` → (["train", "lr"], 0.01); the value is read as YAML so numbers/bools/lists get types."""
-    key, sep, value = text.partition("=")
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"bad override {text!r}: expected key.sub=value, e.g. train.lr=0.01")
-    try:
-        parsed = yaml.safe_load(value) if value != "" else ""
-    except yaml.YAMLError:
-        parsed = value
-    return key.split("."), parsed
-
-
-def set_path(raw: dict[str, Any], path: list[str], value: Any) -> None:
-    node = raw
-    for part in path[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"cannot set {'.'.join(path)}: {part!r} is not a section")
-        node = child
-    node[path[-1]] = value
 
 
 def check_keys(raw: Any, cls: type[BaseModel], prefix: str = "") -> None:

@@ -19,6 +19,7 @@ from modelforge.core.errors import RegistryError
 # ``import modelforge`` (and the CLI's --help) stays light.
 _PROVIDERS: dict[str, list[str]] = {
     "model": ["modelforge.models"],
+    "task": ["modelforge.tasks.catalog"],
 }
 
 
@@ -66,6 +67,11 @@ def register(
 def ensure_loaded(kind: str) -> None:
     for module in _PROVIDERS.get(kind, []):
         importlib.import_module(module)
+
+
+def find(kind: str, name: str) -> Entry | None:
+    """The entry registered so far as ``kind``/``name``, without importing the providers (None if absent)."""
+    return _REGISTRY.get(kind, {}).get(name)
 
 
 def entries(kind: str) -> dict[str, Entry]:

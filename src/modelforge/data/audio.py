@@ -106,11 +106,6 @@ def read_wav(path: str | Path, sample_rate: int = 16000, max_seconds: float | No
     return mono
 
 
-def load_audio(path: str | Path, cfg: FeatureConfig) -> np.ndarray:
-    """``read_wav`` with the rate and duration limit of a feature config."""
-    return read_wav(path, cfg.sample_rate, cfg.max_seconds)
-
-
 def write_wav(path: str | Path, waveform: ArrayLike, sample_rate: int) -> None:
     """Mono float samples in [-1, 1] (clipped) → 16-bit PCM WAV, written to a temp file and renamed into place."""
     path = Path(path)

@@ -313,12 +313,6 @@ class Normalize(Transform):
         return replace(sample, image=(sample.image - mean) / std)
 
 
-def denormalize(image: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
-    """Undo ``Normalize`` on (C, H, W) or (B, C, H, W), e.g. to save a picture of a model input."""
-    shape = (-1, 1, 1)
-    return image * torch.tensor(std, dtype=image.dtype).view(shape) + torch.tensor(mean, dtype=image.dtype).view(shape)
-
-
 def _rand(generator: torch.Generator | None) -> float:
     return float(torch.rand((), generator=generator))
 
@@ -370,16 +364,3 @@ class RandomAffineShift(Transform):
 def imagenet_eval_transform(size: int = 224, resize: int = 256) -> Compose:
     """The standard ImageNet evaluation preprocessing: shorter side → 256, centre crop 224, ImageNet normalisation."""
     return Compose([Resize(resize), CenterCrop(size), Normalize()])
-
-
-def imagenet_train_transform(size: int = 224, generator: torch.Generator | None = None) -> Compose:
-    """A light training augmentation for fine-tuning: resize, random shift and flip, ImageNet normalisation."""
-    return Compose(
-        [
-            Resize(size),
-            CenterCrop(size),
-            RandomAffineShift(0.1, fill=0.5, generator=generator),
-            RandomHorizontalFlip(generator=generator),
-            Normalize(),
-        ]
-    )

@@ -20,10 +20,10 @@ from torch import nn
 
 from modelforge.core.errors import ConfigError
 from modelforge.explain import render
-from modelforge.explain.adapters import SUPPORTED_TASKS, Prepared, attention_maps, check_supported, prepare
+from modelforge.explain.adapters import KINDS, Prepared, attention_maps, check_supported, prepare, supports
 from modelforge.explain.attributions import METHODS, attribute, check_method, token_scores
 
-__all__ = ["METHODS", "SUPPORTED_TASKS", "Explanation", "check_config", "explain", "explain_batch", "supports"]
+__all__ = ["METHODS", "KINDS", "Explanation", "check_config", "explain", "explain_batch", "supports"]
 
 
 @dataclass
@@ -83,10 +83,6 @@ class Explanation:
         return out
 
 
-def supports(task: Any) -> bool:
-    return task.name in SUPPORTED_TASKS
-
-
 def check_config(cfg: Any, task: Any) -> None:
     """A recipe's ``explain:`` section against its task (after ``datasets()``, which knows the labels)."""
     check_supported(task)
@@ -111,7 +107,7 @@ def explain(task: Any, model: nn.Module, inputs: list[Any], method: str = "integ
     check_method(method)
     with torch.inference_mode(False):
         found = explain_batch(task, model, task.preprocess(list(inputs)), method, target, **options)
-    if task.name == "text_classification":
+    if task.explain_kind == "text":
         for item, raw in zip(found, inputs):
             item.view = _original_spans(task, raw, item.view)
     return found

@@ -9,7 +9,8 @@ adapter only says which part of the batch is the explained input and what "absen
 - audio: the ``(time, feature)`` spectrogram; baseline = the utterance's quietest value everywhere (silence) or zero
   (the per-utterance mean, since features are normalised per utterance).
 
-Adapters are keyed by task name, so the tasks need no explanation code of their own.
+Adapters are keyed by the kind a task declares (``Task.explain_kind``), never by its name: a new classifier of
+images, text or audio is explained by declaring its kind, with no change here.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import nn
 
 from modelforge.core.errors import ConfigError
 
-SUPPORTED_TASKS = ("image_classification", "text_classification", "audio_classification")
+KINDS = ("image", "text", "audio")
 
 
 @dataclass
@@ -41,10 +42,15 @@ class Prepared:
     lengths: list[int] = field(default_factory=list)
 
 
+def supports(task: Any) -> bool:
+    """Whether the task declares an explain kind this module has an adapter for."""
+    return getattr(task, "explain_kind", None) in KINDS
+
+
 def check_supported(task: Any) -> None:
-    if task.name not in SUPPORTED_TASKS:
-        raise ConfigError(f"explanations are not supported for task {task.name!r} "
-                          f"(supported: {', '.join(SUPPORTED_TASKS)})")
+    if not supports(task):
+        raise ConfigError(f"explanations are not supported for task {task.name!r} (its Task declares no "
+                          f"explain_kind; adapters exist for: {', '.join(KINDS)})")
 
 
 def prepare(task: Any, model: nn.Module, batch: Any, baseline: str = "black") -> Prepared:
@@ -52,9 +58,9 @@ def prepare(task: Any, model: nn.Module, batch: Any, baseline: str = "black") ->
     check_supported(task)
     if baseline not in ("black", "mean"):
         raise ConfigError(f"unknown explanation baseline {baseline!r}; valid: black, mean")
-    if task.name == "image_classification":
+    if task.explain_kind == "image":
         return _image(task, model, batch, baseline)
-    if task.name == "text_classification":
+    if task.explain_kind == "text":
         return _text(task, model, batch)
     return _audio(task, model, batch, baseline)
 
@@ -148,7 +154,7 @@ def attention_maps(task: Any, model: nn.Module, prepared: Prepared) -> list[np.n
     encoder = getattr(model, "encoder", None)
     if prepared.kind != "text" or not callable(getattr(encoder, "attention_maps", None)):
         return None
-    from modelforge.tasks.text_classification import length_mask
+    from modelforge.models.layers.masks import length_mask
 
     (lengths,) = prepared.extra_args
     with torch.no_grad():

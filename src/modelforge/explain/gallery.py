@@ -31,9 +31,9 @@ def sample_batch(task: Any, dataset: Any, count: int) -> tuple[Any, list[str]]:
     items = [dataset[int(i)] for i in picks]
     labels = [str(label) for label in task.state()["labels"]]
     truths = [labels[int(item[-1])] for item in items]
-    if task.name == "text_classification":  # (ids padded to the split's longest, length, label)
+    if task.explain_kind == "text":  # (ids padded to the split's longest, length, label)
         return (torch.stack([item[0] for item in items]), torch.stack([item[1] for item in items])), truths
-    if task.name == "image_classification":
+    if task.explain_kind == "image":
         return task.preprocess([np.asarray(item[0], dtype=np.uint8) for item in items]), truths
     return task.preprocess([item[0] for item in items]), truths  # audio: float waveforms
 

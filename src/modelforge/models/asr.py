@@ -17,7 +17,8 @@ from torch import nn
 from modelforge.core.errors import ConfigError
 from modelforge.core.registry import register
 from modelforge.models.layers import SinusoidalPositions
-from modelforge.models.rnn import RecurrentEncoder, RNNConfig, length_mask
+from modelforge.models.layers.masks import length_mask
+from modelforge.models.rnn import RecurrentEncoder, RNNConfig
 from modelforge.models.transformer import TransformerBlock, TransformerConfig
 
 ENCODERS = ("bigru", "transformer")

@@ -19,6 +19,7 @@ from torch import nn
 
 from modelforge.core.errors import ConfigError
 from modelforge.core.registry import register
+from modelforge.models.layers.masks import length_mask
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -39,11 +40,6 @@ class RNNConfig:
     @property
     def output_size(self) -> int:
         return self.hidden_size * (2 if self.bidirectional else 1)
-
-
-def length_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
-    """(batch, max_length) boolean mask, True on the first ``lengths[b]`` steps of row ``b``."""
-    return torch.arange(max_length, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
 def _check_lengths(lengths: torch.Tensor, max_length: int) -> None:

@@ -14,7 +14,8 @@ from torch import nn
 
 from modelforge.core.errors import ConfigError
 from modelforge.core.registry import register
-from modelforge.models.rnn import RecurrentEncoder, RNNConfig, length_mask
+from modelforge.models.layers.masks import length_mask
+from modelforge.models.rnn import RecurrentEncoder, RNNConfig
 
 ATTENTIONS = ("bahdanau", "luong_dot", "luong_general")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from modelforge.core.atomic import atomic_write_bytes, atomic_write_text
 from modelforge.core.errors import ArtifactError, ModelforgeError
-from modelforge.report import html, plots
+from modelforge.render import html, plots
 
 __all__ = ["RunRecord", "Comparison", "read_run", "write_report", "compare_runs"]
 

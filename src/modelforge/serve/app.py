@@ -8,12 +8,13 @@ Inputs are validated (``serve.inputs``) before they reach a model, so one bad re
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelforge.core.errors import ArtifactError, ConfigError, ModelforgeError
+from modelforge.explain.predictor import ExplainingPredictor
 from modelforge.serve.batching import BatchSettings, MicroBatcher, QueueFullError
 from modelforge.serve.inputs import ClientError, ServeSettings, read_inputs, validate_item
-from modelforge.serve.predictor import Predictor
 
 __all__ = ["ClientError", "ServeSettings", "ServedModel", "create_app", "serve", "validate_item"]
 
@@ -46,19 +47,19 @@ class PredictRequest(BaseModel):
 @dataclass
 class ServedModel:
     name: str
-    predictor: Predictor
+    predictor: ExplainingPredictor
     batcher: MicroBatcher
+    options: dict[str, Any] = field(default_factory=dict)  # the per-call options its batcher predicts with
 
     @property
     def kind(self) -> str | None:
-        return getattr(self.predictor.task, "input_kind", None)
+        return self.predictor.task.input_kind
 
     @property
     def generates(self) -> bool:
-        """A text generator (language model: it has a generation cap to set and ``sampling()`` settings): its
-        inputs are prompts, each costing a forward pass per new token."""
-        task = self.predictor.task
-        return hasattr(task, "max_new_tokens_limit") and callable(getattr(task, "sampling", None))
+        """A text generator (declares "generate"; its ``sampling()`` gives the settings): its inputs are prompts,
+        each costing a forward pass per new token."""
+        return "generate" in self.predictor.task.capabilities
 
     @property
     def explainable(self) -> bool:
@@ -67,8 +68,7 @@ class ServedModel:
 
     @property
     def input_spec(self) -> dict[str, Any]:
-        task = self.predictor.task
-        return task.input_spec() if hasattr(task, "input_spec") else {"kind": self.kind}
+        return self.predictor.task.input_spec()
 
     def describe(self) -> dict[str, Any]:
         task, settings = self.predictor.task, self.batcher.settings
@@ -81,7 +81,7 @@ class ServedModel:
             "labels": task.state().get("labels"),
             "input": spec,
             "explain": self.explainable,
-            **({"generation": asdict(task.sampling())} if self.generates else {}),
+            **({"generation": asdict(task.sampling(**self.options))} if self.generates else {}),
             "batching": {"max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms,
                          "queue_size": settings.queue_size, **self.batcher.stats.as_dict()},
         }
@@ -94,20 +94,24 @@ def _name_of(path: Path) -> str:
 
 
 def load_models(runs: Sequence[str | Path], settings: BatchSettings,
-                quantized: bool = False) -> dict[str, ServedModel]:
-    """Load each run as ``NAME=RUN`` or ``RUN`` (named after its directory); names must be unique; ``quantized``: the
-    int8 models measured by ``modelforge quantize``."""
+                max_new_tokens: int | None = None, quantized: bool = False) -> dict[str, ServedModel]:
+    """Load each run as ``NAME=RUN`` or ``RUN`` (named after its directory); names must be unique. A text
+    generator predicts with at most ``max_new_tokens`` new tokens per prompt, whatever its recipe's serve: asks;
+    ``quantized``: the int8 models measured by ``modelforge quantize``."""
     models: dict[str, ServedModel] = {}
     for spec in runs:
         text = str(spec)
         name, _, path = text.partition("=") if "=" in text and not Path(text).exists() else ("", "", text)
-        predictor = Predictor(Path(path), quantized=quantized)
+        predictor = ExplainingPredictor(Path(path), quantized=quantized)
         name = name or _name_of(Path(path))
         if name in models:
             raise ConfigError(f"two runs are both named {name!r}; name them apart with NAME=RUN")
-        if getattr(predictor.task, "input_kind", None) is None:
+        if predictor.task.input_kind is None:
             raise ArtifactError(f"{path}: task {predictor.recipe.task!r} has no input_kind: it cannot be served")
-        models[name] = ServedModel(name, predictor, MicroBatcher(predictor.predict, settings, name))
+        generates = "generate" in predictor.task.capabilities and max_new_tokens is not None
+        options = {"max_new_tokens_cap": max_new_tokens} if generates else {}
+        batcher = MicroBatcher(functools.partial(predictor.predict, **options), settings, name)
+        models[name] = ServedModel(name, predictor, batcher, options)
     if not models:
         raise ConfigError("give at least one run directory to serve")
     return models
@@ -239,8 +243,9 @@ def _openapi_body() -> dict[str, Any]:
 def create_app(runs: Sequence[str | Path] | dict[str, ServedModel], settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI app over run directories (or already loaded models); ``serve`` runs it with uvicorn."""
     settings = settings or ServeSettings()
-    models = runs if isinstance(runs, dict) else load_models(runs, settings.batch, settings.quantized)
-    _limit_generation(models, settings)
+    models = runs if isinstance(runs, dict) else load_models(runs, settings.batch, settings.max_new_tokens,
+                                                             settings.quantized)
+    _check_generation(models)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -265,13 +270,12 @@ def create_app(runs: Sequence[str | Path] | dict[str, ServedModel], settings: Se
     return app
 
 
-def _limit_generation(models: dict[str, ServedModel], settings: ServeSettings) -> None:
-    """Cap generated tokens per prompt, and check each generator's ``serve:`` settings now rather than on every
-    request (a bad recipe key fails at start-up with one line)."""
+def _check_generation(models: dict[str, ServedModel]) -> None:
+    """Check each generator's ``serve:`` settings now rather than on every request (a bad recipe key fails at
+    start-up with one line)."""
     for model in models.values():
         if model.generates:
-            model.predictor.task.max_new_tokens_limit = settings.max_new_tokens
-            model.predictor.task.sampling()
+            model.predictor.task.sampling(**model.options)
 
 
 def _add_routes(app: FastAPI, models: dict[str, ServedModel], settings: ServeSettings) -> None:

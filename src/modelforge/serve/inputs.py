@@ -150,8 +150,7 @@ def check_video(data: bytes, where: str, settings: ServeSettings, num_frames: in
     OpenCV reads from a path only, so the bytes go to a private temporary file, removed before returning. Blocking:
     call it off the event loop.
     """
-    from modelforge.data.formats.video import probe_video
-    from modelforge.tasks.video_classification import sample_clip_frames
+    from modelforge.data.formats.video import probe_video, sample_clip_frames
 
     fd, name = tempfile.mkstemp(prefix="modelforge-upload-", suffix=".video")
     try:

@@ -9,7 +9,7 @@ normalisation, tokenizer reference); it is saved as ``task.json`` and handed bac
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from modelforge.core.config import Recipe, StrictConfig
+from modelforge.core.errors import ConfigError
 from modelforge.core.registry import build, get
 
 if TYPE_CHECKING:
@@ -72,6 +73,17 @@ class Task:
         self.data_cfg = recipe.data
         self.state_dict_: dict[str, Any] = dict(state or {})
         self.artifact_dir: Path | None = None  # set when loaded from an artifact (for files like tokenizer.json)
+        # How this task loads another trained run (the GAN's judge): handed in by whoever builds the task (api), since
+        # artifacts sit a floor above tasks. ``load_run`` refuses when none was given.
+        self.run_loader: Callable[[Path], Any] | None = None
+
+    def load_run(self, path: Path) -> Any:
+        """Another trained run, loaded by the injected ``run_loader`` (a Predictor: ``.recipe``, ``.task``,
+        ``.model``)."""
+        if self.run_loader is None:
+            raise ConfigError(f"task {self.name} needs a trained run ({path}) but was built without a run loader "
+                              "(build it through modelforge.api)")
+        return self.run_loader(path)
 
     # ---- data -------------------------------------------------------------------------------------------------
     def datasets(self) -> Splits:
@@ -135,8 +147,17 @@ class Task:
     def preprocess(self, inputs: list[Any]) -> Any:
         raise NotImplementedError
 
-    def forward(self, model: nn.Module, batch: Any) -> Any:
+    def forward(self, model: nn.Module, batch: Any, **options: Any) -> Any:
+        """The network's outputs for a preprocessed batch; ``options`` are this call's ``call_options`` (decoding
+        settings, a generation cap …), passed as arguments so that one call never changes the task's state."""
         return model(batch)
+
+    def check_call_options(self, options: dict[str, Any]) -> None:
+        """Refuse per-call options this task does not declare in ``call_options``."""
+        unknown = sorted(set(options) - self.call_options)
+        if unknown:
+            valid = ", ".join(sorted(self.call_options)) or "none"
+            raise ConfigError(f"task {self.name} takes no option {', '.join(unknown)} per call (valid: {valid})")
 
     def postprocess(self, outputs: Any) -> list[Any]:
         raise NotImplementedError
@@ -181,6 +202,16 @@ class Task:
     # as the (already size-checked) file bytes, "text" items as ServedText, "video" items as decoded uint8 frames
     # (T, H, W, 3), "seed" items as ints. None: the task is not served over HTTP.
     input_kind: ClassVar[str | None] = None
+
+    # ---- capabilities: declared here, read by explain/, serve/ and api.py (which never switch on a task's name) ---
+    # The API verbs this task answers besides predict: "generate", "transcribe", "translate", "sample", "neighbors".
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    # Which explain adapter applies (explain/adapters.py): "image" (normalised pixels of a classifier), "text" (token
+    # embeddings of a classifier with a ``tokenizer``), "audio" (the spectrogram of a classifier); None: no
+    # explanations.
+    explain_kind: ClassVar[str | None] = None
+    # Keywords ``forward`` (and so ``Predictor.predict``) accepts per call.
+    call_options: ClassVar[frozenset[str]] = frozenset()
 
     def input_spec(self) -> dict[str, Any]:
         """What ``GET /models`` tells clients about the inputs (kind, image size, sample rate …)."""

@@ -1,4 +1,5 @@
-"""Finding, loading and validating recipes: YAML → typed ``Recipe`` with the task's DataConfig and checked model kwargs.
+"""The one home of a recipe's trip: find (built-in name or path) → read YAML → apply overrides → validate (the
+``Recipe`` schema of core/config.py, the task's DataConfig, the model builder's keywords) → ``recipe_to_dict`` back.
 
 Built-in recipes live in ``recipes/<task>/<name>.yaml`` at the repository root (or ``$MODELFORGE_RECIPES``); a user
 passes either such a name or a path to their own YAML file.
@@ -13,12 +14,53 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from modelforge.core.config import Recipe, load_yaml, parse_override, set_path, validate
+from modelforge.core.config import Recipe, validate
 from modelforge.core.errors import ConfigError, RegistryError
 from modelforge.core.registry import check_kwargs, get
 from modelforge.tasks import get_task
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read recipe {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping with task/data/model/train keys")
+    return raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.lr=0.01`` → (["train", "lr"], 0.01); the value is read as YAML so numbers/bools/lists get types."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"bad override {text!r}: expected key.sub=value, e.g. train.lr=0.01")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def set_path(raw: dict[str, Any], path: list[str], value: Any) -> None:
+    node = raw
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {'.'.join(path)}: {part!r} is not a section")
+        node = child
+    node[path[-1]] = value
 
 
 def recipes_dir() -> Path:

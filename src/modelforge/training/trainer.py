@@ -210,18 +210,23 @@ class Trainer:
     def _backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler else loss).backward()
 
-    def _optimizer_step(self, total: int) -> float:
+    def _step_optimizer(self, optimizer: torch.optim.Optimizer, params: Any, lr: float) -> None:
+        """The one optimiser step of both paths (one optimiser, or a group of several): unscale (fp16), clip
+        ``params`` to ``train.grad_clip``, set the lr, step."""
         if self.scaler:
-            self.scaler.unscale_(self.optimizer)
+            self.scaler.unscale_(optimizer)
         if self.cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        lr = lr_at(self.step, total, self.cfg)
-        set_lr(self.optimizer, lr)
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        set_lr(optimizer, lr)
         if self.scaler:
-            self.scaler.step(self.optimizer)
+            self.scaler.step(optimizer)
             self.scaler.update()
         else:
-            self.optimizer.step()
+            optimizer.step()
+
+    def _optimizer_step(self, total: int) -> float:
+        lr = lr_at(self.step, total, self.cfg)
+        self._step_optimizer(self.optimizer, self.model.parameters(), lr)
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return lr
@@ -300,17 +305,7 @@ class Trainer:
             if not torch.isfinite(loss):
                 self._diverged(loss)
             self._backward(out.loss)
-            if self.scaler:
-                self.scaler.unscale_(optimizer)
-            if self.cfg.grad_clip:
-                params = [p for group in optimizer.param_groups for p in group["params"]]
-                torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-            set_lr(optimizer, lr)
-            if self.scaler:
-                self.scaler.step(optimizer)
-                self.scaler.update()
-            else:
-                optimizer.step()
+            self._step_optimizer(optimizer, [p for group in optimizer.param_groups for p in group["params"]], lr)
             # every gradient, not only this group's: the generator's loss also fills the discriminator's gradients
             self.model.zero_grad(set_to_none=True)
             window["loss"] += loss.item()

@@ -21,14 +21,13 @@ import json
 import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from modelforge.core.atomic import atomic_directory
 from modelforge.data.builtin.mnist import load_mnist
 from modelforge.data.cache import cache_dir
-from modelforge.data.formats.coco import CocoAnnotation, CocoCategory, CocoDataset, CocoImage, read_coco, write_coco
+from modelforge.data.formats.coco import CocoAnnotation, CocoCategory, CocoDataset, CocoImage, write_coco
 
 log = logging.getLogger("modelforge.data")
 SHAPES = ("circle", "square", "triangle")
@@ -205,11 +204,3 @@ def scenes_digits(params: SceneParams | None = None, **overrides) -> Path:
         for split in SPLITS:
             _write_split(tmp, split, counts[split], *sources[split], params)
     return root
-
-
-def load_scenes_digits(split: Literal["train", "val", "test"], params: SceneParams | None = None, **overrides):
-    """The split as a checked ``CocoDataset`` (generating the dataset first if needed)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    root = scenes_digits(params, **overrides)
-    return read_coco(root / split / "instances.json", on_error="fail")

@@ -224,6 +224,31 @@ class VideoWriter:
         self.close()
 
 
+def sample_clip_frames(path: str | Path, num_frames: int) -> np.ndarray:
+    """``num_frames`` frames spread uniformly over a clip, as uint8 (T, H, W, 3) RGB.
+
+    Unlike ``sample_frames`` (which re-samples over what decodes), a clip whose header promises frames that do not
+    decode is an error here: a truncated training clip would otherwise teach the model frozen, repeated frames.
+    """
+    path = Path(path)
+    total = probe_video(path).frame_count
+    if total <= 0:  # no usable count in the header: read everything once
+        frames = read_video(path)
+        return frames[sample_indices(len(frames), num_frames)]
+    wanted = sample_indices(total, num_frames)
+    found: dict[int, np.ndarray] = {}
+    decoded = 0
+    for index, frame in enumerate(iter_frames(path)):
+        decoded = index + 1
+        if index in wanted:
+            found[index] = frame
+        if index >= wanted[-1]:
+            break
+    if len(found) < len(set(wanted)):
+        raise DataError(f"{path}: truncated video: the header says {total} frames but only {decoded} decode")
+    return np.stack([found[i] for i in wanted])
+
+
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 10.0, codec: str | None = None) -> Path:
     """Write uint8 RGB (T, H, W, 3) or grayscale (T, H, W) frames; returns the path."""
     with VideoWriter(path, fps, codec) as writer:

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
+from modelforge.core.registry import register
 from modelforge.data.formats.coco import (
     CocoAnnotation,
     CocoCategory,
@@ -30,7 +31,7 @@ from modelforge.data.formats.coco import (
 )
 from modelforge.models.detector import CenterNet
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.detection_targets import centernet_loss, decode, encode_targets
+from modelforge.tasks.vision.detection_targets import centernet_loss, decode, encode_targets
 
 STRIDE = CenterNet.stride
 EVAL_SCORE_THRESHOLD = 0.01  # COCOeval needs the low-score tail to trace the whole precision/recall curve
@@ -100,6 +101,7 @@ def _split_images(images: list[CocoImage], size: float, seed: int) -> tuple[list
     return [im for i, im in enumerate(images) if i not in held], [im for i, im in enumerate(images) if i in held]
 
 
+@register("task", "detection")
 class Detection(Task):
     """Detect and classify objects (COCO format; CenterNet; COCOeval mAP)."""
 
@@ -272,7 +274,7 @@ class Detection(Task):
     # ---- report -----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples | None:
-        from modelforge.tasks.vision_drawing import draw_detections, panel_grid, png_bytes
+        from modelforge.tasks.vision.vision_drawing import draw_detections, panel_grid, png_bytes
 
         dataset = splits.test if splits.test is not None else splits.val
         if dataset is None or len(dataset) == 0 or count <= 0:
@@ -303,7 +305,7 @@ class Detection(Task):
 
     def preprocess(self, inputs: list[Any]) -> dict[str, Any]:
         from modelforge.data.transforms import Letterbox, Sample, to_tensor
-        from modelforge.tasks.image_inputs import read_image_input
+        from modelforge.tasks.vision.image_inputs import read_image_input
 
         letterbox = Letterbox(self.state_dict_["image_size"], fill=0.5)
         images, meta = [], []
@@ -342,8 +344,8 @@ class Detection(Task):
         """Draw ``result``'s boxes on the input picture and save it as ``<stem>.pred.png`` (next to the input, or in
         ``output_dir``); returns the result with the picture's path added."""
         from modelforge.core.atomic import atomic_write_bytes
-        from modelforge.tasks.image_inputs import input_name, read_image_input
-        from modelforge.tasks.vision_drawing import draw_detections, png_bytes
+        from modelforge.tasks.vision.image_inputs import input_name, read_image_input
+        from modelforge.tasks.vision.vision_drawing import draw_detections, png_bytes
 
         pixels = read_image_input(item, "RGB")
         scale = max(1, 256 // max(pixels.shape[:2]))  # small pictures are enlarged so the tags stay readable

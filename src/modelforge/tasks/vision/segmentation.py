@@ -21,8 +21,9 @@ from torch import nn
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
+from modelforge.core.registry import register
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.segmentation_metrics import confusion_matrix, segmentation_scores
+from modelforge.tasks.vision.segmentation_metrics import confusion_matrix, segmentation_scores
 
 Arrays = tuple[list[np.ndarray], list[np.ndarray]]
 
@@ -68,6 +69,7 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - ((2 * inter + 1) / (total + 1)).mean()
 
 
+@register("task", "segmentation")
 class Segmentation(Task):
     """Label every pixel (U-Net; Dice and IoU per class)."""
 
@@ -244,7 +246,7 @@ class Segmentation(Task):
     # ---- report -----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples | None:
-        from modelforge.tasks.vision_drawing import colour_mask, panel_grid, png_bytes
+        from modelforge.tasks.vision.vision_drawing import colour_mask, panel_grid, png_bytes
 
         dataset = splits.test if splits.test is not None else splits.val
         if dataset is None or len(dataset) == 0 or count <= 0:
@@ -270,7 +272,7 @@ class Segmentation(Task):
         return {"image": torch.randn(batch_size, s["channels"], *s["image_size"])}
 
     def preprocess(self, inputs: list[Any]) -> dict[str, Any]:
-        from modelforge.tasks.image_inputs import read_image_input
+        from modelforge.tasks.vision.image_inputs import read_image_input
 
         s = self.state_dict_
         images, sizes = [], []
@@ -322,8 +324,8 @@ class Segmentation(Task):
         from PIL import Image
 
         from modelforge.core.atomic import atomic_write_bytes
-        from modelforge.tasks.image_inputs import input_name, read_image_input
-        from modelforge.tasks.vision_drawing import overlay_mask, png_bytes
+        from modelforge.tasks.vision.image_inputs import input_name, read_image_input
+        from modelforge.tasks.vision.vision_drawing import overlay_mask, png_bytes
 
         raw = base64.b64decode(result["mask_png"])
         mask = np.asarray(Image.open(io.BytesIO(raw)))

@@ -30,6 +30,7 @@ from torch import nn
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError
+from modelforge.core.registry import register
 from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
@@ -119,10 +120,12 @@ def judge_scores(images: torch.Tensor, judge: Any, threshold: float = 0.9) -> di
     }
 
 
+@register("task", "image_generation")
 class ImageGeneration(Task):
     """Generate images with a GAN (DCGAN on MNIST digits); the Trainer alternates discriminator/generator steps."""
 
     name = "image_generation"
+    capabilities = frozenset({"sample"})
     DataConfig = GenerationDataConfig
 
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
@@ -175,10 +178,8 @@ class ImageGeneration(Task):
     def judge(self) -> Any:
         """The judge classifier's Predictor (loaded once)."""
         if self._judge is None:
-            from modelforge.serve.predictor import Predictor
-
             try:
-                self._judge = Predictor(Path(self.data_cfg.judge).expanduser())
+                self._judge = self.load_run(Path(self.data_cfg.judge).expanduser())
             except ArtifactError as exc:
                 raise DataError(f"data.judge: {exc}") from None
         return self._judge

@@ -32,12 +32,24 @@ from torch import nn
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError
-from modelforge.core.registry import get
+from modelforge.core.registry import get, register
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.embeddings.word_pairs import (
+    Vocabulary,
+    corpus_pairs,
+    corpus_windows,
+    noise_distribution,
+    segments,
+)
+from modelforge.tasks.embeddings.word_relations import (
+    BUILTIN,
+    for_corpus,
+    read_relations,
+    relation_hits,
+    score_relations,
+)
 from modelforge.tasks.export_graphs import GraphSet, OnnxGraph, Verification
-from modelforge.tasks.word_pairs import Vocabulary, corpus_pairs, corpus_windows, noise_distribution, segments
-from modelforge.tasks.word_relations import BUILTIN, for_corpus, read_relations, relation_hits, score_relations
 
 VOCAB_FILE = "vocab.tsv"
 # The objective, by the first parameter of the network's forward: what the model predicts from.
@@ -65,10 +77,12 @@ class EmbeddingDataConfig(StrictConfig):
     eval_k: int = Field(10, ge=1, description="a related word counts as found within this many nearest neighbours")
 
 
+@register("task", "word_embeddings")
 class WordEmbeddings(Task):
     """Learn word vectors (word2vec skip-gram or CBOW, negative sampling) from Shakespeare, the Bible or .txt files."""
 
     name = "word_embeddings"
+    capabilities = frozenset({"neighbors"})
     DataConfig = EmbeddingDataConfig
     input_kind = "text"
 
@@ -298,7 +312,7 @@ class WordEmbeddings(Task):
     def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:
         """Relation items (evenly spread over the scored ones) with the model's nearest words, marked found or
         missed as the relation accuracy counts them; without a relation file, the neighbours of a few words."""
-        from modelforge.report import samples  # rendering helpers only
+        from modelforge.render import samples
 
         k, index = self.data_cfg.eval_k, self.vocab.index
         hits = relation_hits(self._plain(model).vectors, index, self.relations(), k)

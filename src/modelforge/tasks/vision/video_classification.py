@@ -22,6 +22,8 @@ from torch import nn
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
+from modelforge.core.registry import register
+from modelforge.data.formats.video import sample_clip_frames
 from modelforge.data.splits import holdout_split
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
@@ -54,33 +56,6 @@ class VideoDataConfig(StrictConfig):
     on_error: Literal["skip", "fail"] = Field("skip", description="unreadable videos: skip (counted) or fail")
 
 
-def sample_clip_frames(path: str | Path, num_frames: int) -> np.ndarray:
-    """``num_frames`` frames spread uniformly over a clip, as uint8 (T, H, W, 3) RGB.
-
-    Unlike ``sample_frames`` (which re-samples over what decodes), a clip whose header promises frames that do not
-    decode is an error here: a truncated training clip would otherwise teach the model frozen, repeated frames.
-    """
-    from modelforge.data.formats.video import iter_frames, probe_video, read_video, sample_indices
-
-    path = Path(path)
-    total = probe_video(path).frame_count
-    if total <= 0:  # no usable count in the header: read everything once
-        frames = read_video(path)
-        return frames[sample_indices(len(frames), num_frames)]
-    wanted = sample_indices(total, num_frames)
-    found: dict[int, np.ndarray] = {}
-    decoded = 0
-    for index, frame in enumerate(iter_frames(path)):
-        decoded = index + 1
-        if index in wanted:
-            found[index] = frame
-        if index >= wanted[-1]:
-            break
-    if len(found) < len(set(wanted)):
-        raise DataError(f"{path}: truncated video: the header says {total} frames but only {decoded} decode")
-    return np.stack([found[i] for i in wanted])
-
-
 def frames_to_clip(frames: np.ndarray, channels: int, size: int) -> np.ndarray:
     """uint8 frames (T, H, W) or (T, H, W, 3) RGB → uint8 (T, channels, size, size): grey or RGB, squashed square."""
     import cv2
@@ -103,6 +78,7 @@ def frames_to_clip(frames: np.ndarray, channels: int, size: int) -> np.ndarray:
     return out
 
 
+@register("task", "video_classification")
 class VideoClassification(Task):
     """Classify video clips (moving-digits motions or a folder of clips per class)."""
 

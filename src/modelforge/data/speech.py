@@ -1,14 +1,6 @@
-"""Speech recognition: WAV → text with a CTC acoustic model over characters, scored by WER/CER (jiwer).
-
-Data comes from the generated ``spoken-digits`` / ``spoken-commands`` sets (espeak-ng, test voices never heard in
-training) or a user manifest (a folder with ``transcripts.tsv`` or a JSONL file). Waveforms are held in memory as
-16-bit samples; every batch is padded, optionally augmented (background noise, speed), turned into log-mel/MFCC
-features and SpecAugment-masked inside ``training_step``, so each epoch hears fresh noise and every random draw comes
-from the global torch RNG, which checkpoints capture (exact resume).
-
-The pieces both speech tasks share (data config, loading, the waveform dataset, augmentation, reading inputs for
-serving) live here; ``audio_classification`` imports them.
-"""
+"""Speech data shared by the speech tasks: the data section of their recipes, manifest/generated utterances read into
+waveforms, batching of variable-length audio, training-time augmentation (speed, noise) and the audio front end
+(features, served WAV inputs)."""
 
 from __future__ import annotations
 
@@ -21,11 +13,9 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
-from modelforge.core.config import Recipe, StrictConfig
+from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
 from modelforge.data.audio import (
     NOISE_COLORS,
@@ -38,8 +28,7 @@ from modelforge.data.audio import (
     speed_perturb,
 )
 from modelforge.data.formats.speech_manifest import SpeechRecord
-from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.ctc_decoding import DEFAULT_CHARS, CharVocab, Lexicon, decode
+from modelforge.data.padding import pad_rows
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -152,22 +141,13 @@ class WaveformDataset(torch.utils.data.Dataset):
         return float(self.lengths.sum()) / sample_rate
 
 
-def pad_stack(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """1-D tensors → zero-padded ``(B, max_len)`` and their lengths."""
-    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    out = rows[0].new_zeros((len(rows), int(lengths.max()) if len(rows) else 0))
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-    return out, lengths
-
-
 def collate_speech(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
     """(waveform, target) items → (waves, wave_lengths, targets[, target_lengths]): sequences padded, labels stacked."""
-    waves, wave_lengths = pad_stack([item[0] for item in items])
+    waves, wave_lengths = pad_rows([item[0] for item in items])
     targets = [item[1] for item in items]
     if targets[0].dim() == 0:
         return waves, wave_lengths, torch.stack(targets)
-    return (waves, wave_lengths, *pad_stack(targets))
+    return (waves, wave_lengths, *pad_rows(targets))
 
 
 def augment_waveforms(
@@ -288,200 +268,3 @@ def check_split_sizes(parts: dict[str, list[SpeechRecord]]) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Speech recognition
-
-
-class AsrDataConfig(SpeechDataConfig):
-    decoding: Literal["greedy", "beam"] = Field("greedy", description="CTC decoding for evaluation and serving")
-    beam_width: int = Field(8, ge=1, description="beam decoding: prefixes kept per frame")
-    lexicon: Optional[str] = Field(
-        None, description="beam decoding: restrict words to 'train' (the training transcripts' words) or a word-list "
-        "file (whitespace separated)"
-    )
-
-
-def speech_metrics(references: list[str], hypotheses: list[str], prefix: str = "") -> dict[str, float]:
-    """Corpus WER and CER by jiwer (errors / reference words or characters), and exact-utterance accuracy."""
-    import jiwer
-
-    if not references:
-        return {}
-    exact = sum(r == h for r, h in zip(references, hypotheses, strict=True)) / len(references)
-    return {
-        f"{prefix}wer": float(jiwer.wer(references, hypotheses)),
-        f"{prefix}cer": float(jiwer.cer(references, hypotheses)),
-        f"{prefix}utterance_accuracy": float(exact),
-    }
-
-
-class SpeechRecognition(Task):
-    """Transcribe speech with a CTC acoustic model over characters (spoken digits, commands, or your recordings)."""
-
-    name = "speech_recognition"
-    DataConfig = AsrDataConfig
-    input_kind = "audio"
-
-    def __init__(self, recipe: Recipe, state: dict[str, Any] | None = None):
-        super().__init__(recipe, state)
-        self.vocab = CharVocab(self.state_dict_.get("vocab", DEFAULT_CHARS))
-        self._lexicon: Lexicon | None = None
-
-    # ---- data -------------------------------------------------------------------------------------------------
-    def datasets(self) -> Splits:
-        cfg = self.data_cfg
-        parts = load_records(cfg)
-        check_split_sizes(parts)
-        built, summary = {}, {"source": cfg.source}
-        for split in SPLIT_NAMES:
-            if not parts[split]:
-                continue
-            audio, kept, skipped = read_split(cfg, parts[split], split)
-            tokens = [torch.tensor(self._encode(r), dtype=torch.long) for r in kept]
-            built[split] = WaveformDataset(audio, tokens)
-            summary[f"{split}_size"] = len(kept)
-            summary[f"{split}_hours"] = round(built[split].seconds(cfg.features.sample_rate) / 3600, 3)
-            if skipped:
-                summary["skipped_files"] = len(skipped)
-                summary["first_skipped"] = skipped[0]
-        words = sorted({w for r in parts["train"] for w in self.vocab.normalize(r.text).split()})
-        self.state_dict_ = {
-            "vocab": self.vocab.chars,
-            "n_features": cfg.features.n_features,
-            "lexicon": self._lexicon_words(words),
-        }
-        summary.update(vocab_size=len(self.vocab), train_words=len(words))
-        return Splits(built["train"], built.get("val"), built.get("test"), summary)
-
-    def _encode(self, record: SpeechRecord) -> list[int]:
-        try:
-            ids = self.vocab.encode(record.text)
-        except DataError as exc:
-            raise DataError(f"{record.path}: {exc}") from None
-        if not ids:
-            raise DataError(f"{record.path}: its transcript {record.text!r} has no letters to recognise")
-        return ids
-
-    def _lexicon_words(self, train_words: list[str]) -> list[str] | None:
-        choice = self.data_cfg.lexicon
-        if choice is None:
-            return None
-        if choice == "train":
-            return train_words
-        path = Path(choice).expanduser()
-        try:
-            words = path.read_text(encoding="utf-8").split()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: cannot read the lexicon word list ({exc})") from None
-        if not words:
-            raise DataError(f"{path}: the lexicon word list is empty")
-        return sorted({w for word in words for w in self.vocab.normalize(word).split()})
-
-    def collate(self, items: list[Any]) -> Any:
-        return collate_speech(items)
-
-    # ---- model ------------------------------------------------------------------------------------------------
-    def derived_model_kwargs(self) -> dict[str, Any]:
-        n_features = self.state_dict_.get("n_features", self.data_cfg.features.n_features)
-        return {"n_mels": n_features, "n_features": n_features, "vocab_size": len(self.vocab)}
-
-    def log_probs(self, model: nn.Module, feats: torch.Tensor, frames: torch.Tensor):
-        """(B, T', V) float log-probabilities and valid output frames.
-
-        The zoo's CTC models (``models/asr.py``) take ``(B, F, T)`` features with lengths and return ``(B, T', V)``;
-        ``model.output_lengths`` maps input frames to output frames, since the front-end subsamples time.
-        """
-        out = model(feats.transpose(1, 2), frames)
-        out_lengths = model.output_lengths(frames) if hasattr(model, "output_lengths") else frames
-        # log_softmax is idempotent, so this is right whether the model returns logits or log-probabilities
-        return out.float().log_softmax(-1), out_lengths.to(torch.long).clamp(max=out.shape[1])
-
-    # ---- training and evaluation --------------------------------------------------------------------------------
-    def training_step(self, model: nn.Module, batch: Any) -> StepOutput:
-        waves, wave_lengths, targets, target_lengths = batch
-        waves, wave_lengths = augment_waveforms(self.data_cfg, waves, wave_lengths)
-        feats, frames = speech_features(self.data_cfg, waves, wave_lengths, train=True)
-        log_probs, out_lengths = self.log_probs(model, feats, frames)
-        loss = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths, blank=self.vocab.blank,
-                          zero_infinity=True)
-        return StepOutput(loss)
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
-        total, count, refs, hyps, greedy = 0.0, 0, [], [], []
-        beam = self.data_cfg.decoding == "beam"
-        for waves, wave_lengths, targets, target_lengths in loader:
-            feats, frames = speech_features(self.data_cfg, waves, wave_lengths)
-            log_probs, out_lengths = self.log_probs(model, feats, frames)
-            loss = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths,
-                              blank=self.vocab.blank, zero_infinity=True, reduction="sum")
-            total, count = total + float(loss), count + len(waves)
-            refs += [self.vocab.decode(t[:n].tolist()) for t, n in zip(targets, target_lengths, strict=True)]
-            greedy += decode(log_probs, self.vocab, out_lengths)
-            if beam:
-                hyps += self.decode(log_probs, out_lengths)
-        metrics: dict[str, Any] = {"loss": total / max(count, 1)}
-        metrics.update(speech_metrics(refs, hyps if beam else greedy))
-        if beam:
-            metrics.update(speech_metrics(refs, greedy, prefix="greedy_"))
-        metrics["examples"] = [{"reference": r, "hypothesis": h} for r, h in zip(refs[:5], (hyps or greedy)[:5])]
-        return metrics
-
-    def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        """The configured decoding: greedy, or prefix beam search (with the lexicon when one is set)."""
-        cfg = self.data_cfg
-        return decode(log_probs, self.vocab, lengths, cfg.decoding, cfg.beam_width, self.lexicon)
-
-    @property
-    def lexicon(self) -> Lexicon | None:
-        words = self.state_dict_.get("lexicon")
-        if self._lexicon is None and words:
-            self._lexicon = Lexicon(words, self.vocab)
-        return self._lexicon
-
-    # ---- report -----------------------------------------------------------------------------------------------
-    def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:
-        """Held-out utterances: reference, transcript (the configured decoding) and the WER of each."""
-        import jiwer
-
-        from modelforge.report import samples  # rendering helpers only
-
-        split, dataset = samples.held_out(splits)
-        if dataset is None:
-            return ReportSamples(note="the recipe has no test or validation split")
-        waves, wave_lengths, targets, target_lengths = self.collate(
-            [dataset[i] for i in samples.spread(len(dataset), count)])
-        log_probs, out_lengths = self.log_probs(model, *speech_features(self.data_cfg, waves, wave_lengths))
-        hyps = self.decode(log_probs, out_lengths)
-        refs = [self.vocab.decode(t[:n].tolist()) for t, n in zip(targets, target_lengths, strict=True)]
-        seconds = (wave_lengths.float() / self.data_cfg.features.sample_rate).tolist()
-        rows = [(r, h, round(float(jiwer.wer(r, h)), 3), round(s, 2)) for r, h, s in zip(refs, hyps, seconds)]
-        right = [r == h for r, h in zip(refs, hyps)]
-        return ReportSamples(
-            html=samples.table(["reference", "transcript", "WER", "seconds"], rows, right),
-            note=f"WER of these {len(rows)}: {jiwer.wer(refs, hyps):.3f} ({self.data_cfg.decoding} decoding); "
-                 f"evenly spaced over the {split} split",
-        )
-
-    # ---- serving and export -----------------------------------------------------------------------------------
-    def input_spec(self) -> dict[str, Any]:
-        return audio_input_spec(self.data_cfg.features)
-
-    def example_inputs(self, batch_size: int = 2, length: int = 40) -> dict[str, torch.Tensor]:
-        """The acoustic model alone: features (B, F, T) + frame counts → per-frame CTC log-probs (B, T', V), with
-        T' = (T - 1) // 2 + 1 valid frames per row; decoding (greedy/beam, lexicon) stays with the consumer."""
-        n_features = self.state_dict_.get("n_features", self.data_cfg.features.n_features)
-        return example_features(n_features, batch_size, length)
-
-    def export_dynamic_axes(self) -> dict[str, dict[int, str]]:
-        return {"features": {0: "batch", 2: "frames"}, "lengths": {0: "batch"},
-                "output": {0: "batch", 1: "output_frames"}}
-
-    def preprocess(self, inputs: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        waves = [read_input_audio(item, self.data_cfg.features, i) for i, item in enumerate(inputs)]
-        return speech_features(self.data_cfg, *pad_stack(waves))
-
-    def forward(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> Any:
-        return self.log_probs(model, *batch)
-
-    def postprocess(self, outputs: Any) -> list[dict[str, Any]]:
-        log_probs, lengths = outputs
-        return [{"text": text} for text in self.decode(log_probs, lengths)]

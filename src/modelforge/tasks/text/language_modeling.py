@@ -29,9 +29,8 @@ from torch.utils.data import Dataset
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ConfigError, DataError
-from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.generation import SamplingConfig, TextStreamer, generate_ids
-from modelforge.tasks.text_classification import (
+from modelforge.core.registry import register
+from modelforge.data.text_encoding import (
     PAD,
     TOKENIZER_FILE,
     UNK,
@@ -40,6 +39,8 @@ from modelforge.tasks.text_classification import (
     build_tokenizer,
     load_tokenizer,
 )
+from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.text.generation import SamplingConfig, TextStreamer, generate_ids
 
 _CHUNK = re.compile(r"[^\n]*(?:\n+|$)")  # lines with their newlines: the unit the corpus is encoded in
 
@@ -111,15 +112,15 @@ def _prompt_and_rest(text: str, longest: int = 120) -> tuple[str, str]:
     return text[first_line:end], text[end:]
 
 
+@register("task", "language_modeling")
 class LanguageModeling(TokenizerArtifact, Task):
     """Predict the next token of a text corpus (Shakespeare or your .txt files); generate continuations."""
 
     name = "language_modeling"
+    capabilities = frozenset({"generate"})
+    call_options = frozenset({"max_new_tokens_cap"})
     DataConfig = LMDataConfig
     input_kind = "text"
-    # The HTTP server caps generated tokens per prompt (its ServeSettings.max_new_tokens), whatever serve: asks.
-    max_new_tokens_limit: int | None = None
-
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
         self._tokenizer: Tokenizer | None = None
@@ -269,15 +270,16 @@ class LanguageModeling(TokenizerArtifact, Task):
             raise DataError(f"input {position}: nothing of the prompt {prompt[:40]!r} is in the model's vocabulary")
         return ids
 
-    def sampling(self) -> SamplingConfig:
-        """Generation settings for ``predict``: the recipe's ``serve:`` section over the defaults."""
+    def sampling(self, max_new_tokens_cap: int | None = None) -> SamplingConfig:
+        """Generation settings for ``predict``: the recipe's ``serve:`` section over the defaults, with at most
+        ``max_new_tokens_cap`` new tokens (the server's cap) when given."""
         serve = dict(self.recipe.serve or {})
         known = set(SamplingConfig.__dataclass_fields__)
         unknown = sorted(set(serve) - known)
         if unknown:
             raise ConfigError(f"serve: unknown keys {unknown} for language_modeling; valid: {', '.join(sorted(known))}")
         cfg = SamplingConfig(**serve)
-        limit = self.max_new_tokens_limit
+        limit = max_new_tokens_cap
         return cfg if limit is None or cfg.max_new_tokens <= limit else replace(cfg, max_new_tokens=limit)
 
     def generate(self, model: nn.Module, prompt: str, cfg: SamplingConfig, on_text: Any = None) -> str:
@@ -293,7 +295,7 @@ class LanguageModeling(TokenizerArtifact, Task):
     def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:
         """Continuations of prompts cut from held-out text (seed 0, the recipe's ``serve:`` sampling), beside the
         text that really follows."""
-        from modelforge.report import samples  # rendering helpers only
+        from modelforge.render import samples
 
         split, dataset = samples.held_out(splits)
         if dataset is None:
@@ -320,8 +322,9 @@ class LanguageModeling(TokenizerArtifact, Task):
             self.encode_prompt(item, i + 1)  # fail on a bad prompt before generating for any
         return list(inputs)
 
-    def forward(self, model: nn.Module, batch: list[str]) -> list[tuple[str, str]]:
-        cfg = self.sampling()
+    def forward(self, model: nn.Module, batch: list[str], max_new_tokens_cap: int | None = None
+                ) -> list[tuple[str, str]]:
+        cfg = self.sampling(max_new_tokens_cap)
         return [(prompt, self.generate(model, prompt, cfg)) for prompt in batch]
 
     def postprocess(self, outputs: list[tuple[str, str]]) -> list[dict[str, Any]]:

@@ -24,11 +24,11 @@ from torch import nn
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ConfigError, DataError
-from modelforge.core.registry import get
+from modelforge.core.registry import get, register
 from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.image_metrics import psnr_ssim
+from modelforge.tasks.vision.image_metrics import psnr_ssim
 
 PCA_FIT_LIMIT = 20000  # training images the PCA baseline is fitted on (enough for 784-pixel covariance; seconds)
 
@@ -66,6 +66,7 @@ def corrupt(x: torch.Tensor, kind: str, std: float, amount: float,
     raise ConfigError(f"data.noise must be none, gaussian or salt_pepper, got {kind!r}")
 
 
+@register("task", "autoencoding")
 class Autoencoding(Task):
     """Reconstruct or denoise images with a convolutional autoencoder; PSNR/SSIM next to PCA of the same size."""
 
@@ -206,7 +207,7 @@ class Autoencoding(Task):
 
     # ---- serving ----------------------------------------------------------------------------------------------
     def _decode(self, item: Any) -> np.ndarray:
-        from modelforge.tasks.image_inputs import resized_from_bytes
+        from modelforge.tasks.vision.image_inputs import resized_from_bytes
 
         channels, size = self.state_dict_["channels"], self.state_dict_["image_size"]
         if isinstance(item, np.ndarray):

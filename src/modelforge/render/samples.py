@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from modelforge.report.html import escape, format_value
+from modelforge.render.html import escape, format_value
 
 
 def held_out(splits: Any) -> tuple[str, Any] | tuple[None, None]:

@@ -3,7 +3,7 @@
 ``modelforge export RUN`` writes both graphs for a translation or summarization run; this module is the loop a
 consumer runs around them, and needs nothing but ``numpy`` and ``onnxruntime`` (no torch)::
 
-    from modelforge.tasks.onnx_decoding import greedy_decode
+    from modelforge.tasks.seq2seq.onnx_decoding import greedy_decode
     ids = greedy_decode("runs/x/model.encoder.onnx", "runs/x/model.decoder.onnx", src_ids, src_lengths)
 
 ``src_ids`` (batch, src_len) int64 are source token ids padded with any id, ``src_lengths`` (batch,) int64 the real

@@ -16,9 +16,9 @@ from pydantic import Field
 from torch import nn
 
 from modelforge.core.errors import DataError
-from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
-from modelforge.tasks.speech_recognition import (
+from modelforge.core.registry import register
+from modelforge.data.padding import pad_rows
+from modelforge.data.speech import (
     SPLIT_NAMES,
     SpeechDataConfig,
     WaveformDataset,
@@ -28,11 +28,12 @@ from modelforge.tasks.speech_recognition import (
     collate_speech,
     example_features,
     load_records,
-    pad_stack,
     read_input_audio,
     read_split,
     speech_features,
 )
+from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
 
 
 class AudioClassificationDataConfig(SpeechDataConfig):
@@ -45,10 +46,12 @@ def _label_of(text: str) -> str:
     return " ".join(text.split())
 
 
+@register("task", "audio_classification")
 class AudioClassification(Task):
     """Classify whole utterances into labels (keyword spotting over spoken commands, or your labelled WAVs)."""
 
     name = "audio_classification"
+    explain_kind = "audio"
     DataConfig = AudioClassificationDataConfig
     input_kind = "audio"
 
@@ -110,7 +113,7 @@ class AudioClassification(Task):
     # ---- report -----------------------------------------------------------------------------------------------
     def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:
         """Held-out utterances with the predicted and the true label."""
-        from modelforge.report import samples  # rendering helpers only
+        from modelforge.render import samples
 
         split, dataset = samples.held_out(splits)
         if dataset is None:
@@ -140,7 +143,7 @@ class AudioClassification(Task):
 
     def preprocess(self, inputs: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         waves = [read_input_audio(item, self.data_cfg.features, i) for i, item in enumerate(inputs)]
-        return speech_features(self.data_cfg, *pad_stack(waves))
+        return speech_features(self.data_cfg, *pad_rows(waves))
 
     def forward(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         feats, frames = batch

@@ -1,6 +1,6 @@
 """ONNX export of the encoder–decoder models (translation, summarization) as an encoder graph and a decoder graph.
 
-Each family splits where its code already does (``tasks/decoding.py`` drives the same two calls):
+Each family splits where its code already does (``tasks/seq2seq/decoding.py`` drives the same two calls):
 
 - ``Seq2SeqGRU``: encoder ``(src_ids, src_lengths) → keys, values, src_mask, hidden, feed`` (``encode``: the
   attention keys, the encoder outputs, the padding mask and the decoder's initial state); decoder = one ``step``
@@ -9,7 +9,7 @@ Each family splits where its code already does (``tasks/decoding.py`` drives the
   ``(tgt_ids (batch, tgt_len), memory, src_mask) → logits (batch, tgt_len, vocab)``.
 
 Both encoders take lengths (what ``Translation.preprocess`` makes), so a consumer's loop is the same for both; the
-contract in the metadata (``tasks/onnx_decoding.py``) says how to feed each decoder. Verification: teacher-forced
+contract in the metadata (``onnx_decoding.py``) says how to feed each decoder. Verification: teacher-forced
 logits of encoder + decoder in onnxruntime equal the model's ``forward`` within ``TOLERANCE`` at two batch sizes and
 source/target lengths other than the traced ones, and ``onnx_decoding.greedy_decode`` gives exactly the token ids of
 the task's own greedy decoding on a few example sentences.
@@ -20,19 +20,32 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from modelforge.core.errors import ArtifactError, first_line
-from modelforge.tasks.decoding import decode_ids, position_limit
 from modelforge.tasks.export_graphs import GraphSet, OnnxGraph, Verification
-from modelforge.tasks.onnx_decoding import META_KEY, greedy_decode, open_session, teacher_forced_logits
+from modelforge.tasks.seq2seq.decoding import decode_ids, position_limit
+from modelforge.tasks.seq2seq.onnx_decoding import META_KEY, greedy_decode, open_session, teacher_forced_logits
 
 if TYPE_CHECKING:
-    from modelforge.tasks.translation import Translation
+    from modelforge.tasks.seq2seq.decoding import SearchSettings
+
+
+class Seq2SeqTask(Protocol):
+    """What the export needs of a sequence-to-sequence task (``Translation`` and its subclasses); a protocol, so this
+    module does not import the task that calls it."""
+
+    data_cfg: Any
+
+    def state(self) -> dict[str, Any]: ...
+    def search_settings(self, **overrides: Any) -> SearchSettings: ...
+    def decode_limits(self, lengths: torch.Tensor) -> Any: ...
+    def preprocess(self, items: list[Any]) -> dict[str, Any]: ...
+    def _teacher_forced(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor: ...
 
 TOLERANCE = 1e-4  # as artifacts/export.py: largest |onnxruntime − PyTorch| accepted
 TRACE = (2, 7, 5)  # batch, source length, target length of the traced examples
@@ -68,7 +81,7 @@ class TransformerEncoderGraph(nn.Module):
         self.model = model
 
     def forward(self, src_ids: torch.Tensor, src_lengths: torch.Tensor):
-        # the mask the task's decoding builds from the lengths (tasks/decoding.py: TransformerStepDecoder)
+        # the mask the task's decoding builds from the lengths (tasks/seq2seq/decoding.py: TransformerStepDecoder)
         mask = torch.arange(src_ids.shape[1], device=src_ids.device).unsqueeze(0) < src_lengths.unsqueeze(1)
         return self.model.encode(src_ids, mask), mask
 
@@ -114,7 +127,7 @@ WRAPPERS = {"gru": (GRUEncoderGraph, GRUDecoderGraph), "transformer": (Transform
                                                                        TransformerDecoderGraph)}
 
 
-def _sources(task: Translation, batch: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _sources(task: Seq2SeqTask, batch: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Random source ids padded to ``length``; the first row full, the others shorter (padding is exercised)."""
     generator = torch.Generator().manual_seed(seed)
     state = task.state()
@@ -125,7 +138,7 @@ def _sources(task: Translation, batch: int, length: int, seed: int) -> tuple[tor
     return ids, lengths
 
 
-def _targets(task: Translation, batch: int, length: int, seed: int) -> torch.Tensor:
+def _targets(task: Seq2SeqTask, batch: int, length: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed + 1)
     state = task.state()
     ids = torch.randint(4, state["tgt_vocab_size"], (batch, length), generator=generator)
@@ -133,7 +146,7 @@ def _targets(task: Translation, batch: int, length: int, seed: int) -> torch.Ten
     return ids
 
 
-def seq2seq_graphs(task: Translation, model: nn.Module) -> GraphSet:
+def seq2seq_graphs(task: Seq2SeqTask, model: nn.Module) -> GraphSet:
     """The encoder and decoder graphs of ``model`` (a trained translation/summarization network)."""
     model = getattr(model, "module", model).eval()
     family = _family(model)
@@ -167,7 +180,7 @@ def seq2seq_graphs(task: Translation, model: nn.Module) -> GraphSet:
     return GraphSet(graphs, {META_KEY: json.dumps(contract)}, lambda files: verify(task, model, files))
 
 
-def _contract(task: Translation, model: nn.Module, layout: dict[str, Any], graphs: list[OnnxGraph]) -> dict:
+def _contract(task: Seq2SeqTask, model: nn.Module, layout: dict[str, Any], graphs: list[OnnxGraph]) -> dict:
     """What a runtime needs to run the decoding loop (``onnx_decoding.greedy_decode`` reads it)."""
     state = task.state()
     settings = task.search_settings(beam_size=1)
@@ -190,7 +203,7 @@ def _contract(task: Translation, model: nn.Module, layout: dict[str, Any], graph
     }
 
 
-def verify(task: Translation, model: nn.Module, files: dict[str, Path]) -> Verification:
+def verify(task: Seq2SeqTask, model: nn.Module, files: dict[str, Path]) -> Verification:
     """Teacher-forced logits within ``TOLERANCE`` at ``CHECKS``; greedy ids equal on ``EXAMPLE_SENTENCES``."""
     try:
         encoder, decoder = open_session(files["encoder"]), open_session(files["decoder"])

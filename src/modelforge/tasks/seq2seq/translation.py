@@ -31,10 +31,12 @@ from torch.utils.data import Dataset
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError
+from modelforge.core.registry import register
+from modelforge.data.padding import pad_rows
 from modelforge.data.tokenizers import Tokenizer, train_bpe
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.decoding import SearchSettings, decode_ids
 from modelforge.tasks.export_graphs import GraphSet
+from modelforge.tasks.seq2seq.decoding import SearchSettings, decode_ids
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 TOKENIZER_FILE = "tokenizer.json"
@@ -95,8 +97,8 @@ class PairDataset(Dataset):
     def __init__(self, split: str, src: list[list[int]], tgt: list[list[int]], sources: list[str],
                  targets: list[str], pad_id: int):
         self.split, self.sources, self.targets = split, sources, targets
-        self.src, self.src_lengths = _pad(src, pad_id)
-        self.tgt, self.tgt_lengths = _pad(tgt, pad_id)
+        self.src, self.src_lengths = pad_rows(src, pad_id, min_width=1)
+        self.tgt, self.tgt_lengths = pad_rows(tgt, pad_id, min_width=1)
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -114,14 +116,6 @@ class PairDataset(Dataset):
             "sources": [self.sources[i] for i in rows], "references": [self.targets[i] for i in rows],
             "split": self.split,
         }
-
-
-def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    ids = torch.full((len(rows), int(lengths.max()) if rows else 1), pad_id, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return ids, lengths
 
 
 def evenly_spaced(count: int, keep: int | None) -> list[int]:
@@ -172,10 +166,13 @@ def split_fractions(cfg: Seq2SeqDataConfig) -> dict[str, float]:
     return {"train": 1 - cfg.val_fraction - cfg.test_fraction, "val": cfg.val_fraction, "test": cfg.test_fraction}
 
 
+@register("task", "translation")
 class Translation(Task):
     """Translate text with an encoder–decoder (Bible EN→ES or your parallel text); greedy or beam search."""
 
     name = "translation"
+    capabilities = frozenset({"translate"})
+    call_options = frozenset({"beam_size", "length_penalty"})
     DataConfig = TranslationDataConfig
     input_kind = "text"
     output_key: ClassVar[str] = "translation"
@@ -407,13 +404,15 @@ class Translation(Task):
             if not item.strip():
                 raise DataError(f"input {i} is empty; give some text for {self.name}")
         texts = [" ".join(item.split()) for item in inputs]
-        src, lengths = _pad(self.encode_sources(texts), self.state_dict_["pad_id"])
+        src, lengths = pad_rows(self.encode_sources(texts), self.state_dict_["pad_id"], min_width=1)
         return {"src": src, "src_lengths": lengths, "sources": texts}
 
-    def forward(self, model: nn.Module, batch: dict[str, Any], settings: SearchSettings | None = None) -> list[str]:
+    def forward(self, model: nn.Module, batch: dict[str, Any], beam_size: int | None = None,
+                length_penalty: float | None = None) -> list[str]:
+        """Decoded texts; ``beam_size``/``length_penalty`` replace the recipe's decoding for this call."""
         device = next(model.parameters()).device
         return self.generate(model, batch["src"].to(device), batch["src_lengths"].to(device),
-                             settings or self.search_settings())
+                             self.search_settings(beam_size, length_penalty))
 
     def postprocess(self, outputs: list[str]) -> list[dict[str, Any]]:
         return [{self.output_key: text} for text in outputs]
@@ -421,6 +420,6 @@ class Translation(Task):
     # ---- export -----------------------------------------------------------------------------------------------
     def export_graphs(self, model: nn.Module) -> GraphSet:
         """ONNX as an encoder graph and a decoder graph (the decoding loop runs outside; see tasks/seq2seq_export)."""
-        from modelforge.tasks.seq2seq_export import seq2seq_graphs
+        from modelforge.tasks.seq2seq.seq2seq_export import seq2seq_graphs
 
         return seq2seq_graphs(self, model)

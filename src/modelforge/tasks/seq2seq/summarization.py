@@ -16,7 +16,14 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from modelforge.tasks.translation import Pairs, Seq2SeqDataConfig, Translation, load_parallel_splits, split_fractions
+from modelforge.core.registry import register
+from modelforge.tasks.seq2seq.translation import (
+    Pairs,
+    Seq2SeqDataConfig,
+    Translation,
+    load_parallel_splits,
+    split_fractions,
+)
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 # Up to the first ., ! or ? (with any closing quotes/brackets) that is followed by a capital or digit, or the end.
@@ -53,6 +60,7 @@ def rouge_scores(references: list[str], outputs: list[str]) -> dict[str, float]:
     return {kind: 100.0 * total / count for kind, total in totals.items()}
 
 
+@register("task", "summarization")
 class Summarization(Translation):
     """Summarize text with an encoder–decoder (BBC News body → headline, or your TSV); ROUGE vs the lead baseline."""
 

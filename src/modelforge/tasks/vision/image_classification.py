@@ -15,6 +15,7 @@ from torch import nn
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
+from modelforge.core.registry import register
 from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
@@ -41,10 +42,12 @@ class ImageDataConfig(StrictConfig):
         "dataset", description="normalise with the training split's mean/std, or ImageNet's (pretrained networks)")
 
 
+@register("task", "image_classification")
 class ImageClassification(Task):
     """Classify images into labels (MNIST, sklearn digits or an image folder)."""
 
     name = "image_classification"
+    explain_kind = "image"
     DataConfig = ImageDataConfig
     input_kind = "image"
 
@@ -233,7 +236,7 @@ class ImageClassification(Task):
     # ---- report -----------------------------------------------------------------------------------------------
     def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples:
         """A grid of held-out images titled with the predicted (and true) label, green when right, red when wrong."""
-        from modelforge.report import plots, samples  # rendering helpers only (matplotlib, index arithmetic)
+        from modelforge.render import plots, samples
 
         _, dataset = samples.held_out(splits)
         if dataset is None:
@@ -248,7 +251,7 @@ class ImageClassification(Task):
     # ---- serving ----------------------------------------------------------------------------------------------
     def _decode(self, item: Any) -> np.ndarray:
         from modelforge.data.formats.image_folder import decode_image
-        from modelforge.tasks.image_inputs import resized_from_bytes
+        from modelforge.tasks.vision.image_inputs import resized_from_bytes
 
         channels, size = self.state_dict_["channels"], self.state_dict_["image_size"]
         if "resize" in self.state_dict_ and not isinstance(item, np.ndarray):

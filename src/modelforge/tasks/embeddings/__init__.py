@@ -1,0 +1,1 @@
+"""Tasks of the embeddings family (see docs/ARCHITECTURE.md); families never import one another."""

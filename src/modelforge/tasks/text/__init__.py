@@ -1,0 +1,1 @@
+"""Tasks of the text family (see docs/ARCHITECTURE.md); families never import one another."""
