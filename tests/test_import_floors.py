@@ -11,7 +11,7 @@ The floors (docs/ARCHITECTURE.md, "Floors"); modules on one floor may import eac
     6 report                    (the report writer: loads artifacts, calls explain's gallery)
     7 serve
     8 api
-    9 cli, commands, video_annotate, benchmarks_runner (the command-line side)
+    9 cli, commands, tuning, video_annotate, benchmarks_runner (the command-line side)
 
 Modules of one floor may import each other, but the module graph has no circle.
 """
@@ -46,6 +46,7 @@ FLOORS: dict[str, int] = {
     "api": 8,
     "cli": 9,
     "commands": 9,
+    "tuning": 9,  # modelforge tune: trains through api.train
     "video_annotate": 9,
     "benchmarks_runner": 9,
     "__main__": 9,

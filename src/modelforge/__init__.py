@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["train", "load", "evaluate", "Run", "__version__"]
+__all__ = ["train", "tune", "load", "evaluate", "Run", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,4 +16,8 @@ def __getattr__(name: str) -> Any:
         from modelforge import api
 
         return getattr(api, name)
+    if name == "tune":  # the search sits above the API (it calls api.train), so it is not part of api.py
+        from modelforge.tuning import tune
+
+        return tune
     raise AttributeError(f"module 'modelforge' has no attribute {name!r}")

@@ -51,9 +51,13 @@ def train(
     *,
     resume: bool = False,
     run_dir: str | Path | None = None,
+    callbacks: Sequence[Any] = (),
+    report: bool = True,
     **kw_overrides: Any,
 ) -> Run:
-    """Train a recipe (name, YAML path or mapping); ``key__sub=value`` keywords override like ``key.sub=value``."""
+    """Train a recipe (name, YAML path or mapping); ``key__sub=value`` keywords override like ``key.sub=value``.
+    ``callbacks`` are ``training.callbacks.Callback`` objects given to the Trainer (``modelforge tune`` prunes
+    through ``on_eval_end``); ``report=False`` skips ``report.html`` (``modelforge report RUN`` writes it later)."""
     import yaml
 
     from modelforge.artifacts.model_dir import save_artifact
@@ -93,7 +97,7 @@ def train(
         from modelforge.training.lora import apply_lora
 
         model = apply_lora(model, recipe_obj.adapter)
-    trainer = Trainer(task, model, recipe_obj.train, directory)
+    trainer = Trainer(task, model, recipe_obj.train, directory, callbacks=callbacks)
     summary = trainer.fit(splits, resume=resume)
     summary.update(_parameter_counts(model))
     if trainer.privacy is not None:  # the (ε, δ) guarantee of the trained model
@@ -110,7 +114,8 @@ def train(
         atomic_write_json(directory / "results.json", {"summary": summary, "metrics": metrics})
         if recipe_obj.explain is not None:
             _write_gallery(directory, splits)
-        _write_report(directory, splits)
+        if report:
+            _write_report(directory, splits)
     dist_utils.teardown(env)
     return Run(directory, metrics, summary)
 
@@ -120,7 +125,7 @@ def _parameter_counts(model: Any) -> dict[str, int]:
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
-def _write_report(directory: Path, splits: Any) -> None:
+def _write_report(directory: Path, splits: Any = None) -> None:
     """The HTML report is a convenience: failing to draw it must not fail a finished training run."""
     import warnings
 

@@ -60,6 +60,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from modelforge.tuning import tune
+
+    summary = tune(args.recipe, args.overrides, trials=args.trials, jobs=args.jobs, space=args.space or (),
+                   study_dir=args.study_dir, storage=args.storage, study_name=args.study_name, timeout=args.timeout)
+    print(summary.table())
+    counts = ", ".join(f"{n} {state}" for state, n in summary.states.items())
+    print(f"study {summary.study_name}: {counts}  ({summary.storage})")
+    values = " ".join(f"{k}={v}" for k, v in summary.best_values.items())
+    print(f"best: trial {summary.best_trial}  {summary.metric}={summary.best_value:.4f}  {values}")
+    print(f"best run: {summary.best_run_dir}   (its report: modelforge report {summary.best_run_dir})")
+    print(f"train it: modelforge train {summary.best_yaml}")
+    print(f"trials:   {summary.trials_csv}")
+    print(f"report:   {summary.report}")
+    print(f"compare:  modelforge compare {summary.study_dir}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from modelforge.api import evaluate
 
@@ -112,6 +130,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -124,11 +152,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from modelforge.serve.app import ServeSettings, serve
     from modelforge.serve.batching import BatchSettings
+    from modelforge.serve.server import ServerSettings
 
-    batch = BatchSettings(args.max_batch_size, args.max_wait_ms, args.queue_size)
+    batch = BatchSettings(args.max_batch_size, args.max_wait_ms, args.queue_size, args.max_explains)
     settings = ServeSettings(batch=batch, api_key=args.api_key or os.environ.get("MODELFORGE_API_KEY") or None,
-                             max_body_bytes=int(args.max_body_mb * 1024 * 1024), quantized=args.quantized)
-    serve(args.runs, args.host, args.port, settings, log_level=args.log_level)
+                             max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                             request_timeout=args.request_timeout, quantized=args.quantized)
+    server = ServerSettings(limit_concurrency=args.limit_concurrency, keep_alive_timeout=args.keep_alive_timeout,
+                            header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                            shutdown_timeout=args.shutdown_timeout)
+    serve(args.runs, args.host, args.port, settings, log_level=args.log_level, server=server,
+          allowed_hosts=args.allowed_hosts)
     return 0
 
 
@@ -175,8 +209,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from modelforge.report import compare_runs
+    from modelforge.tuning.results import study_run_dirs
 
-    comparison = compare_runs(args.runs, output=args.output, metric=args.metric)
+    runs = [run for path in args.runs for run in (study_run_dirs(path) or [path])]  # a study: its trials' runs
+    comparison = compare_runs(runs, output=args.output, metric=args.metric)
     print(comparison.table())
     print(f"curves: {comparison.plot}")
     return 0
@@ -283,6 +319,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, help="launch N processes on this node through torchrun (see train.strategy)")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("tune", help="search hyperparameters with Optuna: modelforge tune RECIPE [key=value ...] "
+                                    "--space KEY=SPEC")
+    p.add_argument("recipe", help="a built-in recipe name or a YAML file (its tune: section holds the search)")
+    p.add_argument("overrides", nargs="*", help="typed overrides applied to every trial, such as data.limit=1000")
+    p.add_argument("--space", action="append", metavar="KEY=SPEC",
+                   help="search KEY too: log_uniform:LOW:HIGH, uniform:LOW:HIGH[:STEP], int:LOW:HIGH[:STEP] or "
+                        "choice:A,B,... (repeatable; replaces the recipe's tune.space entry for KEY)")
+    p.add_argument("--trials", type=_positive_int, help="finished trials the study aims for (default: tune.trials)")
+    p.add_argument("--jobs", type=_positive_int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--study-dir", help="study directory: study.db, trials/, trials.csv, best.yaml, report.html "
+                                       "(default: <train.output_dir>/<recipe name>-tune; again = continue)")
+    p.add_argument("--storage", metavar="URL", help="SQLAlchemy URL of a shared study database (e.g. "
+                                                    "postgresql://host/db; default: sqlite in the study directory)")
+    p.add_argument("--study-name", help="name of the study in the storage (default: the recipe name)")
+    p.add_argument("--timeout", type=_non_negative_float, metavar="SECONDS",
+                   help="a worker starts no new trial after this long (default: tune.timeout)")
+    p.set_defaults(func=cmd_tune)
+
     p = sub.add_parser("eval", help="evaluate a trained run on its test split")
     p.add_argument("run", help="run directory (runs/<name>)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -385,6 +439,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-ms", type=_non_negative_float, default=5.0, help="longest wait to fill a batch")
     p.add_argument("--queue-size", type=_positive_int, default=256, help="waiting requests before HTTP 503")
     p.add_argument("--max-body-mb", type=_non_negative_float, default=8.0, help="request body limit in MiB")
+    p.add_argument("--max-explains", type=_positive_int, default=2,
+                   help="explanations waiting or running per model before HTTP 503 (they run one at a time)")
+    p.add_argument("--request-timeout", type=_positive_float, default=60.0,
+                   help="seconds a request may wait for its model before HTTP 504")
+    p.add_argument("--allowed-hosts", nargs="+", default=[], metavar="HOST",
+                   help="Host header names to answer besides the bound address (checked when there is no API key)")
+    p.add_argument("--limit-concurrency", type=_positive_int, default=100,
+                   help="open connections plus requests in progress before HTTP 503")
+    p.add_argument("--keep-alive-timeout", type=_positive_float, default=5.0, help="idle keep-alive seconds")
+    p.add_argument("--header-timeout", type=_positive_float, default=10.0,
+                   help="seconds to receive a request's headers before the connection is closed")
+    p.add_argument("--body-timeout", type=_positive_float, default=60.0,
+                   help="seconds to receive a request's body once its headers have arrived")
+    p.add_argument("--shutdown-timeout", type=_positive_float, default=30.0,
+                   help="on SIGTERM/SIGINT, seconds to let requests in progress finish (a second signal: at once)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--quantized", action="store_true", help="serve the int8 models (run `modelforge quantize` first)")
     p.set_defaults(func=cmd_serve)
@@ -411,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="compare runs: a metrics table and overlaid curves (compare.png)")
-    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or a study directory (its trials)")
     p.add_argument("--output", default="compare.png", help="curves plot to write (default: compare.png)")
     p.add_argument("--metric", help="validation metric to overlay (default: the first logged, e.g. val_accuracy)")
     p.set_defaults(func=cmd_compare)

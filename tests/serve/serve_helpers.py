@@ -39,13 +39,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(app) -> Iterator[str]:
-    """uvicorn serving ``app`` in a thread on a free loopback port (a subprocess would pay for a second torch
-    import); yields the base URL and stops the server on exit."""
-    import uvicorn
+def served(app, settings=None) -> Iterator[str]:
+    """The hardened uvicorn server (``serve.server``, with ``settings``) serving ``app`` in a thread on a free
+    loopback port (a subprocess would pay for a second torch import); yields the base URL and stops the server on
+    exit."""
+    from modelforge.serve.server import ServerSettings, build_server
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = build_server(app, "127.0.0.1", port, settings or ServerSettings(), log_level="warning", access_log=False)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

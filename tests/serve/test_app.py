@@ -304,12 +304,12 @@ def test_audio_and_text_limits():
 
 
 def test_serve_cli_wires_settings_and_reports_errors(digits_run, monkeypatch, capsys):
-    import uvicorn
-
     from modelforge.cli import main
+    from modelforge.serve import app as app_module
 
     captured = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: captured.update(app=app, **kwargs))
+    monkeypatch.setattr(app_module, "run_server", lambda app, host, port, server, log_level: captured.update(
+        app=app, host=host, port=port, server=server))
     monkeypatch.setenv("MODELFORGE_API_KEY", "from-env")
     argv = ["serve", f"digits={digits_run.directory}", "--port", "8123", "--max-batch-size", "4", "--max-wait-ms",
             "1.5", "--queue-size", "9", "--log-level", "warning"]
@@ -319,6 +319,19 @@ def test_serve_cli_wires_settings_and_reports_errors(digits_run, monkeypatch, ca
     assert settings.api_key == "from-env"
     assert (settings.batch.max_batch_size, settings.batch.max_wait_ms, settings.batch.queue_size) == (4, 1.5, 9)
     assert list(captured["app"].state.models) == ["digits"]
+    assert settings.request_timeout == 60 and captured["server"].shutdown_timeout == 30  # the defaults
+    assert settings.allowed_hosts is None  # a key is set: the key guards the server, not the Host check
+
+    monkeypatch.delenv("MODELFORGE_API_KEY")
+    argv = ["serve", str(digits_run.directory), "--request-timeout", "5", "--shutdown-timeout", "2",
+            "--header-timeout", "3", "--body-timeout", "4", "--keep-alive-timeout", "1", "--limit-concurrency", "7",
+            "--max-explains", "3", "--allowed-hosts", "models.example:8000"]
+    assert main(argv) == 0
+    settings, server = captured["app"].state.settings, captured["server"]
+    assert settings.request_timeout == 5 and settings.batch.max_explains == 3
+    assert settings.allowed_hosts == ("127.0.0.1", "localhost", "::1", "models.example")
+    assert (server.shutdown_timeout, server.header_timeout, server.body_timeout) == (2, 3, 4)
+    assert (server.keep_alive_timeout, server.limit_concurrency) == (1, 7)
 
     assert main(["serve", "/nonexistent/run"]) == 2
     assert capsys.readouterr().err.count("\n") == 1

@@ -1,8 +1,8 @@
 """Recipe configuration: pydantic v2 classes are the only schema; YAML in, typed ``key.sub=value`` overrides.
 
-A recipe is ``Recipe{name, description, task, data, model, train, privacy?, adapter?, explain?, serve?}``. ``data`` is
-validated by the task's own ``DataConfig`` class and ``model`` keywords by the model builder's signature; both
-happen in ``modelforge.tasks.recipes`` because ``core`` must not import tasks or models.
+A recipe is ``Recipe{name, description, task, data, model, train, privacy?, adapter?, explain?, serve?, tune?}``.
+``data`` is validated by the task's own ``DataConfig`` class and ``model`` keywords by the model builder's
+signature; both happen in ``modelforge.tasks.recipes`` because ``core`` must not import tasks or models.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelforge.core.errors import ConfigError
+from modelforge.core.tune_config import TuneConfig
 
 
 class StrictConfig(BaseModel):
@@ -139,6 +140,7 @@ class Recipe(StrictConfig):
     adapter: Optional[AdapterConfig] = None
     explain: Optional[ExplainConfig] = None
     serve: Optional[dict[str, Any]] = None
+    tune: Optional[TuneConfig] = Field(None, description="hyperparameter search (`modelforge tune`); train ignores it")
 
     @model_validator(mode="before")
     @classmethod

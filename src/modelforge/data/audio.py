@@ -102,8 +102,23 @@ def read_wav(path: str | Path, sample_rate: int = 16000, max_seconds: float | No
     if not np.isfinite(mono).all():
         raise DataError(f"{path}: WAV holds NaN or infinite samples; {CONVERT_HINT}")
     if rate != sample_rate:
-        mono = resample(torch.from_numpy(np.ascontiguousarray(mono)), rate, sample_rate).numpy()
+        mono = resample(torch.from_numpy(np.ascontiguousarray(mono)), *_resample_pair(rate, sample_rate)).numpy()
     return mono
+
+
+SAMPLE_RATES = (1000, 384_000)  # Hz: what a WAV header may declare; outside is a corrupt or hostile file
+MAX_FILTER_PHASES = 1_000_000  # up × down phases of the resampling filter bank (its size grows with both)
+
+
+def _resample_pair(rate: int, target: int) -> tuple[int, int]:
+    """``(rate, target)``, or the nearest ratio whose filter bank stays small: an odd rate (8001 Hz → 16 kHz is
+    16000 × 8001 phases) would need tens of GB. The pitch error is then under 1%, for a file that is odd anyway."""
+    ratio = Fraction(int(target), int(rate))
+    for limit in (None, 1000, 300, 100, 30, 10):
+        near = ratio if limit is None else ratio.limit_denominator(limit)
+        if near > 0 and near.numerator * near.denominator <= MAX_FILTER_PHASES:
+            return near.denominator, near.numerator
+    return rate, target  # unreachable for rates within SAMPLE_RATES
 
 
 def write_wav(path: str | Path, waveform: ArrayLike, sample_rate: int) -> None:
@@ -153,8 +168,9 @@ def _read_wav_frames(path: Path, max_seconds: float | None) -> tuple[np.ndarray,
     except (EOFError, struct.error) as exc:
         raise DataError(f"{path}: truncated or corrupt WAV header ({exc or 'unexpected end of file'}); "
                         f"{CONVERT_HINT}") from None
-    if channels < 1 or rate < 1:
-        raise DataError(f"{path}: corrupt WAV header ({channels} channels at {rate} Hz); {CONVERT_HINT}")
+    if channels < 1 or not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
+        raise DataError(f"{path}: corrupt WAV header ({channels} channels at {rate} Hz; rates from "
+                        f"{SAMPLE_RATES[0]} to {SAMPLE_RATES[1]} Hz are read); {CONVERT_HINT}")
     samples = _decode_samples(path, raw, width, fmt)
     frames = samples[: (len(samples) // channels) * channels].reshape(-1, channels)
     if len(frames) == 0:

@@ -9,39 +9,35 @@ Inputs are validated (``serve.inputs``) before they reach a model, so one bad re
 from __future__ import annotations
 
 import functools
-import hmac
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelforge.core.errors import ArtifactError, ConfigError, ModelforgeError
+from modelforge.core.errors import ArtifactError, ConfigError
 from modelforge.explain.predictor import ExplainingPredictor
-from modelforge.serve.batching import BatchSettings, MicroBatcher, QueueFullError
-from modelforge.serve.inputs import ClientError, ServeSettings, read_inputs, validate_item
+from modelforge.serve.batching import BatchSettings, MicroBatcher
+from modelforge.serve.deadline import ClientGone, for_client
+from modelforge.serve.errors import ClientError, model_failure
+from modelforge.serve.guards import LOOPBACK_NAMES, ApiKeyGuard, BodyLimit, HostGuard, allowed_hosts_for, error_response
+from modelforge.serve.inputs import ServeSettings, read_inputs, validate_item
+from modelforge.serve.openapi import errors, install_security, request_body
+from modelforge.serve.server import ServerSettings, run_server
 
 __all__ = ["ClientError", "ServeSettings", "ServedModel", "create_app", "serve", "validate_item"]
 
 log = logging.getLogger("modelforge.serve")
 STATIC = Path(__file__).parent / "static"
-
-
-class PredictRequest(BaseModel):
-    """JSON body of predict/explain (the OpenAPI schema; the body is parsed by hand to accept multipart too)."""
-
-    inputs: list[str | int] = Field(description="base64 image, WAV or video bytes (a data: URL prefix is allowed), "
-                                                "text, or integer seeds (image generators)")
+T = TypeVar("T")
 
 
 @dataclass
@@ -117,103 +113,44 @@ def load_models(runs: Sequence[str | Path], settings: BatchSettings,
     return models
 
 
-# ---- request body limit -------------------------------------------------------------------------------------------
-class BodyLimitMiddleware:
-    """Refuses bodies over ``max_bytes`` with 413 before the app reads them: by Content-Length when declared,
-    otherwise while reading (chunked uploads). The body is buffered (it is small by construction) and replayed."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(scope, receive, send)
-            return
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = f"request body is over the {self.max_bytes} byte limit"
-        await JSONResponse({"error": message}, status_code=413, headers={"Connection": "close"})(scope, receive, send)
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def _api_key_check(expected: str | None):
-    """A dependency: ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``, compared in constant time."""
-
-    async def check(request: Request) -> None:
-        if expected is None:
-            return
-        given = request.headers.get("x-api-key", "")
-        auth = request.headers.get("authorization", "")
-        if not given and auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise ClientError(401, "missing or invalid API key (send Authorization: Bearer KEY or X-API-Key: KEY)",
-                              {"WWW-Authenticate": "Bearer"})
-
-    return check
-
-
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientError)
     async def client_error(request: Request, exc: ClientError) -> JSONResponse:
-        return _error(exc.status, exc.message, exc.headers)
+        return error_response(exc.status, exc.message, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        return _error(exc.status_code, message, getattr(exc, "headers", None))
+        return error_response(exc.status_code, message[:200], getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+        return error_response(422, f"{where}: {first.get('msg', 'invalid request')}"[:200])
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone) -> JSONResponse:
+        return error_response(499, "the client disconnected before the answer was ready")  # nobody reads it
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("internal error on %s %s", request.method, request.url.path)
-        return _error(500, "internal server error (see the server log)")
+        log.exception("internal error on %s %s", request.method, request.url.path[:200])
+        return error_response(500, "internal server error (see the server log)")
 
 
-async def _run_model(model: ServedModel, items: list[Any]) -> list[Any]:
-    """Batched inference, with the model's failures mapped to client errors where the input is to blame."""
+async def _run_model(model: ServedModel, request: Request, work: Awaitable[T], timeout: float | None) -> T:
+    """A predict or explain call for this client, with its failures mapped to client errors where the input is to
+    blame (the same mapping for both: ``serve.errors.model_failure``)."""
     try:
-        return await model.batcher.submit(items)
-    except QueueFullError as exc:
-        raise ClientError(503, str(exc), {"Retry-After": str(exc.retry_after)}) from None
-    except ModelforgeError as exc:
-        raise ClientError(422, str(exc).splitlines()[0]) from None
-    except (ValueError, TypeError, OSError) as exc:  # a well-formed file the task still cannot use
-        log.warning("model %s rejected an input: %r", model.name, exc)
-        raise ClientError(422, f"the model could not process this input ({exc.__class__.__name__})") from None
+        return await for_client(request, work, timeout)
+    except (ClientError, ClientGone):
+        raise
+    except Exception as exc:
+        mapped = model_failure(exc, model.name)
+        if mapped is None:
+            raise
+        raise mapped from None
 
 
 def _jsonable(obj: Any) -> Any:
@@ -225,19 +162,6 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     return obj
-
-
-def _openapi_body() -> dict[str, Any]:
-    upload = {"type": "object", "properties": {
-        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
-                 "description": "image/WAV/video files"},
-        "text": {"type": "array", "items": {"type": "string"}, "description": "texts (text models)"},
-        "seed": {"type": "array", "items": {"type": "integer"}, "description": "seeds (image generators)"},
-    }}
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": PredictRequest.model_json_schema()},
-        "multipart/form-data": {"schema": upload},
-    }}}
 
 
 def create_app(runs: Sequence[str | Path] | dict[str, ServedModel], settings: ServeSettings | None = None) -> FastAPI:
@@ -258,11 +182,17 @@ def create_app(runs: Sequence[str | Path] | dict[str, ServedModel], settings: Se
     app = FastAPI(title="modelforge", version="0.1.0", lifespan=lifespan,
                   description="Predictions from trained modelforge runs. Errors are JSON: {\"error\": message}.")
     app.state.models, app.state.settings = models, settings
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Added innermost first: a request meets the Host check, then the key, then the body limit.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyGuard, key=settings.api_key)
+    if settings.allowed_hosts is not None:
+        app.add_middleware(HostGuard, allowed=settings.allowed_hosts)
+    install_security(app, settings.api_key is not None)
     _install_error_handlers(app)
     _add_routes(app, models, settings)
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
@@ -279,33 +209,38 @@ def _check_generation(models: dict[str, ServedModel]) -> None:
 
 
 def _add_routes(app: FastAPI, models: dict[str, ServedModel], settings: ServeSettings) -> None:
-    auth = [Depends(_api_key_check(settings.api_key))]
-
     def get_model(name: str) -> ServedModel:
         if name not in models:
-            raise ClientError(404, f"unknown model {name!r}; available: {', '.join(models)}")
+            raise ClientError(404, f"unknown model {name[:60]!r}; available: {', '.join(models)}")
         return models[name]
 
-    @app.get("/health", summary="Liveness: the server is up and its models are loaded")
+    @app.get("/health", responses=errors(), summary="Liveness: the server is up and its models are loaded")
     async def health() -> JSONResponse:
         return JSONResponse({"status": "ok", "models": len(models)})
 
-    @app.get("/models", dependencies=auth, summary="The served models: task, labels, input spec, batching")
+    @app.get("/models", responses=errors(401), summary="The served models: task, labels, input spec, batching")
     async def list_models() -> JSONResponse:
         return JSONResponse({"models": [model.describe() for model in models.values()]})
 
-    @app.get("/models/{name}", dependencies=auth, summary="One served model")
+    # HEAD answers as GET without the body (uvicorn drops it); kept out of the schema, whose operation ids are unique.
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+    app.add_api_route("/models", list_models, methods=["HEAD"], include_in_schema=False)
+
+    @app.get("/models/{name}", responses=errors(401, 404), summary="One served model")
     async def show_model(name: str) -> JSONResponse:
         return JSONResponse(get_model(name).describe())
 
-    @app.post("/models/{name}/predict", dependencies=auth, openapi_extra=_openapi_body(),
+    @app.post("/models/{name}/predict", openapi_extra=request_body(),
+              responses=errors(401, 404, 413, 415, 422, 503, 504),
               summary="Predict: JSON {\"inputs\": [...]} or a multipart upload; requests are micro-batched")
     async def predict(name: str, request: Request) -> JSONResponse:
         model = get_model(name)
         items = await read_inputs(request, model, settings)
-        return JSONResponse({"model": name, "predictions": await _run_model(model, items)})
+        predictions = await _run_model(model, request, model.batcher.submit(items), settings.request_timeout)
+        return JSONResponse({"model": name, "predictions": predictions})
 
-    @app.post("/models/{name}/explain", dependencies=auth, openapi_extra=_openapi_body(),
+    @app.post("/models/{name}/explain", openapi_extra=request_body(),
+              responses=errors(401, 404, 413, 415, 422, 501, 503, 504),
               summary="Explain predictions (?method=…&target=LABEL; tasks without explanations answer 501)")
     async def explain(name: str, request: Request) -> JSONResponse:
         model = get_model(name)
@@ -315,26 +250,24 @@ def _add_routes(app: FastAPI, models: dict[str, ServedModel], settings: ServeSet
         # ?method=integrated_gradients|saliency|occlusion|gradient_shap&target=LABEL (both optional)
         options = {key: value for key, value in request.query_params.items() if key in ("method", "target")}
         items = await read_inputs(request, model, settings)
-        try:
-            result = await model.batcher.run_exclusive(lambda: model.predictor.explain(items, **options))
-        except ModelforgeError as exc:
-            raise ClientError(422, str(exc).splitlines()[0]) from None
+        work = model.batcher.run_exclusive(lambda: model.predictor.explain(items, **options))
+        result = await _run_model(model, request, work, settings.request_timeout)
         return JSONResponse({"model": name, "explanations": _jsonable(result)})
 
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
 def serve(runs: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000,
-          settings: ServeSettings | None = None, log_level: str = "info") -> None:
-    """Load the runs and serve them with uvicorn until interrupted."""
-    import uvicorn
-
+          settings: ServeSettings | None = None, log_level: str = "info", server: ServerSettings | None = None,
+          allowed_hosts: Sequence[str] = ()) -> None:
+    """Load the runs and serve them with uvicorn until SIGTERM/SIGINT. Without an API key the server answers only
+    to ``Host`` names of its own address (or ``allowed_hosts``): a web page elsewhere cannot reach a loopback
+    server through DNS rebinding."""
     settings = settings or ServeSettings()
+    if settings.api_key is None and settings.allowed_hosts is None:
+        settings = replace(settings, allowed_hosts=allowed_hosts_for(host, allowed_hosts))
     app = create_app(runs, settings)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s")
-    if host not in LOOPBACK and settings.api_key is None:
+    if host not in LOOPBACK_NAMES and settings.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach this address can use the models", host)
     names = ", ".join(app.state.models)
     log.info("serving %s on http://%s:%d (web page at /, API docs at /docs)", names, host, port)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=True)
+    run_server(app, host, port, server or ServerSettings(), log_level)

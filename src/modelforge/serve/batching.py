@@ -5,6 +5,10 @@ gathers more until the batch holds ``max_batch_size`` inputs or the oldest reque
 batch then runs in the model's own worker thread, so the event loop keeps accepting requests meanwhile. One thread
 per model because a second concurrent forward pass only competes for the same cores (and not every model is
 thread-safe). A full queue is refused at once (``QueueFullError`` → HTTP 503) instead of letting latency grow.
+
+Unbatched calls (explanations, each many forward passes) share that thread through ``run_exclusive``: at most
+``max_explains`` wait or run per model (more are refused like a full queue) and they run one at a time, so the
+thread's own queue never holds more than one of them ahead of the next predict batch.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ class BatchSettings:
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
     queue_size: int = 256
+    max_explains: int = 2  # explanations waiting or running per model; bounded by queue_size too
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1 or self.queue_size < 1 or self.max_wait_ms < 0:
-            raise ValueError("max_batch_size and queue_size must be ≥ 1 and max_wait_ms ≥ 0")
+        if self.max_batch_size < 1 or self.queue_size < 1 or self.max_wait_ms < 0 or self.max_explains < 1:
+            raise ValueError("max_batch_size, queue_size and max_explains must be ≥ 1 and max_wait_ms ≥ 0")
 
 
 @dataclass
@@ -60,6 +65,13 @@ class BatchStats:
         return dict(vars(self))
 
 
+class ServerClosingError(Exception):
+    """The server's drain deadline passed before this request's answer was ready."""
+
+    def __init__(self, name: str):
+        super().__init__(f"the server is shutting down; model {name!r} could not answer in time (retry later)")
+
+
 class MicroBatcher:
     """Runs ``run_batch(items) → results`` (one result per item) over gathered requests in a worker thread."""
 
@@ -71,6 +83,11 @@ class MicroBatcher:
         self._arrived: asyncio.Event | None = None
         self._collector: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._exclusive_lock: asyncio.Lock | None = None
+        self._exclusive_waiting = 0
+        self._waiting: set[asyncio.Future] = set()  # every client's future not yet answered
+        self._jobs: set[asyncio.Task] = set()  # unbatched calls in progress (a reference keeps each task alive)
+        self.busy = 0  # calls running in the worker thread now (changed by that thread only)
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -78,6 +95,7 @@ class MicroBatcher:
         if self._collector is not None and not self._collector.done():
             return
         self._arrived = asyncio.Event()
+        self._exclusive_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"modelforge-{self.name}")
         self._collector = asyncio.get_running_loop().create_task(self._collect(), name=f"batcher-{self.name}")
 
@@ -89,23 +107,35 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._collector = None
+        for job in list(self._jobs):
+            job.cancel()
         while self._pending:
-            request = self._pending.popleft()
-            if not request.future.done():
-                request.future.set_exception(QueueFullError(self.name))
+            _settle(self._pending.popleft().future, error=QueueFullError(self.name))
         self._pending_items = 0
         if self._executor is not None:
-            self._executor.shutdown(wait=True)
+            # A forward pass already running cannot be interrupted; the shutdown deadline decides how long to wait.
+            self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
+    def abandon(self) -> None:
+        """Answer every request still waiting or running with ``ServerClosingError`` (the drain deadline passed)."""
+        for future in list(self._waiting):
+            _settle(future, error=ServerClosingError(self.name))
+
     # ---- requests -----------------------------------------------------------------------------------------------
+    def _waiter(self) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.add(future)
+        future.add_done_callback(self._waiting.discard)
+        return future
+
     async def submit(self, items: list[Any]) -> list[Any]:
         """Queue one request's inputs and wait for their results; raises ``QueueFullError`` when the queue is full."""
         self.start()
         if len(self._pending) >= self.settings.queue_size:
             self.stats.rejected += 1
             raise QueueFullError(self.name)
-        request = _Request(list(items), asyncio.get_running_loop().create_future())
+        request = _Request(list(items), self._waiter())
         self._pending.append(request)
         self._pending_items += len(request.items)
         self.stats.requests += 1
@@ -114,9 +144,43 @@ class MicroBatcher:
         return await request.future
 
     async def run_exclusive(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` in the model's worker thread, between batches (for calls that are not batched, e.g. explain)."""
+        """Run ``fn`` in the model's worker thread, between batches (for calls that are not batched, e.g. explain);
+        one at a time, and ``QueueFullError`` when ``max_explains`` (or ``queue_size``) already wait or run."""
         self.start()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        if self._exclusive_waiting >= min(self.settings.max_explains, self.settings.queue_size):
+            self.stats.rejected += 1
+            raise QueueFullError(self.name)
+        self._exclusive_waiting += 1
+        waiter = self._waiter()
+        job = asyncio.get_running_loop().create_task(self._exclusive_job(fn, waiter))
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+        return await waiter
+
+    async def _exclusive_job(self, fn: Callable[[], T], waiter: asyncio.Future) -> None:
+        """Holds the lock (and counts as waiting) until the thread is done with ``fn``, even when the client has
+        left meanwhile: a client that disconnects cannot pile calls up behind the lock."""
+        try:
+            assert self._exclusive_lock is not None
+            async with self._exclusive_lock:
+                if waiter.done():  # the client left (or the server is closing) before its turn
+                    return
+                try:
+                    _settle(waiter, await self._in_worker(fn))
+                except Exception as exc:
+                    _settle(waiter, error=exc)
+        finally:
+            self._exclusive_waiting -= 1
+
+    async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._counted, fn, *args)
+
+    def _counted(self, fn: Callable[..., T], *args: Any) -> T:
+        self.busy += 1
+        try:
+            return fn(*args)
+        finally:
+            self.busy -= 1
 
     # ---- the collector ------------------------------------------------------------------------------------------
     async def _collect(self) -> None:
@@ -161,13 +225,12 @@ class MicroBatcher:
         return batch
 
     async def _run(self, batch: list[_Request]) -> None:
-        loop = asyncio.get_running_loop()
         items = [item for request in batch for item in request.items]
         self.stats.batches += 1
         self.stats.items += len(items)
         self.stats.largest_batch = max(self.stats.largest_batch, len(items))
         try:
-            results = await loop.run_in_executor(self._executor, self._checked_run, items)
+            results = await self._in_worker(self._checked_run, items)
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0].future, error=exc)
@@ -175,7 +238,9 @@ class MicroBatcher:
             # One bad input must not fail its neighbours: run each request alone to find whose it was.
             for request in batch:
                 try:
-                    single = await loop.run_in_executor(self._executor, self._checked_run, request.items)
+                    if request.future.done():  # its client went away meanwhile
+                        continue
+                    single = await self._in_worker(self._checked_run, request.items)
                     _settle(request.future, single)
                 except Exception as single_exc:
                     _settle(request.future, error=single_exc)

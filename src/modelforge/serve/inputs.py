@@ -22,8 +22,9 @@ import numpy as np
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from modelforge.core.errors import DataError
+from modelforge.core.errors import DataError, first_line
 from modelforge.serve.batching import BatchSettings
+from modelforge.serve.errors import ClientError
 from modelforge.tasks.base import ServedText
 
 IMAGE_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM"}
@@ -50,15 +51,10 @@ class ServeSettings:
     # A video is decoded on the server: cap the frames its header declares (about 100 s at 30 fps); each frame is
     # also held to ``max_image_pixels``.
     max_video_frames: int = 3000
-
-
-class ClientError(Exception):
-    """A request the client must fix: becomes ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
-
+    # A request's model work is abandoned after this many seconds (504) and as soon as its client disconnects.
+    request_timeout: float | None = 60.0
+    # Host names the server answers to (DNS rebinding guard); None: any. ``serve`` fills it in when no key is set.
+    allowed_hosts: tuple[str, ...] | None = None
 
 
 # ---- input validation -----------------------------------------------------------------------------------------
@@ -91,12 +87,16 @@ def check_image(data: bytes, where: str, max_pixels: int) -> bytes:
 
 
 def wav_seconds(data: bytes) -> float:
-    """Duration from a WAV header (PCM through ``wave``; float/extensible by the fmt and data chunk sizes)."""
+    """Duration from a WAV header (PCM through ``wave``; float/extensible by the fmt and data chunk sizes); a
+    sample rate outside ``data.audio.SAMPLE_RATES`` is a ValueError."""
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise ValueError("no RIFF/WAVE header")
     try:
         with wave.open(io.BytesIO(data), "rb") as wf:
-            return wf.getnframes() / max(1, wf.getframerate())
+            rate = _checked_rate(wf.getframerate())
+            return wf.getnframes() / rate
+    except RuntimeError:  # ``wave`` skipping a chunk that runs past the end of the data
+        raise ValueError("a chunk runs past the end of the file") from None
     except wave.Error as exc:
         if "unknown format" not in str(exc):
             raise ValueError(str(exc)) from None
@@ -107,9 +107,17 @@ def wav_seconds(data: bytes) -> float:
             _, channels, rate, _, block_align, _ = struct.unpack("<HHIIHH", data[pos + 8 : pos + 24])
             frame_bytes = block_align or channels
         elif chunk == b"data" and frame_bytes and rate:
-            return min(size, len(data) - pos - 8) / frame_bytes / rate
+            return min(size, len(data) - pos - 8) / frame_bytes / _checked_rate(rate)
         pos += 8 + size + (size & 1)
     raise ValueError("missing fmt or data chunk")
+
+
+def _checked_rate(rate: int) -> int:
+    from modelforge.data.audio import SAMPLE_RATES
+
+    if not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
+        raise ValueError(f"sample rate {rate} Hz is outside {SAMPLE_RATES[0]}–{SAMPLE_RATES[1]} Hz")
+    return rate
 
 
 def check_audio(data: bytes, where: str, max_seconds: float) -> bytes:
@@ -129,6 +137,11 @@ def check_text(value: Any, where: str, max_chars: int) -> str:
         raise ClientError(422, f"{where} is empty")
     if len(value) > max_chars:
         raise ClientError(413, f"{where} is {len(value)} characters long, over the {max_chars} character limit")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON's "\\ud800" escapes decode to a half of a UTF-16 pair
+        raise ClientError(422, f"{where} holds a lone surrogate (U+{ord(value[exc.start]):04X}) at character "
+                               f"{exc.start}: text must be valid Unicode") from None
     return value
 
 
@@ -195,15 +208,27 @@ def validate_item(kind: str | None, value: Any, where: str, settings: ServeSetti
     raise ClientError(422, f"this model takes {kind!r} inputs, which the server cannot read")
 
 
+def parse_json(body: bytes) -> Any:
+    """The request body as JSON, or a 400 saying why not (Python's parser raises RecursionError for deep nesting
+    and ValueError for an integer over its digit limit: both are the client's doing)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ClientError(400, "request body is not valid JSON: nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise ClientError(400, f"request body is not valid JSON: {exc.msg} at character {exc.pos}") from None
+    except UnicodeDecodeError:
+        raise ClientError(400, "request body is not valid JSON: not UTF-8") from None
+    except ValueError as exc:  # int(str) over sys.get_int_max_str_digits()
+        raise ClientError(400, f"request body is not valid JSON: {str(exc).partition(';')[0]}") from None
+
+
 async def read_inputs(request: Request, model: Any, settings: ServeSettings) -> list[Any]:
     """The request's inputs, validated: a JSON ``{"inputs": [...]}`` body or a multipart upload. ``model`` is the
     app's ``ServedModel`` (its input ``kind``, ``input_spec`` and whether it ``generates``)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ClientError(400, "request body is not valid JSON") from None
+        body = parse_json(await request.body())
         raw = body.get("inputs") if isinstance(body, dict) else None
         if not isinstance(raw, list):
             raise ClientError(422, 'JSON body must be an object with a list "inputs": {"inputs": [...]}')
@@ -235,8 +260,11 @@ async def _multipart_values(request: Request, settings: ServeSettings) -> list[A
         form = await request.form(max_files=settings.max_inputs, max_fields=settings.max_inputs,
                                   max_part_size=settings.max_body_bytes)
     except Exception as exc:  # python-multipart and starlette raise several types for malformed bodies
+        reason = str(getattr(exc, "detail", "") or first_line(exc))
+        if reason.startswith("Too many"):  # fields or files over max_inputs: a limit, not a malformed body
+            raise ClientError(413, f"multipart body: {reason}") from None
         status = getattr(exc, "status_code", 400)
-        raise ClientError(status if 400 <= status < 500 else 400, f"malformed multipart body ({exc})") from None
+        raise ClientError(status if 400 <= status < 500 else 400, f"malformed multipart body ({reason})") from None
     values: list[Any] = []
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):

@@ -67,6 +67,8 @@ class Task:
     name: ClassVar[str]
     description: ClassVar[str] = ""
     DataConfig: ClassVar[type[StrictConfig]]
+    # what `modelforge tune` optimises when neither tune.metric nor train.early_stopping names a metric
+    validation_metric: ClassVar[tuple[str, str]] = ("val_loss", "minimize")
 
     def __init__(self, recipe: Recipe, state: dict[str, Any] | None = None):
         self.recipe = recipe

@@ -52,6 +52,7 @@ class AudioClassification(Task):
 
     name = "audio_classification"
     explain_kind = "audio"
+    validation_metric = ("val_accuracy", "maximize")
     DataConfig = AudioClassificationDataConfig
     input_kind = "audio"
 

@@ -79,6 +79,7 @@ class TextClassification(TokenizerArtifact, Task):
 
     name = "text_classification"
     explain_kind = "text"
+    validation_metric = ("val_accuracy", "maximize")
     DataConfig = TextDataConfig
     input_kind = "text"
 

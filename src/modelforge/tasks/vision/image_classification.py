@@ -48,6 +48,7 @@ class ImageClassification(Task):
 
     name = "image_classification"
     explain_kind = "image"
+    validation_metric = ("val_accuracy", "maximize")
     DataConfig = ImageDataConfig
     input_kind = "image"
 
@@ -173,6 +174,7 @@ class ImageClassification(Task):
         from PIL import Image
 
         from modelforge.data.transforms import CenterCrop, Compose, Resize, load_image, to_uint8_array
+        from modelforge.tasks.vision.image_inputs import image_decode_errors
 
         if isinstance(item, (str, Path)) and Path(item).is_file():
             image = load_image(item)
@@ -181,7 +183,7 @@ class ImageClassification(Task):
             try:
                 with Image.open(io.BytesIO(raw)) as img:
                     image = img.convert("RGB")
-            except OSError as exc:
+            except image_decode_errors() as exc:
                 raise DataError(f"input is not a readable image: {exc}") from None
         else:
             raise DataError(f"cannot read image input {str(item)[:80]!r}: give a PNG/JPEG path or image bytes")

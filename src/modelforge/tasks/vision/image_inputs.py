@@ -18,6 +18,18 @@ import numpy as np
 from modelforge.core.errors import DataError
 
 
+def image_decode_errors() -> tuple[type[BaseException], ...]:
+    """What Pillow raises for a corrupt or hostile file, besides ``OSError``: ``SyntaxError`` (bad PNG chunks),
+    ``EOFError`` (truncation), ``ValueError`` (e.g. a tile outside a GIF frame of width 0), ``struct.error`` (short
+    headers), ``zlib.error`` and ``DecompressionBombError`` (over Pillow's own pixel guard)."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    return OSError, SyntaxError, EOFError, ValueError, struct.error, zlib.error, Image.DecompressionBombError
+
+
 def _from_bytes(raw: bytes, mode: Literal["RGB", "L"]) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -27,7 +39,7 @@ def _from_bytes(raw: bytes, mode: Literal["RGB", "L"]) -> np.ndarray:
         with Image.open(io.BytesIO(raw)) as img:
             img.load()
             return np.asarray(img.convert(mode), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+    except (UnidentifiedImageError, *image_decode_errors()) as exc:
         raise DataError(f"input is not a readable image ({exc.__class__.__name__}: {exc})") from None
 
 
@@ -80,8 +92,8 @@ def resized_from_bytes(raw: bytes, channels: int, size: int) -> np.ndarray:
         with Image.open(io.BytesIO(raw)) as img:
             img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)
-    except OSError as exc:
-        raise DataError(f"input is not a readable image: {exc}") from None
+    except image_decode_errors() as exc:
+        raise DataError(f"input is not a readable image ({exc.__class__.__name__}: {exc})") from None
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 

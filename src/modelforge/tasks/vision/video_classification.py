@@ -83,6 +83,7 @@ class VideoClassification(Task):
     """Classify video clips (moving-digits motions or a folder of clips per class)."""
 
     name = "video_classification"
+    validation_metric = ("val_accuracy", "maximize")
     DataConfig = VideoDataConfig
     # served: the server decodes an uploaded video into frames (serve.inputs.check_video), which reach preprocess
     # as an array; `modelforge predict RUN clip.avi` and `modelforge video` read files
