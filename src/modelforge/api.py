@@ -53,11 +53,13 @@ def train(
     run_dir: str | Path | None = None,
     callbacks: Sequence[Any] = (),
     report: bool = True,
+    baseline: bool = True,
     **kw_overrides: Any,
 ) -> Run:
     """Train a recipe (name, YAML path or mapping); ``key__sub=value`` keywords override like ``key.sub=value``.
     ``callbacks`` are ``training.callbacks.Callback`` objects given to the Trainer (``modelforge tune`` prunes
-    through ``on_eval_end``); ``report=False`` skips ``report.html`` (``modelforge report RUN`` writes it later)."""
+    through ``on_eval_end``); ``report=False`` skips ``report.html`` (``modelforge report RUN`` writes it later);
+    ``baseline=False`` skips the classical baseline that classification runs fit beside the model."""
     import yaml
 
     from modelforge.artifacts.model_dir import save_artifact
@@ -88,6 +90,10 @@ def train(
     task.run_loader = _load_run
     started = time.perf_counter()
     splits = task.datasets()
+    decided = task.recipe is not recipe_obj  # the task decided settings from the data (columns, splits): save them
+    recipe_obj = task.recipe
+    if decided and env.is_main:
+        atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe_obj), sort_keys=False))
     if recipe_obj.explain is not None:  # fail now, not after training, if the gallery cannot be made
         from modelforge.explain import check_config
 
@@ -108,6 +114,8 @@ def train(
         floats = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         trainer.metrics_log.write({"step": trainer.step, "epoch": trainer.epoch, "event": "test", **floats})
     summary.update(train_seconds=round(time.perf_counter() - started, 2), data=splits.summary)
+    if env.is_main and baseline:
+        _add_baseline(summary, task, splits, metrics)
     final_model = trainer.export_model()
     if env.is_main:
         save_artifact(directory / "model", recipe_obj, task, final_model)
@@ -123,6 +131,15 @@ def train(
 def _parameter_counts(model: Any) -> dict[str, int]:
     return {"parameters": sum(p.numel() for p in model.parameters()),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
+def _add_baseline(summary: dict[str, Any], task: Any, splits: Any, metrics: dict[str, Any]) -> None:
+    """The classical baseline on the same split, and in words whether the model beat it (classifiers only)."""
+    from modelforge.tasks.baselines import run_baseline, verdict
+
+    baseline = run_baseline(task, splits)
+    if baseline is not None:
+        summary["baseline"] = {**baseline, "verdict": verdict(metrics, baseline)}
 
 
 def _write_report(directory: Path, splits: Any = None) -> None:

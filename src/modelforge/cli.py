@@ -46,9 +46,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = train(args.recipe, args.overrides, resume=args.resume, run_dir=args.run_dir)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
+    if (run.summary.get("data") or {}).get("found"):
+        print(run.summary["data"]["found"])
     floats = {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))}
     for key, value in floats.items():
         print(f"{key}: {value:.4f}")
+    baseline = run.summary.get("baseline")
+    if baseline:
+        print(f"baseline ({baseline['method']}): test_accuracy: {baseline['test_accuracy']:.4f}  "
+              f"test_macro_f1: {baseline['test_macro_f1']:.4f}")
+        print(baseline["verdict"])
     print(f"steps: {run.summary['steps']}  epochs: {run.summary['epochs']}  time: {run.summary['train_seconds']}s")
     if run.summary.get("stop_reason"):
         print(f"stopped: {run.summary['stop_reason']}")

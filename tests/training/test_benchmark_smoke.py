@@ -16,3 +16,18 @@ def test_gpu_gpt2_benchmark_smoke_configuration_runs_on_cpu():
 def test_bench_rejects_unknown_benchmark(cli):
     result = cli("bench", "no_such_bench")
     assert result.returncode == 2 and "available:" in result.stderr and "trainer_overhead" in result.stderr
+
+
+def test_user_tables_benchmark_builds_real_tables_and_folders(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import user_tables
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    debates = user_tables.text_tables("debates", (None, None))
+    assert len(debates["train"]) + len(debates["test"]) == 1122
+    assert {label for _, label in debates["train"]} == {"Republican", "Democratic", "Moderator"}
+    assert not {t for t, _ in debates["train"]} & {t for t, _ in debates["test"]}  # hash split: no shared text
+    photos = user_tables.image_folder("photos", tmp_path / "photos")
+    assert sorted(p.name for p in (photos / "test").iterdir()) == ["astronaut", "cat", "coffee"]
+    assert len(list((photos / "train").rglob("*.png"))) == 600

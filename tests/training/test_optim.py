@@ -76,3 +76,22 @@ def test_optimizers_are_built_as_configured(kind, cls, extra):
     opt.step()
     assert not torch.equal(param.detach(), torch.ones(3))
     assert math.isfinite(param.sum().item())
+
+
+def test_warmup_ratio_is_a_fraction_of_any_run_length():
+    cfg = TrainConfig(lr=1.0, schedule="linear", warmup_ratio=0.1, warmup_steps=60)  # the ratio wins over steps
+    short = [lr_at(s, 20, cfg) for s in range(20)]
+    assert short[:2] == pytest.approx([0.5, 1.0]) and max(short) == pytest.approx(1.0)  # peaks inside a 20-step run
+    long = [lr_at(s, 2000, cfg) for s in range(2000)]
+    assert long[199] == pytest.approx(1.0) and long[99] == pytest.approx(0.5)
+
+
+def test_min_steps_adds_epochs_only_when_the_data_is_small(tmp_path):
+    from modelforge.training.trainer import Trainer
+
+    trainer = Trainer.__new__(Trainer)  # only the sizing arithmetic, no model
+    trainer.cfg = TrainConfig(epochs=3, batch_size=32, min_steps=100)
+    assert trainer.planned_epochs(200) == 15 and trainer.total_steps(200) == 105  # 7 steps an epoch
+    assert trainer.planned_epochs(200_000) == 3 and trainer.total_steps(200_000) == 3 * 6250
+    trainer.cfg = TrainConfig(epochs=3, batch_size=32, min_steps=100, max_steps=50)
+    assert trainer.total_steps(200) == 50

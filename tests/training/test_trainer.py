@@ -78,6 +78,14 @@ def test_early_stopping_stops_and_restores_best(tmp_path):
     assert run.summary["epochs"] == 2  # epoch 1 sets the best; epoch 2 cannot improve by min_delta=1.0
 
 
+def test_early_stopping_never_fires_inside_min_steps(tmp_path):
+    trainer, splits = _trainer(tmp_path, ["train.epochs=30", "train.batch_size=64", "train.min_steps=12",
+                                          "train.early_stopping.metric=val_loss", "train.early_stopping.patience=1",
+                                          "train.early_stopping.min_delta=1.0"])
+    summary = trainer.fit(splits)  # 4 steps an epoch: the noise-level stop may come only after step 12
+    assert summary["stop_reason"].startswith("early stopping") and summary["steps"] == 16
+
+
 def test_bf16_autocast_trains(tmp_path):
     run = modelforge.train("digits-cnn", TINY + ["train.precision=bf16", "train.max_steps=5"], run_dir=tmp_path)
     assert run.summary["steps"] == 5 and 0 <= run.metrics["test_accuracy"] <= 1

@@ -44,6 +44,13 @@ class TrainConfig(StrictConfig):
     eps: float = 1e-8
     schedule: Literal["constant", "step", "cosine", "linear", "onecycle"] = "constant"
     warmup_steps: int = Field(0, ge=0, description="linear warm-up before the schedule (constant/step/cosine/linear)")
+    warmup_ratio: Optional[float] = Field(
+        None, ge=0, lt=1, description="warm-up as a fraction of the run's optimiser steps (replaces warmup_steps)"
+    )
+    min_steps: Optional[int] = Field(
+        None, ge=1, description="small data: add epochs until the run makes at least this many optimiser steps; "
+                                "early stopping never fires before them"
+    )
     step_size: int = Field(1000, ge=1, description="step schedule: optimiser steps between decays")
     gamma: float = Field(0.1, gt=0, description="step schedule: decay factor")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine/linear: final lr as a fraction of lr")

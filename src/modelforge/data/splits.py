@@ -140,3 +140,21 @@ def holdout_split(n: int, size: float, seed: int, what: str = "samples") -> tupl
         raise DataError(f"cannot hold out {count} of {n} {what}; lower data.val_size/data.test_size")
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[count:]), np.sort(order[:count])
+
+
+def stratified_holdout(labels: Sequence[Hashable], size: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    """(kept, held out): ``size`` items held out with every label in proportion to its count (systematic sampling
+    over each label's seeded shuffle), so a small validation set still has the label mix of the data."""
+    rng = np.random.default_rng(seed)
+    by_label: dict[Hashable, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    keyed = []
+    for members in by_label.values():
+        order = rng.permutation(len(members))
+        offset = rng.random()
+        keyed += [((rank + offset) / len(members), members[j]) for rank, j in enumerate(order)]
+    keyed.sort()
+    held = sorted(i for _, i in keyed[: max(0, min(size, len(labels) - 1))])
+    chosen = set(held)
+    return [i for i in range(len(labels)) if i not in chosen], held

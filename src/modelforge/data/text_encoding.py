@@ -154,3 +154,13 @@ class TokenizerArtifact:
 
     def extra_files(self) -> dict[str, bytes]:
         return {TOKENIZER_FILE: self.tokenizer.to_str().encode("utf-8")}
+
+
+def auto_max_length(tok: Tokenizer, texts: list[str], cap: int) -> int:
+    """The 95th percentile of the texts' token counts (from a sample of at most 5,000), between 8 and ``cap``: long
+    enough for nearly every text, without padding every batch to the rare longest one."""
+    import numpy as np
+
+    sample = texts[:: max(1, len(texts) // 5000)]
+    counts = [len(enc.ids) for enc in tok.encode_batch(sample)]
+    return int(min(cap, max(8, np.ceil(np.percentile(counts, 95))))) if counts else cap

@@ -67,6 +67,9 @@ class Task:
     name: ClassVar[str]
     description: ClassVar[str] = ""
     DataConfig: ClassVar[type[StrictConfig]]
+    # The classical baseline fitted beside the model on the same split (tasks/baselines.py): "text" (TF-IDF of
+    # ``self.baseline_texts``), "pixels" or "audio" (MFCC means); None: no baseline.
+    baseline: ClassVar[str | None] = None
     # what `modelforge tune` optimises when neither tune.metric nor train.early_stopping names a metric
     validation_metric: ClassVar[tuple[str, str]] = ("val_loss", "minimize")
 
@@ -90,6 +93,12 @@ class Task:
     # ---- data -------------------------------------------------------------------------------------------------
     def datasets(self) -> Splits:
         raise NotImplementedError
+
+    def record_used(self, **data_values: Any) -> None:
+        """Write ``data.*`` settings decided from the data (inferred columns, a share not held out because a file
+        was given) back into the recipe, so the run's recipe.yaml says what was actually used."""
+        self.data_cfg = self.data_cfg.model_copy(update=data_values)
+        self.recipe = self.recipe.model_copy(update={"data": self.data_cfg})
 
     def collate(self, items: list[Any]) -> Any:
         return torch.utils.data.default_collate(items)

@@ -21,6 +21,7 @@ from modelforge.core.config import Recipe, validate
 from modelforge.core.errors import ConfigError, RegistryError
 from modelforge.core.registry import check_kwargs, get
 from modelforge.tasks import get_task
+from modelforge.tasks.own_data import check_source, select_for_overrides
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -112,6 +113,8 @@ def resolve(raw: dict[str, Any], source: str = "") -> Recipe:
     data_raw = raw.get("data") or {}
     recipe = validate(Recipe, {**raw, "data": {}}, source=source)
     task_cls = get_task(recipe.task)
+    if isinstance(data_raw, dict):
+        check_source(recipe.task, data_raw)
     data = validate(task_cls.DataConfig, data_raw, prefix="data.", source=source)
     model_kwargs = _coerce_model_kwargs(recipe.model.name, recipe.model.kwargs())
     model = {"name": recipe.model.name, **model_kwargs}
@@ -125,11 +128,17 @@ def load_recipe(name_or_path: str | dict[str, Any], overrides: list[str] | None 
     else:
         path = find_recipe(name_or_path)
         raw, source = load_yaml(path), str(path)
+    overridden: set[str] = set()  # the data.* keys the overrides set
     for text in overrides or []:
         keys, value = parse_override(text)
         set_path(raw, keys, value)
+        overridden.update(keys[1:2] if keys[0] == "data" else [])
     for key, value in kw_overrides.items():
-        set_path(raw, key.split("__"), value)
+        keys = key.split("__")
+        set_path(raw, keys, value)
+        overridden.update(keys[1:2] if keys[0] == "data" else [])
+    if isinstance(raw.get("data"), dict) and isinstance(raw.get("task"), str):
+        select_for_overrides(raw["task"], raw["data"], overridden)
     return resolve(raw, source)
 
 

@@ -25,19 +25,27 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> t
     return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
 
+def warmup_steps(total_steps: int, cfg: TrainConfig) -> int:
+    """Warm-up length: ``warmup_ratio`` of the run when set (so it fits runs of any size), else ``warmup_steps``."""
+    if cfg.warmup_ratio is not None:
+        return round(cfg.warmup_ratio * total_steps)
+    return cfg.warmup_steps
+
+
 def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
     """Learning rate for optimiser step ``step`` (0-based) of ``total_steps``."""
     base = cfg.lr
     if cfg.schedule == "onecycle":
         return _one_cycle(step, total_steps, cfg)
-    if step < cfg.warmup_steps:
-        return base * (step + 1) / cfg.warmup_steps
+    warmup = warmup_steps(total_steps, cfg)
+    if step < warmup:
+        return base * (step + 1) / warmup
     if cfg.schedule == "constant":
         return base
     if cfg.schedule == "step":
-        return base * cfg.gamma ** ((step - cfg.warmup_steps) // cfg.step_size)
-    span = max(1, total_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
+        return base * cfg.gamma ** ((step - warmup) // cfg.step_size)
+    span = max(1, total_steps - warmup)
+    progress = min(1.0, (step - warmup) / span)
     floor = base * cfg.min_lr_ratio
     if cfg.schedule == "cosine":
         return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * progress))

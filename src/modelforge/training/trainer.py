@@ -99,8 +99,16 @@ class Trainer:
         micro = math.ceil(n_train / self.cfg.batch_size)
         return math.ceil(micro / self.cfg.grad_accum)
 
+    def planned_epochs(self, n_train: int) -> int:
+        """``train.epochs``, or more when ``train.min_steps`` asks for more optimiser steps than they give: a few
+        hundred rows make only a handful of steps per epoch, too few to fit anything."""
+        per_epoch = self.steps_per_epoch(n_train)
+        if self.cfg.min_steps and per_epoch * self.cfg.epochs < self.cfg.min_steps:
+            return math.ceil(self.cfg.min_steps / max(per_epoch, 1))
+        return self.cfg.epochs
+
     def total_steps(self, n_train: int) -> int:
-        total = self.steps_per_epoch(n_train) * self.cfg.epochs
+        total = self.steps_per_epoch(n_train) * self.planned_epochs(n_train)
         return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
@@ -197,7 +205,7 @@ class Trainer:
             self.best, self.bad_evals = value, 0
             if stopper.restore_best:
                 self.best_weights = ckpt.plain_tensors(dist_utils.full_model_state(self.model))
-        else:
+        elif not self.cfg.min_steps or self.step >= self.cfg.min_steps:  # no stopping inside the guaranteed steps
             self.bad_evals += 1
             if self.bad_evals >= stopper.patience:
                 self.stop_reason = f"early stopping: {stopper.metric} did not improve for {stopper.patience} evals"
@@ -325,12 +333,13 @@ class Trainer:
         if resume:
             self.resume()
         total = self.total_steps(len(splits.train))
+        epochs = self.planned_epochs(len(splits.train))
         progress = Progress(self.cfg.progress if self.env.is_main else "off", total)
         for cb in self.callbacks:
             cb.on_train_start(self)
         self.train_model.train()
         try:
-            while self.epoch < self.cfg.epochs and self.step < total and not self.stop_reason:
+            while self.epoch < epochs and self.step < total and not self.stop_reason:
                 self._run_epoch(splits, total, progress)
             self.save_checkpoint()
         finally:

@@ -87,7 +87,8 @@ class Objective:
         recipe = with_values(settings.recipe, values)
         recipe["train"]["progress"] = "off"  # one line per trial instead of a progress bar each
         reporter = ReportToTrial(trial, settings.metric, settings.direction == "maximize")
-        run = train(recipe, run_dir=run_dir, callbacks=[reporter], report=False)
+        # a trial is judged on its validation metric: the report and the classical baseline wait for `modelforge train`
+        run = train(recipe, run_dir=run_dir, callbacks=[reporter], report=False, baseline=False)
         value = reporter.best()
         trial.set_user_attr("steps", run.summary.get("steps"))
         trial.set_user_attr("test", {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))})

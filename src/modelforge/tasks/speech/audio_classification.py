@@ -55,6 +55,7 @@ class AudioClassification(Task):
     validation_metric = ("val_accuracy", "maximize")
     DataConfig = AudioClassificationDataConfig
     input_kind = "audio"
+    baseline = "audio"
 
     # ---- data -------------------------------------------------------------------------------------------------
     def datasets(self) -> Splits:
@@ -81,7 +82,22 @@ class AudioClassification(Task):
                 summary["skipped_files"] = len(skipped)
                 summary["first_skipped"] = skipped[0]
         self.state_dict_ = {"labels": labels, "n_features": cfg.features.n_features}
+        summary["found"] = self._found(parts, labels, summary)
         return Splits(built["train"], built.get("val"), built.get("test"), summary)
+
+    def _found(self, parts: dict[str, list], labels: list[str], summary: dict[str, Any]) -> str:
+        from modelforge.data.found import class_counts, found_line
+
+        cfg = self.data_cfg
+        if cfg.source != "manifest":
+            read, origin = f"the generated {cfg.source} utterances", "generated voices of its own"
+        else:
+            everything = [r for records in parts.values() for r in records]
+            read = f"{cfg.path} ({len(everything)} WAV files listed)"
+            origin = ("the manifest's split column" if any(r.split for r in everything)
+                      else "split off by speaker" if all(r.voice for r in everything) else "split off at random")
+        sizes = {split: (summary[f"{split}_size"], origin) for split in SPLIT_NAMES if f"{split}_size" in summary}
+        return found_line(read, class_counts([_label_of(r.text) for r in parts["train"]], labels), sizes)
 
     def collate(self, items: list[Any]) -> Any:
         return collate_speech(items)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import typing
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ from modelforge.data.text_encoding import (
     TOKENIZER_FILE,
     TokenizerArtifact,
     TokenizerConfig,
+    auto_max_length,
     build_tokenizer,
     encode_padded,
     minilm_dir,
@@ -46,15 +47,20 @@ class TextDataConfig(StrictConfig):
     path: Optional[str] = Field(None, description="file source: a CSV/TSV/JSONL table (the training data)")
     val_path: Optional[str] = Field(None, description="file source: validation table (default: split off path)")
     test_path: Optional[str] = Field(None, description="file source: test table (default: split off path)")
-    text_column: str = "text"
-    label_column: str = "label"
+    text_column: Optional[str] = Field(None, description="default: the table's one text-like column")
+    label_column: Optional[str] = Field(None, description="default: the table's one column of few distinct values")
     format: Optional[Literal["csv", "tsv", "jsonl"]] = Field(None, description="default: from the file suffix")
     encoding: str = "utf-8"
     val_fraction: float = Field(0.1, ge=0, lt=1, description="file source without val_path: share held out")
+    val_min: int = Field(50, ge=0, description="file source without val_path: at least this many validation rows "
+                                              "(stratified; at most a quarter of the training rows)")
     test_fraction: float = Field(0.1, ge=0, lt=1, description="file source without test_path: share held out")
     split_seed: int = Field(0, description="seed of the hash split (file source)")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
-    max_length: int = Field(256, ge=1, description="tokens kept per text (longer texts are truncated)")
+    max_length: Union[int, Literal["auto"]] = Field(
+        256, description="tokens kept per text (longer texts are truncated); auto: the training texts' 95th "
+                         "percentile, at most max_length_cap")
+    max_length_cap: int = Field(256, ge=8, description="max_length=auto: the most tokens kept")
     limit: Optional[int] = Field(None, ge=1, description="use only N texts of every split, evenly spread (quick runs)")
     init_encoder: Optional[str] = Field(
         None, description="start the classifier's encoder from a Hugging Face BERT folder or 'minilm'"
@@ -82,6 +88,7 @@ class TextClassification(TokenizerArtifact, Task):
     validation_metric = ("val_accuracy", "maximize")
     DataConfig = TextDataConfig
     input_kind = "text"
+    baseline = "text"
 
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
@@ -111,26 +118,52 @@ class TextClassification(TokenizerArtifact, Task):
                                known_labels=known)
 
     def _load_files(self) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
-        from modelforge.data.splits import split_by_hash
+        from modelforge.data.formats.table_columns import infer_columns
+        from modelforge.data.splits import split_by_hash, stratified_holdout
 
         cfg = self.data_cfg
         if not cfg.path:
             raise ConfigError("data.source=file needs data.path=FILE (a CSV, TSV or JSONL table of text and label)")
+        text_column, label_column = infer_columns(Path(cfg.path).expanduser(), cfg.text_column, cfg.label_column,
+                                                  cfg.format, cfg.encoding)
+        # the recipe saved with the run says what was used: the columns found, no share held out for a given file
+        self.record_used(text_column=text_column, label_column=label_column,
+                          **{f"{split}_fraction": 0.0 for split in ("val", "test") if getattr(cfg, f"{split}_path")})
+        cfg = self.data_cfg
         train = self._read(cfg.path)
-        parts = {"train": (train.texts, train.labels)}
-        held = {"val": (cfg.val_path, cfg.val_fraction), "test": (cfg.test_path, cfg.test_fraction)}
-        fractions = {name: share for name, (path, share) in held.items() if not path and share > 0}
-        if fractions:
-            fractions = {"train": 1 - sum(fractions.values()), **fractions}
-            for name, idx in split_by_hash(train.texts, fractions, cfg.split_seed).items():
-                parts[name] = ([train.texts[i] for i in idx], [train.labels[i] for i in idx])
-            if not parts["train"][0]:
-                raise DataError(f"{cfg.path}: no training rows left after holding out val/test; lower the fractions")
-        for name, (path, _) in held.items():
+        name = Path(cfg.path).name
+        parts, self._origins = {"train": (train.texts, train.labels)}, {"train": name}
+        if not cfg.test_path and cfg.test_fraction > 0:  # by hash: duplicates never straddle train and test
+            idx = split_by_hash(train.texts, {"train": 1 - cfg.test_fraction, "test": cfg.test_fraction},
+                                cfg.split_seed)
+            for split in ("train", "test"):
+                parts[split] = ([train.texts[i] for i in idx[split]], [train.labels[i] for i in idx[split]])
+            self._origins["test"] = f"{cfg.test_fraction:.0%} split off {name} by hash"
+        if not cfg.val_path and cfg.val_fraction > 0:
+            texts, labels = parts["train"]
+            size = max(round(cfg.val_fraction * len(texts)), min(cfg.val_min, len(texts) // 4))
+            keep, held = stratified_holdout(labels, size, cfg.split_seed)
+            parts["train"] = ([texts[i] for i in keep], [labels[i] for i in keep])
+            parts["val"] = ([texts[i] for i in held], [labels[i] for i in held])
+            self._origins["val"] = f"split off {name}, stratified"
+        if not parts["train"][0]:
+            raise DataError(f"{cfg.path}: no training rows left after holding out val/test; lower the fractions")
+        for split in ("val", "test"):
+            path = getattr(cfg, f"{split}_path")
             if path:
                 table = self._read(path, known=train.label_names)
-                parts[name] = (table.texts, table.labels)
+                parts[split], self._origins[split] = (table.texts, table.labels), Path(path).name
+        self._read_what = f"{name} (text column {text_column!r}, label column {label_column!r})"
         return parts, train.label_names
+
+    def _found(self, parts: dict[str, tuple[list[str], list[str]]], label_names: list[str]) -> str:
+        from modelforge.data.found import class_counts, found_line
+
+        cfg = self.data_cfg
+        read = getattr(self, "_read_what", f"the built-in {cfg.source} data")
+        origins = getattr(self, "_origins", {})
+        splits = {k: (len(v[0]), origins.get(k, f"{cfg.source} {k} split")) for k, v in parts.items()}
+        return found_line(read, class_counts(parts["train"][1], label_names), splits)
 
     def datasets(self) -> Splits:
         cfg = self.data_cfg
@@ -140,6 +173,7 @@ class TextClassification(TokenizerArtifact, Task):
         parts = {k: v for k, v in parts.items() if v[0]}
         if len(label_names) < 2:
             raise DataError(f"text classification needs at least 2 labels, the training data has {label_names}")
+        self.baseline_texts = {split: texts for split, (texts, _) in parts.items()}
         from modelforge.models.hf_auto import checkpoint_tokenizer  # model.name=hf brings its own tokenizer
 
         # a loaded hf run re-reads its data with the artifact's copy of the checkpoint's tokenizer
@@ -149,6 +183,9 @@ class TextClassification(TokenizerArtifact, Task):
         self._tokenizer = tok
         pad_id = pad_id_of(tok)
         index = {name: i for i, name in enumerate(label_names)}
+        if cfg.max_length == "auto":
+            self.record_used(max_length=auto_max_length(tok, parts["train"][0], cfg.max_length_cap))
+            cfg = self.data_cfg
         tensors, summary = {}, {}
         for split, (texts, labels) in parts.items():
             ids, lengths, truncated = encode_padded(tok, texts, cfg.max_length, pad_id)
@@ -163,7 +200,7 @@ class TextClassification(TokenizerArtifact, Task):
             "vocab_size": tok.get_vocab_size(),
             "tokenizer": TOKENIZER_FILE,
         }
-        summary.update(classes=len(label_names), vocab_size=tok.get_vocab_size())
+        summary.update(classes=len(label_names), vocab_size=tok.get_vocab_size(), found=self._found(parts, label_names))
         return Splits(train=tensors["train"], val=tensors.get("val"), test=tensors.get("test"), summary=summary)
 
     # ---- model ------------------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ class ImageClassification(Task):
     validation_metric = ("val_accuracy", "maximize")
     DataConfig = ImageDataConfig
     input_kind = "image"
+    baseline = "pixels"
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _load_source(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
@@ -59,6 +60,7 @@ class ImageClassification(Task):
             from modelforge.data.builtin.mnist import load_mnist
 
             arrays = load_mnist()
+            self._origins = {"train": "MNIST train", "test": "MNIST test"}
             parts = {
                 "train": (arrays["train_images"][:, None], arrays["train_labels"]),
                 "test": (arrays["test_images"][:, None], arrays["test_labels"]),
@@ -83,12 +85,15 @@ class ImageClassification(Task):
         if (root / "train").is_dir():
             train = read_image_folder(root / "train", channels, size, on_error=cfg.on_error)
             parts = {"train": (train.images, train.labels)}
+            self._origins = {"train": f"{root.name}/train"}
             for split in ("val", "test"):
                 if (root / split).is_dir():
                     held = read_image_folder(root / split, channels, size, train.classes, cfg.on_error)
-                    parts[split] = (held.images, held.labels)
+                    parts[split], self._origins[split] = (held.images, held.labels), f"{root.name}/{split}"
+                    self.record_used(**{f"{split}_size": 0.0})  # a folder was given: no share held out
             return parts, train.classes
         everything = read_image_folder(root, channels, size, on_error=cfg.on_error)
+        self._origins = {"train": root.name}
         return {"all": (everything.images, everything.labels)}, everything.classes
 
     def datasets(self) -> Splits:
@@ -120,7 +125,7 @@ class ImageClassification(Task):
             self._use_imagenet_statistics()
         self._use_checkpoint_statistics(previous)
         summary = {f"{k}_size": len(v[0]) for k, v in tensors.items()}
-        summary.update(classes=len(classes), image_shape=list(train_x.shape[1:]))
+        summary.update(classes=len(classes), image_shape=list(train_x.shape[1:]), found=self._found(parts, classes))
         return Splits.from_tensors(tensors, summary)
 
     def _use_checkpoint_statistics(self, previous: dict[str, Any]) -> None:
@@ -132,6 +137,19 @@ class ImageClassification(Task):
         loaded = self.artifact_dir is not None
         stats = {k: previous[k] for k in ("mean", "std")} if loaded else image_statistics(self.recipe.model)
         self.state_dict_.update(stats)
+
+    def _found(self, parts: dict[str, tuple[np.ndarray, np.ndarray]], classes: list[str]) -> str:
+        from modelforge.data.found import class_counts, found_line
+
+        cfg = self.data_cfg
+        origins = getattr(self, "_origins", {})
+        base = origins.get("train", f"the {cfg.source} data")
+        where = {"train": origins.get("train", f"{cfg.source} train split")}
+        for split in ("val", "test"):
+            where[split] = origins.get(split, f"split off {base}")
+        read = f"{cfg.path} (one folder per class)" if cfg.source == "folder" else f"the built-in {cfg.source} data"
+        splits = {k: (len(parts[k][0]), where[k]) for k in ("train", "val", "test") if k in parts}
+        return found_line(read, class_counts([classes[i] for i in parts["train"][1]], classes), splits)
 
     def _to_tensors(self, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.ascontiguousarray(images))

@@ -1,0 +1,108 @@
+"""Which columns of a text table hold the text and the label, when the user does not say.
+
+A classification table usually has one column of running text (many distinct, multi-word values) and one column of
+few distinct values (the label); other columns (ids, dates, scores) are ignored. When exactly one column of each
+kind is found, they are used; when it is ambiguous, the error lists every column with what it looks like, so the
+user can name the right ones with ``data.text_column`` / ``data.label_column``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelforge.core.errors import DataError
+from modelforge.data.formats.text_corpus import decode_text, read_bytes
+from modelforge.data.formats.text_table import TableFormat, read_table_rows, table_format
+
+# Names that settle a tie between look-alike columns, most specific first.
+_TEXT_NAMES = ("text", "sentence", "review", "body", "content", "document", "message", "comment")
+_LABEL_NAMES = ("label", "labels", "class", "category", "target", "sentiment", "topic", "y")
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    name: str
+    distinct: int
+    mean_words: float
+
+    def looks_like_text(self, rows: int) -> bool:
+        return self.mean_words >= 3 and self.distinct >= 2 and not self.looks_like_label(rows)
+
+    def looks_like_label(self, rows: int) -> bool:
+        return 2 <= self.distinct <= max(2, min(100, rows // 5)) and self.mean_words <= 4
+
+    def describe(self, rows: int) -> str:
+        kind = ("text-like" if self.looks_like_text(rows) else "label-like" if self.looks_like_label(rows)
+                else "neither")
+        return f"{self.name!r} ({self.distinct} distinct, {self.mean_words:.1f} words on average: {kind})"
+
+
+def table_columns(path: Path, format: TableFormat | None = None, encoding: str = "utf-8") -> list[str]:
+    """The column names: the CSV/TSV header, or the keys of the first JSON object."""
+    fmt = table_format(path, format)
+    text = decode_text(read_bytes(path), path, encoding)
+    if fmt == "jsonl":
+        for line in text.split("\n"):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # read_table_rows reports it with the line number
+                return list(record) if isinstance(record, dict) else []
+        return []
+    quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",", quoting=quoting)
+    for header in reader:
+        if any(h.strip() for h in header):
+            return [h.strip() for h in header]
+    return []
+
+
+def profile_columns(path: Path, format: TableFormat | None = None, encoding: str = "utf-8") -> list[ColumnProfile]:
+    columns = table_columns(path, format, encoding)
+    if not columns:
+        raise DataError(f"{path}: no columns found; expected a header row (CSV/TSV) or JSON objects")
+    rows = read_table_rows(path, columns, format, encoding)
+    profiles = []
+    for column in columns:
+        values = [row.values[column].strip() for row in rows]
+        words = sum(len(v.split()) for v in values) / max(len(values), 1)
+        profiles.append(ColumnProfile(column, len(set(values) - {""}), words))
+    return profiles
+
+
+def _one_of(candidates: list[ColumnProfile], names: tuple[str, ...]) -> ColumnProfile | None:
+    if len(candidates) == 1:
+        return candidates[0]
+    for name in names:  # a tie: a conventional name settles it
+        for profile in candidates:
+            if profile.name.lower() == name:
+                return profile
+    return None
+
+
+def infer_columns(path: Path, text_column: str | None, label_column: str | None,
+                  format: TableFormat | None = None, encoding: str = "utf-8") -> tuple[str, str]:
+    """(text column, label column): the given names, or the one text-like / label-like column of the table."""
+    if text_column and label_column:
+        return text_column, label_column
+    profiles = profile_columns(path, format, encoding)
+    rows = len(read_table_rows(path, [profiles[0].name], format, encoding))
+    if text_column is None:
+        texts = [p for p in profiles if p.looks_like_text(rows) and p.name != label_column]
+        chosen = _one_of(texts, _TEXT_NAMES)
+        text_column = chosen.name if chosen else None
+    if label_column is None:
+        labels = [p for p in profiles if p.looks_like_label(rows) and p.name != text_column]
+        chosen = _one_of(labels, _LABEL_NAMES)
+        label_column = chosen.name if chosen else None
+    if text_column is None or label_column is None:
+        missing = " and ".join(k for k, v in (("data.text_column", text_column), ("data.label_column", label_column))
+                               if v is None)
+        listed = "; ".join(p.describe(rows) for p in profiles)
+        raise DataError(f"{path}: cannot tell which column to use; set {missing}. Columns: {listed}")
+    return text_column, label_column
