@@ -105,7 +105,7 @@ def test_adapter_only_save_needs_an_hf_base(tmp_path):
 
 def test_lora_run_resumes_exactly(tmp_path):
     raw = recipe(tmp_path, {**OWN_MODEL, "dropout": 0.2})
-    raw["train"].update(max_steps=6, schedule="constant")
+    raw["train"].update(max_steps=6, epochs=3, schedule="constant")  # the cut falls mid-epoch
     whole = modelforge.train(raw, run_dir=tmp_path / "whole")
     modelforge.train(raw, ["train.max_steps=3"], run_dir=tmp_path / "cut")
     resumed = modelforge.train(raw, run_dir=tmp_path / "cut", resume=True)
