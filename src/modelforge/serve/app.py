@@ -90,14 +90,15 @@ def _name_of(path: Path) -> str:
 
 
 def load_models(runs: Sequence[str | Path], settings: BatchSettings,
-                max_new_tokens: int | None = None) -> dict[str, ServedModel]:
+                max_new_tokens: int | None = None, quantized: bool = False) -> dict[str, ServedModel]:
     """Load each run as ``NAME=RUN`` or ``RUN`` (named after its directory); names must be unique. A text
-    generator predicts with at most ``max_new_tokens`` new tokens per prompt, whatever its recipe's serve: asks."""
+    generator predicts with at most ``max_new_tokens`` new tokens per prompt, whatever its recipe's serve: asks;
+    ``quantized``: the int8 models measured by ``modelforge quantize``."""
     models: dict[str, ServedModel] = {}
     for spec in runs:
         text = str(spec)
         name, _, path = text.partition("=") if "=" in text and not Path(text).exists() else ("", "", text)
-        predictor = ExplainingPredictor(Path(path))
+        predictor = ExplainingPredictor(Path(path), quantized=quantized)
         name = name or _name_of(Path(path))
         if name in models:
             raise ConfigError(f"two runs are both named {name!r}; name them apart with NAME=RUN")
@@ -166,7 +167,8 @@ def _jsonable(obj: Any) -> Any:
 def create_app(runs: Sequence[str | Path] | dict[str, ServedModel], settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI app over run directories (or already loaded models); ``serve`` runs it with uvicorn."""
     settings = settings or ServeSettings()
-    models = runs if isinstance(runs, dict) else load_models(runs, settings.batch, settings.max_new_tokens)
+    models = runs if isinstance(runs, dict) else load_models(runs, settings.batch, settings.max_new_tokens,
+                                                             settings.quantized)
     _check_generation(models)
 
     @asynccontextmanager

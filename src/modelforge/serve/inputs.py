@@ -38,6 +38,7 @@ class ServeSettings:
 
     batch: BatchSettings = field(default_factory=BatchSettings)
     api_key: str | None = None
+    quantized: bool = False  # serve each run's int8 model (``modelforge quantize`` first)
     max_body_bytes: int = 8 * 1024 * 1024
     max_inputs: int = 64
     max_image_pixels: int = 4096 * 4096
