@@ -29,7 +29,7 @@ from modelforge.serve.batching import BatchSettings, MicroBatcher
 from modelforge.serve.deadline import ClientGone, for_client
 from modelforge.serve.errors import ClientError, model_failure
 from modelforge.serve.guards import LOOPBACK_NAMES, ApiKeyGuard, BodyLimit, HostGuard, allowed_hosts_for, error_response
-from modelforge.serve.inputs import ServeSettings, read_inputs, validate_item
+from modelforge.serve.inputs import ServeSettings, explain_options, read_inputs, validate_item
 from modelforge.serve.openapi import errors, install_security, request_body
 from modelforge.serve.server import ServerSettings, run_server
 
@@ -241,14 +241,14 @@ def _add_routes(app: FastAPI, models: dict[str, ServedModel], settings: ServeSet
 
     @app.post("/models/{name}/explain", openapi_extra=request_body(),
               responses=errors(401, 404, 413, 415, 422, 501, 503, 504),
-              summary="Explain predictions (?method=…&target=LABEL; tasks without explanations answer 501)")
+              summary="Explain predictions (?method=…&target=LABEL&steps=N; tasks without explanations answer 501)")
     async def explain(name: str, request: Request) -> JSONResponse:
         model = get_model(name)
         if not model.explainable:
             raise ClientError(501, f"model {name!r} (task {model.predictor.recipe.task}) does not support "
                                    "explanations")
-        # ?method=integrated_gradients|saliency|occlusion|gradient_shap&target=LABEL (both optional)
-        options = {key: value for key, value in request.query_params.items() if key in ("method", "target")}
+        # ?method=integrated_gradients|saliency|occlusion|gradient_shap&target=LABEL&steps=N (all optional)
+        options = explain_options(request.query_params)
         items = await read_inputs(request, model, settings)
         work = model.batcher.run_exclusive(lambda: model.predictor.explain(items, **options))
         result = await _run_model(model, request, work, settings.request_timeout)
