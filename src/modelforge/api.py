@@ -52,6 +52,10 @@ def train(
     from modelforge.training.trainer import Trainer
 
     recipe_obj = load_recipe(str(recipe) if isinstance(recipe, Path) else recipe, overrides, **kw_overrides)
+    if recipe_obj.adapter is not None:
+        from modelforge.training.lora import check_recipe
+
+        check_recipe(recipe_obj)
     env = dist_utils.setup(dist_utils.default_device())
     directory, point = _choose_run_dir(recipe_obj, run_dir, resume, env)
 
@@ -69,6 +73,10 @@ def train(
 
         check_config(recipe_obj.explain, task)
     model = task.build_model()
+    if recipe_obj.adapter is not None:  # LoRA: only the adapter and the new head train
+        from modelforge.training.lora import apply_lora
+
+        model = apply_lora(model, recipe_obj.adapter)
     trainer = Trainer(task, model, recipe_obj.train, directory, callbacks=callbacks)
     if point is not None:
         done = _already_finished(point, trainer, len(splits.train), env.is_main)
@@ -79,6 +87,7 @@ def train(
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe_obj), sort_keys=False))
     summary = trainer.fit(splits, resume=point is not None)
+    summary.update(_parameter_counts(model))
     if trainer.privacy is not None:  # the (ε, δ) guarantee of the trained model
         summary["privacy"] = trainer.privacy.report()
     metrics: dict[str, Any] = {}
@@ -128,6 +137,11 @@ def _already_finished(point: ResumePoint, trainer: Any, n_train: int, is_main: b
     return None
 
 
+def _parameter_counts(model: Any) -> dict[str, int]:
+    return {"parameters": sum(p.numel() for p in model.parameters()),
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
 def _add_baseline(summary: dict[str, Any], task: Any, splits: Any, metrics: dict[str, Any]) -> None:
     """The classical baseline on the same split, and in words whether the model beat it (classifiers only)."""
     from modelforge.tasks.baselines import run_baseline, verdict
@@ -166,11 +180,11 @@ def _write_gallery(directory: Path, splits: Any) -> None:
                       f"(retry with `modelforge explain {directory} --gallery`)", stacklevel=2)
 
 
-def load(path: str | Path):
-    """Load a run (or its model/ directory) as a Predictor."""
+def load(path: str | Path, quantized: bool = False):
+    """Load a run (or its model/ directory) as a Predictor; ``quantized``: its int8 form (``modelforge quantize``)."""
     from modelforge.explain.predictor import ExplainingPredictor
 
-    return ExplainingPredictor(path)
+    return ExplainingPredictor(path, quantized=quantized)
 
 
 def _load_run(path: Path) -> Any:
@@ -295,3 +309,11 @@ def neighbors(path: str | Path, word: str | None, k: int = 10, analogy: Sequence
             found = task.neighbors(predictor.model, word, k)
             title = f"nearest to {word}"
     return "\n".join([title, *(f"{item['word']}\t{item['similarity']:.4f}" for item in found)])
+
+
+def quantize(path: str | Path, backend: str = "torch", limit: int | None = None) -> dict[str, Any]:
+    """Int8 dynamic quantization of a run's Linear layers (``torch``) and/or its ONNX graph (``onnx``), with the
+    metric change on its test split and the speed-up, written to ``RUN/model/quantization.json``."""
+    from modelforge.artifacts.quantize import quantize_run
+
+    return quantize_run(path, backend, limit)

@@ -201,7 +201,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     batch = BatchSettings(args.max_batch_size, args.max_wait_ms, args.queue_size, args.max_explains)
     settings = ServeSettings(batch=batch, api_key=args.api_key or os.environ.get("MODELFORGE_API_KEY") or None,
                              max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-                             request_timeout=args.request_timeout)
+                             request_timeout=args.request_timeout, quantized=args.quantized)
     server = ServerSettings(limit_concurrency=args.limit_concurrency, keep_alive_timeout=args.keep_alive_timeout,
                             header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                             shutdown_timeout=args.shutdown_timeout)
@@ -222,6 +222,25 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"verified with onnxruntime: max |onnx - torch| = {result.max_abs_diff:.2e}")
     for note in result.notes:
         print(f"verified: {note}")
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from modelforge.api import quantize
+
+    report = quantize(args.run, args.backend, args.limit)
+    if "torch" in report:
+        found = report["torch"]
+        metric = found["metric"]
+        print(f"torch int8 (Linear layers), {found['split']} split of {found['examples']}: {metric} "
+              f"{found['fp32']['metrics'][metric]:.4f} -> {found['int8']['metrics'][metric]:.4f} "
+              f"(change {found['change']:+.4f}); {found['fp32']['seconds']:.3f}s -> {found['int8']['seconds']:.3f}s "
+              f"({found['speedup']:.2f}x)")
+    if "onnx" in report:
+        found = report["onnx"]
+        print(f"onnx int8: {found['file']} ({found['bytes']} bytes, fp32 {found['fp32_bytes']}); "
+              f"max |logit change| {found['max_abs_logit_change']:.2e}; {found['speedup']:.2f}x")
+    print("serve it: modelforge serve RUN --quantized; in Python: modelforge.load(RUN, quantized=True)")
     return 0
 
 
@@ -480,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shutdown-timeout", type=_positive_float, default=30.0,
                    help="on SIGTERM/SIGINT, seconds to let requests in progress finish (a second signal: at once)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--quantized", action="store_true", help="serve the int8 models (run `modelforge quantize` first)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="export a run to ONNX, verified with onnxruntime: modelforge export RUN")
@@ -489,6 +509,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="file to write (default: RUN/model.onnx; an encoder–decoder writes "
                    "RUN/model.encoder.onnx and RUN/model.decoder.onnx, or X.encoder.onnx/X.decoder.onnx)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("quantize", help="int8 dynamic quantization of a run, measured: modelforge quantize RUN")
+    p.add_argument("run")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "both"],
+                   help="torch: int8 Linear layers (serve/load use them); onnx: RUN/model.int8.onnx; both")
+    p.add_argument("--limit", type=_positive_int, help="measure on the first N held-out examples only")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("report", help="write RUN/report.html: curves, metrics, confusion matrix, samples")
     p.add_argument("run")

@@ -220,3 +220,22 @@ def test_a_wav_chunk_running_past_the_end_is_422(client):
     data = b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WAVE" + chunk
     assert_error(client.post("/models/audio/predict", json={"inputs": [b64(data)]}), 422, "not a readable WAV",
                  "runs past the end")
+
+
+# ---- item 13: explain's query options are checked, never silently ignored -----------------------------------------
+@pytest.mark.parametrize("query, words", [
+    ("steps=-1", "steps"),
+    ("steps=1", "steps"),
+    ("steps=abc", "steps"),
+    (f"steps={10**6}", "steps"),
+    ("stpes=8", "unknown query option 'stpes'"),
+])
+def test_explain_query_options_are_checked(client, query, words):
+    response = client.post(f"/models/text/explain?{query}", json={"inputs": ["a good film"]})
+    assert_error(response, 422, words)
+
+
+def test_explain_honours_a_valid_steps_option(client):
+    response = client.post("/models/text/explain?steps=4&method=integrated_gradients", json={"inputs": ["a good film"]})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["explanations"]) == 1

@@ -14,8 +14,8 @@ from modelforge.artifacts.model_dir import load_artifact
 
 
 class Predictor:
-    def __init__(self, path: str | Path):
-        loaded = load_artifact(Path(path))
+    def __init__(self, path: str | Path, quantized: bool = False):
+        loaded = load_artifact(Path(path), quantized=quantized)
         self.directory, self.recipe, self.task, self.model = loaded.directory, loaded.recipe, loaded.task, loaded.model
 
     @property

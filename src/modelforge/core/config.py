@@ -1,15 +1,15 @@
 """Recipe configuration: pydantic v2 classes are the only schema; YAML in, typed ``key.sub=value`` overrides.
 
-A recipe is ``Recipe{name, description, task, data, model, train, privacy?, explain?, serve?, tune?}``. ``data`` is
-validated by the task's own ``DataConfig`` class and ``model`` keywords by the model builder's signature; both
-happen in ``modelforge.tasks.recipes`` because ``core`` must not import tasks or models.
+A recipe is ``Recipe{name, description, task, data, model, train, privacy?, adapter?, explain?, serve?, tune?}``.
+``data`` is validated by the task's own ``DataConfig`` class and ``model`` keywords by the model builder's
+signature; both happen in ``modelforge.tasks.recipes`` because ``core`` must not import tasks or models.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -125,6 +125,22 @@ class PrivacyConfig(StrictConfig):
         return self
 
 
+class AdapterConfig(StrictConfig):
+    """``adapter:`` — parameter-efficient fine-tuning through ``peft`` (``training/lora.py``): only the adapter and
+    the model's new head train."""
+
+    method: Literal["lora"] = "lora"
+    r: int = Field(8, ge=1, description="rank of each low-rank update")
+    alpha: float = Field(16.0, gt=0, description="scale of the update (alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter's input")
+    target_modules: Union[Literal["auto"], list[str]] = Field(
+        "auto", description="layers to adapt: auto (every Linear of the attention/FFN blocks) or module names"
+    )
+    save: Literal["merged", "adapter"] = Field(
+        "merged", description="artifact weights: merged into the base, or the adapter alone (model.name=hf)"
+    )
+
+
 class ModelConfig(BaseModel):
     """``name`` picks a registered model; every other key is a keyword of its builder."""
 
@@ -143,6 +159,7 @@ class Recipe(StrictConfig):
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     privacy: Optional[PrivacyConfig] = None
+    adapter: Optional[AdapterConfig] = None
     explain: Optional[ExplainConfig] = None
     serve: Optional[dict[str, Any]] = None
     tune: Optional[TuneConfig] = Field(None, description="hyperparameter search (`modelforge tune`); train ignores it")

@@ -29,7 +29,7 @@ from modelforge.serve.batching import BatchSettings, MicroBatcher
 from modelforge.serve.deadline import ClientGone, for_client
 from modelforge.serve.errors import ClientError, model_failure
 from modelforge.serve.guards import LOOPBACK_NAMES, ApiKeyGuard, BodyLimit, HostGuard, allowed_hosts_for, error_response
-from modelforge.serve.inputs import ServeSettings, read_inputs, validate_item
+from modelforge.serve.inputs import ServeSettings, explain_options, read_inputs, validate_item
 from modelforge.serve.openapi import errors, install_security, request_body
 from modelforge.serve.server import ServerSettings, run_server
 
@@ -90,14 +90,15 @@ def _name_of(path: Path) -> str:
 
 
 def load_models(runs: Sequence[str | Path], settings: BatchSettings,
-                max_new_tokens: int | None = None) -> dict[str, ServedModel]:
+                max_new_tokens: int | None = None, quantized: bool = False) -> dict[str, ServedModel]:
     """Load each run as ``NAME=RUN`` or ``RUN`` (named after its directory); names must be unique. A text
-    generator predicts with at most ``max_new_tokens`` new tokens per prompt, whatever its recipe's serve: asks."""
+    generator predicts with at most ``max_new_tokens`` new tokens per prompt, whatever its recipe's serve: asks;
+    ``quantized``: the int8 models measured by ``modelforge quantize``."""
     models: dict[str, ServedModel] = {}
     for spec in runs:
         text = str(spec)
         name, _, path = text.partition("=") if "=" in text and not Path(text).exists() else ("", "", text)
-        predictor = ExplainingPredictor(Path(path))
+        predictor = ExplainingPredictor(Path(path), quantized=quantized)
         name = name or _name_of(Path(path))
         if name in models:
             raise ConfigError(f"two runs are both named {name!r}; name them apart with NAME=RUN")
@@ -166,7 +167,8 @@ def _jsonable(obj: Any) -> Any:
 def create_app(runs: Sequence[str | Path] | dict[str, ServedModel], settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI app over run directories (or already loaded models); ``serve`` runs it with uvicorn."""
     settings = settings or ServeSettings()
-    models = runs if isinstance(runs, dict) else load_models(runs, settings.batch, settings.max_new_tokens)
+    models = runs if isinstance(runs, dict) else load_models(runs, settings.batch, settings.max_new_tokens,
+                                                             settings.quantized)
     _check_generation(models)
 
     @asynccontextmanager
@@ -239,14 +241,14 @@ def _add_routes(app: FastAPI, models: dict[str, ServedModel], settings: ServeSet
 
     @app.post("/models/{name}/explain", openapi_extra=request_body(),
               responses=errors(401, 404, 413, 415, 422, 501, 503, 504),
-              summary="Explain predictions (?method=…&target=LABEL; tasks without explanations answer 501)")
+              summary="Explain predictions (?method=…&target=LABEL&steps=N; tasks without explanations answer 501)")
     async def explain(name: str, request: Request) -> JSONResponse:
         model = get_model(name)
         if not model.explainable:
             raise ClientError(501, f"model {name!r} (task {model.predictor.recipe.task}) does not support "
                                    "explanations")
-        # ?method=integrated_gradients|saliency|occlusion|gradient_shap&target=LABEL (both optional)
-        options = {key: value for key, value in request.query_params.items() if key in ("method", "target")}
+        # ?method=integrated_gradients|saliency|occlusion|gradient_shap&target=LABEL&steps=N (all optional)
+        options = explain_options(request.query_params)
         items = await read_inputs(request, model, settings)
         work = model.batcher.run_exclusive(lambda: model.predictor.explain(items, **options))
         result = await _run_model(model, request, work, settings.request_timeout)

@@ -30,6 +30,8 @@ from modelforge.tasks.base import ServedText
 IMAGE_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM"}
 INPUT_KINDS = ("text", "image", "audio", "video", "seed")  # the Task.input_kind values validate_item reads
 MAX_SEED = 2**63 - 1
+EXPLAIN_QUERY_OPTIONS = ("method", "target", "steps")
+MAX_EXPLAIN_STEPS = 512  # path points of integrated gradients: each one is a forward and backward pass per input
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class ServeSettings:
 
     batch: BatchSettings = field(default_factory=BatchSettings)
     api_key: str | None = None
+    quantized: bool = False  # serve each run's int8 model (``modelforge quantize`` first)
     max_body_bytes: int = 8 * 1024 * 1024
     max_inputs: int = 64
     max_image_pixels: int = 4096 * 4096
@@ -272,3 +275,19 @@ async def _multipart_values(request: Request, settings: ServeSettings) -> list[A
             values.append(value)
     await form.close()
     return values
+
+
+def explain_options(query: Any) -> dict[str, Any]:
+    """``?method=…&target=LABEL&steps=N`` of an explain request, checked: an unknown option or a ``steps`` outside
+    2…MAX_EXPLAIN_STEPS is a 422 rather than silently ignored (or an unbounded amount of work)."""
+    unknown = [key for key in query.keys() if key not in EXPLAIN_QUERY_OPTIONS]
+    if unknown:
+        valid = ", ".join(EXPLAIN_QUERY_OPTIONS)
+        raise ClientError(422, f"unknown query option {unknown[0][:60]!r}; explain takes {valid}")
+    options: dict[str, Any] = {key: query[key] for key in ("method", "target") if key in query}
+    if "steps" in query:
+        text = query["steps"]
+        if not text.isdigit() or not 2 <= int(text) <= MAX_EXPLAIN_STEPS:
+            raise ClientError(422, f"steps must be a whole number from 2 to {MAX_EXPLAIN_STEPS}, got {text[:20]!r}")
+        options["steps"] = int(text)
+    return options

@@ -153,8 +153,13 @@ class LanguageModeling(TokenizerArtifact, Task):
         corpus takes a while to tokenize and every run of a recipe would otherwise redo it."""
         from modelforge.core.atomic import atomic_write_text
         from modelforge.data.cache import cache_dir, load_arrays, save_arrays_atomic
+        from modelforge.models.hf_auto import checkpoint_tokenizer
 
-        digest = hashlib.sha256(self.data_cfg.tokenizer.model_dump_json().encode())
+        # an hf checkpoint brings its own tokenizer (a loaded hf run: the artifact's copy of it)
+        loaded_hf = self.artifact_dir is not None and self.recipe.model.name == "hf"
+        pretrained = self.tokenizer if loaded_hf else checkpoint_tokenizer(self.recipe.model)
+        digest = hashlib.sha256((pretrained.to_str() if pretrained else self.data_cfg.tokenizer.model_dump_json())
+                                .encode())
         for name, text in parts.items():
             digest.update(f"\0{name}:{len(text)}\0".encode())
             digest.update(text.encode("utf-8", errors="surrogatepass"))
@@ -166,7 +171,7 @@ class LanguageModeling(TokenizerArtifact, Task):
             self._tokenizer = load_tokenizer(tok_file.read_text(encoding="utf-8"), str(tok_file))
             return {k: torch.from_numpy(v.astype(np.int64)) for k, v in arrays.items()}
         lines = [c for c in _CHUNK.findall(parts["train"]) if c]
-        self._tokenizer = build_tokenizer(self.data_cfg.tokenizer.as_tokenizer_config(), lines)
+        self._tokenizer = pretrained or build_tokenizer(self.data_cfg.tokenizer.as_tokenizer_config(), lines)
         encoded = {k: np.asarray(self.encode_text(v), dtype=np.int32) for k, v in parts.items()}
         atomic_write_text(tok_file, self._tokenizer.to_str())
         save_arrays_atomic(ids_file, **encoded)

@@ -170,7 +170,12 @@ class TextClassification(TokenizerArtifact, Task):
         check_classifier_splits({k: labels for k, (_, labels) in parts.items()}, label_names,
                                 cfg.path or f"data.source={cfg.source}")
         self.baseline_texts = {split: texts for split, (texts, _) in parts.items()}
-        tok = build_tokenizer(cfg.tokenizer, parts["train"][0])
+        from modelforge.models.hf_auto import checkpoint_tokenizer  # model.name=hf brings its own tokenizer
+
+        # a loaded hf run re-reads its data with the artifact's copy of the checkpoint's tokenizer
+        loaded_hf = self.artifact_dir is not None and self.recipe.model.name == "hf"
+        tok = self.tokenizer if loaded_hf else checkpoint_tokenizer(self.recipe.model) or build_tokenizer(
+            cfg.tokenizer, parts["train"][0])
         self._tokenizer = tok
         pad_id = pad_id_of(tok)
         index = {name: i for i, name in enumerate(label_names)}
@@ -200,7 +205,8 @@ class TextClassification(TokenizerArtifact, Task):
         return self.state_dict_["labels"]
 
     def derived_model_kwargs(self) -> dict[str, Any]:
-        return {"vocab_size": self.state_dict_["vocab_size"], "num_classes": len(self.labels)}
+        return {"vocab_size": self.state_dict_["vocab_size"], "num_classes": len(self.labels),
+                "pad_id": self.state_dict_["pad_id"]}
 
     def build_model(self) -> nn.Module:
         model = super().build_model()

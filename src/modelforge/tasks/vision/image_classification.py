@@ -114,6 +114,7 @@ class ImageClassification(Task):
         check_classifier_splits({k: v[1] for k, v in parts.items()}, classes, cfg.path or f"data.source={cfg.source}")
         tensors = {k: self._to_tensors(*v) for k, v in parts.items()}
         train_x = tensors["train"][0].float() / 255
+        previous = self.state_dict_  # a loaded run's state
         self.state_dict_ = {
             "labels": classes,
             "channels": int(train_x.shape[1]),
@@ -123,9 +124,20 @@ class ImageClassification(Task):
         }
         if cfg.preprocessing == "imagenet":
             self._use_imagenet_statistics()
+        self._use_checkpoint_statistics(previous)
         summary = {f"{k}_size": len(v[0]) for k, v in tensors.items()}
         summary.update(classes=len(classes), image_shape=list(train_x.shape[1:]), found=self._found(parts, classes))
         return Splits.from_tensors(tensors, summary)
+
+    def _use_checkpoint_statistics(self, previous: dict[str, Any]) -> None:
+        """model.name=hf: normalise as the checkpoint's image processor does (a loaded run: as it was saved)."""
+        if self.recipe.model.name != "hf":
+            return
+        from modelforge.models.hf_auto import image_statistics
+
+        loaded = self.artifact_dir is not None
+        stats = {k: previous[k] for k in ("mean", "std")} if loaded else image_statistics(self.recipe.model)
+        self.state_dict_.update(stats)
 
     def _found(self, parts: dict[str, tuple[np.ndarray, np.ndarray]], classes: list[str]) -> str:
         from modelforge.data.found import class_counts, found_line
