@@ -235,7 +235,7 @@ def generate(
 ) -> str:
     """Continue ``prompt`` with a trained language model; returns prompt + continuation. ``on_text`` receives the
     continuation piece by piece as it is generated (``modelforge generate`` streams it to stdout)."""
-    from modelforge.tasks.text.generation import SamplingConfig
+    from modelforge.tasks.sampling import SamplingConfig
 
     predictor = _load_capable(path, "generate")
     cfg = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)
@@ -276,19 +276,17 @@ def sample(path: str | Path, n: int = 64, seed: int | None = None, output: str |
     import torch
 
     from modelforge.core.atomic import atomic_write_bytes
-    from modelforge.tasks.vision.image_generation import image_grid, png_bytes
 
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
     predictor = _load_capable(path, "sample")
     seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed
-    images = predictor.task.generate(predictor.model, n, seed)
     target = Path(output) if output else predictor.directory.parent / "samples.png"
     if target.suffix.lower() != ".png":
         raise ConfigError(f"--output {target}: the grid is written as PNG; give a .png file name")
     if not target.parent.is_dir():
         raise ConfigError(f"--output {target}: folder {target.parent} does not exist")
-    atomic_write_bytes(target, png_bytes(image_grid(images, columns)))
+    atomic_write_bytes(target, predictor.task.sample_grid(predictor.model, n, seed, columns))
     return target, seed
 
 

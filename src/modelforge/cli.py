@@ -99,16 +99,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from modelforge.api import load
+    from modelforge.commands.predict import predict
 
     _check_output_folder(args.output)
-    predictor = load(args.run)
-    results = predictor.predict(list(args.inputs))
-    # pictures become files: dense tasks draw on the input picture, others write their *_png fields
-    save = predictor.task.save_prediction
-    results = [save(i, r, args.output, n) for n, (i, r) in enumerate(zip(args.inputs, results))]
-    _print_json([{"input": i, **r} if isinstance(r, dict) else {"input": i, "output": r}
-                 for i, r in zip(args.inputs, results)])
+    _print_json(predict(args.run, list(args.inputs), args.output))  # pictures become files, the JSON names them
     return 0
 
 

@@ -2,9 +2,10 @@
 
 What is drawn on each frame:
 
-* the run's prediction — a video classifier (``video_classification``) sees a sliding window of the last
-  ``window`` frames, sampled to its clip length, every ``every`` frames; an image classifier or detector sees each
-  ``every``-th frame on its own (labels as a banner, detector boxes as rectangles);
+* the run's prediction, for any task that declares ``frame_result`` ("label" or "boxes") and reads images or
+  videos (``input_kind``) — a video task sees a sliding window of the last ``window`` frames (default: its
+  ``frames_per_prediction()``), sampled to its clip length, every ``every`` frames; an image task sees each
+  ``every``-th frame on its own (labels as a banner, boxes as rectangles);
 * with ``overlay="motion"`` (the default), a heat map of recent motion and boxes around moving regions, found by
   OpenCV's MOG2 background subtraction — no learned model, so it works on any footage (OpenCV's ``vtest.avi``
   pedestrians) but marks *whatever moves*, not people in particular.
@@ -29,8 +30,9 @@ import numpy as np
 from modelforge.core.errors import ConfigError, DataError
 
 GREEN, WHITE = (60, 220, 60), (255, 255, 255)
-# tasks whose predictions can be drawn: a label (classifiers) or {"boxes": [{label, score, box: [x, y, w, h]}]}
-SUPPORTED = ("video_classification", "image_classification", "detection")
+# what a frame can show (Task.frame_result: a {label, probability} or {"boxes": [{label, score, box}]} result) and
+# what a frame or a window of frames can be given as (Task.input_kind)
+DRAWN_RESULTS, FRAME_INPUTS = ("label", "boxes"), ("image", "video")
 
 
 @dataclass
@@ -116,25 +118,24 @@ class _ModelView:
     def __init__(self, predictor: Any, every: int, window: int | None):
         self.predictor, self.every = predictor, every
         self.task = predictor.task
-        self.kind = predictor.recipe.task
         self.name = predictor.name
-        self.window = window or self._default_window()
+        self._check_drawable(predictor.recipe.task)
+        self.window = window or self.task.frames_per_prediction()
         self.frames: collections.deque = collections.deque(maxlen=self.window)
         self.lines: list[str] = []
         self.boxes: list[dict[str, Any]] = []
         self.predictions = 0
         self.counts: collections.Counter = collections.Counter()
-        if self.kind not in SUPPORTED:
-            raise ConfigError(f"`modelforge video` needs a {', '.join(SUPPORTED)} run; {self.name!r} is a run of "
-                              f"task {self.kind!r}")
 
-    def _default_window(self) -> int:
-        if self.kind != "video_classification":
-            return 1
-        data = self.predictor.recipe.data
-        if data.source == "moving-digits":  # the classifier saw num_frames sampled from clip_frames-long clips
-            return int(data.clip_frames)
-        return int(self.task.state_dict_["num_frames"])
+    def _check_drawable(self, task_name: str) -> None:
+        if self.task.frame_result in DRAWN_RESULTS and self.task.input_kind in FRAME_INPUTS:
+            return
+        from modelforge.tasks import get_task, task_names
+
+        drawable = [name for name in task_names() if get_task(name).frame_result in DRAWN_RESULTS
+                    and get_task(name).input_kind in FRAME_INPUTS]
+        raise ConfigError(f"`modelforge video` needs a {', '.join(drawable)} run; {self.name!r} is a run of "
+                          f"task {task_name!r}")
 
     def update(self, index: int, frame: np.ndarray) -> None:
         self.frames.append(frame)
@@ -142,7 +143,7 @@ class _ModelView:
             if not self.lines:
                 self.lines = [f"{self.name}: waiting for {self.window} frames"]
             return
-        if self.kind == "video_classification":
+        if self.task.input_kind == "video":
             result = self.predictor.predict([np.stack(self.frames)])[0]
         else:
             result = self.predictor.predict([_png(frame)])[0]

@@ -29,6 +29,7 @@ from modelforge.data.audio import (
 )
 from modelforge.data.formats.speech_manifest import SpeechRecord
 from modelforge.data.padding import pad_rows
+from modelforge.data.split_config import SplitSeed, TestFraction, ValFraction
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -44,9 +45,10 @@ class SpeechDataConfig(StrictConfig):
     n_val: int = Field(200, ge=0, description="generated sources: validation utterances (their own voices)")
     n_test: int = Field(400, ge=0, description="generated sources: test utterances (held-out voices)")
     generation_seed: int = Field(0, description="generated sources: seed of texts, speeds, pitches and eval noise")
-    val_size: float = Field(0.1, ge=0, lt=1, description="manifest without a split column: validation share")
-    test_size: float = Field(0.1, ge=0, lt=1, description="manifest without a split column: test share")
-    split_seed: int = Field(0, description="manifest: seed of the split (by speaker when every line names one)")
+    # a manifest without a split column: shares only (a speaker split has no fixed count), hence *Fraction types
+    val_size: ValFraction = 0.1
+    test_size: TestFraction = 0.1
+    split_seed: SplitSeed = 0  # by speaker when every line names one
     noise_snr: Optional[tuple[float, float]] = Field(
         (10.0, 30.0),
         description="background noise SNR range in dB (white/pink/brown): fresh per batch while training; generated "

@@ -58,6 +58,17 @@ class ReportSamples:
 
 
 @dataclass
+class PredictionPicture:
+    """One picture of a prediction, saved by ``modelforge predict`` as ``<input stem>.<tag>.png``; the result's
+    ``field`` then holds the file's path, and ``replaces`` (the same picture inline as base64), if any, is dropped."""
+
+    field: str
+    tag: str
+    png: bytes
+    replaces: str | None = None
+
+
+@dataclass
 class StepOutput:
     loss: torch.Tensor
     logs: dict[str, float] = field(default_factory=dict)
@@ -173,41 +184,16 @@ class Task:
     def postprocess(self, outputs: Any) -> list[Any]:
         raise NotImplementedError
 
-    def save_prediction(self, item: Any, result: Any, output_dir: str | Path | None = None,
-                        index: int = 0) -> Any:
-        """``modelforge predict``: write the result's pictures (``*_png`` fields: reconstructions, generated
-        images) as PNG files instead of printing base64 — into ``output_dir``, else beside an input file, else
-        ``RUN/predictions/`` — and return the result with each field replaced by the file's path. Tasks that draw
-        on the input picture (detection, segmentation) override it."""
+    def prediction_pictures(self, item: Any, result: Any) -> list[PredictionPicture]:
+        """The pictures of one prediction that ``modelforge predict`` saves as files (it writes them and puts their
+        paths in the JSON): by default the result's inline ``*_png`` fields (reconstructions, generated images).
+        Tasks that draw on the input picture (detection, segmentation) override it; drawing only, no files."""
         import base64
-        import re
 
-        from modelforge.core.atomic import atomic_write_bytes
-
-        pictures = [key for key, value in result.items() if key.endswith("_png") and isinstance(value, str)] \
-            if isinstance(result, dict) else []
-        if not pictures:
-            return result
-        source = Path(str(item)) if isinstance(item, (str, Path)) and len(str(item)) < 4096 else None
-        if output_dir:
-            folder = Path(output_dir)
-        elif source is not None and source.is_file():
-            folder = source.parent
-        else:
-            folder = self.artifact_dir.parent / "predictions" if self.artifact_dir else Path("predictions")
-        folder.mkdir(parents=True, exist_ok=True)
-        if source is not None and source.is_file():
-            stem = source.stem
-        else:  # a seed or a short text: its own characters name the file when they can
-            text = str(item).strip()
-            stem = text if re.fullmatch(r"[A-Za-z0-9_-]{1,40}", text) else f"input-{index}"
-        saved = dict(result)
-        for key in pictures:
-            target = folder / f"{stem}.{key[: -len('_png')]}.png"
-            atomic_write_bytes(target, base64.b64decode(result[key]))
-            saved[key[: -len("_png")]] = str(target)
-            del saved[key]
-        return saved
+        if not isinstance(result, dict):
+            return []
+        return [PredictionPicture(key[: -len("_png")], key[: -len("_png")], base64.b64decode(value), replaces=key)
+                for key, value in result.items() if key.endswith("_png") and isinstance(value, str)]
 
     # How the HTTP server reads this task's inputs (serve/inputs.py): "image" and "audio" items reach ``preprocess``
     # as the (already size-checked) file bytes, "text" items as ServedText, "video" items as decoded uint8 frames
@@ -223,6 +209,15 @@ class Task:
     explain_kind: ClassVar[str | None] = None
     # Keywords ``forward`` (and so ``Predictor.predict``) accepts per call.
     call_options: ClassVar[frozenset[str]] = frozenset()
+    # What ``modelforge video`` draws of one result on a frame (video_annotate.py): "label" (a ``{label,
+    # probability}`` result, as a banner) or "boxes" (``{"boxes": [{label, score, box}]}``, as rectangles); None: the
+    # results cannot be drawn on a video. Only image and video tasks (``input_kind``) can be run over one.
+    frame_result: ClassVar[str | None] = None
+
+    def frames_per_prediction(self) -> int:
+        """How many consecutive frames of a stream one prediction sees (``modelforge video``'s default window): 1
+        for an image task; a video task's clip length."""
+        return 1
 
     def input_spec(self) -> dict[str, Any]:
         """What ``GET /models`` tells clients about the inputs (kind, image size, sample rate …)."""

@@ -33,6 +33,7 @@ from torch import nn
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError
 from modelforge.core.registry import get, register
+from modelforge.data.split_config import TestFraction, ValFraction
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.embeddings.word_pairs import (
@@ -62,6 +63,7 @@ class EmbeddingDataConfig(StrictConfig):
     pattern: str = Field("*.txt", description="file source with a folder: which files to read")
     encoding: str = "utf-8"
     bible_key: str = Field("Gen-Rev", description="bible source: the range to read (e.g. 'John' for a quick run)")
+    # characters, not items as the shared Limit counts (hence its own bound)
     limit: Optional[int] = Field(None, ge=100, description="use only the first N characters of the corpus")
     lowercase: bool = True
     min_count: int = Field(5, ge=1, description="drop words seen fewer times than this in the training part")
@@ -70,8 +72,8 @@ class EmbeddingDataConfig(StrictConfig):
     subsample: float = Field(1e-3, ge=0, description="word2vec's frequent-word subsampling threshold t (0: off)")
     negatives: int = Field(5, ge=1, description="noise words per (centre, context) pair or CBOW window")
     noise_power: float = Field(0.75, ge=0, description="negatives are drawn from unigram counts ** this")
-    val_fraction: float = Field(0.02, ge=0, lt=1, description="share of the words (after train) held out for val")
-    test_fraction: float = Field(0.02, ge=0, lt=1, description="share of the words (the very end) held out for test")
+    val_fraction: ValFraction = 0.02  # the words after the training part
+    test_fraction: TestFraction = 0.02  # the words at the very end
     eval_pairs: int = Field(20000, ge=1, description="held-out pairs (CBOW: windows) evaluated (evenly spaced)")
     relations: Optional[str] = Field(BUILTIN, description="relation file for accuracy ('builtin', a TSV, or null)")
     eval_k: int = Field(10, ge=1, description="a related word counts as found within this many nearest neighbours")

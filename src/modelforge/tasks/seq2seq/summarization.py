@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from modelforge.core.registry import register
+from modelforge.data.split_config import TestFraction, ValFraction
 from modelforge.tasks.seq2seq.translation import (
     Pairs,
     Seq2SeqDataConfig,
@@ -32,8 +33,8 @@ _FIRST_SENTENCE = re.compile(r".*?[.!?][\"')\]]*(?=\s+[\"'(\[]?[A-Z0-9]|$)")
 
 class SummarizationDataConfig(Seq2SeqDataConfig):
     source: Literal["bbc-headline", "parallel"] = "bbc-headline"
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="share held out for validation (BBC: fixed split)")
-    test_fraction: float = Field(0.1, ge=0, lt=1, description="share held out for test (BBC: fixed split)")
+    val_fraction: ValFraction = 0.1  # BBC: a fixed split
+    test_fraction: TestFraction = 0.1
     max_source_tokens: int = Field(400, ge=2, description="article tokens kept (the rest is cut)")
     max_target_tokens: int = Field(32, ge=3, description="summary tokens kept, <bos>/<eos> included")
     val_limit: int | None = Field(None, ge=1, description="evaluate on N evenly spaced validation items")

@@ -33,6 +33,7 @@ from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError
 from modelforge.core.registry import register
 from modelforge.data.padding import pad_rows
+from modelforge.data.split_config import FractionSplitConfig, TestFraction, ValFraction
 from modelforge.data.tokenizers import Tokenizer, train_bpe
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.export_graphs import GraphSet
@@ -60,7 +61,7 @@ class DecodingConfig(StrictConfig):
     compare_greedy: bool = Field(True, description="test: also report greedy-decoding metrics (suffix _greedy)")
 
 
-class Seq2SeqDataConfig(StrictConfig):
+class Seq2SeqDataConfig(FractionSplitConfig):
     """Fields shared by translation and summarization (the source names and defaults differ)."""
 
     path: Optional[str] = Field(None, description="parallel: a TSV (source<TAB>target), or PATH of PATH.SRC/PATH.TGT")
@@ -69,16 +70,14 @@ class Seq2SeqDataConfig(StrictConfig):
     val_path: Optional[str] = Field(None, description="parallel: validation data (default: split off path)")
     test_path: Optional[str] = Field(None, description="parallel: test data (default: split off path)")
     encoding: str = "utf-8"
-    val_fraction: float = Field(0.05, ge=0, lt=1, description="parallel without val_path: share held out")
-    test_fraction: float = Field(0.05, ge=0, lt=1, description="parallel without test_path: share held out")
-    split_seed: int = Field(0, description="seed of the split (hash of the source text, or of the book)")
+    val_fraction: ValFraction = 0.05  # split by hash of the source text, or by book
+    test_fraction: TestFraction = 0.05
     tokenizer: Seq2SeqTokenizerConfig = Field(default_factory=Seq2SeqTokenizerConfig)
     max_source_tokens: int = Field(128, ge=2, description="source tokens kept (longer sources are truncated)")
     max_target_tokens: int = Field(128, ge=3, description="target tokens kept, <bos>/<eos> included")
     max_train_tokens: Optional[int] = Field(
         None, ge=2, description="drop training pairs with more tokens than this on either side (faster epochs)"
     )
-    limit: Optional[int] = Field(None, ge=1, description="use only N pairs of every split, evenly spread (quick runs)")
     val_limit: Optional[int] = Field(200, ge=1, description="evaluate on N evenly spaced validation pairs")
     test_limit: Optional[int] = Field(None, ge=1, description="evaluate on N evenly spaced test pairs (None: all)")
     label_smoothing: float = Field(0.1, ge=0, lt=1)

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ConfigError, DataError
 from modelforge.core.registry import register
+from modelforge.data.split_config import TestFraction
 from modelforge.data.text_encoding import (
     PAD,
     TOKENIZER_FILE,
@@ -62,12 +63,14 @@ class LMDataConfig(StrictConfig):
     encoding: str = "utf-8"
     tokenizer: LMTokenizerConfig = Field(default_factory=LMTokenizerConfig)
     block_size: int = Field(256, ge=2, description="tokens of context per training window")
+    # > 0, unlike the shared ValFraction: the validation windows come only from this contiguous part
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of the corpus (after train) for validation")
-    test_fraction: float = Field(0.0, ge=0, lt=1, description="share of the corpus (the very end) for test")
+    test_fraction: TestFraction = 0.0
     random_offsets: bool = Field(True, description="shift each training window by a random 0..block_size-1")
     eval_windows: Optional[int] = Field(
         256, ge=1, description="evaluate on at most N evenly spaced windows per split (None: all)"
     )
+    # characters, not items as the shared Limit counts (hence its own bound)
     limit: Optional[int] = Field(None, ge=100, description="use only the first N characters of the corpus")
 
 

@@ -23,10 +23,10 @@ from pydantic import Field
 from tokenizers import Tokenizer
 from torch import nn
 
-from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ConfigError, DataError
 from modelforge.core.registry import get, register
 from modelforge.data.class_splits import check_classifier_splits
+from modelforge.data.split_config import FractionSplitConfig
 from modelforge.data.tensors import TensorDataset
 from modelforge.data.text_encoding import (
     TOKENIZER_FILE,
@@ -43,7 +43,7 @@ from modelforge.tasks.base import ReportSamples, ServedText, Splits, StepOutput,
 from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
 
 
-class TextDataConfig(StrictConfig):
+class TextDataConfig(FractionSplitConfig):
     source: Literal["rotten_tomatoes", "bbc_news", "file"] = "rotten_tomatoes"
     path: Optional[str] = Field(None, description="file source: a CSV/TSV/JSONL table (the training data)")
     val_path: Optional[str] = Field(None, description="file source: validation table (default: split off path)")
@@ -52,17 +52,13 @@ class TextDataConfig(StrictConfig):
     label_column: Optional[str] = Field(None, description="default: the table's one column of few distinct values")
     format: Optional[Literal["csv", "tsv", "jsonl"]] = Field(None, description="default: from the file suffix")
     encoding: str = "utf-8"
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="file source without val_path: share held out")
     val_min: int = Field(50, ge=0, description="file source without val_path: at least this many validation rows "
                                               "(stratified; at most a quarter of the training rows)")
-    test_fraction: float = Field(0.1, ge=0, lt=1, description="file source without test_path: share held out")
-    split_seed: int = Field(0, description="seed of the hash split (file source)")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     max_length: Union[int, Literal["auto"]] = Field(
         256, description="tokens kept per text (longer texts are truncated); auto: the training texts' 95th "
                          "percentile, at most max_length_cap")
     max_length_cap: int = Field(256, ge=8, description="max_length=auto: the most tokens kept")
-    limit: Optional[int] = Field(None, ge=1, description="use only N texts of every split, evenly spread (quick runs)")
     init_encoder: Optional[str] = Field(
         None, description="start the classifier's encoder from a Hugging Face BERT folder or 'minilm'"
     )

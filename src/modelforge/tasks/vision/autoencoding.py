@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ConfigError, DataError
 from modelforge.core.registry import get, register
+from modelforge.data.split_config import HeldOutSplitConfig, ValSize
 from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
@@ -37,12 +37,9 @@ def _holdout(n: int, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return holdout_split(n, size, seed, "images")
 
 
-class AutoencoderDataConfig(StrictConfig):
+class AutoencoderDataConfig(HeldOutSplitConfig):
     source: Literal["mnist", "digits"] = "mnist"
-    val_size: float = Field(5000, ge=0, description="validation share (<1) or count (≥1) held out of training")
-    test_size: float = Field(0.2, ge=0, description="test share or count, when the source has no test split")
-    split_seed: int = Field(0, description="seed of the train/val/test split")
-    limit: Optional[int] = Field(None, ge=1, description="use only the first N training images (quick runs)")
+    val_size: ValSize = 5000
     eval_limit: Optional[int] = Field(None, ge=1, description="use only the first N validation and test images")
     noise: Literal["none", "gaussian", "salt_pepper"] = Field("none", description="input corruption (denoising)")
     noise_std: float = Field(0.3, ge=0, le=1, description="gaussian: standard deviation, pixels in [0, 1]")

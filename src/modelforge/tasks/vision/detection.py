@@ -18,7 +18,6 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import Dataset
 
-from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
 from modelforge.core.registry import register
 from modelforge.data.formats.coco import (
@@ -29,15 +28,16 @@ from modelforge.data.formats.coco import (
     detections_to_results,
     evaluate_coco,
 )
+from modelforge.data.split_config import HeldOutSplitConfig, TestSize
 from modelforge.models.detector import CenterNet
-from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.base import PredictionPicture, ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.vision.detection_targets import centernet_loss, decode, encode_targets
 
 STRIDE = CenterNet.stride
 EVAL_SCORE_THRESHOLD = 0.01  # COCOeval needs the low-score tail to trace the whole precision/recall curve
 
 
-class DetectionDataConfig(StrictConfig):
+class DetectionDataConfig(HeldOutSplitConfig):
     source: Literal["scenes-digits", "coco"] = "scenes-digits"
     annotations: Optional[str] = Field(
         None, description="coco: an instances.json file, or a folder with train/ val/ test/ each holding one"
@@ -49,10 +49,7 @@ class DetectionDataConfig(StrictConfig):
     num_test: int = Field(500, ge=1, description="scenes-digits: generated test scenes")
     shapes: bool = Field(True, description="scenes-digits: add circle/square/triangle classes to the ten digits")
     scene_seed: int = Field(0, description="scenes-digits: generator seed")
-    val_size: float = Field(0.1, ge=0, description="coco with one file: validation share (<1) or count (≥1)")
-    test_size: float = Field(0.1, ge=0, description="coco with one file: test share (<1) or count (≥1)")
-    split_seed: int = 0
-    limit: Optional[int] = Field(None, ge=1, description="use only the first N training images (quick runs)")
+    test_size: TestSize = 0.1  # coco with one file (scenes-digits generates its splits)
     flip: bool = Field(False, description="augmentation: random horizontal flips (not for digits: a flipped 2 is no 2)")
     on_error: Literal["skip", "fail"] = Field("skip", description="bad images/annotations: skip (counted) or fail")
     boxes_outside: Literal["clip", "report"] = Field("clip", description="boxes past the image edge: clip or report")
@@ -108,6 +105,7 @@ class Detection(Task):
     name = "detection"
     DataConfig = DetectionDataConfig
     input_kind = "image"
+    frame_result = "boxes"
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _coco_splits(self) -> dict[str, CocoDataset]:
@@ -339,20 +337,13 @@ class Detection(Task):
             results.append({"boxes": found})
         return results
 
-    def save_prediction(self, item: Any, result: dict[str, Any], output_dir: str | Path | None = None,
-                        index: int = 0) -> dict[str, Any]:
-        """Draw ``result``'s boxes on the input picture and save it as ``<stem>.pred.png`` (next to the input, or in
-        ``output_dir``); returns the result with the picture's path added."""
-        from modelforge.core.atomic import atomic_write_bytes
-        from modelforge.tasks.vision.image_inputs import input_name, read_image_input
+    def prediction_pictures(self, item: Any, result: dict[str, Any]) -> list[PredictionPicture]:
+        """``result``'s boxes drawn on the input picture (``<stem>.pred.png``, the JSON's ``picture``)."""
+        from modelforge.tasks.vision.image_inputs import read_image_input
         from modelforge.tasks.vision.vision_drawing import draw_detections, png_bytes
 
         pixels = read_image_input(item, "RGB")
         scale = max(1, 256 // max(pixels.shape[:2]))  # small pictures are enlarged so the tags stay readable
         index_of = {name: i for i, name in enumerate(self.labels)}
         picture = draw_detections(pixels, result["boxes"], scale=scale, class_index=index_of)
-        folder = Path(output_dir) if output_dir else (Path(item).parent if isinstance(item, (str, Path)) else Path())
-        target = folder / f"{input_name(item, index)}.pred.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(target, png_bytes(picture))
-        return {**result, "picture": str(target)}
+        return [PredictionPicture("picture", "pred", png_bytes(picture))]

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
 from modelforge.core.registry import register
 from modelforge.data.class_splits import check_classifier_splits
+from modelforge.data.split_config import HeldOutSplitConfig
 from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
@@ -27,16 +27,12 @@ def _holdout(n: int, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return holdout_split(n, size, seed, "samples")
 
 
-class ImageDataConfig(StrictConfig):
+class ImageDataConfig(HeldOutSplitConfig):
     source: Literal["mnist", "digits", "folder", "imagenet"] = Field(
         "mnist", description="imagenet: no training images; the 1,000 ImageNet labels for a pretrained network")
     path: Optional[str] = Field(None, description="folder source: root/<class>/<image> or root/{train,val,test}/…")
     image_size: Optional[int] = Field(None, ge=8, description="square side after resizing (default: source's own)")
     channels: Optional[Literal[1, 3]] = Field(None, description="1 = grayscale, 3 = RGB (default: source's own)")
-    val_size: float = Field(0.1, ge=0, description="validation share (<1) or count (≥1) held out of training data")
-    test_size: float = Field(0.2, ge=0, description="test share or count, when the source has no test split")
-    split_seed: int = Field(0, description="seed of the train/val/test split (independent of train.seed)")
-    limit: Optional[int] = Field(None, ge=1, description="use only the first N training images (quick runs)")
     shift: int = Field(0, ge=0, description="augmentation: random translation of up to N pixels while training")
     on_error: Literal["skip", "fail"] = Field("skip", description="unreadable image files: skip (counted) or fail")
     preprocessing: Literal["dataset", "imagenet"] = Field(
@@ -52,6 +48,7 @@ class ImageClassification(Task):
     validation_metric = ("val_accuracy", "maximize")
     DataConfig = ImageDataConfig
     input_kind = "image"
+    frame_result = "label"
     baseline = "pixels"
 
     # ---- data -------------------------------------------------------------------------------------------------

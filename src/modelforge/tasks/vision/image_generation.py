@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError
 from modelforge.core.registry import register
+from modelforge.data.split_config import SplitConfig, ValSize
 from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
@@ -44,12 +44,10 @@ def _holdout(n: int, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return holdout_split(n, size, seed, "images")
 
 
-class GenerationDataConfig(StrictConfig):
+class GenerationDataConfig(SplitConfig):
     source: Literal["mnist", "digits"] = "mnist"
     image_size: Optional[int] = Field(None, ge=8, description="square side the GAN generates (default: source's)")
-    val_size: float = Field(1000, ge=0, description="real images held out of training for evaluation (share/count)")
-    split_seed: int = Field(0, description="seed of the held-out split (independent of train.seed)")
-    limit: Optional[int] = Field(None, ge=1, description="use only the first N training images (quick runs)")
+    val_size: ValSize = 1000  # real images the judge compares against; the test share is fixed (0.2)
     eval_samples: int = Field(1000, ge=1, description="generated images scored at each evaluation")
     judge: Optional[str] = Field(None, description="run dir of a trained image classifier (e.g. mnist-cnn) that "
                                                    "scores generated samples at evaluation")
@@ -230,6 +228,10 @@ class ImageGeneration(Task):
         device = next(model.parameters()).device
         with torch.no_grad():
             return torch.cat([_sampler(model)(chunk.to(device)) for chunk in latents.split(256)])
+
+    def sample_grid(self, model: nn.Module, n: int, seed: int, columns: int | None = None) -> bytes:
+        """``generate``'s n images tiled ``columns`` wide (default ⌈√n⌉) as one PNG (``modelforge sample``)."""
+        return png_bytes(image_grid(self.generate(model, n, seed), columns))
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:

@@ -95,10 +95,3 @@ def resized_from_bytes(raw: bytes, channels: int, size: int) -> np.ndarray:
     except image_decode_errors() as exc:
         raise DataError(f"input is not a readable image ({exc.__class__.__name__}: {exc})") from None
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
-
-
-def input_name(item: Any, index: int) -> str:
-    """A file stem for saving a prediction picture of ``item``."""
-    if isinstance(item, (str, Path)) and len(str(item)) < 4096 and Path(item).suffix:
-        return Path(item).stem
-    return f"input-{index}"

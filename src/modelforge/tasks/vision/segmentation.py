@@ -19,16 +19,16 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
 from modelforge.core.registry import register
-from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.data.split_config import HeldOutSplitConfig, TestSize
+from modelforge.tasks.base import PredictionPicture, ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.vision.segmentation_metrics import confusion_matrix, segmentation_scores
 
 Arrays = tuple[list[np.ndarray], list[np.ndarray]]
 
 
-class SegmentationDataConfig(StrictConfig):
+class SegmentationDataConfig(HeldOutSplitConfig):
     source: Literal["medical-phantoms", "road-scenes", "folder", "coco"] = "medical-phantoms"
     path: Optional[str] = Field(None, description="folder: image+mask folder (or one with train/ val/ test/); "
                                                   "coco: the image folder")  # fmt: skip
@@ -40,10 +40,7 @@ class SegmentationDataConfig(StrictConfig):
     num_train: Optional[int] = Field(None, ge=1, description="generated sources: training images")
     num_val: Optional[int] = Field(None, ge=1, description="generated sources: validation images")
     num_test: Optional[int] = Field(None, ge=1, description="generated sources: test images")
-    val_size: float = Field(0.1, ge=0, description="folder/coco without splits: validation share or count")
-    test_size: float = Field(0.1, ge=0, description="folder/coco without splits: test share or count")
-    split_seed: int = 0
-    limit: Optional[int] = Field(None, ge=1, description="use only the first N training images (quick runs)")
+    test_size: TestSize = 0.1  # folder/coco without splits
     flip: bool = Field(False, description="augmentation: random horizontal flips while training")
     dice_loss: bool = Field(True, description="add a soft Dice loss on the non-background classes to cross-entropy")
     on_error: Literal["skip", "fail"] = Field("skip", description="bad images/masks: skip (counted) or fail")
@@ -315,16 +312,14 @@ class Segmentation(Task):
             })  # fmt: skip
         return results
 
-    def save_prediction(self, item: Any, result: dict[str, Any], output_dir: str | Path | None = None,
-                        index: int = 0) -> dict[str, Any]:
-        """Save ``<stem>.mask.png`` (class indices, palette PNG) and ``<stem>.pred.png`` (colours over the picture)
-        next to the input or in ``output_dir``; returns the result with the paths instead of the inline PNG."""
+    def prediction_pictures(self, item: Any, result: dict[str, Any]) -> list[PredictionPicture]:
+        """The mask (``<stem>.mask.png``: class indices, palette PNG; the JSON's ``mask`` instead of the inline
+        ``mask_png``) and its colours over the input picture (``<stem>.pred.png``, the JSON's ``picture``)."""
         import io
 
         from PIL import Image
 
-        from modelforge.core.atomic import atomic_write_bytes
-        from modelforge.tasks.vision.image_inputs import input_name, read_image_input
+        from modelforge.tasks.vision.image_inputs import read_image_input
         from modelforge.tasks.vision.vision_drawing import overlay_mask, png_bytes
 
         raw = base64.b64decode(result["mask_png"])
@@ -332,10 +327,6 @@ class Segmentation(Task):
         pixels = read_image_input(item, "RGB")
         if pixels.dtype != np.uint8:  # a DICOM scan: stretch its values to 8 bits for the picture
             pixels = np.clip(pixels.astype(np.float64) / max(float(pixels.max()), 1.0) * 255, 0, 255).astype(np.uint8)
-        folder = Path(output_dir) if output_dir else (Path(item).parent if isinstance(item, (str, Path)) else Path())
-        folder.mkdir(parents=True, exist_ok=True)
-        stem = input_name(item, index)
-        atomic_write_bytes(folder / f"{stem}.mask.png", raw)
-        atomic_write_bytes(folder / f"{stem}.pred.png", png_bytes(Image.fromarray(overlay_mask(pixels, mask))))
-        saved = {k: v for k, v in result.items() if k != "mask_png"}
-        return {**saved, "mask": str(folder / f"{stem}.mask.png"), "picture": str(folder / f"{stem}.pred.png")}
+        overlay = png_bytes(Image.fromarray(overlay_mask(pixels, mask)))
+        return [PredictionPicture("mask", "mask", raw, replaces="mask_png"),
+                PredictionPicture("picture", "pred", overlay)]

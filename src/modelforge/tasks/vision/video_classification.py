@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from modelforge.core.config import StrictConfig
 from modelforge.core.errors import DataError
 from modelforge.core.registry import register
 from modelforge.data.class_splits import check_classifier_splits
 from modelforge.data.formats.video import sample_clip_frames
+from modelforge.data.split_config import HeldOutSplitConfig
 from modelforge.data.splits import holdout_split
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
@@ -36,7 +36,7 @@ def _holdout(n: int, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return holdout_split(n, size, seed, "clips")
 
 
-class VideoDataConfig(StrictConfig):
+class VideoDataConfig(HeldOutSplitConfig):
     source: Literal["moving-digits", "folder"] = "moving-digits"
     path: Optional[str] = Field(None, description="folder source: root/<class>/<clip> or root/{train,val,test}/…")
     num_frames: int = Field(8, ge=1, description="frames sampled uniformly from each clip")
@@ -50,10 +50,7 @@ class VideoDataConfig(StrictConfig):
     clip_size: Literal[32, 64] = Field(32, description="moving-digits: generated frame side in pixels")
     noise: float = Field(0.0, ge=0, description="moving-digits: Gaussian pixel noise (grey levels)")
     # folder splits
-    val_size: float = Field(0.1, ge=0, description="folder: validation share (<1) or count held out of training")
-    test_size: float = Field(0.2, ge=0, description="folder: test share or count, when there is no test/ folder")
-    split_seed: int = Field(0, description="seed of the generated clips (moving-digits) or of the folder split")
-    limit: Optional[int] = Field(None, ge=1, description="use only the first N training clips (quick runs)")
+    # split_seed also seeds the generated clips of moving-digits
     on_error: Literal["skip", "fail"] = Field("skip", description="unreadable videos: skip (counted) or fail")
 
 
@@ -89,6 +86,13 @@ class VideoClassification(Task):
     # served: the server decodes an uploaded video into frames (serve.inputs.check_video), which reach preprocess
     # as an array; `modelforge predict RUN clip.avi` and `modelforge video` read files
     input_kind = "video"
+    frame_result = "label"
+
+    def frames_per_prediction(self) -> int:
+        data = self.data_cfg
+        if data.source == "moving-digits":  # the classifier saw num_frames sampled from clip_frames-long clips
+            return int(data.clip_frames)
+        return int(self.state_dict_["num_frames"])
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _moving_digits(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
