@@ -12,7 +12,9 @@ pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 def test_cli_trains_on_the_users_table_when_data_source_is_omitted(train_cli, tmp_path):
     table = tmp_path / "notes.csv"
-    rows = [("the parcel arrived broken and late", "complaint"), ("thank you the service was great", "praise")] * 12
+    # distinct rows: the test share is held out by hash of the text, so copies of one row never straddle splits
+    rows = [(f"the parcel arrived broken and late order {i}", "complaint") for i in range(20)]
+    rows += [(f"thank you the service was great order {i}", "praise") for i in range(20)]
     table.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
     run_dir = tmp_path / "run"
     train_cli("sentiment-lstm", run_dir, [f"data.path={table}", "train.max_steps=2", "train.progress=off"])
