@@ -107,6 +107,13 @@ def _pairs(tmp_path):
     return path
 
 
+def _pairs_jsonl(tmp_path):
+    rows = [(line.split("\t")) for line in _pairs(tmp_path).read_text(encoding="utf-8").splitlines()]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"en": en, "es": es}) + "\n" for en, es in rows), encoding="utf-8")
+    return path
+
+
 def _prose(tmp_path):
     text = " ".join(t for texts in SENTENCES.values() for t in texts) + ".\n"
     path = tmp_path / "notes.txt"
@@ -141,6 +148,8 @@ COMMANDS = {
     "speech-recognizer": (lambda p: [f"data.path={_wavs(p / 'speech')}"], ["model.hidden_size=8"]),
     "translator": (lambda p: [f"data.path={_pairs(p)}"], ["data.tokenizer.vocab_size=300", "model.dim=16",
                                                          "model.mlp_hidden=32", "model.num_heads=2"]),
+    "translator jsonl": (lambda p: [f"data.path={_pairs_jsonl(p)}"], ["data.tokenizer.vocab_size=300", "model.dim=16",
+                                                                    "model.mlp_hidden=32", "model.num_heads=2"]),
     "summarizer": (lambda p: [f"data.path={_pairs(p)}"], ["data.tokenizer.vocab_size=300", "model.dim=16",
                                                          "model.mlp_hidden=32", "model.num_heads=2"]),
     "language-model": (lambda p: [f"data.path={_prose(p)}"], ["data.tokenizer.vocab_size=300", "data.block_size=16",
@@ -157,7 +166,8 @@ def test_documented_own_data_command_trains_on_a_small_real_file(train_cli, tmp_
     (tmp_path / "data").mkdir()
     arguments = build(tmp_path / "data")
     run_dir = tmp_path / "run"
-    result = train_cli(recipe, run_dir, [*arguments, *TINY, *tiny], files=("results.json", "model/task.json"))
+    result = train_cli(recipe.split()[0], run_dir, [*arguments, *TINY, *tiny],
+                       files=("results.json", "model/task.json"))
     saved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     for argument in arguments:  # the run read exactly the files named
         key, value = argument.split("=", 1)

@@ -64,9 +64,12 @@ class DecodingConfig(StrictConfig):
 class Seq2SeqDataConfig(FractionSplitConfig):
     """Fields shared by translation and summarization (the source names and defaults differ)."""
 
-    path: Optional[str] = Field(None, description="parallel: a TSV (source<TAB>target), or PATH of PATH.SRC/PATH.TGT")
+    path: Optional[str] = Field(
+        None, description="parallel: a TSV (source<TAB>target), a .jsonl, or PATH of PATH.SRC/PATH.TGT (or WMT .sgm)")
     source_lang: Optional[str] = Field(None, description="parallel files: suffix of the source file (e.g. en)")
     target_lang: Optional[str] = Field(None, description="parallel files: suffix of the target file (e.g. es)")
+    source_field: Optional[str] = Field(None, description="parallel JSONL: source field (default: inferred)")
+    target_field: Optional[str] = Field(None, description="parallel JSONL: target field (default: inferred)")
     val_path: Optional[str] = Field(None, description="parallel: validation data (default: split off path)")
     test_path: Optional[str] = Field(None, description="parallel: test data (default: split off path)")
     encoding: str = "utf-8"
@@ -131,7 +134,8 @@ def _subset(pairs: Pairs, keep: int | None) -> Pairs:
 def _read_parallel(cfg: Seq2SeqDataConfig, path: str, where: str) -> Pairs:
     from modelforge.data.formats.parallel_text import read_parallel
 
-    text = read_parallel(Path(path).expanduser(), cfg.source_lang, cfg.target_lang, encoding=cfg.encoding)
+    text = read_parallel(Path(path).expanduser(), cfg.source_lang, cfg.target_lang, encoding=cfg.encoding,
+                         source_field=cfg.source_field, target_field=cfg.target_field)
     if not text.sources:
         raise DataError(f"{where}={path}: no sentence pairs")
     return text.sources, text.targets
