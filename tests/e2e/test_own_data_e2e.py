@@ -160,6 +160,23 @@ COMMANDS = {
 }
 
 
+# what each found line must say about the files made above
+FOUND = {
+    "text-classifier": "label column 'label'): 2 classes (complaint ",
+    "image-classifier": " (one folder per class): 2 classes (",
+    "audio-classifier": " WAV files listed): 3 classes (",
+    "detector": "instances.json (COCO): 1 classes, 6 training objects · train 6 (instances.json); ",
+    "segmenter": " (images with masks): 2 classes (background, ",
+    "speech-recognizer": " WAV files listed): ",
+    "translator": "pairs.tsv: 40 pairs · train ",
+    "translator jsonl": "pairs.jsonl: 40 pairs · train ",
+    "summarizer": "pairs.tsv: 40 pairs · train ",
+    "language-model": "notes.txt: ",
+    "word-vectors": "notes.txt: vocabulary ",
+    "video-classifier": "clips (one folder per class): 2 classes (right ",
+}
+
+
 @pytest.mark.parametrize("recipe", list(COMMANDS))
 def test_documented_own_data_command_trains_on_a_small_real_file(train_cli, tmp_path, recipe):
     build, tiny = COMMANDS[recipe]
@@ -174,10 +191,10 @@ def test_documented_own_data_command_trains_on_a_small_real_file(train_cli, tmp_
         assert saved["data"][key.split(".")[1]] == value
     results = json.loads((run_dir / "results.json").read_text())
     assert results["summary"]["steps"] == 2 and results["summary"]["data"]
-    if recipe in ("text-classifier", "image-classifier", "audio-classifier"):  # they state what they found
-        found = results["summary"]["data"]["found"]
-        assert found.startswith("found ") and " classes (" in found and found in result.stdout
-        assert html.escape(found) in (run_dir / "report.html").read_text()
+    found = results["summary"]["data"]["found"]  # every run on the user's files states what it found
+    assert found.startswith("found ") and found in result.stdout
+    assert html.escape(found) in (run_dir / "report.html").read_text()
+    assert FOUND[recipe] in found, found
     if recipe in ("text-classifier", "image-classifier", "audio-classifier"):  # the baseline stands beside the model
         baseline = results["summary"]["baseline"]
         assert 0 <= baseline["test_accuracy"] <= 1 and baseline["verdict"] in result.stdout

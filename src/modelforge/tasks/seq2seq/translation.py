@@ -164,6 +164,16 @@ def load_parallel_splits(cfg: Seq2SeqDataConfig) -> dict[str, Pairs]:
     return parts
 
 
+def parallel_found(cfg: Seq2SeqDataConfig, sizes: dict[str, int]) -> str:
+    """The found line of a ``parallel`` run: the file(s), the pair count and where each split came from."""
+    from modelforge.data.found import files_found
+
+    read = f"{cfg.path}.{cfg.source_lang} + .{cfg.target_lang}" if cfg.source_lang else cfg.path
+    own = {split: Path(path).name for split, path in (("val", cfg.val_path), ("test", cfg.test_path)) if path}
+    return files_found(read, sizes, Path(cfg.path).name, own, " by hash of the source",
+                       detail=f"{sum(sizes.values())} pairs")
+
+
 def split_fractions(cfg: Seq2SeqDataConfig) -> dict[str, float]:
     """The ``{train, val, test}`` shares of a built-in corpus: val and test as configured, train the rest."""
     return {"train": 1 - cfg.val_fraction - cfg.test_fraction, "val": cfg.val_fraction, "test": cfg.test_fraction}
@@ -208,6 +218,8 @@ class Translation(Task):
         if "train" not in parts:
             raise DataError("no training pairs; check the data source")
         summary = self.split_summary(parts)
+        if cfg.source == "parallel":
+            summary["found"] = parallel_found(cfg, {k: len(v[0]) for k, v in parts.items()})
         if cfg.limit:
             parts = {k: _subset(v, cfg.limit) for k, v in parts.items()}
         for name, keep in (("val", cfg.val_limit), ("test", cfg.test_limit)):
