@@ -165,7 +165,7 @@ FOUND = {
     "text-classifier": "label column 'label'): 2 classes (complaint ",
     "image-classifier": " (one folder per class): 2 classes (",
     "audio-classifier": " WAV files listed): 3 classes (",
-    "detector": "instances.json (COCO): 1 classes, 6 training objects · train 6 (instances.json); ",
+    "detector": "instances.json (COCO): 1 class, 6 training objects · train 6 (instances.json); ",
     "segmenter": " (images with masks): 2 classes (background, ",
     "speech-recognizer": " WAV files listed): ",
     "translator": "pairs.tsv: 40 pairs · train ",

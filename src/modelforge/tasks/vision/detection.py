@@ -199,9 +199,10 @@ class Detection(Task):
         if cfg.source == "coco":
             from modelforge.data.found import split_folders_found
 
+            classes = len(train.class_names)
             summary["found"] = split_folders_found(
                 f"{cfg.annotations} (COCO)", cfg.annotations, read_splits, {k: len(v) for k, v in sets.items()},
-                detail=f"{len(train.class_names)} classes, {summary['train_objects']} training objects")
+                detail=f"{classes} class{'es' if classes != 1 else ''}, {summary['train_objects']} training objects")
         return Splits(sets["train"], sets.get("val"), sets.get("test"), summary)
 
     def collate(self, items: list[Any]) -> Any:
