@@ -107,6 +107,13 @@ def _pairs(tmp_path):
     return path
 
 
+def _pairs_jsonl(tmp_path):
+    rows = [(line.split("\t")) for line in _pairs(tmp_path).read_text(encoding="utf-8").splitlines()]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"en": en, "es": es}) + "\n" for en, es in rows), encoding="utf-8")
+    return path
+
+
 def _prose(tmp_path):
     text = " ".join(t for texts in SENTENCES.values() for t in texts) + ".\n"
     path = tmp_path / "notes.txt"
@@ -141,6 +148,8 @@ COMMANDS = {
     "speech-recognizer": (lambda p: [f"data.path={_wavs(p / 'speech')}"], ["model.hidden_size=8"]),
     "translator": (lambda p: [f"data.path={_pairs(p)}"], ["data.tokenizer.vocab_size=300", "model.dim=16",
                                                          "model.mlp_hidden=32", "model.num_heads=2"]),
+    "translator jsonl": (lambda p: [f"data.path={_pairs_jsonl(p)}"], ["data.tokenizer.vocab_size=300", "model.dim=16",
+                                                                    "model.mlp_hidden=32", "model.num_heads=2"]),
     "summarizer": (lambda p: [f"data.path={_pairs(p)}"], ["data.tokenizer.vocab_size=300", "model.dim=16",
                                                          "model.mlp_hidden=32", "model.num_heads=2"]),
     "language-model": (lambda p: [f"data.path={_prose(p)}"], ["data.tokenizer.vocab_size=300", "data.block_size=16",
@@ -151,23 +160,41 @@ COMMANDS = {
 }
 
 
+# what each found line must say about the files made above
+FOUND = {
+    "text-classifier": "label column 'label'): 2 classes (complaint ",
+    "image-classifier": " (one folder per class): 2 classes (",
+    "audio-classifier": " WAV files listed): 3 classes (",
+    "detector": "instances.json (COCO): 1 class, 6 training objects · train 6 (instances.json); ",
+    "segmenter": " (images with masks): 2 classes (background, ",
+    "speech-recognizer": " WAV files listed): ",
+    "translator": "pairs.tsv: 40 pairs · train ",
+    "translator jsonl": "pairs.jsonl: 40 pairs · train ",
+    "summarizer": "pairs.tsv: 40 pairs · train ",
+    "language-model": "notes.txt: ",
+    "word-vectors": "notes.txt: vocabulary ",
+    "video-classifier": "clips (one folder per class): 2 classes (right ",
+}
+
+
 @pytest.mark.parametrize("recipe", list(COMMANDS))
 def test_documented_own_data_command_trains_on_a_small_real_file(train_cli, tmp_path, recipe):
     build, tiny = COMMANDS[recipe]
     (tmp_path / "data").mkdir()
     arguments = build(tmp_path / "data")
     run_dir = tmp_path / "run"
-    result = train_cli(recipe, run_dir, [*arguments, *TINY, *tiny], files=("results.json", "model/task.json"))
+    result = train_cli(recipe.split()[0], run_dir, [*arguments, *TINY, *tiny],
+                       files=("results.json", "model/task.json"))
     saved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     for argument in arguments:  # the run read exactly the files named
         key, value = argument.split("=", 1)
         assert saved["data"][key.split(".")[1]] == value
     results = json.loads((run_dir / "results.json").read_text())
     assert results["summary"]["steps"] == 2 and results["summary"]["data"]
-    if recipe in ("text-classifier", "image-classifier", "audio-classifier"):  # they state what they found
-        found = results["summary"]["data"]["found"]
-        assert found.startswith("found ") and " classes (" in found and found in result.stdout
-        assert html.escape(found) in (run_dir / "report.html").read_text()
+    found = results["summary"]["data"]["found"]  # every run on the user's files states what it found
+    assert found.startswith("found ") and found in result.stdout
+    assert html.escape(found) in (run_dir / "report.html").read_text()
+    assert FOUND[recipe] in found, found
     if recipe in ("text-classifier", "image-classifier", "audio-classifier"):  # the baseline stands beside the model
         baseline = results["summary"]["baseline"]
         assert 0 <= baseline["test_accuracy"] <= 1 and baseline["verdict"] in result.stdout

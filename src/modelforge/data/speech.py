@@ -62,6 +62,13 @@ class SpeechDataConfig(StrictConfig):
     on_error: Literal["skip", "fail"] = Field("skip", description="unreadable audio in the training data")
 
 
+def manifest_origin(parts: dict[str, list[SpeechRecord]]) -> str:
+    """How ``load_records`` split a manifest, for the found line."""
+    everything = [r for records in parts.values() for r in records]
+    return ("the manifest's split column" if any(r.split for r in everything)
+            else "split off by speaker" if all(r.voice for r in everything) else "split off at random")
+
+
 def load_records(cfg: SpeechDataConfig) -> dict[str, list[SpeechRecord]]:
     """The source's utterances by split; a manifest without splits is cut by speaker (or at random)."""
     if cfg.source != "manifest":

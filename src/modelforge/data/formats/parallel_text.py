@@ -1,5 +1,6 @@
-"""Parallel text for translation: a TSV of ``source<TAB>target``, or two line-aligned files (WMT: ``train.en``,
-``train.es``).
+"""Parallel text for translation and summarization: a TSV of ``source<TAB>target``, a JSONL file of one
+``{"source": ..., "target": ...}`` object per line (any two field names), two line-aligned files (WMT: ``train.en``,
+``train.es``), or a WMT source and reference .sgm pair (``<seg id="N">`` segments matched by document and id).
 
 Alignment is by line, so any doubt about it is an error: two files with different line counts fail naming both
 files and both counts, and a TSV row without exactly the expected number of tab-separated fields fails with its
@@ -9,7 +10,9 @@ line number. Blank lines in a TSV, and pairs where one side is empty, are skippe
 
 from __future__ import annotations
 
+import html
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,14 +126,24 @@ def read_parallel(
     source_lang: str | None = None,
     target_lang: str | None = None,
     encoding: str = "utf-8",
+    source_field: str | None = None,
+    target_field: str | None = None,
 ) -> ParallelText:
-    """A TSV file (``path``), or the WMT pair ``{path}.{source_lang}`` / ``{path}.{target_lang}`` when both
-    languages are given (``read_parallel("data/train", "en", "es")`` reads ``data/train.en`` and ``data/train.es``)."""
+    """A TSV file (``path``), a JSONL file (``*.jsonl``: one object per line, see ``read_parallel_jsonl``), or, when
+    both languages are given, the WMT pair ``{path}.{source_lang}`` / ``{path}.{target_lang}``
+    (``read_parallel("data/train", "en", "es")`` reads ``data/train.en`` and ``data/train.es``) or, where those do
+    not exist, WMT's .sgm source and reference (``wmt_sgm_paths``)."""
     if (source_lang is None) != (target_lang is None):
         raise DataError("give both source_lang and target_lang (for train.en/train.es files) or neither (for a TSV)")
     if source_lang is None:
+        if str(path).lower().endswith(".jsonl"):
+            return read_parallel_jsonl(path, source_field, target_field, encoding=encoding)
         return read_parallel_tsv(path, encoding=encoding)
-    return read_parallel_files(f"{path}.{source_lang}", f"{path}.{target_lang}", encoding=encoding)
+    plain = Path(f"{path}.{source_lang}")
+    sgm = None if plain.is_file() else wmt_sgm_paths(path, source_lang, target_lang)
+    if sgm:
+        return read_parallel_sgm(*sgm, encoding=encoding)
+    return read_parallel_files(plain, f"{path}.{target_lang}", encoding=encoding)
 
 
 def _finish(result: ParallelText, empty_side: list[int]) -> ParallelText:
@@ -143,3 +156,124 @@ def _finish(result: ParallelText, empty_side: list[int]) -> ParallelText:
     if not result.sources:
         raise DataError(f"{where}: no sentence pairs (the file is empty or every pair has an empty side)")
     return result
+
+
+def read_parallel_jsonl(
+    path: str | Path, source_field: str | None = None, target_field: str | None = None, encoding: str = "utf-8"
+) -> ParallelText:
+    """Read one JSON object per line holding the pair in two string fields. Without ``source_field`` and
+    ``target_field`` the names come from the first object, which must then have exactly two string fields (source
+    first, as written); anything else is ambiguous and fails listing the fields."""
+    path = Path(path)
+    check_encoding(encoding)
+    sources, targets, numbers, empty_side, blank = [], [], [], [], 0
+    for number, line in enumerate(_split_lines(read_text(path, encoding)), start=1):
+        if not line.strip():
+            blank += 1
+            continue
+        row = _json_object(path, number, line)
+        if source_field is None or target_field is None:
+            source_field, target_field = _infer_fields(path, number, row, source_field, target_field)
+        source, target = (_string_field(path, number, row, name) for name in (source_field, target_field))
+        if not source or not target:
+            empty_side.append(number)
+            continue
+        sources.append(source)
+        targets.append(target)
+        numbers.append(number)
+    return _finish(ParallelText(sources, targets, (path,), numbers, blank, len(empty_side)), empty_side)
+
+
+def _json_object(path: Path, number: int, line: str) -> dict:
+    import json
+
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: line {number} is not JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{path}: line {number} is a JSON {type(row).__name__}, expected an object with two fields")
+    return row
+
+
+def _infer_fields(path: Path, number: int, row: dict, source: str | None, target: str | None) -> tuple[str, str]:
+    strings = [name for name, value in row.items() if isinstance(value, str)]
+    if source is None and target is None and len(strings) == 2:
+        return strings[0], strings[1]
+    rest = [name for name in strings if name not in (source, target)]
+    if source is None and target is not None and len(rest) == 1:
+        return rest[0], target
+    if target is None and source is not None and len(rest) == 1:
+        return source, rest[0]
+    raise DataError(
+        f"{path}: line {number} has string fields {strings}; cannot tell source from target, set "
+        f"data.source_field and data.target_field"
+    )
+
+
+def _string_field(path: Path, number: int, row: dict, name: str) -> str:
+    if name not in row:
+        raise DataError(f"{path}: line {number} has no field {name!r} (fields: {sorted(row)})")
+    if not isinstance(row[name], str):
+        raise DataError(f"{path}: line {number} field {name!r} is a {type(row[name]).__name__}, expected a string")
+    return row[name].strip()
+
+
+_DOC = re.compile(r"<doc\b[^>]*\bdocid=\"([^\"]*)\"", re.IGNORECASE)
+_SEG = re.compile(r"<seg\b[^>]*\bid=\"?([^\">\s]+)\"?[^>]*>(.*?)</seg>", re.IGNORECASE)
+
+
+def read_sgm_segments(path: str | Path, encoding: str = "utf-8") -> dict[tuple[str, str], tuple[str, int]]:
+    """The ``<seg id="N">…</seg>`` segments of a WMT .sgm file: (document id, segment id) → (text, line)."""
+    path = Path(path)
+    check_encoding(encoding)
+    segments: dict[tuple[str, str], tuple[str, int]] = {}
+    doc = ""
+    for number, line in enumerate(_split_lines(read_text(path, encoding)), start=1):
+        if match := _DOC.search(line):
+            doc = match.group(1)
+        for seg in _SEG.finditer(line):
+            key = (doc, seg.group(1))
+            if key in segments:
+                raise DataError(f"{path}: line {number} repeats segment id {key[1]} of document {doc!r}")
+            segments[key] = (html.unescape(seg.group(2)).strip(), number)
+        if "<seg" in line.lower() and not _SEG.search(line):
+            raise DataError(f"{path}: line {number} opens a <seg> without id=\"N\" and a closing </seg> on that line")
+    if not segments:
+        raise DataError(f"{path}: no <seg id=\"N\">…</seg> segments (is this a WMT .sgm file?)")
+    return segments
+
+
+def read_parallel_sgm(source_path: str | Path, reference_path: str | Path, encoding: str = "utf-8") -> ParallelText:
+    """Pair a WMT source .sgm with its reference .sgm by document and segment id (source order); a segment on one
+    side only is an error naming the file and line."""
+    source_path, reference_path = Path(source_path), Path(reference_path)
+    source, reference = read_sgm_segments(source_path, encoding), read_sgm_segments(reference_path, encoding)
+    for key, (_, number) in source.items():
+        if key not in reference:
+            raise DataError(f"{source_path}: line {number} segment {key[1]} of document {key[0]!r} has no "
+                            f"reference in {reference_path}")
+    for key, (_, number) in reference.items():
+        if key not in source:
+            raise DataError(f"{reference_path}: line {number} segment {key[1]} of document {key[0]!r} has no "
+                            f"source in {source_path}")
+    sources, targets, numbers, empty_side = [], [], [], []
+    for key, (text, number) in source.items():
+        if not text or not reference[key][0]:
+            empty_side.append(number)
+            continue
+        sources.append(text)
+        targets.append(reference[key][0])
+        numbers.append(number)
+    return _finish(ParallelText(sources, targets, (source_path, reference_path), numbers, 0, len(empty_side)),
+                   empty_side)
+
+
+def wmt_sgm_paths(prefix: str | Path, source_lang: str, target_lang: str) -> tuple[Path, Path] | None:
+    """WMT's test-set naming, ``{prefix}-src.{src}.sgm`` / ``{prefix}-ref.{tgt}.sgm``, or ``{prefix}.{src}.sgm`` /
+    ``{prefix}.{tgt}.sgm``: the pair that exists, else None."""
+    for source, target in ((f"{prefix}-src.{source_lang}.sgm", f"{prefix}-ref.{target_lang}.sgm"),
+                           (f"{prefix}.{source_lang}.sgm", f"{prefix}.{target_lang}.sgm")):
+        if Path(source).is_file() and Path(target).is_file():
+            return Path(source), Path(target)
+    return None

@@ -155,6 +155,12 @@ class WordEmbeddings(Task):
             "train_tokens_after_subsampling": kept, f"train_{unit}": len(train),
             **{f"{split}_{unit}": len(data) if data else 0 for split, data in held.items()},
         }
+        if cfg.source == "file":
+            from modelforge.data.found import files_found
+
+            sizes = {split: sum(len(b) for b in part) for split, part in parts.items()}
+            summary["found"] = files_found(cfg.path, sizes, Path(cfg.path).name, how=", from its end",
+                                           detail=f"vocabulary {len(vocab)} words; split sizes in words")
         return Splits(train=train, val=held["val"], test=held["test"], summary=summary)
 
     def _held_out(self, blocks: list[list[str]], vocab: Vocabulary, rng: np.random.Generator) -> TensorDataset | None:

@@ -64,9 +64,12 @@ class DecodingConfig(StrictConfig):
 class Seq2SeqDataConfig(FractionSplitConfig):
     """Fields shared by translation and summarization (the source names and defaults differ)."""
 
-    path: Optional[str] = Field(None, description="parallel: a TSV (source<TAB>target), or PATH of PATH.SRC/PATH.TGT")
+    path: Optional[str] = Field(
+        None, description="parallel: a TSV (source<TAB>target), a .jsonl, or PATH of PATH.SRC/PATH.TGT (or WMT .sgm)")
     source_lang: Optional[str] = Field(None, description="parallel files: suffix of the source file (e.g. en)")
     target_lang: Optional[str] = Field(None, description="parallel files: suffix of the target file (e.g. es)")
+    source_field: Optional[str] = Field(None, description="parallel JSONL: source field (default: inferred)")
+    target_field: Optional[str] = Field(None, description="parallel JSONL: target field (default: inferred)")
     val_path: Optional[str] = Field(None, description="parallel: validation data (default: split off path)")
     test_path: Optional[str] = Field(None, description="parallel: test data (default: split off path)")
     encoding: str = "utf-8"
@@ -131,7 +134,8 @@ def _subset(pairs: Pairs, keep: int | None) -> Pairs:
 def _read_parallel(cfg: Seq2SeqDataConfig, path: str, where: str) -> Pairs:
     from modelforge.data.formats.parallel_text import read_parallel
 
-    text = read_parallel(Path(path).expanduser(), cfg.source_lang, cfg.target_lang, encoding=cfg.encoding)
+    text = read_parallel(Path(path).expanduser(), cfg.source_lang, cfg.target_lang, encoding=cfg.encoding,
+                         source_field=cfg.source_field, target_field=cfg.target_field)
     if not text.sources:
         raise DataError(f"{where}={path}: no sentence pairs")
     return text.sources, text.targets
@@ -158,6 +162,16 @@ def load_parallel_splits(cfg: Seq2SeqDataConfig) -> dict[str, Pairs]:
         if path:
             parts[name] = _read_parallel(cfg, path, f"data.{name}_path")
     return parts
+
+
+def parallel_found(cfg: Seq2SeqDataConfig, sizes: dict[str, int]) -> str:
+    """The found line of a ``parallel`` run: the file(s), the pair count and where each split came from."""
+    from modelforge.data.found import files_found
+
+    read = f"{cfg.path}.{cfg.source_lang} + .{cfg.target_lang}" if cfg.source_lang else cfg.path
+    own = {split: Path(path).name for split, path in (("val", cfg.val_path), ("test", cfg.test_path)) if path}
+    return files_found(read, sizes, Path(cfg.path).name, own, " by hash of the source",
+                       detail=f"{sum(sizes.values())} pairs")
 
 
 def split_fractions(cfg: Seq2SeqDataConfig) -> dict[str, float]:
@@ -204,6 +218,8 @@ class Translation(Task):
         if "train" not in parts:
             raise DataError("no training pairs; check the data source")
         summary = self.split_summary(parts)
+        if cfg.source == "parallel":
+            summary["found"] = parallel_found(cfg, {k: len(v[0]) for k, v in parts.items()})
         if cfg.limit:
             parts = {k: _subset(v, cfg.limit) for k, v in parts.items()}
         for name, keep in (("val", cfg.val_limit), ("test", cfg.test_limit)):

@@ -93,10 +93,10 @@ class AudioClassification(Task):
         if cfg.source != "manifest":
             read, origin = f"the generated {cfg.source} utterances", "generated voices of its own"
         else:
-            everything = [r for records in parts.values() for r in records]
-            read = f"{cfg.path} ({len(everything)} WAV files listed)"
-            origin = ("the manifest's split column" if any(r.split for r in everything)
-                      else "split off by speaker" if all(r.voice for r in everything) else "split off at random")
+            from modelforge.data.speech import manifest_origin
+
+            read = f"{cfg.path} ({sum(map(len, parts.values()))} WAV files listed)"
+            origin = manifest_origin(parts)
         sizes = {split: (summary[f"{split}_size"], origin) for split in SPLIT_NAMES if f"{split}_size" in summary}
         return found_line(read, class_counts([_label_of(r.text) for r in parts["train"]], labels), sizes)
 

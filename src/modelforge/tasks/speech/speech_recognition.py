@@ -105,6 +105,14 @@ class SpeechRecognition(Task):
             "lexicon": self._lexicon_words(words),
         }
         summary.update(vocab_size=len(self.vocab), train_words=len(words))
+        if cfg.source == "manifest":
+            from modelforge.data.found import found_line
+            from modelforge.data.speech import manifest_origin
+
+            origin, sizes = manifest_origin(parts), {s: summary[f"{s}_size"] for s in SPLIT_NAMES if s in built}
+            summary["found"] = found_line(f"{cfg.path} ({sum(map(len, parts.values()))} WAV files listed)", None,
+                                          {s: (n, origin) for s, n in sizes.items()},
+                                          f"{len(words)} training words, {len(self.vocab)} characters")
         return Splits(built["train"], built.get("val"), built.get("test"), summary)
 
     def _encode(self, record: SpeechRecord) -> list[int]:

@@ -209,6 +209,12 @@ class LanguageModeling(TokenizerArtifact, Task):
         summary = {f"{k}_tokens": len(v) for k, v in ids.items()}
         summary.update({f"{k}_windows": len(v) for k, v in {"train": train, **held}.items()})
         summary.update(vocab_size=self._tokenizer.get_vocab_size(), characters=n)
+        if cfg.source == "file":
+            from modelforge.data.found import files_found
+
+            summary["found"] = files_found(
+                cfg.path, {k: len(v) for k, v in ids.items()}, Path(cfg.path).name, how=", from its end",
+                detail=f"{n} characters, vocabulary {summary['vocab_size']}; split sizes in tokens")
         return Splits(train=train, val=held.get("val"), test=held.get("test"), summary=summary)
 
     def decode(self, ids: list[int]) -> str:

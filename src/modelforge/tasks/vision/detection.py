@@ -172,6 +172,7 @@ class Detection(Task):
         # counted once per file read (the held-out splits below share the file's lists)
         problems = {"skipped": sum(len(c.skipped) for c in read.values()),
                     "clipped_boxes": sum(c.clipped for c in read.values())}
+        read_splits = list(read)  # before _hold_out splits "all" (one annotations file) in its place
         parts = self._hold_out(read)
         if "train" not in parts:
             raise DataError("the COCO data has no usable training images (all were skipped; see the warnings)")
@@ -195,6 +196,13 @@ class Detection(Task):
         summary: dict[str, Any] = {f"{k}_size": len(v) for k, v in sets.items()}
         summary.update(classes=len(train.class_names), image_size=cfg.image_size,
                        train_objects=sum(len(b) for b in sets["train"].boxes), **problems)  # fmt: skip
+        if cfg.source == "coco":
+            from modelforge.data.found import split_folders_found
+
+            classes = len(train.class_names)
+            summary["found"] = split_folders_found(
+                f"{cfg.annotations} (COCO)", cfg.annotations, read_splits, {k: len(v) for k, v in sets.items()},
+                detail=f"{classes} class{'es' if classes != 1 else ''}, {summary['train_objects']} training objects")
         return Splits(sets["train"], sets.get("val"), sets.get("test"), summary)
 
     def collate(self, items: list[Any]) -> Any:

@@ -167,6 +167,7 @@ class Segmentation(Task):
             parts, names, value_max = self._folder()
         else:
             parts, names, value_max = self._coco()
+        read_splits = list(parts)
         if "all" in parts:
             parts["train"], parts["test"] = _hold_out(*parts.pop("all"), cfg.test_size, cfg.split_seed)
         if "val" not in parts and cfg.val_size > 0:
@@ -198,6 +199,13 @@ class Segmentation(Task):
         fractions = np.bincount(train_y.flatten().numpy(), minlength=len(names)) / train_y.numel()
         summary.update(classes=names, image_shape=list(train_x.shape[1:]), skipped=self._skipped,
                        train_class_fractions={n: round(float(f), 4) for n, f in zip(names, fractions, strict=True)})
+        if cfg.source in ("folder", "coco"):
+            from modelforge.data.found import split_folders_found
+
+            where = cfg.path if cfg.source == "folder" else cfg.annotations
+            summary["found"] = split_folders_found(
+                f"{where} ({'images with masks' if cfg.source == 'folder' else 'COCO'})", where, read_splits,
+                {s: len(x) for s, (x, _) in tensors.items()}, detail=f"{len(names)} classes ({', '.join(names)})")
         return Splits.from_tensors(tensors, summary)
 
     # ---- model ------------------------------------------------------------------------------------------------

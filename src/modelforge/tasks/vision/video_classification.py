@@ -161,6 +161,7 @@ class VideoClassification(Task):
         cfg = self.data_cfg
         self._skipped: list[tuple[str, str]] = []
         parts, classes = self._moving_digits() if cfg.source == "moving-digits" else self._folder()
+        read_splits = list(parts)
         if "all" in parts:
             clips, labels = parts.pop("all")
             keep, test = _holdout(len(clips), cfg.test_size, cfg.split_seed)
@@ -188,6 +189,12 @@ class VideoClassification(Task):
         }
         summary: dict[str, Any] = {f"{k}_size": len(v[0]) for k, v in tensors.items()}
         summary.update(classes=len(classes), clip_shape=list(train_x.shape[1:]), skipped=len(self._skipped))
+        if cfg.source == "folder":
+            from modelforge.data.found import class_counts, split_folders_found
+
+            counts = class_counts([classes[i] for i in parts["train"][1]], classes)
+            summary["found"] = split_folders_found(f"{cfg.path} (one folder per class)", cfg.path, read_splits,
+                                                   {k: len(v[0]) for k, v in parts.items()}, counts)
         return Splits.from_tensors(tensors, summary)
 
     # ---- model ------------------------------------------------------------------------------------------------
