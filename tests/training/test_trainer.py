@@ -153,15 +153,19 @@ def _accuracy_eval(correct: int, rows: int) -> dict:
     return {"val_accuracy": correct / rows, "val_accuracy_se": standard_error(hits)}
 
 
-@pytest.mark.parametrize("allowance, stops", [(None, False), ("0", True)])
+@pytest.mark.parametrize("allowance, stops", [("1", False), ("0", True)])
 def test_early_stopping_does_not_fire_on_one_row_flips_of_a_small_val_set(tmp_path, allowance, stops):
-    noise = [] if allowance is None else [f"train.early_stopping.noise_allowance={allowance}"]
     trainer, _ = _trainer(tmp_path, ["train.early_stopping.metric=val_accuracy", "train.early_stopping.mode=max",
-                                     "train.early_stopping.patience=2", *noise])
+                                     "train.early_stopping.patience=2",
+                                     f"train.early_stopping.noise_allowance={allowance}"])
     for correct in (36, 35, 35):  # 50 validation rows: 72 %, then one row flips back twice (70 %, 70 %)
         trainer._after_eval(_accuracy_eval(correct, 50))
-    assert (trainer.stop_reason is not None) is stops  # the default allowance (1 standard error, 6.4 points) waits
+    assert (trainer.stop_reason is not None) is stops  # an allowance of 1 standard error (6.4 points) waits
     if not stops:
         for correct in (25, 25):  # a real fall (50 %) stops it
             trainer._after_eval(_accuracy_eval(correct, 50))
         assert trainer.stop_reason.startswith("early stopping") and trainer.best == 0.72
+
+
+def test_the_text_classifier_recipe_allows_one_standard_error_of_noise():
+    assert load_recipe("text-classifier", ["data.path=t.csv"]).train.early_stopping.noise_allowance == 1.0
