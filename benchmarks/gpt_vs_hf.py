@@ -300,7 +300,7 @@ def report_generation(args, ours, hf, prompt: torch.Tensor) -> None:
         streamed = bytes_per_token(r["model"], prompt.shape[1], args.new_tokens)
         ceiling = bandwidth / streamed
         print(f"{name}_generate_tokens_per_s: {rate[name]:.1f}  bytes_per_token_mb: {streamed / 1e6:.1f}  "
-              f"ceiling_tokens_per_s: {ceiling:.1f}  ceiling_fraction: {rate[name] / ceiling:.2f}")
+              f"ceiling_tokens_per_s: {ceiling:.1f}  ceiling_fraction: {rate[name] / ceiling:.3g}")
     fp32 = results["ours_fp32"]["ids"]
     if "hf_fp32" in results:
         print(f"generate_same_tokens_as_hf_fp32: {torch.equal(results['hf_fp32']['ids'], fp32)}")
