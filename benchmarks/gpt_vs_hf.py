@@ -14,8 +14,8 @@ script checks their logits agree). Prints:
 - the bandwidth ceiling of each: batch-1 decoding reads every weight once per token, so tokens/s cannot exceed
   memory bandwidth ÷ bytes read per token (weights + the KV cache). The bandwidth is measured in the same run with
   a large fp32 matrix-vector product; each variant prints its ceiling and the fraction of it reached (target ≥ 0.8);
-- the time of one output-head-sized int8 matrix-vector product by each int8 kernel PyTorch has on CPU (why
-  ``int8`` uses the one it does);
+- the time of one output-head-sized int8 matrix-vector product, weights read from memory, by each int8 kernel
+  PyTorch has on CPU (why ``int8`` uses the one it does);
 - with --quality-steps N (or --quality-run RUN): perplexity on held-out Shakespeare (the shakespeare-char recipe's
   test split) and greedy token agreement with fp32 for each dtype, for a small char-level GPT trained here for N
   steps (or the given trained language-modelling run). Target: int8 perplexity within 2 % of fp32.
@@ -160,20 +160,30 @@ def bytes_per_token(model, prompt_len: int, new_tokens: int) -> float:
     return weight_bytes(model) + cache
 
 
-def int8_kernel_seconds(width: int, vocab: int, repeats: int = 5) -> dict[str, float]:
-    """Seconds for one output-head-sized int8 matrix-vector product by each int8 kernel PyTorch offers on CPU."""
-    weight = torch.randn(vocab, width) * 0.02
+def int8_kernel_seconds(width: int, vocab: int, stream_mb: int = 128, rounds: int = 3) -> dict[str, float]:
+    """Seconds per output-head-sized int8 matrix-vector product by each int8 kernel PyTorch has on CPU.
+
+    The products cycle through enough distinct matrices (about ``stream_mb`` of int8 weights) that each one reads
+    its weights from memory rather than from cache, as a decoding step does.
+    """
+    copies = max(2, min(16, stream_mb * 2**20 // (width * vocab)))
     x = torch.randn(1, width)
-    head = torch.nn.Linear(width, vocab, bias=False)
-    head.weight.data = weight
-    dynamic = for_decoding(torch.nn.Sequential(head), "int8")
-    times = {"dynamic_per_channel": best_time(lambda: dynamic(x), repeats)}
-    scale = weight.abs().amax(dim=1) / 127
-    packed = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+    x16 = x.bfloat16()
+    dynamic, packed = [], []
+    for _ in range(copies):
+        head = torch.nn.Linear(width, vocab, bias=False)
+        torch.nn.init.normal_(head.weight, std=0.02)
+        dynamic.append(for_decoding(torch.nn.Sequential(head), "int8"))
+        scale = head.weight.detach().abs().amax(dim=1) / 127
+        packed.append(((head.weight.detach() / scale[:, None]).round().to(torch.int8), scale.bfloat16()))
+
+    def cycle(fn) -> float:
+        return best_time(lambda: [fn(i) for i in range(copies)], rounds) / copies
+
+    times = {"dynamic_per_channel": cycle(lambda i: dynamic[i](x))}
     try:  # weight-only: int8 weights dequantized inside the matmul, bf16 activations
-        x16, scale16 = x.bfloat16(), scale.bfloat16()
-        torch._weight_int8pack_mm(x16, packed, scale16)
-        times["weight_only_int8pack_bf16"] = best_time(lambda: torch._weight_int8pack_mm(x16, packed, scale16), repeats)
+        torch._weight_int8pack_mm(x16, *packed[0])
+        times["weight_only_int8pack_bf16"] = cycle(lambda i: torch._weight_int8pack_mm(x16, *packed[i]))
     except (AttributeError, RuntimeError, NotImplementedError):
         pass
     return times
