@@ -252,6 +252,7 @@ def shakespeare_quality(args: argparse.Namespace) -> dict[str, dict[str, float]]
                                                   "model.dropout=0.0"])
         task = get_task(recipe.task)(recipe)
         task.datasets()
+        torch.manual_seed(0)  # the same small model every run
         model = task.build_model()
         train_briefly(task, model, args.quality_steps)
     test = task.datasets().test
