@@ -71,3 +71,19 @@ def test_lower_precision_streams_fewer_bytes_and_decodes_nearly_alike():
 def test_unknown_decoding_dtype_is_refused():
     with pytest.raises(ConfigError, match="valid: fp32, bf16, int8"):
         for_decoding(_gpt(), "fp16")
+
+
+def test_checkpoint_language_models_decode_in_bf16_and_int8_too():
+    transformers = pytest.importorskip("transformers")
+    from modelforge.models.hf_auto import HFCausalLM
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    model = HFCausalLM(transformers.LlamaForCausalLM(config).eval(), None)
+    greedy = SamplingConfig(max_new_tokens=6, temperature=0)
+    expected = generate_ids(model, [1, 2, 3], greedy)
+    int8 = for_decoding(model, "int8")
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in int8.modules())
+    for low in (for_decoding(model, "bf16"), int8):
+        assert len(generate_ids(low, [1, 2, 3], greedy)) == len(expected) == 6
