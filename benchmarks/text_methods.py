@@ -11,7 +11,9 @@
 Every logistic regression fits on the recipe's training split with its ``C`` picked on the recipe's validation
 split (as the run's baseline does); all score the same test split. Prints test accuracy and CPU seconds per method.
 
-    python benchmarks/text_methods.py [--tables rotten-tomatoes debates] [--finetune] [--workdir DIR]
+    python benchmarks/text_methods.py [--quick] [--tables rotten-tomatoes debates] [--finetune] [--workdir DIR]
+
+``--quick`` (what ``modelforge bench --quick`` passes): the Rotten Tomatoes table only, without fine-tuning.
 """
 
 from __future__ import annotations
@@ -118,14 +120,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", nargs="*", default=["rotten-tomatoes", "debates"], choices=sorted(SIZES))
     parser.add_argument("--finetune", action="store_true", help="also run the recipe (full fine-tuning; minutes)")
+    parser.add_argument("--quick", action="store_true", help="only the Rotten Tomatoes table, no fine-tuning")
     parser.add_argument("--workdir", type=Path, help="where the tables go (default: a temporary folder)")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="text-methods-"))
     workdir.mkdir(parents=True, exist_ok=True)
     lines = ["| table | train/val/test rows | method | test accuracy | setting | CPU seconds |",
              "|---|---|---|---|---|---|"]
-    for name in args.tables:
-        lines += compare(name, workdir, args.finetune)
+    for name in ["rotten-tomatoes"] if args.quick else args.tables:
+        lines += compare(name, workdir, args.finetune and not args.quick)
     print("\n".join(lines))
 
 
