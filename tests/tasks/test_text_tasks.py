@@ -262,22 +262,26 @@ def test_token_windows_bounds():
     assert windows.get_batch([2]).tolist() == [[6, 7, 8, 9]]
 
 
+def _entries(folder):
+    return [p for p in folder.iterdir() if not p.name.startswith(".")]  # not the build lock
+
+
 def test_prepared_corpus_is_a_token_file_beside_the_data_reused_per_tokenizer(tmp_path, cache):
     task, splits = _lm(tmp_path, tokenizer={"kind": "bpe", "vocab_size": 300})
     folder = tmp_path / ".modelforge-tokens"
-    files = sorted(p.suffixes[-1] for p in folder.iterdir())
+    files = sorted(p.suffixes[-1] for p in _entries(folder))
     assert files == [".json", ".json", ".tokens"]  # sidecar, tokenizer, ids
     assert splits.summary["token_file"].startswith(str(folder))
     again, splits2 = _lm(tmp_path, tokenizer={"kind": "bpe", "vocab_size": 300})
     assert torch.equal(_ids(splits.train), _ids(splits2.train)) and torch.equal(_ids(splits.val), _ids(splits2.val))
     assert again.tokenizer.to_str() == task.tokenizer.to_str()
-    assert len(list(folder.iterdir())) == 3
+    assert len(_entries(folder)) == 3
     _lm(tmp_path, tokenizer={"kind": "bpe", "vocab_size": 280})  # another tokenizer: another entry
-    assert len(list(folder.iterdir())) == 6
+    assert len(_entries(folder)) == 6
     corpus = tmp_path / "corpus.txt"
     os.utime(corpus, ns=(corpus.stat().st_atime_ns, corpus.stat().st_mtime_ns + 10**9))  # an edited file: rebuilt
     _lm(tmp_path, tokenizer={"kind": "bpe", "vocab_size": 280})
-    assert len(list(folder.iterdir())) == 9
+    assert len(_entries(folder)) == 9
 
 
 def test_language_model_resume_is_exact_with_random_window_offsets(tmp_path):

@@ -17,6 +17,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,21 @@ class TokenFile:
         return TokenSpan(self.path, self.meta["dtype"], start, end)
 
 
+@contextmanager
+def build_lock(path: Path) -> Iterator[None]:
+    """Held while a token file in ``path``'s folder is checked and built: processes started together (torchrun's
+    ranks) build it once — the first builds, the others wait and then find it finished."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".build.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def sidecar_of(path: Path) -> Path:
     return path.with_suffix(".json")
 
@@ -196,9 +212,8 @@ def encode_to_file(tokenizer: Any, pieces: Iterable[tuple[str, str]], writer: To
     import time
     from itertools import chain
 
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
     from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     ranges: dict[str, list[int]] = {}
     started = time.perf_counter()

@@ -61,7 +61,12 @@ class LMTokenizerConfig(StrictConfig):
 
 class LMDataConfig(StrictConfig):
     source: Literal["shakespeare", "file"] = "shakespeare"
-    path: Optional[str] = Field(None, description="file source: a .txt file or a folder of them")
+    path: Optional[str] = Field(
+        None, description="file source: a .txt file or a folder of them, a Hugging Face dataset or WebDataset shards")
+    format: Optional[Literal["text", "hf", "webdataset"]] = Field(
+        None, description="file source: plain text, a local Hugging Face dataset or .tar shards (default: detected)")
+    text_column: Optional[str] = Field(
+        None, description="hf/webdataset: the column of text (default: 'text', or the only string column)")
     pattern: str = Field("*.txt", description="file source with a folder: which files to read")
     encoding: str = "utf-8"
     tokenizer: LMTokenizerConfig = Field(default_factory=LMTokenizerConfig)
