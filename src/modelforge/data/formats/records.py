@@ -131,3 +131,42 @@ def one_text_column(records: Records, text_column: str | None) -> str:
         return "text" if "text" in strings else strings[0]
     raise DataError(f"{records.where}: cannot tell which column holds the text (string columns: {strings or 'none'}); "
                     "set data.text_column")
+
+
+def _pair_columns(records: Records, source_field: str | None, target_field: str | None, source_lang: str | None,
+                  target_lang: str | None) -> tuple[str, str, str | None]:
+    """(source column, target column, None), or (dict column, source key, target key) for a column of
+    ``{lang: text}`` dicts (Hugging Face's ``translation`` feature)."""
+    if source_field and target_field:
+        return source_field, target_field, None
+    columns = records.columns()
+    if source_lang and target_lang:
+        if source_lang in columns and target_lang in columns:  # e.g. shard members 0001.en / 0001.es
+            return source_lang, target_lang, None
+        first = next(records.rows(columns), {})
+        for column in columns:
+            value = first.get(column)
+            if isinstance(value, dict) and source_lang in value and target_lang in value:
+                return column, source_lang, target_lang
+        raise DataError(f"{records.where}: no columns {source_lang!r}/{target_lang!r} and no column of "
+                        f"{{{source_lang}: …, {target_lang}: …}} translations (columns: {', '.join(columns)})")
+    strings = text_columns(records)
+    if len(strings) != 2:
+        raise DataError(f"{records.where}: cannot tell the source and target columns (string columns: "
+                        f"{strings or 'none'}); set data.source_field and data.target_field")
+    return strings[0], strings[1], None
+
+
+def read_pairs(records: Records, source_field: str | None = None, target_field: str | None = None,
+               source_lang: str | None = None, target_lang: str | None = None) -> tuple[list[str], list[str]]:
+    """(sources, targets) of a split; pairs with an empty side are skipped."""
+    column, second, third = _pair_columns(records, source_field, target_field, source_lang, target_lang)
+    sources, targets = [], []
+    for row in records.rows([column] if third else [column, second]):
+        source, target = (row[column][second], row[column][third]) if third else (row[column], row[second])
+        if isinstance(source, str) and isinstance(target, str) and source.strip() and target.strip():
+            sources.append(source.strip())
+            targets.append(target.strip())
+    if not sources:
+        raise DataError(f"{records.where}: no sentence pairs with text on both sides")
+    return sources, targets

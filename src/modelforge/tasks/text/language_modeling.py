@@ -192,8 +192,10 @@ class LanguageModeling(TokenizerArtifact, Task):
         if cfg.source == "file":
             from modelforge.data.found import files_found
 
+            name = Path(cfg.path).name
+            own = {split: f"{name} ({split})" for split in corpus.own_splits if split != "train"}
             summary["found"] = files_found(
-                cfg.path, {k: len(v) for k, v in ids.items()}, Path(cfg.path).name, how=", from its end",
+                cfg.path, {k: len(v) for k, v in ids.items()}, name, own, how=", from its end",
                 detail=f"{n} characters, vocabulary {summary['vocab_size']}; split sizes in tokens")
         return Splits(train=train, val=held.get("val"), test=held.get("test"), summary=summary)
 
