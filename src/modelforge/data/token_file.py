@@ -29,7 +29,9 @@ from modelforge.data.cache import cache_dir
 
 FORMAT = 1
 FOLDER = ".modelforge-tokens"
-BATCH_CHARS = 1 << 20  # characters handed to the tokenizer's (multi-threaded) batch encoder at once
+# characters handed to the tokenizer's (multi-threaded) batch encoder at once: its encodings take ~60 bytes per
+# character while they live, so this bounds the memory of encoding
+BATCH_CHARS = 1 << 18
 LONGEST_LINE = 4 * BATCH_CHARS  # a line longer than this is encoded in pieces, keeping memory bounded
 _CHUNK = re.compile(r"[^\n]*(?:\n+|$)")  # a line with the newlines that follow it: the unit text is encoded in
 
@@ -178,8 +180,9 @@ class TokenWriter:
 
 def line_batches(pieces: Iterable[tuple[str, str]], batch_chars: int = BATCH_CHARS
                  ) -> Iterator[tuple[str, list[str], int]]:
-    """(split, lines, characters) batches from (split, text) pieces: each split's text cut into lines with their
-    newlines, a line never crossing a split boundary — the chunks an in-memory ``_CHUNK.findall`` gives."""
+    """(split, lines, characters) batches of about ``batch_chars`` from (split, text) pieces: each split's text cut
+    into lines with their newlines, a line never crossing a split boundary — the chunks an in-memory
+    ``_CHUNK.findall`` gives."""
     split, carry, batch, size = None, "", [], 0
     for name, text in pieces:
         if name != split:
@@ -193,11 +196,12 @@ def line_batches(pieces: Iterable[tuple[str, str]], batch_chars: int = BATCH_CHA
         if len(carry) > LONGEST_LINE:
             lines.append(carry)
             carry = ""
-        batch.extend(lines)
-        size += sum(map(len, lines))
-        if size >= batch_chars:
-            yield split, batch, size
-            batch, size = [], 0
+        for line in lines:
+            batch.append(line)
+            size += len(line)
+            if size >= batch_chars:
+                yield split, batch, size
+                batch, size = [], 0
     if carry:
         batch.append(carry)
     if batch:
@@ -216,6 +220,7 @@ def encode_to_file(tokenizer: Any, pieces: Iterable[tuple[str, str]], writer: To
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     ranges: dict[str, list[int]] = {}
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # the same ids, without offsets
     started = time.perf_counter()
     console = Console(stderr=True)  # stdout may carry a command's JSON; off a terminal the bar stays silent
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -223,7 +228,7 @@ def encode_to_file(tokenizer: Any, pieces: Iterable[tuple[str, str]], writer: To
         task = bar.add_task(description, total=max(total_chars, 1))
         for split, lines, size in line_batches(pieces):
             start = ranges.setdefault(split, [writer.count, writer.count])[0]
-            encodings = tokenizer.encode_batch(lines)
+            encodings = encode(lines)
             writer.write(np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64))
             ranges[split] = [start, writer.count]
             bar.advance(task, size)

@@ -184,9 +184,9 @@ def _build(cfg: Any, source: _Source, pretrained: Tokenizer | None, path: Path, 
     tokenizer = pretrained
     if tokenizer is None:
         sample_end = min(ends["train"], cfg.tokenizer.sample_chars or ends["train"])
-        lines = [line for _, batch, _ in line_batches(split_at(stream(), {"train": sample_end})) for line in batch]
+        sample = split_at(stream(), {"train": sample_end})  # streamed into the trainer, never held as a list
+        lines = (line for _, batch, _ in line_batches(sample) for line in batch)
         tokenizer = build_tokenizer(cfg.tokenizer.as_tokenizer_config(), lines)
-        del lines
     writer = TokenWriter(path, tokenizer.get_vocab_size())
     try:
         characters = list(ends.values())[-1]
