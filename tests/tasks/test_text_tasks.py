@@ -284,6 +284,29 @@ def test_prepared_corpus_is_a_token_file_beside_the_data_reused_per_tokenizer(tm
     assert len(_entries(folder)) == 9
 
 
+def test_processes_started_together_build_the_token_file_once(tmp_path, monkeypatch):
+    """torchrun's ranks all prepare the corpus at once: the first builds, the others wait and map its file."""
+    import threading
+
+    from modelforge.tasks.text import lm_corpus
+
+    builds, real_build = [], lm_corpus._build
+
+    def counted(*args):
+        builds.append(1)
+        return real_build(*args)
+
+    monkeypatch.setattr(lm_corpus, "_build", counted)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(_lm(tmp_path)[1])) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1 and len(results) == 3
+    assert all(torch.equal(_ids(r.train), _ids(results[0].train)) for r in results)
+
+
 def test_language_model_resume_is_exact_with_random_window_offsets(tmp_path):
     from safetensors.torch import load_file
 
