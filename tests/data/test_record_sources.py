@@ -2,17 +2,16 @@
 columns inferred, read by the text classifier, the language model (into its token file) and the translator; two
 processes read disjoint shares that together are the whole split."""
 
+import datasets
 import numpy as np
 import pytest
+import webdataset as wds
 
-datasets = pytest.importorskip("datasets")
-wds = pytest.importorskip("webdataset")
-
-from modelforge.core.errors import DataError  # noqa: E402
-from modelforge.data.formats.hf_dataset import rank_share  # noqa: E402
-from modelforge.data.formats.records import detect_format, open_records  # noqa: E402
-from modelforge.data.formats.webdataset_shards import rank_shards, shard_paths  # noqa: E402
-from modelforge.tasks.recipes import load_recipe  # noqa: E402
+from modelforge.core.errors import DataError
+from modelforge.data.formats.hf_dataset import rank_share
+from modelforge.data.formats.records import detect_format, open_records
+from modelforge.data.formats.webdataset_shards import rank_shards, shard_paths
+from modelforge.tasks.recipes import load_recipe
 
 WORDS = ["a fine funny film", "dull and far too long", "great fun with a warm cast", "a mess of a movie"]
 REVIEWS = [(f"{WORDS[i % 4]} number {i} of the set", "pos" if i % 4 in (0, 2) else "neg") for i in range(60)]
