@@ -86,6 +86,7 @@ def test_the_language_model_reads_a_parquet_folder_into_its_token_file(tmp_path)
     text = task.decode(np.asarray(splits.train.ids).tolist()) + task.decode(np.asarray(splits.val.ids).tolist())
     assert text == "".join(line + "\n" for line in lines)  # rows joined by newlines, cut by the fractions
     assert (folder / ".modelforge-tokens").is_dir()
+    assert (task.data_cfg.format, task.data_cfg.text_column) == ("hf", "text")  # recorded in the run's recipe
 
 
 def test_the_language_model_keeps_the_shards_own_splits(tmp_path):

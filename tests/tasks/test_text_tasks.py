@@ -297,6 +297,7 @@ def test_processes_started_together_build_the_token_file_once(tmp_path, monkeypa
         return real_build(*args)
 
     monkeypatch.setattr(lm_corpus, "_build", counted)
+    (tmp_path / "corpus.txt").write_text(CORPUS, encoding="utf-8")  # before the threads: none sees it half-written
     results = []
     threads = [threading.Thread(target=lambda: results.append(_lm(tmp_path)[1])) for _ in range(3)]
     for thread in threads:

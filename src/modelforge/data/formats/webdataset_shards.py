@@ -35,8 +35,10 @@ def _webdataset() -> Any:
 def shard_paths(path: str) -> list[Path]:
     """The shards ``path`` names (a folder's ``*.tar``, sorted; a file; a brace pattern), each checked to exist."""
     if "{" in path:
-        from braceexpand import braceexpand
-
+        try:
+            from braceexpand import braceexpand  # installed with webdataset
+        except ImportError:
+            raise MissingDependencyError(f"expanding the shard pattern {path} needs webdataset: {HINT}") from None
         shards = [Path(p).expanduser() for p in braceexpand(path)]
     else:
         root = Path(path).expanduser()

@@ -162,6 +162,8 @@ class LanguageModeling(TokenizerArtifact, Task):
         pretrained = self.tokenizer if loaded_hf else checkpoint_tokenizer(self.recipe.model)
         corpus = prepare_corpus(self.data_cfg, pretrained)
         self._tokenizer = corpus.tokenizer
+        if corpus.used:
+            self.record_used(**corpus.used)
         return corpus
 
     def datasets(self) -> Splits:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ class LMCorpus:
     tokenizer: Tokenizer
     files: list[Path]  # empty for the built-in text
     own_splits: list[str]  # splits a record source brought (the rest were cut off by fractions)
+    used: dict[str, Any]  # data settings decided from the data (a record source's format and text column)
 
     def characters(self, split: str) -> int:
         return int(self.tokens.meta["characters"].get(split, 0))
@@ -57,6 +58,7 @@ class _Source:
     files: list[Path]
     own: dict[str, Callable[[], Iterator[str]]] | None = None  # a record source's own splits, each a stream
     text_files: bool = False  # plain-text files, counted by the file reader (which reports empty ones)
+    used: dict[str, Any] = field(default_factory=dict)
 
 
 def _row_blocks(records: Any, column: str, block_chars: int = 1 << 20) -> Iterator[str]:
@@ -92,7 +94,8 @@ def _record_source(cfg: Any, fmt: str) -> _Source:
     streams = {name: (lambda r=records: _row_blocks(r, column)) for name, records in splits.items()}
     own = streams if len(streams) > 1 else None
     return _Source(lambda: chain.from_iterable(s() for s in streams.values()), identity,
-                   token_folder(files[0].parent if fmt == "webdataset" else Path(cfg.path).expanduser()), files, own)
+                   token_folder(files[0].parent if fmt == "webdataset" else Path(cfg.path).expanduser()), files, own,
+                   used={"format": fmt, "text_column": column})
 
 
 def _source(cfg: Any) -> _Source:
@@ -141,7 +144,7 @@ def prepare_corpus(cfg: Any, pretrained: Tokenizer | None) -> LMCorpus:
         found = open_token_file(path)
         if found is None or not tok_file.is_file():
             found = _build(cfg, source, pretrained, path, tok_file)
-    return LMCorpus(found, _tokenizer_of(tok_file), source.files, own)
+    return LMCorpus(found, _tokenizer_of(tok_file), source.files, own, source.used)
 
 
 def _tokenizer_of(tok_file: Path) -> Tokenizer:
