@@ -114,3 +114,9 @@ def test_token_files_go_beside_the_data_or_to_the_cache_when_it_is_read_only(tmp
     # a read-only folder (a mounted dataset); os.access is what tells, since root may write even into 0555 folders
     monkeypatch.setattr("modelforge.data.token_file.os.access", lambda path, mode: False)
     assert token_folder(data / "c.txt") == tmp_path / "cache" / "token_files"
+
+
+def test_a_folder_corpus_never_reads_the_token_files_kept_in_it(corpus):
+    (corpus / FOLDER).mkdir()
+    (corpus / FOLDER / "key.tokens").write_bytes(b"\x01\x00" * 10)
+    assert all(FOLDER not in p.parts for p in corpus_files(corpus, "*"))
