@@ -189,7 +189,7 @@ def tiny_whisper(folder: Path) -> Path:
     eot, sot = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|startoftranscript|>")
     config = WhisperConfig(vocab_size=len(tok), num_mel_bins=16, d_model=16, encoder_layers=1, decoder_layers=1,
                            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-                           decoder_ffn_dim=32, max_source_positions=50, max_target_positions=32, pad_token_id=eot,
+                           decoder_ffn_dim=32, max_source_positions=50, max_target_positions=12, pad_token_id=eot,
                            bos_token_id=eot, eos_token_id=eot, decoder_start_token_id=sot, suppress_tokens=None,
                            begin_suppress_tokens=None)
     WhisperForConditionalGeneration(config).save_pretrained(folder)

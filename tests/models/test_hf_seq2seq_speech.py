@@ -11,13 +11,16 @@ import pytest
 import torch
 import yaml
 from fastapi.testclient import TestClient
-from hf_checkpoints import SPOKEN, tiny_marian, tiny_t5, tiny_wav2vec2, tiny_whisper, translation_pairs
+from hf_checkpoints import SPOKEN, tiny_bert, tiny_marian, tiny_t5, tiny_wav2vec2, tiny_whisper, translation_pairs
 
 import modelforge
 from modelforge.artifacts.export import export
-from modelforge.core.errors import ArtifactError
+from modelforge.core.errors import ArtifactError, ConfigError
 from modelforge.data.audio import write_wav
 from modelforge.serve.app import create_app
+from modelforge.tasks import get_task
+from modelforge.tasks.recipes import load_recipe
+from modelforge.training.lora import apply_lora
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
@@ -109,11 +112,11 @@ def tone(seconds, freq, rate=16000):
 
 @pytest.fixture(scope="module")
 def spoken(tmp_path_factory):
-    """A JSONL manifest of 30 tone 'utterances' of the SPOKEN words by five speakers."""
+    """A JSONL manifest of 20 tone 'utterances' of four SPOKEN words by five speakers."""
     root = tmp_path_factory.mktemp("spoken")
     rows = []
     for speaker in ("ann", "bob", "cat", "dan", "eve"):
-        for i, word in enumerate(SPOKEN):
+        for i, word in enumerate(SPOKEN[:4]):
             write_wav(root / f"{speaker}-{i}.wav", tone(0.3 + 0.05 * len(word), 300 + 40 * i), 16000)
             rows.append({"audio": f"{speaker}-{i}.wav", "text": word, "speaker": speaker})
     (root / "data.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
@@ -180,7 +183,8 @@ def test_whisper_trains_through_cli_and_transcribes_with_transformers_beam_searc
         assert (ours - reference(input_features=features, decoder_input_ids=prompt).logits).abs().max() < 1e-5
         theirs = transformers.GenerationMixin.generate(
             reference, input_features=features, decoder_input_ids=prompt, num_beams=2, do_sample=False,
-            max_new_tokens=28, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+            max_new_tokens=12 - prompt.shape[1], eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id)
     write_wav(tmp_path / "a.wav", tone(0.5, 420), 16000)
     text = tokenizer.decode(theirs[0, prompt.shape[1]:], skip_special_tokens=True)
     assert modelforge.api.transcribe(run, [tmp_path / "a.wav"], beam_width=2) == [predictor.task.vocab.normalize(text)]
@@ -188,3 +192,25 @@ def test_whisper_trains_through_cli_and_transcribes_with_transformers_beam_searc
     with TestClient(create_app([f"whisper={run}"])) as client:
         answer = client.post("/models/whisper/predict", json={"inputs": [audio]})
         assert answer.status_code == 200, answer.text
+
+
+def test_lora_on_whisper_adapts_both_stacks_and_trains_only_the_adapter(spoken, tmp_path):
+    recipe = load_recipe(speech_recipe(spoken, tiny_whisper(tmp_path / "whisper"), adapter={"r": 2}))
+    task = get_task(recipe.task)(recipe)
+    splits = task.datasets()
+    model = apply_lora(task.build_model(), recipe.adapter)
+    adapted = {name.split(".lora_")[0] for name, _ in model.named_parameters() if "lora_A" in name}
+    assert {"net.model.encoder.layers.0.self_attn.q_proj", "net.model.decoder.layers.0.encoder_attn.v_proj",
+            "net.model.decoder.layers.0.fc2"} <= adapted
+    task.training_step(model, splits.train.get_batch([0, 1, 2])).loss.backward()
+    graded = {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert graded and all("lora_" in name for name in graded)
+
+
+def test_a_checkpoint_of_the_wrong_kind_is_a_one_line_error(tmp_path):
+    recipe = {"name": "wrong", "task": "translation", "model": {"name": "hf", "checkpoint": str(tiny_bert(tmp_path))},
+              "data": {**SEQ2SEQ_DATA, "path": str(translation_pairs(tmp_path / "pairs.tsv"))}, "train": FAST}
+    # a BERT folder: its tokenizer appends no end-of-sequence token (and no seq2seq class loads it)
+    with pytest.raises(ConfigError, match=r"model.checkpoint=.*a seq2seq checkpoint needs one") as caught:
+        modelforge.train(recipe, run_dir=tmp_path / "run", report=False)
+    assert "\n" not in str(caught.value) and not (tmp_path / "run").exists()
