@@ -13,6 +13,9 @@ token-level loss of the references and metrics of decoded outputs: sacreBLEU and
 here, ROUGE in the summarization subclass. Validation decodes greedily (cheap, once per epoch); test, ``predict`` and
 ``modelforge translate`` use the configured decoding (beam size, length penalty). ``val_limit``/``test_limit``
 evaluate an evenly spaced subset of a split, to keep decoding time bounded on a CPU.
+
+With ``model.name=hf`` (a T5/BART/Marian checkpoint) no BPE is trained: ``checkpoint_text.py`` supplies the
+checkpoint's tokenizer and transformers' ``generate`` replaces the toolkit's search; everything else is shared.
 """
 
 from __future__ import annotations

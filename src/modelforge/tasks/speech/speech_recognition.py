@@ -6,6 +6,9 @@ training) or a user manifest (a folder with ``transcripts.tsv`` or a JSONL file)
 features and SpecAugment-masked inside ``training_step``, so each epoch hears fresh noise and every random draw comes
 from the global torch RNG, which checkpoints capture (exact resume).
 
+With ``model.name=hf`` (a wav2vec2-style CTC or a Whisper checkpoint) ``checkpoint_speech.py`` supplies the
+checkpoint's feature extractor, tokenizer, loss and decoding in place of the log-mel front end and the characters.
+
 The pieces both speech tasks share (data config, loading, the waveform dataset, augmentation, reading inputs for
 serving) live here; ``audio_classification`` imports them.
 """
