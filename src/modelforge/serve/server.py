@@ -177,11 +177,13 @@ def build_server(app: Any, host: str, port: int, settings: ServerSettings, log_l
     return DrainingServer(config, settings.shutdown_timeout, _abandon_all(app))
 
 
-def run_server(app: Any, host: str, port: int, settings: ServerSettings, log_level: str = "info") -> None:
+def run_server(app: Any, host: str, port: int, settings: ServerSettings, log_level: str = "info",
+               sock: socket.socket | None = None) -> None:
     """Serve until a signal; returns after the drain. Model calls still running then cannot be interrupted (a
-    forward pass holds its thread, which the interpreter would wait for at exit), so the process exits at once."""
+    forward pass holds its thread, which the interpreter would wait for at exit), so the process exits at once.
+    ``sock``: an already bound socket to listen on (a worker of ``serve.workers``) instead of binding host:port."""
     server = build_server(app, host, port, settings, log_level)
-    server.run()
+    server.run(sockets=[sock] if sock is not None else None)
     unfinished = sum(model.batcher.busy for model in getattr(app.state, "models", {}).values())
     if unfinished:
         log.warning("exiting with %d model call(s) unfinished", unfinished)
