@@ -71,9 +71,9 @@ def test_a_raw_body_predicts_as_its_json_form_does(client, model, content_type, 
 
 
 @pytest.mark.parametrize(("model", "content_type", "body", "status", "words"), [
-    ("kws", "image/png", png_bytes(), 415, ["image/png", "audio inputs"]),
-    ("image", "audio/wav", wav_bytes(0.5), 415, ["audio/wav", "image inputs"]),
-    ("sentiment", "application/octet-stream", b"good film", 415, ["text inputs"]),
+    ("kws", "image/png", png_bytes(), 422, ["image/png", "audio inputs"]),
+    ("image", "audio/wav", wav_bytes(0.5), 422, ["audio/wav", "image inputs"]),
+    ("sentiment", "application/octet-stream", b"good film", 422, ["text inputs"]),
     ("image", "image/png", png_bytes("JPEG"), 422, ["not image/png"]),
     ("image", "image/jpeg", png_bytes(), 422, ["not image/jpeg"]),
     ("image", "image/png", b"", 422, ["body is empty"]),

@@ -282,11 +282,12 @@ async def read_inputs(request: Request, model: Any, settings: ServeSettings) -> 
 async def raw_body(request: Request, content_type: str, kind: str | None) -> bytes:
     """The body of a raw upload (one file, no JSON or multipart around it), after checking that its content type
     suits the model's input kind and, for an image type, that the bytes are that format."""
+    # 422, not 415: the server accepts the type (one OpenAPI schema serves every model), this model cannot use it.
     expected = RAW_TYPES[content_type]
     if expected is not None and kind != expected:
-        raise ClientError(415, f"content type {content_type!r} sends {expected} but this model takes {kind} inputs")
+        raise ClientError(422, f"content type {content_type!r} sends {expected} but this model takes {kind} inputs")
     if kind not in BINARY_KINDS:
-        raise ClientError(415, f"a raw body cannot carry {kind} inputs; send application/json or multipart/form-data")
+        raise ClientError(422, f"a raw body cannot carry {kind} inputs; send application/json or multipart/form-data")
     data = await request.body()
     if not data:
         raise ClientError(422, "inputs[0]: the request body is empty")

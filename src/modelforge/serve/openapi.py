@@ -30,8 +30,9 @@ _MEANING = {
     403: "Cross-origin browser request refused",
     404: "Unknown model",
     413: "Over a size limit (body, inputs per request, pixels, seconds, characters, frames)",
-    415: "Content type other than application/json, multipart/form-data or a raw file type the model takes",
-    422: "An input the model cannot use (not base64, not a readable image/WAV/video, empty text …)",
+    415: "Content type other than application/json, multipart/form-data or a listed raw file type",
+    422: "An input the model cannot use (not base64, not a readable image/WAV/video, empty text, a raw file type "
+         "this model does not take …)",
     501: "The model's task has no explanations",
     503: "The model's queue is full: retry after Retry-After seconds",
     504: "No answer within the request timeout",
