@@ -320,6 +320,44 @@ def export_onnx(run_dir: Path) -> None:
     print(f"exported {result.path} (max |onnxruntime - torch| {result.max_abs_diff:.1e})")
 
 
+def compare_runtimes(run_dir: Path, sizes: tuple[int, ...] = (1, 8, 32), repeats: int = 200) -> None:
+    """Milliseconds per forward pass of the run's network by batch size: PyTorch (inference_mode), PyTorch with
+    channels-last tensors, and onnxruntime on the export (what ``serve.runtime`` chooses between)."""
+    import copy
+
+    import onnxruntime as ort
+    import torch
+
+    import modelforge
+    from modelforge.artifacts.export import default_output
+
+    predictor = modelforge.load(run_dir)
+    model = predictor.model.eval()
+    channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
+    session = ort.InferenceSession(str(default_output(Path(predictor.directory))), options,
+                                   providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def timed(fn) -> float:
+        fn()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - start) / repeats * 1000
+
+    example = next(iter(predictor.task.example_inputs(1).values()))
+    for size in sizes:
+        batch = example.repeat(size, *([1] * (example.dim() - 1)))
+        batch_cl, array = batch.contiguous(memory_format=torch.channels_last), batch.numpy()
+        with torch.inference_mode():
+            plain = timed(lambda b=batch: model(b))
+            cl = timed(lambda b=batch_cl: channels_last(b))
+        onnx = timed(lambda a=array: session.run(None, {name: a}))
+        print(f"forward_ms_batch{size}: torch {plain:.3f}, torch_channels_last {cl:.3f}, onnxruntime {onnx:.3f}")
+
+
 def run_modes(run_dir: Path, png: bytes, args, work: Path) -> dict[str, LoadResult]:
     model = run_dir.resolve().parent.name if run_dir.name == "model" else run_dir.resolve().name  # as serve names it
     payload = json.dumps({"inputs": [base64.b64encode(png).decode()]}).encode()
@@ -398,6 +436,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.run or quick_run(args.recipe, args.train_steps, Path(tmp) / args.recipe)
         export_onnx(run_dir)
+        compare_runtimes(run_dir)
         print(f"load: {args.requests} requests, {args.concurrency} concurrent {args.client} clients, 1 image each")
         report(run_modes(run_dir, digit_png(run_dir), args, Path(tmp)))
 
