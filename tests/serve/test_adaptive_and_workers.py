@@ -62,8 +62,8 @@ def test_serve_cli_passes_window_runtime_and_workers(tmp_path, monkeypatch):
 
     captured = {}
     monkeypatch.setattr(app_module, "run_server", lambda app, host, port, server, log_level: captured.update(app=app))
-    monkeypatch.setattr("modelforge.serve.workers.serve_workers", lambda count, *args: captured.update(workers=count)
-                        or 0)
+    monkeypatch.setattr("modelforge.serve.workers.serve_workers",
+                        lambda serve, count, *args: captured.update(workers=count) or 0)
     run = image_run(tmp_path)
     assert main(["serve", str(run), "--runtime", "torch", "--log-level", "warning"]) == 0
     settings = captured["app"].state.settings

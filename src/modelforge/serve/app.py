@@ -283,7 +283,7 @@ def serve(runs: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000,
 
         load_models(runs, settings.batch, settings.max_new_tokens, settings.quantized, settings.runtime)
         log.info("starting %d worker processes on http://%s:%d", workers, host, port)
-        return serve_workers(workers, runs, host, port, settings, log_level, server or ServerSettings(),
+        return serve_workers(serve, workers, runs, host, port, settings, log_level, server or ServerSettings(),
                              allowed_hosts)
     if settings.api_key is None and settings.allowed_hosts is None:
         settings = replace(settings, allowed_hosts=allowed_hosts_for(host, allowed_hosts))

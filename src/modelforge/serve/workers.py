@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -51,20 +51,20 @@ class WorkerSpec:
     allowed_hosts: tuple[str, ...]
 
 
-def _worker(spec: WorkerSpec) -> None:
+def _worker(serve: Callable[..., int], spec: WorkerSpec) -> None:
     os.setpgrp()  # signals come from the parent only (see the module docstring)
-    from modelforge.serve.app import serve
-
     serve(spec.runs, spec.host, spec.port, spec.settings, spec.log_level, spec.server, spec.allowed_hosts,
           reuse_port=True)
 
 
-def serve_workers(count: int, runs: Sequence[str | Path], host: str, port: int, settings: Any, log_level: str,
-                  server: Any, allowed_hosts: Sequence[str]) -> int:
-    """Run ``count`` workers until a signal; returns 0 when every worker stopped cleanly, else 1."""
+def serve_workers(serve: Callable[..., int], count: int, runs: Sequence[str | Path], host: str, port: int,
+                  settings: Any, log_level: str, server: Any, allowed_hosts: Sequence[str]) -> int:
+    """Run ``count`` workers, each calling ``serve`` (``serve.app.serve``, passed in: this module is below the app),
+    until a signal; returns 0 when every worker stopped cleanly, else 1."""
     spec = WorkerSpec(tuple(str(r) for r in runs), host, port, settings, log_level, server, tuple(allowed_hosts))
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no torch thread pools forked
-    workers = [context.Process(target=_worker, args=(spec,), name=f"modelforge-worker-{i}") for i in range(count)]
+    workers = [context.Process(target=_worker, args=(serve, spec), name=f"modelforge-worker-{i}")
+               for i in range(count)]
     for worker in workers:
         worker.start()
     signals = {"count": 0}
