@@ -393,6 +393,11 @@ def report(results: dict[str, LoadResult]) -> None:
         print(f"throughput_ratio_modelforge_vs_bentoml: {on.throughput / bento.throughput:.2f}")
         print(f"p99_ratio_modelforge_vs_bentoml: {on.percentile(99) / bento.percentile(99):.2f}")
         print(f"server_cpu_ratio_bentoml_vs_modelforge: {bento.server_cpu_ms / on.server_cpu_ms:.2f}")
+    if on and bento and bento.throughput:  # the lines `modelforge bench` gathers into its summary
+        print(f"table: serve MNIST req/s, batching on | {on.throughput:.0f} | BentoML {bento.throughput:.0f} | "
+              f"{on.throughput / bento.throughput:.2f}x")
+        print(f"table: serve MNIST p99 ms | {on.percentile(99):.0f} | BentoML {bento.percentile(99):.0f} | "
+              f"{on.percentile(99) / bento.percentile(99):.2f}x")
     checks = {"errors == 0": all(r.errors == 0 for r in results.values())}
     if on:
         checks["batching_on p99 <= 50 ms"] = on.percentile(99) <= 50
@@ -422,9 +427,13 @@ def main() -> None:
     parser.add_argument("--modes", type=lambda text: text.split(","), default=list(MODES),
                         help=f"comma-separated, in order (default: {','.join(MODES)})")
     parser.add_argument("--bentoml-python", help="a Python with bentoml, torch and Pillow (the BentoML peer)")
+    parser.add_argument("--quick", action="store_true",
+                        help="500 requests per mode after 50 warm-up ones, and a 50-step training run")
     parser.add_argument("--server-cpus", help="taskset CPU list for the servers (e.g. 1)")
     parser.add_argument("--client-cpus", help="CPU list for this load generator (e.g. 0)")
     args = parser.parse_args()
+    if args.quick:
+        args.requests, args.warmup, args.train_steps = min(args.requests, 500), min(args.warmup, 50), 50
     unknown = set(args.modes) - set(MODES)
     if unknown:
         parser.error(f"unknown mode(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODES)}")
