@@ -101,6 +101,15 @@ def test_the_fast_path_keeps_the_guards_and_the_routes_answers(client):
     assert client.get("/models/image/predict", headers=KEY).status_code == 405  # not a POST: FastAPI answers
 
 
+def test_predict_is_answered_by_the_fast_path_not_the_router(runs):
+    app = create_app([f"image={runs['image']}"], SETTINGS)
+    app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") != "/models/{name}/predict"]
+    with TestClient(app) as test_client:  # the documented route is gone: only the fast path can answer
+        assert _post(test_client, "image", png_bytes(), "image/png").status_code == 200
+        assert test_client.post("/models/image/predict", content=png_bytes(), headers={"Content-Type": "image/png"}
+                                ).status_code == 401  # and still behind the key
+
+
 def test_openapi_lists_the_raw_body_types(client):
     body = client.get("/openapi.json").json()["paths"]["/models/{name}/predict"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data", "image/png", "image/jpeg", "audio/wav",
