@@ -277,7 +277,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not args.no_stream:
         write(args.prompt)
     text = generate(args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                    args.seed, on_text=None if args.no_stream else write)
+                    args.seed, on_text=None if args.no_stream else write, dtype=args.dtype)
     print(text if args.no_stream else "")
     return 0
 
@@ -407,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None, help="same seed, same text")
     p.add_argument("--no-stream", action="store_true", help="print the text once at the end")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="weight precision while decoding: bf16 halves and int8 quarters the bytes read per token")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("transcribe", help="speech to text with a trained speech run: transcribe RUN FILE.wav...")
