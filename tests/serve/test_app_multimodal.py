@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from serve_helpers import CHROMIUM, NO_CHROMIUM, browser_page, served
 
 from modelforge.artifacts.model_dir import save_artifact
 from modelforge.serve.app import ServeSettings, create_app
@@ -108,3 +109,30 @@ def test_a_text_query_ranks_the_posted_images(client):
 ])
 def test_bad_options_are_client_errors(client, query, status, words):
     assert_error(_upload(client, query), status, *words)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_CHROMIUM)
+def test_the_page_ranks_uploaded_images_by_a_text_query(run, tmp_path):
+    import httpx
+
+    files = []
+    for name in ("red", "blue", "green"):
+        files.append(tmp_path / f"{name}.png")
+        files[-1].write_bytes(_png(COLOURS.get(name, (30, 200, 40))))
+    with served(create_app([f"clip={run}"], SETTINGS)) as url, browser_page(url, "clip") as page:
+        page.wait_for_selector("#compare-input:not([hidden])")
+        assert page.is_hidden("#image-input") and page.is_hidden("#file-input")
+        page.set_input_files("#compare-files", [str(f) for f in files])
+        page.fill("#query", "a red picture")
+        with page.expect_request("**/models/clip/predict?query=a%20red%20picture"):
+            page.click("#rank")
+        page.wait_for_selector("#pictures figure")
+        shown = [page.locator("#pictures figcaption").nth(i).text_content() for i in range(3)]
+        uploads = [("file", (f.name, f.read_bytes(), "image/png")) for f in files]
+        expected = httpx.post(f"{url}/models/clip/predict?query=a%20red%20picture", files=uploads).json()
+        by_rank = sorted(zip(expected["predictions"], files), key=lambda pair: pair[0]["rank"])
+        assert [s.split()[:2] for s in shown] == [[f"#{p['rank']}", f.name] for p, f in by_rank]
+        page.fill("#labels", "a red picture, a blue picture")
+        page.click("#score-labels")
+        page.wait_for_function("document.querySelectorAll('#predictions tr').length === 2")
+        assert page.text_content("#label") in {"a red picture", "a blue picture"}
