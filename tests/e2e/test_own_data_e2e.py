@@ -114,6 +114,23 @@ def _pairs_jsonl(tmp_path):
     return path
 
 
+def _pairs_sgm(tmp_path):
+    """WMT's test-set layout: ``news-src.en.sgm`` + ``news-ref.es.sgm``, segments paired by document and id (the
+    reference lists its documents and segments in another order)."""
+    rows = [line.split("\t") for line in _pairs(tmp_path).read_text(encoding="utf-8").splitlines()]
+    docs = {f"d{d}": list(enumerate(rows[d * 10 : d * 10 + 10], start=1)) for d in range(4)}
+
+    def write(path, side, order):
+        body = "".join(f'<doc docid="{doc}">\n' + "".join(f'<seg id="{i}">{pair[side]}</seg>\n'
+                                                          for i, pair in order(docs[doc])) + "</doc>\n"
+                       for doc in order(list(docs)))
+        path.write_text(f'<srcset setid="news" srclang="en">\n{body}</srcset>\n', encoding="utf-8")
+
+    write(tmp_path / "news-src.en.sgm", 0, list)
+    write(tmp_path / "news-ref.es.sgm", 1, lambda items: list(reversed(items)))
+    return tmp_path / "news"
+
+
 def _prose(tmp_path):
     text = " ".join(t for texts in SENTENCES.values() for t in texts) + ".\n"
     path = tmp_path / "notes.txt"
@@ -150,6 +167,8 @@ COMMANDS = {
                                                          "model.mlp_hidden=32", "model.num_heads=2"]),
     "translator jsonl": (lambda p: [f"data.path={_pairs_jsonl(p)}"], ["data.tokenizer.vocab_size=300", "model.dim=16",
                                                                     "model.mlp_hidden=32", "model.num_heads=2"]),
+    "translator sgm": (lambda p: [f"data.path={_pairs_sgm(p)}", "data.source_lang=en", "data.target_lang=es"],
+                       ["data.tokenizer.vocab_size=300", "model.dim=16", "model.mlp_hidden=32", "model.num_heads=2"]),
     "summarizer": (lambda p: [f"data.path={_pairs(p)}"], ["data.tokenizer.vocab_size=300", "model.dim=16",
                                                          "model.mlp_hidden=32", "model.num_heads=2"]),
     "language-model": (lambda p: [f"data.path={_prose(p)}"], ["data.tokenizer.vocab_size=300", "data.block_size=16",
@@ -170,6 +189,7 @@ FOUND = {
     "speech-recognizer": " WAV files listed): ",
     "translator": "pairs.tsv: 40 pairs · train ",
     "translator jsonl": "pairs.jsonl: 40 pairs · train ",
+    "translator sgm": "news-src.en.sgm + news-ref.es.sgm: 40 pairs · train ",
     "summarizer": "pairs.tsv: 40 pairs · train ",
     "language-model": "notes.txt: ",
     "word-vectors": "notes.txt: vocabulary ",

@@ -327,3 +327,16 @@ def test_language_model_resume_is_exact_with_random_window_offsets(tmp_path):
     a = load_file(straight.model_dir / "model.safetensors")
     b = load_file(resumed.model_dir / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_classifier_evaluation_reports_the_standard_errors_of_loss_and_accuracy():
+    from modelforge.tasks.metrics import classifier_evaluation
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]])
+    labels = torch.tensor([0, 1, 1, 1])  # 3 of 4 right
+    metrics = classifier_evaluation([(logits[:2], labels[:2]), (logits[2:], labels[2:])], 2)
+    per_row = torch.nn.functional.cross_entropy(logits, labels, reduction="none").double()
+    assert metrics["accuracy"] == 0.75
+    assert metrics["accuracy_se"] == pytest.approx(math.sqrt(0.75 * 0.25 / 4 * 4 / 3))  # binomial, n/(n-1)
+    assert metrics["loss"] == pytest.approx(float(per_row.mean()))
+    assert metrics["loss_se"] == pytest.approx(float(per_row.std() / 2))

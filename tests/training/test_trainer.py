@@ -143,3 +143,29 @@ def test_plain_sgd_run_resumes_like_an_uninterrupted_one(tmp_path):
     assert second.step == 6
     for (name, a), b in zip(whole.model.state_dict().items(), second.model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def _accuracy_eval(correct: int, rows: int) -> dict:
+    """A validation evaluation as classifier_evaluation reports it: accuracy and its standard error."""
+    from modelforge.tasks.metrics import standard_error
+
+    hits = [1] * correct + [0] * (rows - correct)
+    return {"val_accuracy": correct / rows, "val_accuracy_se": standard_error(hits)}
+
+
+@pytest.mark.parametrize("allowance, stops", [("1", False), ("0", True)])
+def test_early_stopping_does_not_fire_on_one_row_flips_of_a_small_val_set(tmp_path, allowance, stops):
+    trainer, _ = _trainer(tmp_path, ["train.early_stopping.metric=val_accuracy", "train.early_stopping.mode=max",
+                                     "train.early_stopping.patience=2",
+                                     f"train.early_stopping.noise_allowance={allowance}"])
+    for correct in (36, 35, 35):  # 50 validation rows: 72 %, then one row flips back twice (70 %, 70 %)
+        trainer._after_eval(_accuracy_eval(correct, 50))
+    assert (trainer.stop_reason is not None) is stops  # an allowance of 1 standard error (6.4 points) waits
+    if not stops:
+        for correct in (25, 25):  # a real fall (50 %) stops it
+            trainer._after_eval(_accuracy_eval(correct, 50))
+        assert trainer.stop_reason.startswith("early stopping") and trainer.best == 0.72
+
+
+def test_the_text_classifier_recipe_allows_one_standard_error_of_noise():
+    assert load_recipe("text-classifier", ["data.path=t.csv"]).train.early_stopping.noise_allowance == 1.0

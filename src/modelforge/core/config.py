@@ -42,6 +42,10 @@ class EarlyStopping(StrictConfig):
     mode: Literal["min", "max"] = "min"
     patience: int = Field(3, ge=1, description="evaluations without improvement before stopping")
     min_delta: float = 0.0
+    noise_allowance: float = Field(
+        0.0, ge=0, description="an evaluation counts against patience only when it misses the best by more than this "
+                               "many standard errors of the metric (<metric>_se, logged by classifiers); 0: every miss"
+    )
     restore_best: bool = Field(True, description="keep the best weights seen, not the last")
 
 

@@ -21,18 +21,33 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
 
 def classifier_evaluation(batches: Iterable[tuple[Any, Any]], num_classes: int) -> dict[str, Any]:
     """Mean cross-entropy ``loss`` plus ``classification_metrics`` over ``(logits, labels)`` batches: the
-    evaluation of every classifier task (each only says how its batches become logits)."""
+    evaluation of every classifier task (each only says how its batches become logits). ``loss_se`` and
+    ``accuracy_se`` are their standard errors over the rows: how far one evaluation's figure moves by chance
+    (early stopping reads them so that a few dozen validation rows cannot stop a run on noise)."""
     import torch
     import torch.nn.functional as F
 
-    loss, preds, targets = 0.0, [], []
+    losses, preds, targets = [], [], []
     for logits, labels in batches:
         logits = logits.float()
-        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+        losses.append(F.cross_entropy(logits, labels, reduction="none"))
         preds.append(logits.argmax(1))
         targets.append(labels)
     y_true, y_pred = torch.cat(targets).cpu().numpy(), torch.cat(preds).cpu().numpy()
-    return {"loss": loss / len(y_true), **classification_metrics(y_true, y_pred, num_classes)}
+    per_row = torch.cat(losses).double().cpu().numpy()
+    metrics = classification_metrics(y_true, y_pred, num_classes)
+    return {"loss": float(per_row.mean()), "loss_se": standard_error(per_row),
+            **metrics, "accuracy_se": standard_error(y_true == y_pred)}
+
+
+def standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of ``values`` (sample standard deviation / sqrt(n); 0 for fewer than 2 rows).
+    For 0/1 values (correct or not) it is the binomial standard error of an accuracy, sqrt(p(1-p)/n) up to the
+    n/(n-1) sample correction."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return 0.0
+    return float(values.std(ddof=1) / np.sqrt(len(values)))
 
 
 def ranked_labels(logits: Any, labels: list[str], top_k: int = 5) -> list[dict[str, Any]]:

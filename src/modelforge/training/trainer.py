@@ -210,10 +210,22 @@ class Trainer:
                 self.best_weights = ckpt.plain_tensors(dist_utils.full_model_state(self.model))
                 finite = {k: v for k, v in floats.items() if math.isfinite(v)}  # JSON-safe, like metrics.jsonl
                 self.best_eval = {"step": self.step, "epoch": self.epoch, **finite}
-        elif not self.cfg.min_steps or self.step >= self.cfg.min_steps:  # no stopping inside the guaranteed steps
-            self.bad_evals += 1
+        elif (not self.cfg.min_steps or self.step >= self.cfg.min_steps) and self._clearly_worse(value, metrics):
+            self.bad_evals += 1  # no stopping inside the guaranteed steps, nor on a miss within the noise
             if self.bad_evals >= stopper.patience:
                 self.stop_reason = f"early stopping: {stopper.metric} did not improve for {stopper.patience} evals"
+
+    def _clearly_worse(self, value: float, metrics: dict[str, Any]) -> bool:
+        """Whether an evaluation that did not improve on the best misses it by more than chance explains: on a
+        validation set of a few dozen rows one row's flip moves the accuracy by several points, so a miss counts
+        against patience only beyond ``noise_allowance`` standard errors (``<metric>_se``) of the metric."""
+        stopper = self.cfg.early_stopping
+        allowance = stopper.noise_allowance * float(metrics.get(f"{stopper.metric}_se") or 0.0)
+        if allowance <= 0:
+            return True
+        target = self.best - stopper.min_delta if stopper.mode == "min" else self.best + stopper.min_delta
+        gap = value - target if stopper.mode == "min" else target - value
+        return gap > allowance
 
     # ---- one optimiser step -----------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:

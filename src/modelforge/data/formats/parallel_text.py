@@ -139,11 +139,10 @@ def read_parallel(
         if str(path).lower().endswith(".jsonl"):
             return read_parallel_jsonl(path, source_field, target_field, encoding=encoding)
         return read_parallel_tsv(path, encoding=encoding)
-    plain = Path(f"{path}.{source_lang}")
-    sgm = None if plain.is_file() else wmt_sgm_paths(path, source_lang, target_lang)
-    if sgm:
-        return read_parallel_sgm(*sgm, encoding=encoding)
-    return read_parallel_files(plain, f"{path}.{target_lang}", encoding=encoding)
+    source, target = parallel_paths(path, source_lang, target_lang)
+    if source != Path(f"{path}.{source_lang}"):  # the WMT .sgm pair
+        return read_parallel_sgm(source, target, encoding=encoding)
+    return read_parallel_files(source, target, encoding=encoding)
 
 
 def _finish(result: ParallelText, empty_side: list[int]) -> ParallelText:
@@ -267,6 +266,14 @@ def read_parallel_sgm(source_path: str | Path, reference_path: str | Path, encod
         numbers.append(number)
     return _finish(ParallelText(sources, targets, (source_path, reference_path), numbers, 0, len(empty_side)),
                    empty_side)
+
+
+def parallel_paths(path: str | Path, source_lang: str, target_lang: str) -> tuple[Path, Path]:
+    """The two files ``read_parallel(path, source_lang, target_lang)`` reads: ``{path}.{src}`` / ``{path}.{tgt}``,
+    or, where those do not exist, the WMT .sgm pair (``wmt_sgm_paths``)."""
+    plain = Path(f"{path}.{source_lang}")
+    sgm = None if plain.is_file() else wmt_sgm_paths(path, source_lang, target_lang)
+    return sgm or (plain, Path(f"{path}.{target_lang}"))
 
 
 def wmt_sgm_paths(prefix: str | Path, source_lang: str, target_lang: str) -> tuple[Path, Path] | None:

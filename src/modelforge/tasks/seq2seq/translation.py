@@ -195,6 +195,7 @@ def _record_pairs(cfg: Seq2SeqDataConfig, record_format: str) -> dict[str, Pairs
 
 def parallel_found(cfg: Seq2SeqDataConfig, sizes: dict[str, int]) -> str:
     """The found line of a ``parallel`` run: the file(s), the pair count and where each split came from."""
+    from modelforge.data.formats.parallel_text import parallel_paths
     from modelforge.data.formats.records import detect_format, open_records
     from modelforge.data.found import files_found
 
@@ -204,7 +205,10 @@ def parallel_found(cfg: Seq2SeqDataConfig, sizes: dict[str, int]) -> str:
         read = f"{cfg.path} ({record_format})"
         own = {split: f"{name} ({split})" for split in open_records(cfg.path, record_format) if split != "train"}
     else:
-        read = f"{cfg.path}.{cfg.source_lang} + .{cfg.target_lang}" if cfg.source_lang else cfg.path
+        read = cfg.path
+        if cfg.source_lang:  # the two files actually read: PREFIX.SRC + PREFIX.TGT, or WMT's .sgm source and reference
+            source, target = parallel_paths(cfg.path, cfg.source_lang, cfg.target_lang)
+            read = f"{source} + {target.name}"
         own = {split: Path(path).name for split, path in (("val", cfg.val_path), ("test", cfg.test_path)) if path}
     return files_found(read, sizes, name, own, " by hash of the source", detail=f"{sum(sizes.values())} pairs")
 
