@@ -97,11 +97,11 @@ def test_workers_give_the_same_batches_and_leave_the_global_rng_alone(tmp_path):
 
 
 def test_default_workers_only_for_data_read_from_disk(tmp_path, monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("modelforge.training.batches.usable_cpus", lambda: 16)
     lazy = ImageFileDataset(tmp_path, np.asarray([b"a.png"]), np.asarray([0]), 3, 8)
     assert default_workers(lazy, None) == 4 and default_workers(lazy, 1) == 1
     assert default_workers(TensorDataset(torch.zeros(2, 1)), None) == 0
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("modelforge.training.batches.usable_cpus", lambda: 2)
     assert default_workers(lazy, None) == 1
 
 

@@ -28,7 +28,14 @@ def default_workers(dataset: Dataset, requested: int | None) -> int:
         return requested
     if not getattr(dataset, "loads_from_disk", False):
         return 0
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    return max(0, min(4, usable_cpus() - 1))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's or taskset's share, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def epoch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> list[torch.Tensor]:
