@@ -132,3 +132,22 @@ def test_imagenet_layout_trains_through_transfer_mobilenetv2(tmp_path):
     assert "2 classes (tench " in found and ", goldfish " in found and "val 6 (imagenet/val)" in found
     prediction = modelforge.load(run.directory).predict(str(root / "val" / "n01443537" / "n01443537_0.JPEG"))[0]
     assert prediction["label"] in {"tench", "goldfish"}
+
+
+def test_pixel_baseline_decodes_at_most_max_train_rows_of_a_folder_read_from_disk(tmp_path, monkeypatch):
+    from modelforge.tasks import baselines
+    from modelforge.tasks.base import Splits
+
+    root = _folder(tmp_path / "d", per_class=8)
+    index = index_image_folder(root, root)
+    dataset = ImageFileDataset(root, index.paths, index.labels, 1, 8)
+    decoded = []
+    real = lazy_images.decode_image
+    monkeypatch.setattr(lazy_images, "decode_image", lambda path, *a: decoded.append(path) or real(path, *a))
+    monkeypatch.setattr(baselines, "MAX_TRAIN", 6)
+
+    class _Task:
+        baseline, labels = "pixels", ["dark", "light"]
+
+    result = baselines.run_baseline(_Task(), Splits(dataset, test=dataset.subset(range(16))))
+    assert result["train_rows"] == 6 and len(decoded) == 12 and result["test_accuracy"] == 1.0
