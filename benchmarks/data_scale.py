@@ -2,8 +2,9 @@
 throughput of images decoded by DataLoader workers against the in-memory path.
 
 1. Two generated folders of small RGB PNGs (N and 10×N images, 10 classes) train the ``image-classifier`` recipe for
-   the same fixed number of steps, each in a fresh process. Reported per folder: peak resident memory of the
-   training process (``ru_maxrss``; the workers' peak separately, as forked workers share the parent's pages),
+   the same fixed number of steps with the same workers (min(4, CPUs − 1), at least 1), each in a fresh process.
+   Reported per folder: peak resident memory of the training process (``ru_maxrss``; the workers' peak
+   separately, as forked workers share the parent's pages),
    seconds from the start of loading the data (imports done) to the end of the first optimiser step, and the
    ratios 10×N / N: ``rss_ratio`` and ``startup_ratio``. The old path (every image decoded into memory,
    ``read_image_folder``) is measured alike for comparison (``rss_ratio_in_memory``, ``startup_ratio_in_memory``).
@@ -118,12 +119,15 @@ def measure(kind: str, spec: dict) -> dict:
 
 # ---- the comparisons --------------------------------------------------------------------------------------------
 def scaling(work: Path, n: int, steps: int) -> dict:
+    from modelforge.training.batches import usable_cpus
+
+    workers = max(1, min(4, usable_cpus() - 1))  # the default for a large folder, at both sizes alike
     rows = {}
     for count in (n, 10 * n):
         folder = write_folder(work / f"folder_{count}", count)
         overrides = [f"data.path={folder}", "data.image_size=32", "data.val_size=0", "data.test_size=0",
                      f"train.max_steps={steps}", "train.batch_size=32", "train.early_stopping=null",
-                     "train.progress=off", "train.min_steps=null"]
+                     "train.progress=off", "train.min_steps=null", f"train.num_workers={workers}"]
         rows[count] = {"lazy": measure("train", {"recipe": "image-classifier", "overrides": overrides,
                                                  "run_dir": str(work / f"run_{count}")}),
                        "in_memory": measure("decode", {"path": str(folder)})}

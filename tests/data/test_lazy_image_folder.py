@@ -98,9 +98,10 @@ def test_workers_give_the_same_batches_and_leave_the_global_rng_alone(tmp_path):
 
 def test_default_workers_only_for_data_read_from_disk(tmp_path, monkeypatch):
     monkeypatch.setattr("modelforge.training.batches.usable_cpus", lambda: 16)
-    lazy = ImageFileDataset(tmp_path, np.asarray([b"a.png"]), np.asarray([0]), 3, 8)
+    lazy = ImageFileDataset(tmp_path, np.asarray([b"a.png"] * 1000), np.zeros(1000), 3, 8)
     assert default_workers(lazy, None) == 4 and default_workers(lazy, 1) == 1
-    assert default_workers(TensorDataset(torch.zeros(2, 1)), None) == 0
+    assert default_workers(lazy.subset(range(999)), None) == 0  # too few items to be worth starting workers
+    assert default_workers(TensorDataset(torch.zeros(2000, 1)), None) == 0
     monkeypatch.setattr("modelforge.training.batches.usable_cpus", lambda: 2)
     assert default_workers(lazy, None) == 1
 

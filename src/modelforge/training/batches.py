@@ -21,12 +21,17 @@ from modelforge.core.errors import DataError
 PREFETCH_BATCHES = 2  # batches each worker keeps decoded ahead of the training step
 
 
+MIN_ITEMS_FOR_WORKERS = 1000  # smaller sets read from disk decode in the main process by default
+
+
 def default_workers(dataset: Dataset, requested: int | None) -> int:
-    """``train.num_workers``, or when unset: min(4, CPUs - 1) for a dataset read from disk, 0 for one in memory
-    (gathering a batch from tensors is faster than shipping it from another process)."""
+    """``train.num_workers``, or when unset: min(4, usable CPUs - 1) for a dataset read from disk, 0 for one in
+    memory (gathering a batch from tensors is faster than shipping it from another process) and for one of fewer
+    than MIN_ITEMS_FOR_WORKERS items (workers start anew each epoch and evaluation, which costs more than decoding a
+    few hundred images: a small folder trained for hundreds of one-batch epochs would spend its time forking)."""
     if requested is not None:
         return requested
-    if not getattr(dataset, "loads_from_disk", False):
+    if not getattr(dataset, "loads_from_disk", False) or len(dataset) < MIN_ITEMS_FOR_WORKERS:
         return 0
     return max(0, min(4, usable_cpus() - 1))
 
