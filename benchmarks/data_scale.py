@@ -15,7 +15,7 @@ throughput of images decoded by DataLoader workers against the in-memory path.
 
     python benchmarks/data_scale.py [--quick] [--n N] [--steps K] [--workdir DIR]
 
-``--quick``: N=200 (→ 2,000 images), 1,000 MNIST PNGs, 15 steps; under two minutes on two cores. The full run
+``--quick``: N=600 (→ 6,000 images), 1,000 MNIST PNGs, 15 steps; under two minutes on two cores. The full run
 (N=20,000 → 200,000 images, 20,000 MNIST PNGs, 200 steps) needs about 1.5 GB of disk and some tens of minutes.
 """
 
@@ -119,9 +119,11 @@ def measure(kind: str, spec: dict) -> dict:
 
 # ---- the comparisons --------------------------------------------------------------------------------------------
 def scaling(work: Path, n: int, steps: int) -> dict:
-    from modelforge.training.batches import usable_cpus
-
-    workers = max(1, min(4, usable_cpus() - 1))  # the default for a large folder, at both sizes alike
+    # the default for a large folder, at both sizes alike. Computed here rather than imported: this process must not
+    # import torch, since a child's ru_maxrss starts from its parent's resident size at fork (Linux keeps it
+    # across exec), which would put a floor of the parent's size under every measurement
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = max(1, min(4, cpus - 1))
     rows = {}
     for count in (n, 10 * n):
         folder = write_folder(work / f"folder_{count}", count)
@@ -162,7 +164,7 @@ def text_figures(quick: bool) -> dict | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="N=200, 1,000 MNIST PNGs, 15 steps (< 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="N=600, 1,000 MNIST PNGs, 15 steps (< 2 minutes)")
     parser.add_argument("--n", type=int, help="images in the smaller folder (the larger holds 10x)")
     parser.add_argument("--steps", type=int, help="optimiser steps per training run")
     parser.add_argument("--workdir", help="where the folders are written (default: a temporary folder)")
@@ -172,7 +174,7 @@ def main() -> None:
         kind, spec = args.child
         print(json.dumps((child_train if kind == "train" else child_decode)(json.loads(spec))))
         return
-    n = args.n or (200 if args.quick else 20_000)
+    n = args.n or (600 if args.quick else 20_000)  # both sizes above the 512 images the statistics decode
     steps = args.steps or (15 if args.quick else 200)
     mnist_count = 1_000 if args.quick else 20_000
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
