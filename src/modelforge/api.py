@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from modelforge.core.atomic import atomic_write_json, atomic_write_text
-from modelforge.core.errors import ArtifactError, ConfigError
+from modelforge.core.errors import ArtifactError, ConfigError, DataError
 from modelforge.core.seed import seed_everything
 from modelforge.training.run_dirs import ResumePoint, finished_results, nothing_left, resolve_run_dir
 
@@ -232,14 +232,20 @@ def generate(
     top_p: float | None = None,
     seed: int | None = None,
     on_text: Callable[[str], Any] | None = None,
+    dtype: str = "fp32",
 ) -> str:
     """Continue ``prompt`` with a trained language model; returns prompt + continuation. ``on_text`` receives the
-    continuation piece by piece as it is generated (``modelforge generate`` streams it to stdout)."""
+    continuation piece by piece as it is generated (``modelforge generate`` streams it to stdout). ``dtype``
+    ``bf16`` or ``int8`` decodes with weights held in that precision (faster; see models/decode_precision.py)."""
+    from modelforge.models.decode_precision import DECODE_DTYPES, for_decoding
     from modelforge.tasks.sampling import SamplingConfig
 
+    if dtype not in DECODE_DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DECODE_DTYPES)}, got {dtype!r}")
     predictor = _load_capable(path, "generate")
     cfg = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)
-    return prompt + predictor.task.generate(predictor.model, prompt, cfg, on_text=on_text)
+    model = for_decoding(predictor.model, dtype)
+    return prompt + predictor.task.generate(model, prompt, cfg, on_text=on_text)
 
 
 def transcribe(path: str | Path, wav_paths: Sequence[str | Path], beam_width: int | None = None) -> list[str]:
@@ -309,6 +315,32 @@ def neighbors(path: str | Path, word: str | None, k: int = 10, analogy: Sequence
             found = task.neighbors(predictor.model, word, k)
             title = f"nearest to {word}"
     return "\n".join([title, *(f"{item['word']}\t{item['similarity']:.4f}" for item in found)])
+
+
+def search(path: str | Path, text: str, images: str | Path | Sequence[str | Path], top: int | None = None,
+           chunk: int = 64) -> list[dict[str, Any]]:
+    """Rank images by their similarity to ``text`` with an image_text_retrieval run (``modelforge search``):
+    ``images`` is a folder (its image files, not recursive) or a list of files; returns ``{image, score, rank}``
+    best first, the first ``top`` when given."""
+    from modelforge.data.formats.image_folder import IMAGE_SUFFIXES
+
+    predictor = _load_capable(path, "search")
+    if isinstance(images, (str, Path)) and Path(images).is_dir():
+        files = sorted(p for p in Path(images).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{images}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) to search")
+    elif isinstance(images, (str, Path)):
+        raise DataError(f"{images}: not a folder of images")
+    else:
+        files = [Path(p) for p in images]
+    if top is not None and top < 1:
+        raise ConfigError(f"--top must be at least 1, got {top}")
+    scores: list[float] = []
+    for start in range(0, len(files), chunk):  # scores are cosines, comparable across chunks
+        scores += [r["score"] for r in predictor.predict([str(f) for f in files[start : start + chunk]], query=text)]
+    order = sorted(range(len(files)), key=lambda i: (-scores[i], i))
+    ranked = [{"image": str(files[i]), "score": scores[i], "rank": n + 1} for n, i in enumerate(order)]
+    return ranked[:top] if top else ranked
 
 
 def quantize(path: str | Path, backend: str = "torch", limit: int | None = None) -> dict[str, Any]:
