@@ -88,13 +88,39 @@ def test_bad_coco_annotations_are_counted_skips_or_one_error(tmp_path):
     path = _coco_folder(tmp_path, bad=True)
     splits = _coco_task(path).datasets()
     assert splits.summary["skipped"] == 2 and splits.summary["train_size"] == 4
-    assert sum(len(b) for b in splits.train.boxes) == 4  # only the good squares are training targets
+    assert splits.summary["train_objects"] == 4  # only the good squares are training targets
+    assert sum(len(b) for b in splits.train.get_batch(range(len(splits.train)))["boxes"]) == 4
     with pytest.raises(DataError, match=r"instances\.json: annotation 100 on image 0\.png: box .* lies entirely "
                                         r"outside the 64x48 image"):  # fmt: skip
         _coco_task(path, "data.on_error=fail").datasets()
     Image.new("RGB", (64, 48)).save(tmp_path / "images" / "3.png")
     (tmp_path / "images" / "3.png").write_bytes((tmp_path / "images" / "3.png").read_bytes()[:60])  # truncated
     assert _coco_task(path).datasets().summary["skipped"] == 3
+
+
+def test_user_coco_images_are_read_per_item_and_header_checking_defers_truncated_files(tmp_path):
+    from modelforge.tasks.vision.detection import CocoImageSet
+    from modelforge.training.batches import iterate
+
+    path = _coco_folder(tmp_path, bad=True)
+    Image.new("RGB", (64, 48)).save(tmp_path / "images" / "3.png")
+    (tmp_path / "images" / "3.png").write_bytes((tmp_path / "images" / "3.png").read_bytes()[:60])  # truncated
+    task = _coco_task(path, "data.check_images=header")
+    splits = task.datasets()
+    assert isinstance(splits.train, CocoImageSet) and splits.summary["skipped"] == 2  # 3.png passes its header
+    truncated = 0
+    for dataset in (splits.train, splits.val, splits.test):
+        for i, image in enumerate(dataset.coco.images):
+            if image.file_name == "3.png":  # the pixels are first decoded here: one line naming the file
+                truncated += 1
+                with pytest.raises(DataError, match=r"3\.png"):
+                    next(iterate(dataset, [torch.tensor([i])], task.collate, num_workers=1))
+                continue
+            in_worker = next(iterate(dataset, [torch.tensor([i])], task.collate, num_workers=1))
+            in_process = dataset.get_batch([i])
+            assert torch.equal(in_worker["image"], in_process["image"]) and in_worker["image"].shape[-1] == 64
+            assert in_worker["records"] == in_process["records"]
+    assert truncated == 1
 
 
 def test_coco_letterbox_round_trip_scores_perfect_boxes(tmp_path):

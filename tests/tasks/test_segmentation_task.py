@@ -73,6 +73,24 @@ def test_bad_masks_are_counted_skips_or_one_error(tmp_path):
         _task("data.source=folder", f"data.path={root}", "data.on_error=fail").datasets()
 
 
+def test_user_folder_is_read_per_item_as_the_in_memory_path_decodes_it(tmp_path):
+    from modelforge.data.formats.segmentation_folder import read_segmentation_folder
+    from modelforge.data.lazy_segmentation import SegmentationFileSet
+    from modelforge.training.batches import iterate
+
+    root = _folder(tmp_path / "seg", count=8)
+    task = _task("data.source=folder", f"data.path={root}", "data.image_size=16")
+    splits = task.datasets()
+    assert isinstance(splits.train, SegmentationFileSet) and len(splits.train) == 6
+    assert splits.summary["train_class_fractions"]["spot"] > 0.05 and task.state_dict_["image_size"] == [16, 16]
+    in_memory = task._tensors(*read_segmentation_folder(root).arrays("RGB"), 255.0, (16, 16))
+    lazy = SegmentationFileSet(read_segmentation_folder(root).pairs, "RGB", (16, 16))
+    assert torch.equal(lazy.get_batch(range(8))[0], in_memory[0]) and torch.equal(lazy.get_batch(range(8))[1],
+                                                                                  in_memory[1])
+    from_worker = next(iterate(lazy, [torch.arange(8)], torch.utils.data.default_collate, num_workers=1))
+    assert torch.equal(from_worker[0], in_memory[0]) and torch.equal(from_worker[1], in_memory[1])
+
+
 def test_coco_polygons_become_class_masks(tmp_path):
     (tmp_path / "images").mkdir()
     images, annotations = [], []

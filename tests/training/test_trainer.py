@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -128,6 +129,44 @@ def test_sigkill_resume_is_bit_identical(tmp_path):
         assert torch.equal(expected[name], actual[name]), name
     full_log = (full / "metrics.jsonl").read_text()
     assert (killed / "metrics.jsonl").read_text() == full_log or len(full_log) > 0
+
+
+def _kill_after_checkpoints(args, run_dir, env, count=2):
+    proc = subprocess.Popen([sys.executable, "-m", "modelforge", *args, "--run-dir", str(run_dir)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if len(list((run_dir / "checkpoints").glob("step-*"))) >= count or proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+
+def test_sigkill_resume_of_a_lazy_image_folder_with_other_worker_count_is_bit_identical(tmp_path):
+    """Images decoded from disk by 2 DataLoader workers, killed, resumed in the main process (0 workers): the
+    batches, dropout and random shifts must be those of the uninterrupted run."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, value in (("dark", 60), ("light", 190)):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for i in range(48):
+            pixels = np.clip(rng.normal(value, 30, (10, 10, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "photos" / label / f"{i}.png")
+    overrides = [f"data.path={tmp_path / 'photos'}", "data.image_size=8", "data.shift=1", "model.name=mlp",
+                 "model.hidden=[32]", "model.dropout=0.3", "train.max_steps=30", "train.batch_size=8",
+                 "train.early_stopping=null", "train.checkpoint_every_steps=3", "train.progress=off"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    modelforge.train("image-classifier", [*overrides, "train.num_workers=2"], run_dir=full)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    _kill_after_checkpoints(["train", "image-classifier", *overrides, "train.num_workers=2"], killed, env)
+    modelforge.train("image-classifier", [*overrides, "train.num_workers=0"], run_dir=killed, resume=True)
+    expected, actual = _weights(full), _weights(killed)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
 
 
 def test_plain_sgd_run_resumes_like_an_uninterrupted_one(tmp_path):

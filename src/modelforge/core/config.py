@@ -89,7 +89,9 @@ class TrainConfig(StrictConfig):
     keep_checkpoints: int = Field(2, ge=1)
     log_every_steps: int = Field(50, ge=1)
     seed: int = 0
-    num_workers: int = Field(0, ge=0)
+    num_workers: Optional[int] = Field(
+        None, ge=0, description="DataLoader worker processes; unset: min(4, usable CPUs - 1) for data read from disk "
+                                "(image folders), 0 for data held in memory")
     progress: Literal["auto", "on", "off"] = "auto"
     output_dir: str = Field("runs", description="runs go to <output_dir>/<recipe name>")
 

@@ -31,7 +31,7 @@ def _labels(dataset: Any) -> np.ndarray:
 
 
 def _pixels(dataset: Any) -> np.ndarray:
-    images = dataset.tensors[0]
+    images = dataset.tensors[0] if hasattr(dataset, "tensors") else dataset.pixels(range(len(dataset)))
     return images.reshape(len(images), -1).float().numpy() / 255.0
 
 
@@ -82,6 +82,12 @@ def _fit(x: Any, y: np.ndarray, c: float) -> Any:
         return LogisticRegression(C=c, max_iter=300).fit(x, y)
 
 
+def _at_most(dataset: Any, rows: int) -> Any:
+    if hasattr(dataset, "tensors") or not hasattr(dataset, "subset") or len(dataset) <= rows:
+        return dataset
+    return dataset.subset(np.linspace(0, len(dataset) - 1, rows).round().astype(int))
+
+
 def run_baseline(task: Any, splits: Any) -> dict[str, Any] | None:
     """The baseline's test metrics (``test_accuracy``, ``test_macro_f1``) and how it was made; None when the task
     declares no baseline or the run has no test split."""
@@ -89,6 +95,8 @@ def run_baseline(task: Any, splits: Any) -> dict[str, Any] | None:
     if kind is None or splits.test is None:
         return None
     parts = {"train": splits.train, "test": splits.test, **({"val": splits.val} if splits.val is not None else {})}
+    # a split read from disk (``subset``) is decoded for the baseline at most MAX_TRAIN evenly spaced rows at a time
+    parts = {name: _at_most(dataset, MAX_TRAIN) for name, dataset in parts.items()}
     labels = {name: _labels(dataset) for name, dataset in parts.items()}
     if len(set(labels["train"].tolist())) < 2:
         return None

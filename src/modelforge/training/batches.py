@@ -1,13 +1,46 @@
 """Deterministic batching: the order of epoch ``e`` depends only on (seed, e), so a resumed run skips exactly the
-micro-batches already consumed and sees the same data in the same order as an uninterrupted one."""
+micro-batches already consumed and sees the same data in the same order as an uninterrupted one.
+
+Datasets read from disk (``loads_from_disk``) get DataLoader workers by default: each worker decodes whole batches
+of the fixed plan, the loader hands them back in plan order and keeps ``prefetch_factor`` batches per worker ready,
+so the data is the same with any number of workers. The loader draws its workers' base seed from its own fixed
+generator, never from the global RNG, whose state (dropout, augmentation) is what a checkpoint restores.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from modelforge.core.errors import DataError
+
+PREFETCH_BATCHES = 2  # batches each worker keeps decoded ahead of the training step
+
+
+MIN_ITEMS_FOR_WORKERS = 1000  # smaller sets read from disk decode in the main process by default
+
+
+def default_workers(dataset: Dataset, requested: int | None) -> int:
+    """``train.num_workers``, or when unset: min(4, usable CPUs - 1) for a dataset read from disk, 0 for one in
+    memory (gathering a batch from tensors is faster than shipping it from another process) and for one of fewer
+    than MIN_ITEMS_FOR_WORKERS items (workers start anew each epoch and evaluation, which costs more than decoding a
+    few hundred images: a small folder trained for hundreds of one-batch epochs would spend its time forking)."""
+    if requested is not None:
+        return requested
+    if not getattr(dataset, "loads_from_disk", False) or len(dataset) < MIN_ITEMS_FOR_WORKERS:
+        return 0
+    return max(0, min(4, usable_cpus() - 1))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's or taskset's share, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def epoch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> list[torch.Tensor]:
@@ -19,22 +52,37 @@ def epoch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = 
     return list(order.split(batch_size))
 
 
+def _worker_error(exc: Exception) -> DataError | None:
+    """A DataError raised in a worker comes back with the worker's traceback in its message: keep its one line."""
+    if not isinstance(exc, DataError):
+        return None
+    lines = str(exc).strip().splitlines()
+    return DataError(lines[-1].split("DataError: ", 1)[-1] if lines else str(exc))
+
+
 def iterate(
-    dataset: Dataset, batches: list[torch.Tensor], collate: Callable[[list[Any]], Any], num_workers: int = 0
+    dataset: Dataset, batches: list[torch.Tensor], collate: Callable[[list[Any]], Any], num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> Iterator[Any]:
     """Yield batches; in-memory datasets with ``get_batch`` gather each batch with one index operation."""
-    if num_workers > 0:
+    if num_workers > 0 and batches:
         loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], collate_fn=collate,
-                            num_workers=num_workers)
-        yield from loader
+                            num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=PREFETCH_BATCHES,
+                            generator=torch.Generator().manual_seed(0))
+        try:
+            yield from loader
+        except DataError as exc:
+            raise _worker_error(exc) from None
         return
     get_batch = getattr(dataset, "get_batch", None)
     for indices in batches:
         yield get_batch(indices) if get_batch else collate([dataset[i] for i in indices.tolist()])
 
 
-def eval_loader(dataset: Dataset, batch_size: int, collate: Callable[[list[Any]], Any]) -> list[Any] | Iterator[Any]:
-    return iterate(dataset, epoch_order(len(dataset), batch_size, 0, 0, shuffle=False), collate)
+def eval_loader(dataset: Dataset, batch_size: int, collate: Callable[[list[Any]], Any], num_workers: int = 0,
+                pin_memory: bool = False) -> list[Any] | Iterator[Any]:
+    batches = epoch_order(len(dataset), batch_size, 0, 0, shuffle=False)
+    return iterate(dataset, batches, collate, num_workers, pin_memory)
 
 
 def move_to(batch: Any, device: torch.device) -> Any:

@@ -27,7 +27,7 @@ from modelforge.tasks.base import Splits, Task
 from modelforge.training import checkpoint as ckpt
 from modelforge.training import distributed as dist_utils
 from modelforge.training import privacy
-from modelforge.training.batches import epoch_order, eval_loader, iterate, move_to
+from modelforge.training.batches import default_workers, epoch_order, eval_loader, iterate, move_to
 from modelforge.training.callbacks import Callback
 from modelforge.training.loggers import MetricsLog, Progress
 from modelforge.training.optim import build_optimizer, lr_at, set_lr
@@ -171,11 +171,17 @@ class Trainer:
         plain.load_state_dict(state)
         return plain
 
+    def _loading(self, dataset: Any) -> tuple[int, bool]:
+        """(DataLoader workers, pinned memory) for ``dataset``: see batches.default_workers."""
+        workers = default_workers(dataset, self.cfg.num_workers)
+        return workers, workers > 0 and self.device.type == "cuda"
+
     # ---- evaluation and early stopping ------------------------------------------------------------------------
     def evaluate(self, dataset: Any, prefix: str = "val") -> dict[str, Any]:
         """Every rank evaluates the whole set (identical results; FSDP needs all ranks in each forward)."""
         batch_size = self.cfg.eval_batch_size or self.cfg.batch_size
-        loader = (move_to(b, self.device) for b in eval_loader(dataset, batch_size, self.task.collate))
+        batches = eval_loader(dataset, batch_size, self.task.collate, *self._loading(dataset))
+        loader = (move_to(b, self.device) for b in batches)
         was_training = self.model.training
         self.train_model.eval()
         try:
@@ -377,7 +383,7 @@ class Trainer:
                    else epoch_order(len(splits.train), cfg.batch_size, cfg.seed, self.epoch))
         mine = [dist_utils.shard(b, self.env) for b in batches[self.position :]]
         window = {"loss": 0.0, "micro": 0, "samples": 0, "start": time.perf_counter()}
-        for batch in iterate(splits.train, mine, self.task.collate, cfg.num_workers):
+        for batch in iterate(splits.train, mine, self.task.collate, *self._loading(splits.train)):
             batch = move_to(batch, self.device)
             if self.optimizers is not None:  # several optimisers (GAN): one batch = one step of each, in order
                 if self._multi_optimizer_step(splits, batch, total, progress, window, len(batches)):

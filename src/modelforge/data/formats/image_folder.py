@@ -1,7 +1,11 @@
 """Image folders in the ImageNet layout: ``root/<class>/<image>``, or ``root/{train,val,test}/<class>/<image>``.
 
-Images are decoded once with Pillow, converted to grayscale or RGB, resized and kept in memory as uint8 tensors, so
-a bad file is found before training starts: it is skipped with a counted warning or fails the run, by configuration.
+``index_image_folder`` lists the files and opens each one's header only (Pillow reads the format and size without
+decoding pixels), so a bad file is found before training starts — skipped with a counted warning or failing the
+run, by configuration — while the pixels are decoded later, one item at a time (data/lazy_images.py).
+``read_image_folder`` decodes everything into memory at once (small folders, tests, the in-memory benchmark path).
+A synset map beside the folders (``LOC_synset_mapping.txt`` or ``synset_words.txt``: ``n01440764 tench, Tinca
+tinca``) turns WordNet-id folder names into human class names.
 """
 
 from __future__ import annotations
@@ -43,6 +47,39 @@ def decode_image(path: Path, channels: int, size: int) -> np.ndarray:
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
+def _known_signature(head: bytes) -> bool:
+    """The file starts like a PNG (with its IHDR chunk and a non-zero size), JPEG, GIF, BMP, WebP or TIFF."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        return head[12:16] == b"IHDR" and width > 0 and height > 0
+    return (head.startswith((b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*"))
+            or (head.startswith(b"RIFF") and head[8:12] == b"WEBP"))
+
+
+def check_image_header(path: Path) -> None:
+    """DataError naming the file when it is not an image: a known signature in its first bytes passes (tens of
+    microseconds a file); anything else is opened by Pillow, header only, which accepts it or says what is wrong."""
+    from PIL import Image, UnidentifiedImageError
+
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise DataError(f"{path}: not an image file (suffix {path.suffix or 'none'})")
+    try:
+        with open(path, "rb") as file:
+            if _known_signature(file.read(32)):
+                return
+    except OSError as exc:
+        raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: refused by Pillow's decompression-bomb guard ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+    if width < 1 or height < 1:
+        raise DataError(f"{path}: not a readable image (size {width}x{height})")
+
+
 def class_dirs(root: Path) -> list[Path]:
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not dirs:
@@ -76,10 +113,85 @@ def read_image_folder(
                 if on_error == "fail":
                     raise
                 skipped.append((str(path), str(exc)))
+    _report_skipped(skipped, root)
+    if not images:
+        raise DataError(f"{root}: no readable images found")
+    return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), classes, skipped)
+
+
+@dataclass
+class ImageIndex:
+    """The files of one image folder: paths relative to ``base`` (bytes, in one numpy array, so that forked
+    DataLoader workers share it without copying) and label indices into ``classes`` (folder names)."""
+
+    paths: np.ndarray  # (N,) bytes, relative to the base folder
+    labels: np.ndarray  # (N,) int64
+    classes: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _report_skipped(skipped: list[tuple[str, str]], root: Path) -> None:
     for _path, reason in skipped:
         log.warning("skipped %s", reason)
     if skipped:
         log.warning("%d file(s) under %s skipped (set data.on_error=fail to stop instead)", len(skipped), root)
-    if not images:
+
+
+def index_image_folder(
+    root: Path,
+    base: Path,
+    classes: list[str] | None = None,
+    on_error: Literal["skip", "fail"] = "skip",
+) -> ImageIndex:
+    """List ``root/<class>/**`` with a header check per file; the same skip/fail rules and messages as
+    ``read_image_folder``, without decoding a pixel. Paths are kept relative to ``base`` (``root`` or above it)."""
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a directory")
+    dirs = class_dirs(root)
+    classes = classes or [d.name for d in dirs]
+    index = {name: i for i, name in enumerate(classes)}
+    paths, labels, skipped = [], [], []
+    for directory in dirs:
+        if directory.name not in index:
+            raise DataError(f"{directory}: class {directory.name!r} is not among the training classes {classes}")
+        for path in sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            try:
+                check_image_header(path)
+            except DataError as exc:
+                if on_error == "fail":
+                    raise
+                skipped.append((str(path), str(exc)))
+                continue
+            paths.append(str(path.relative_to(base)).encode("utf-8", "surrogateescape"))
+            labels.append(index[directory.name])
+    _report_skipped(skipped, root)
+    if not paths:
         raise DataError(f"{root}: no readable images found")
-    return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), classes, skipped)
+    return ImageIndex(np.asarray(paths, dtype=np.bytes_), np.asarray(labels, dtype=np.int64), classes, skipped)
+
+
+SYNSET_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")
+
+
+def read_synset_names(folder: Path, classes: list[str]) -> list[str] | None:
+    """Human names for WordNet-id class folders from a synset map in ``folder`` (or its parent), in ``classes``
+    order; None when there is no map. The first name of each line is used (``n01440764 tench, Tinca tinca`` →
+    ``tench``); a name that two synsets share (ImageNet has two "crane"s) gets its id appended to stay unique."""
+    found = next((d / name for d in (folder, folder.parent) for name in SYNSET_FILES if (d / name).is_file()), None)
+    if found is None:
+        return None
+    names: dict[str, str] = {}
+    for number, line in enumerate(found.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        wnid, _, text = line.strip().partition(" ")
+        if not text.strip():
+            raise DataError(f"{found}:{number}: expected '<wnid> <name>[, <other names>]', got {line.strip()!r}")
+        names[wnid] = text.split(",")[0].strip()
+    missing = [c for c in classes if c not in names]
+    if missing:
+        raise DataError(f"{found}: no name for class folder(s) {', '.join(missing[:5])}"
+                        f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}")
+    chosen = [names[c] for c in classes]
+    shared = {n for n in chosen if chosen.count(n) > 1}
+    return [f"{n} ({c})" if n in shared else n for n, c in zip(chosen, classes)]

@@ -2,9 +2,12 @@
 
 Sources: ``scenes-digits`` (generated MNIST digits and shapes on clutter, written as a real COCO dataset on disk)
 or ``coco`` (the user's ``instances.json`` + image folder, or a folder of ``train/ val/ test/`` COCO splits).
-Images are letterboxed to ``image_size`` (aspect kept, padded with grey) and kept in memory as uint8; ground truth
-for evaluation stays in each image's original pixel coordinates, and predictions are mapped back there before
-COCOeval scores them, so the reported mAP is the one COCO's own tools would report on the original files.
+Images are letterboxed to ``image_size`` (aspect kept, padded with grey) as uint8 — the generated scenes once, into
+memory; the user's COCO images per item from disk (``CocoImageSet``: the annotation file is indexed, each image
+checked against its JSON size — decoded once to find truncated files, or with ``data.check_images=header`` only its
+header — and the pixels decoded by the DataLoader workers while training); ground truth for evaluation stays in
+each image's original pixel coordinates, and predictions are mapped back there before COCOeval scores them, so the
+reported mAP is the one COCO's own tools would report on the original files.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ class DetectionDataConfig(HeldOutSplitConfig):
     test_size: TestSize = 0.1  # coco with one file (scenes-digits generates its splits)
     flip: bool = Field(False, description="augmentation: random horizontal flips (not for digits: a flipped 2 is no 2)")
     on_error: Literal["skip", "fail"] = Field("skip", description="bad images/annotations: skip (counted) or fail")
+    check_images: Literal["decode", "header"] = Field(
+        "decode", description="coco: before training, decode every image to find truncated files, or read only its "
+                              "header (a large set starts at once; a truncated file stops the run when it is reached)")
     boxes_outside: Literal["clip", "report"] = Field("clip", description="boxes past the image edge: clip or report")
     score_threshold: float = Field(0.3, ge=0, le=1, description="predict/serve: lowest score of a returned box")
     nms_iou: float = Field(0.5, gt=0, le=1, description="per-class NMS IoU threshold after peak extraction")
@@ -80,6 +86,46 @@ class DetectionSet(Dataset):
             "labels": [self.labels[i] for i in order],
             "records": [self.records[i] for i in order],
         }
+
+
+class CocoImageSet(Dataset):
+    """The user's COCO images read from disk one at a time: items (and ``get_batch``) as ``DetectionSet``'s."""
+
+    loads_from_disk = True  # DataLoader workers by default (training/batches.py)
+
+    def __init__(self, coco: CocoDataset, image_size: int):
+        self.coco, self.image_size = coco, image_size
+
+    def __len__(self) -> int:
+        return len(self.coco.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from modelforge.data.transforms import Letterbox
+
+        image, boxes, labels, record = _letterboxed(self.coco, self.coco.images[index], Letterbox(self.image_size,
+                                                                                                  fill=0.5))
+        return {"image": image[None], "boxes": [boxes], "labels": [labels], "records": [record]}
+
+    def get_batch(self, indices: Any) -> dict[str, Any]:
+        return _collate([self[i] for i in torch.as_tensor(indices).tolist()])
+
+    def objects(self) -> int:
+        return sum(1 for image in self.coco.images for a in image.annotations if not a.iscrowd)
+
+
+def _letterboxed(coco: CocoDataset, image: CocoImage, letterbox: Any
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """One COCO image letterboxed: uint8 pixels, xyxy boxes and labels of its non-crowd objects, its record."""
+    from modelforge.data.transforms import Sample, load_image, to_tensor
+
+    anns = [a for a in image.annotations if not a.iscrowd]
+    xyxy = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a.bbox for a in anns)], dtype=torch.float32)
+    sample = Sample(image=to_tensor(load_image(coco.image_path(image), "RGB")), boxes=xyxy.reshape(-1, 4),
+                    labels=torch.tensor([coco.label_of(a.category_id) for a in anns], dtype=torch.long))
+    out = letterbox.apply(sample)
+    record = {"width": image.width, "height": image.height, "letterbox": out.meta["letterbox"],
+              "gt": [(a.category_id, list(a.bbox), a.area, a.iscrowd) for a in image.annotations]}
+    return (out.image * 255).round().clamp(0, 255).to(torch.uint8), out.boxes, out.labels, record
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -122,7 +168,7 @@ class Detection(Task):
         if not cfg.annotations:
             raise DataError("data.source=coco needs data.annotations=FILE.json (or a folder with train/instances.json)")
         where = Path(cfg.annotations).expanduser()
-        options = {"on_error": cfg.on_error, "boxes_outside": cfg.boxes_outside, "check_images": "decode"}
+        options = {"on_error": cfg.on_error, "boxes_outside": cfg.boxes_outside, "check_images": cfg.check_images}
         if where.is_dir():
             if not (where / "train" / "instances.json").is_file():
                 raise DataError(f"{where}: a COCO dataset folder needs train/instances.json (and optional val/, test/)")
@@ -146,24 +192,20 @@ class Detection(Task):
             parts["train"], parts["val"] = replace(parts["train"], images=keep), replace(parts["train"], images=val)
         return {k: v for k, v in parts.items() if v.images}
 
-    def _to_set(self, coco: CocoDataset) -> DetectionSet:
-        from modelforge.data.transforms import Letterbox, Sample, load_image, to_tensor
+    def _to_set(self, coco: CocoDataset) -> DetectionSet | CocoImageSet:
+        """The user's files: read per item from disk; the generated scenes: letterboxed once into memory."""
+        from modelforge.data.transforms import Letterbox
 
+        if self.data_cfg.source == "coco":
+            return CocoImageSet(coco, self.data_cfg.image_size)
         letterbox = Letterbox(self.data_cfg.image_size, fill=0.5)
         images, boxes, labels, records = [], [], [], []
         for image in coco.images:
-            anns = [a for a in image.annotations if not a.iscrowd]
-            xyxy = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a.bbox for a in anns)], dtype=torch.float32)
-            sample = Sample(image=to_tensor(load_image(coco.image_path(image), "RGB")), boxes=xyxy.reshape(-1, 4),
-                            labels=torch.tensor([coco.label_of(a.category_id) for a in anns], dtype=torch.long))
-            out = letterbox.apply(sample)
-            images.append((out.image * 255).round().clamp(0, 255).to(torch.uint8))
-            boxes.append(out.boxes)
-            labels.append(out.labels)
-            records.append({
-                "width": image.width, "height": image.height, "letterbox": out.meta["letterbox"],
-                "gt": [(a.category_id, list(a.bbox), a.area, a.iscrowd) for a in image.annotations],
-            })  # fmt: skip
+            pixels, xyxy, classes, record = _letterboxed(coco, image, letterbox)
+            images.append(pixels)
+            boxes.append(xyxy)
+            labels.append(classes)
+            records.append(record)
         return DetectionSet(torch.stack(images), boxes, labels, records)
 
     def datasets(self) -> Splits:
@@ -185,7 +227,7 @@ class Detection(Task):
             if coco.category_ids != train.category_ids:
                 raise DataError(f"the {split} split's COCO categories differ from the training split's")
         sets = {split: self._to_set(coco) for split, coco in parts.items()}
-        pixels = sets["train"].images.float() / 255
+        pixels = self._statistics_sample(sets["train"]).float() / 255
         self.state_dict_ = {
             "labels": train.class_names,
             "category_ids": train.category_ids,
@@ -195,7 +237,7 @@ class Detection(Task):
         }
         summary: dict[str, Any] = {f"{k}_size": len(v) for k, v in sets.items()}
         summary.update(classes=len(train.class_names), image_size=cfg.image_size,
-                       train_objects=sum(len(b) for b in sets["train"].boxes), **problems)  # fmt: skip
+                       train_objects=self._objects(sets["train"]), **problems)  # fmt: skip
         if cfg.source == "coco":
             from modelforge.data.found import split_folders_found
 
@@ -204,6 +246,19 @@ class Detection(Task):
                 f"{cfg.annotations} (COCO)", cfg.annotations, read_splits, {k: len(v) for k, v in sets.items()},
                 detail=f"{classes} class{'es' if classes != 1 else ''}, {summary['train_objects']} training objects")
         return Splits(sets["train"], sets.get("val"), sets.get("test"), summary)
+
+    @staticmethod
+    def _statistics_sample(dataset: DetectionSet | CocoImageSet) -> torch.Tensor:
+        """The images the mean/std come from: all in memory; up to 512 evenly spaced ones read from disk."""
+        if isinstance(dataset, DetectionSet):
+            return dataset.images
+        from modelforge.data.lazy_images import STATISTICS_SAMPLE, spread
+
+        return dataset.get_batch(spread(len(dataset), STATISTICS_SAMPLE))["image"]
+
+    @staticmethod
+    def _objects(dataset: DetectionSet | CocoImageSet) -> int:
+        return sum(len(b) for b in dataset.boxes) if isinstance(dataset, DetectionSet) else dataset.objects()
 
     def collate(self, items: list[Any]) -> Any:
         return _collate(items)

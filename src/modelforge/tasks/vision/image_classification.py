@@ -73,26 +73,28 @@ class ImageClassification(Task):
         return self._load_folder()
 
     def _load_folder(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
-        from modelforge.data.formats.image_folder import read_image_folder
+        """The folder's index: per split, file paths relative to data.path (not pixels) and labels; the class names
+        come from a synset map beside the folders when there is one (ImageNet's WordNet-id folders)."""
+        from modelforge.data.formats.image_folder import index_image_folder, read_synset_names
 
         cfg = self.data_cfg
         if not cfg.path:
             raise DataError("data.source=folder needs data.path=DIR (a folder of <class>/<image> sub-folders)")
         root = Path(cfg.path).expanduser()
-        size, channels = cfg.image_size or 64, cfg.channels or 3
         if (root / "train").is_dir():
-            train = read_image_folder(root / "train", channels, size, on_error=cfg.on_error)
-            parts = {"train": (train.images, train.labels)}
+            train = index_image_folder(root / "train", root, on_error=cfg.on_error)
+            parts = {"train": (train.paths, train.labels)}
             self._origins = {"train": f"{root.name}/train"}
             for split in ("val", "test"):
                 if (root / split).is_dir():
-                    held = read_image_folder(root / split, channels, size, train.classes, cfg.on_error)
-                    parts[split], self._origins[split] = (held.images, held.labels), f"{root.name}/{split}"
+                    held = index_image_folder(root / split, root, train.classes, cfg.on_error)
+                    parts[split], self._origins[split] = (held.paths, held.labels), f"{root.name}/{split}"
                     self.record_used(**{f"{split}_size": 0.0})  # a folder was given: no share held out
-            return parts, train.classes
-        everything = read_image_folder(root, channels, size, on_error=cfg.on_error)
+            return parts, read_synset_names(root, train.classes) or train.classes
+        everything = index_image_folder(root, root, on_error=cfg.on_error)
         self._origins = {"train": root.name}
-        return {"all": (everything.images, everything.labels)}, everything.classes
+        return {"all": (everything.paths, everything.labels)}, read_synset_names(root, everything.classes) or \
+            everything.classes
 
     def datasets(self) -> Splits:
         cfg = self.data_cfg
@@ -112,22 +114,34 @@ class ImageClassification(Task):
         if cfg.limit:
             parts["train"] = tuple(a[: cfg.limit] for a in parts["train"])
         check_classifier_splits({k: v[1] for k, v in parts.items()}, classes, cfg.path or f"data.source={cfg.source}")
-        tensors = {k: self._to_tensors(*v) for k, v in parts.items()}
-        train_x = tensors["train"][0].float() / 255
+        if cfg.source == "folder":
+            splits, shape, (mean, std) = self._lazy_splits(parts)
+        else:
+            tensors = {k: self._to_tensors(*v) for k, v in parts.items()}
+            train_x = tensors["train"][0].float() / 255
+            splits, shape = Splits.from_tensors(tensors, {}), list(train_x.shape[1:])
+            mean, std = train_x.mean(dim=(0, 2, 3)).tolist(), train_x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
         previous = self.state_dict_  # a loaded run's state
-        self.state_dict_ = {
-            "labels": classes,
-            "channels": int(train_x.shape[1]),
-            "image_size": int(train_x.shape[-1]),
-            "mean": train_x.mean(dim=(0, 2, 3)).tolist(),
-            "std": train_x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
-        }
+        self.state_dict_ = {"labels": classes, "channels": shape[0], "image_size": shape[-1], "mean": mean, "std": std}
         if cfg.preprocessing == "imagenet":
             self._use_imagenet_statistics()
         self._use_checkpoint_statistics(previous)
-        summary = {f"{k}_size": len(v[0]) for k, v in tensors.items()}
-        summary.update(classes=len(classes), image_shape=list(train_x.shape[1:]), found=self._found(parts, classes))
-        return Splits.from_tensors(tensors, summary)
+        summary = {f"{k}_size": len(v[0]) for k, v in parts.items()}
+        summary.update(classes=len(classes), image_shape=shape, found=self._found(parts, classes))
+        splits.summary = summary
+        return splits
+
+    def _lazy_splits(self, parts: dict[str, tuple[np.ndarray, np.ndarray]]
+                     ) -> tuple[Splits, list[int], tuple[list[float], list[float]]]:
+        """Folder splits read from disk per item; the mean/std from a spread sample of the training images."""
+        from modelforge.data.lazy_images import ImageFileDataset, channel_statistics
+
+        cfg = self.data_cfg
+        size, channels = cfg.image_size or 64, cfg.channels or 3
+        base = Path(cfg.path).expanduser()
+        sets = {k: ImageFileDataset(base, paths, labels, channels, size) for k, (paths, labels) in parts.items()}
+        stats = channel_statistics(sets["train"])
+        return Splits(sets["train"], sets.get("val"), sets.get("test")), [channels, size, size], stats
 
     def _use_checkpoint_statistics(self, previous: dict[str, Any]) -> None:
         """model.name=hf: normalise as the checkpoint's image processor does (a loaded run: as it was saved)."""

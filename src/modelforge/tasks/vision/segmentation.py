@@ -2,9 +2,10 @@
 
 Sources: ``medical-phantoms`` (generated DICOM scans with lesion masks), ``road-scenes`` (generated driving scenes),
 ``folder`` (the user's images with ``<name>_mask.png`` next to each; DICOM ``.dcm`` images are read with pydicom)
-and ``coco`` (COCO polygons/RLE painted into class masks). Images and masks are decoded once into memory; with
-``image_size`` both are resized to a square (masks by nearest neighbour, so class indices stay exact), and a
-prediction is resized back to the input picture's own size.
+and ``coco`` (COCO polygons/RLE painted into class masks). The user's picture folders are read per item from disk
+(data/lazy_segmentation.py; mean, std and class fractions from up to 512 evenly spaced training pairs); the other
+sources are decoded once into memory. With ``image_size`` both images and masks are resized to a square (masks by
+nearest neighbour, so class indices stay exact), and a prediction is resized back to the input picture's own size.
 """
 
 from __future__ import annotations
@@ -103,19 +104,26 @@ class Segmentation(Task):
         root = Path(cfg.path).expanduser()
         folders = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()} or {"all": root}
         parts, names, value_max = {}, None, 255.0
+        # pictures are read per item from disk (parts hold the checked paths); DICOM scans are decoded into memory,
+        # since their scale (the largest stored value across the folder) needs every scan
+        self._lazy = not any(f.is_dir() and any(p.suffix.lower() == ".dcm" for p in f.iterdir())
+                             for f in folders.values())
         for split, folder in folders.items():
-            dicom = folder.is_dir() and any(p.suffix.lower() == ".dcm" for p in folder.iterdir())
-            options = {"image_suffixes": (".dcm",), "image_reader": read_dicom} if dicom else {}
+            options = {} if self._lazy else {"image_suffixes": (".dcm",), "image_reader": read_dicom}
             checked = read_segmentation_folder(folder, on_error=cfg.on_error, **options)
             self._skipped += len(checked.skipped)
-            mode = "L" if cfg.channels == 1 else "RGB"
-            images, masks = checked.arrays(mode)
-            if dicom:  # the largest stored value across the folder stands in for the scans' unknown bit depth
+            if self._lazy:
+                parts[split] = ([image for image, _ in checked.pairs], [mask for _, mask in checked.pairs])
+            else:
+                images, masks = checked.arrays("L" if cfg.channels == 1 else "RGB")
                 value_max = max([float(im.max()) for im in images] + [value_max if len(parts) else 1.0])
+                parts[split] = (images, masks)
             names = names or checked.class_names
-            parts[split] = (images, masks)
         if names is None:
-            top = max(int(m.max()) for _, masks in parts.values() for m in masks)
+            from modelforge.data.formats.segmentation_folder import read_mask
+
+            masks = (read_mask(m) if self._lazy else m for _, split_masks in parts.values() for m in split_masks)
+            top = max(int(m.max()) for m in masks)
             names = ["background"] + [f"class_{i}" for i in range(1, max(top, 1) + 1)]
         return parts, list(names), value_max
 
@@ -138,29 +146,46 @@ class Segmentation(Task):
     def _tensors(self, images: list[np.ndarray], masks: list[np.ndarray], value_max: float,
                  size: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Float (N, C, H, W) images in [0, 1] and uint8 (N, H, W) masks, resized to ``size`` when given."""
-        out_x, out_y = [], []
-        for image, mask in zip(images, masks, strict=True):
-            x = torch.from_numpy(np.asarray(image, dtype=np.float32))
-            x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
-            dtype = np.asarray(image).dtype
-            # 8-bit pictures, integer scans (DICOM) up to value_max, floats already in [0, 1] (generated phantoms)
-            integer_scan = np.issubdtype(dtype, np.integer) or x.max() > 1
-            scale = 255.0 if dtype == np.uint8 else value_max if integer_scan else 1.0
-            x = x / scale
-            y = torch.from_numpy(np.asarray(mask, dtype=np.int64))
-            if size is not None and tuple(x.shape[-2:]) != size:
-                x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-                y = F.interpolate(y[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
-            out_x.append(x.clamp(0, 1))
-            out_y.append(y)
+        from modelforge.data.lazy_segmentation import pair_tensors
+
+        out_x, out_y = zip(*(pair_tensors(image, mask, value_max, size) for image, mask in zip(images, masks,
+                                                                                               strict=True)))
         shapes = {tuple(x.shape) for x in out_x}
         if len(shapes) > 1:
             raise DataError(f"images come in several sizes {sorted(shapes)[:3]}; set data.image_size to resize them")
         return torch.stack(out_x), torch.stack(out_y).to(torch.uint8)
 
+    def _memory_sets(self, parts: dict[str, Arrays], names: list[str], value_max: float,
+                     size: tuple[int, int] | None) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+        """In-memory splits; the whole training split's images and masks (for the statistics)."""
+        from modelforge.data.tensors import TensorDataset
+
+        cfg = self.data_cfg
+        tensors = {s: self._tensors(*arrays, value_max, size) for s, arrays in parts.items() if arrays[0]}
+        channels = cfg.channels or int(tensors["train"][0].shape[1])
+        if channels == 1 and tensors["train"][0].shape[1] == 3:
+            tensors = {s: (x.mean(1, keepdim=True), y) for s, (x, y) in tensors.items()}
+        if channels == 3 and tensors["train"][0].shape[1] == 1:
+            tensors = {s: (x.expand(-1, 3, -1, -1).contiguous(), y) for s, (x, y) in tensors.items()}
+        top = max(int(y.max()) for _, y in tensors.values())
+        if top >= len(names):
+            raise DataError(f"masks hold class index {top} but only {len(names)} classes are named")
+        return {s: TensorDataset(*t) for s, t in tensors.items()}, *tensors["train"]
+
+    def _lazy_sets(self, parts: dict[str, tuple[list[Path], list[Path]]], size: tuple[int, int]
+                   ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+        """Splits read per item from disk; up to 512 evenly spaced training pairs (for the statistics). Class
+        indices were checked while the folder was read."""
+        from modelforge.data.lazy_images import STATISTICS_SAMPLE, spread
+        from modelforge.data.lazy_segmentation import SegmentationFileSet
+
+        mode = "L" if self.data_cfg.channels == 1 else "RGB"
+        sets = {s: SegmentationFileSet(list(zip(*paths)), mode, size) for s, paths in parts.items() if paths[0]}
+        return sets, *sets["train"].get_batch(spread(len(sets["train"]), STATISTICS_SAMPLE))
+
     def datasets(self) -> Splits:
         cfg = self.data_cfg
-        self._skipped = 0
+        self._skipped, self._lazy = 0, False  # _folder() decides whether its pictures are read per item
         if cfg.source in ("medical-phantoms", "road-scenes"):
             parts, names, value_max = self._generated()
         elif cfg.source == "folder":
@@ -176,16 +201,11 @@ class Segmentation(Task):
             parts["train"] = tuple(a[: cfg.limit] for a in parts["train"])
         side = cfg.image_size or (128 if cfg.source in ("folder", "coco") else None)
         size = (side, side) if side else None
-        tensors = {s: self._tensors(*arrays, value_max, size) for s, arrays in parts.items() if arrays[0]}
-        channels = cfg.channels or int(tensors["train"][0].shape[1])
-        if channels == 1 and tensors["train"][0].shape[1] == 3:
-            tensors = {s: (x.mean(1, keepdim=True), y) for s, (x, y) in tensors.items()}
-        if channels == 3 and tensors["train"][0].shape[1] == 1:
-            tensors = {s: (x.expand(-1, 3, -1, -1).contiguous(), y) for s, (x, y) in tensors.items()}
-        train_x = tensors["train"][0]
-        top = max(int(y.max()) for _, y in tensors.values())
-        if top >= len(names):
-            raise DataError(f"masks hold class index {top} but only {len(names)} classes are named")
+        if self._lazy:
+            sets, train_x, train_y = self._lazy_sets(parts, size)
+        else:
+            sets, train_x, train_y = self._memory_sets(parts, names, value_max, size)
+        channels = int(train_x.shape[1])
         self.state_dict_ = {
             "labels": names,
             "channels": channels,
@@ -194,8 +214,7 @@ class Segmentation(Task):
             "mean": train_x.mean(dim=(0, 2, 3)).tolist(),
             "std": train_x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
         }
-        summary: dict[str, Any] = {f"{s}_size": len(x) for s, (x, _) in tensors.items()}
-        train_y = tensors["train"][1]
+        summary: dict[str, Any] = {f"{s}_size": len(d) for s, d in sets.items()}
         fractions = np.bincount(train_y.flatten().numpy(), minlength=len(names)) / train_y.numel()
         summary.update(classes=names, image_shape=list(train_x.shape[1:]), skipped=self._skipped,
                        train_class_fractions={n: round(float(f), 4) for n, f in zip(names, fractions, strict=True)})
@@ -205,8 +224,8 @@ class Segmentation(Task):
             where = cfg.path if cfg.source == "folder" else cfg.annotations
             summary["found"] = split_folders_found(
                 f"{where} ({'images with masks' if cfg.source == 'folder' else 'COCO'})", where, read_splits,
-                {s: len(x) for s, (x, _) in tensors.items()}, detail=f"{len(names)} classes ({', '.join(names)})")
-        return Splits.from_tensors(tensors, summary)
+                {s: len(d) for s, d in sets.items()}, detail=f"{len(names)} classes ({', '.join(names)})")
+        return Splits(sets["train"], sets.get("val"), sets.get("test"), summary)
 
     # ---- model ------------------------------------------------------------------------------------------------
     @property

@@ -1,0 +1,71 @@
+"""Image datasets read from disk item by item: an index of paths and labels in memory, the pixels decoded, resized
+and converted in ``__getitem__`` — so memory stays flat however many images the folder holds, and DataLoader
+workers decode in parallel with the training step.
+
+Items are a pure function of the index (no random transform happens here; the task's augmentation runs on the
+batch with the trainer's restored RNG), so the batches are identical with any number of workers and a resumed run
+sees exactly the data of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from modelforge.data.formats.image_folder import decode_image
+
+STATISTICS_SAMPLE = 512  # images decoded to estimate the training mean/std (all of them in a smaller folder)
+
+
+class ImageFileDataset(Dataset):
+    """``(uint8 (C, size, size) tensor, int64 label)`` per item, decoded from ``base / paths[i]`` when asked."""
+
+    loads_from_disk = True  # the trainer gives such datasets DataLoader workers by default (train.num_workers)
+
+    def __init__(self, base: Path, paths: np.ndarray, labels: np.ndarray, channels: int, size: int):
+        if len(paths) != len(labels):
+            raise ValueError("ImageFileDataset needs as many labels as paths")
+        self.base, self.channels, self.size = Path(base), channels, size
+        self.paths = np.asarray(paths, dtype=np.bytes_)
+        self.labels = np.asarray(labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def path(self, index: int) -> Path:
+        return self.base / self.paths[index].decode("utf-8", "surrogateescape")
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = decode_image(self.path(index), self.channels, self.size)
+        return torch.tensor(pixels), torch.tensor(self.labels[index])  # a copy: Pillow's buffer is read-only
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return torch.from_numpy(self.labels)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ImageFileDataset:
+        picked = np.asarray(indices, dtype=np.int64)
+        return ImageFileDataset(self.base, self.paths[picked], self.labels[picked], self.channels, self.size)
+
+    def pixels(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """The decoded images at ``indices`` as one (n, C, size, size) uint8 tensor."""
+        return torch.stack([self[int(i)][0] for i in indices]) if len(indices) else torch.zeros(
+            0, self.channels, self.size, self.size, dtype=torch.uint8)
+
+
+def spread(n: int, count: int) -> np.ndarray:
+    """``count`` evenly spaced indices of ``range(n)`` (all of them when ``n <= count``)."""
+    if n <= count:
+        return np.arange(n)
+    return np.linspace(0, n - 1, count).round().astype(np.int64)
+
+
+def channel_statistics(dataset: ImageFileDataset, sample: int = STATISTICS_SAMPLE) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of pixels / 255 over up to ``sample`` evenly spaced images — the same figures the
+    in-memory path computes over the whole split when the folder holds no more images than that."""
+    x = dataset.pixels(spread(len(dataset), sample)).float() / 255
+    return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()

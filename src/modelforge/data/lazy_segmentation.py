@@ -1,0 +1,61 @@
+"""Segmentation image/mask pairs read from disk item by item (the user's folders of ``NAME`` + ``NAME_mask.png``):
+the checked pair list in memory, each image and mask decoded and resized in ``__getitem__`` — the same float image
+in [0, 1] and uint8 class map that the in-memory path builds with ``pair_tensors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from modelforge.data.formats.segmentation_folder import read_mask
+from modelforge.data.transforms import load_image
+
+
+def pair_tensors(image: np.ndarray, mask: np.ndarray, value_max: float, size: tuple[int, int] | None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pair → float (C, H, W) image in [0, 1] and int64 (H, W) mask, resized to ``size`` when given (the mask
+    by nearest neighbour, so class indices stay exact)."""
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32))
+    x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+    dtype = np.asarray(image).dtype
+    # 8-bit pictures, integer scans (DICOM) up to value_max, floats already in [0, 1] (generated phantoms)
+    integer_scan = np.issubdtype(dtype, np.integer) or x.max() > 1
+    scale = 255.0 if dtype == np.uint8 else value_max if integer_scan else 1.0
+    x = x / scale
+    y = torch.from_numpy(np.asarray(mask, dtype=np.int64))
+    if size is not None and tuple(x.shape[-2:]) != size:
+        x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+        y = F.interpolate(y[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
+    return x.clamp(0, 1), y
+
+
+class SegmentationFileSet(Dataset):
+    """``(float (C, S, S) image, uint8 (S, S) mask)`` per item, decoded from the pair's files when asked."""
+
+    loads_from_disk = True  # the trainer gives such datasets DataLoader workers by default (train.num_workers)
+
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], mode: Literal["RGB", "L"], size: tuple[int, int]):
+        # bytes arrays, not lists of Path objects: forked workers share them without copy-on-write
+        self.images = np.asarray([str(i).encode("utf-8", "surrogateescape") for i, _ in pairs], dtype=np.bytes_)
+        self.masks = np.asarray([str(m).encode("utf-8", "surrogateescape") for _, m in pairs], dtype=np.bytes_)
+        self.mode, self.size = mode, size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = Path(self.images[index].decode("utf-8", "surrogateescape"))
+        mask = Path(self.masks[index].decode("utf-8", "surrogateescape"))
+        x, y = pair_tensors(np.asarray(load_image(image, self.mode)), read_mask(mask), 255.0, self.size)
+        return x, y.to(torch.uint8)
+
+    def get_batch(self, indices: Sequence[int] | torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        items = [self[int(i)] for i in indices]
+        return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
