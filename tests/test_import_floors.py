@@ -5,7 +5,7 @@ The floors (docs/ARCHITECTURE.md, "Floors"); modules on one floor may import eac
     0 core
     1 data, models, render      (render: HTML fragments, plots, report-sample helpers that tasks and the report use)
     2 tasks (root: base, metrics, recipes, export_graphs, …)
-    3 tasks/<family>/           (vision, text, seq2seq, speech, embeddings; never one another)
+    3 tasks/<family>/           (vision, text, seq2seq, speech, embeddings, multimodal; never one another)
     4 training, artifacts
     5 explain
     6 report                    (the report writer: loads artifacts, calls explain's gallery)
@@ -26,7 +26,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "modelforge"
 
-FAMILIES = ("vision", "text", "seq2seq", "speech", "embeddings")
+FAMILIES = ("vision", "text", "seq2seq", "speech", "embeddings", "multimodal")
 
 # Every module from floor 4 up (training, artifacts, explain, report, serve, api and the command line) works for any
 # task through the Task interface and its declared capabilities (input_kind, explain_kind, capabilities,

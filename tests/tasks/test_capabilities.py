@@ -11,7 +11,7 @@ from modelforge.explain.adapters import KINDS, check_supported, supports
 from modelforge.tasks import get_task, task_names
 from modelforge.tasks.base import Task
 
-VERBS = {"generate", "transcribe", "translate", "sample", "neighbors"}
+VERBS = {"generate", "transcribe", "translate", "sample", "neighbors", "caption"}
 
 
 @pytest.mark.parametrize("name", task_names())
@@ -26,7 +26,8 @@ def test_the_declared_capabilities_of_the_shipped_tasks():
     declared = {name: get_task(name).capabilities for name in task_names() if get_task(name).capabilities}
     assert declared == {"language_modeling": {"generate"}, "speech_recognition": {"transcribe"},
                         "translation": {"translate"}, "summarization": {"translate"},
-                        "image_generation": {"sample"}, "word_embeddings": {"neighbors"}}
+                        "image_generation": {"sample"}, "word_embeddings": {"neighbors"},
+                        "image_captioning": {"caption"}}
     explained = {name for name in task_names() if supports(get_task(name))}
     assert explained == {"image_classification", "text_classification", "audio_classification"}
 

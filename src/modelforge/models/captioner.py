@@ -95,7 +95,7 @@ _TINY = {"vocab_size": 40, "image_size": 32, "widths": [8, 16], "dim": 32, "num_
 
 @register("model", "image_captioner", example=_example, tiny=_TINY)
 def image_captioner(vocab_size: int = 1000, in_channels: int = 3, image_size: int = 64,
-                    widths: list[int] = (32, 64, 128), dim: int = 128, num_layers: int = 1,
+                    widths: tuple[int, ...] = (32, 64, 128), dim: int = 128, num_layers: int = 1,
                     num_decoder_layers: int = 2, num_heads: int = 4, mlp_hidden: int = 256, dropout: float = 0.1,
                     max_positions: int = 64) -> ImageCaptioner:
     """CNN grid encoder + Transformer decoder with cross-attention (pre-LN, sinusoidal); (images, tgt_in) → logits."""

@@ -201,7 +201,8 @@ class Task:
     input_kind: ClassVar[str | None] = None
 
     # ---- capabilities: declared here, read by explain/, serve/ and api.py (which never switch on a task's name) ---
-    # The API verbs this task answers besides predict: "generate", "transcribe", "translate", "sample", "neighbors".
+    # The API verbs this task answers besides predict: "generate", "transcribe", "translate", "sample", "neighbors",
+    # "caption".
     capabilities: ClassVar[frozenset[str]] = frozenset()
     # Which explain adapter applies (explain/adapters.py): "image" (normalised pixels of a classifier), "text" (token
     # embeddings of a classifier with a ``tokenizer``), "audio" (the spectrogram of a classifier); None: no

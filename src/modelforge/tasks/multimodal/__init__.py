@@ -1,0 +1,1 @@
+"""The multimodal family: tasks that read an image and text together (image captioning, image–text retrieval)."""
