@@ -1,8 +1,8 @@
 """Caption metrics from the field's own implementations: corpus BLEU-4 from sacreBLEU and CIDEr from pycocoevalcap
 (the COCO caption evaluation's ``Cider`` scorer, pure Python; no Java tokenizer).
 
-Both score every output against all of its image's reference captions. Captions are compared as the captioning
-vocabulary sees them — lower-cased words split on whitespace and punctuation — so that a capital letter or a final
+Both score every output against all of its image's reference captions. Captions are compared as the COCO
+evaluation's tokenizer leaves them — lower-cased words, punctuation dropped — so that a capital letter or a final
 full stop in a user's reference does not count as a wrong word. CIDEr is reported ×1 (COCO papers print ×100);
 its document frequencies come from the evaluated set's own references, as in the COCO evaluation.
 """
@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-_WORD = re.compile(r"\w+|[^\w\s]")
+_WORD = re.compile(r"\w+")
 
 
 def normalise_caption(text: str) -> str:
-    """Lower-cased words and punctuation marks joined by single spaces (the pre-tokenized form both metrics read)."""
+    """Lower-cased words joined by single spaces, punctuation dropped (the pre-tokenized form both metrics read)."""
     return " ".join(_WORD.findall(text.lower()))
 
 
