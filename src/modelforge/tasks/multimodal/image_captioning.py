@@ -101,7 +101,8 @@ class ImageCaptioning(TokenizerArtifact, Task):
         from modelforge.data.captions import split_captioned
         from modelforge.data.formats.image_captions import read_caption_splits
 
-        parts = read_caption_splits(cfg.path, cfg.images_dir, cfg.on_error, cfg.image_column, cfg.caption_column)
+        parts = read_caption_splits(cfg.path, images_dir=cfg.images_dir, on_error=cfg.on_error,
+                                    image_column=cfg.image_column, caption_column=cfg.caption_column)
         if "all" in parts:
             held = {"val": cfg.val_fraction, "test": cfg.test_fraction}
             fractions = {"train": 1 - sum(held.values()), **{k: v for k, v in held.items() if v > 0}}
