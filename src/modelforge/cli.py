@@ -102,7 +102,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from modelforge.commands.predict import predict
 
     _check_output_folder(args.output)
-    _print_json(predict(args.run, list(args.inputs), args.output))  # pictures become files, the JSON names them
+    options = {"labels": args.labels} if args.labels else {}  # zero-shot label prompts (image_text_retrieval)
+    _print_json(predict(args.run, list(args.inputs), args.output, options))  # pictures: files the JSON names
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from modelforge.api import search
+
+    _print_json(search(args.run, args.text, args.images, args.top))
     return 0
 
 
@@ -404,7 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="inputs (image paths for image tasks, text for text tasks)")
     p.add_argument("--output", help="folder for predicted pictures (detections, masks, reconstructions, generated "
                                     "images; default: beside each input file, else RUN/predictions)")
+    p.add_argument("--labels", nargs="+", metavar="PROMPT",
+                   help="zero-shot: score each image against these label prompts (image_text_retrieval runs)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("search", help="rank images by a text: modelforge search RUN --text TEXT --images DIR")
+    p.add_argument("run")
+    p.add_argument("--text", required=True, help="the text query")
+    p.add_argument("--images", required=True, help="a folder of images to rank")
+    p.add_argument("--top", type=_positive_int, help="print only the best N")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("recipes", help="list built-in recipes, or `recipes show NAME` for one with all defaults")
     p.add_argument("action", nargs="?", choices=["list", "show"], default="list")

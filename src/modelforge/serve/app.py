@@ -29,7 +29,7 @@ from modelforge.serve.batching import BatchSettings, MicroBatcher
 from modelforge.serve.deadline import ClientGone, for_client
 from modelforge.serve.errors import ClientError, model_failure
 from modelforge.serve.guards import LOOPBACK_NAMES, ApiKeyGuard, BodyLimit, HostGuard, allowed_hosts_for, error_response
-from modelforge.serve.inputs import ServeSettings, explain_options, read_inputs, validate_item
+from modelforge.serve.inputs import ServeSettings, explain_options, predict_options, read_inputs, validate_item
 from modelforge.serve.openapi import errors, install_security, request_body
 from modelforge.serve.server import ServerSettings, run_server
 
@@ -232,11 +232,18 @@ def _add_routes(app: FastAPI, models: dict[str, ServedModel], settings: ServeSet
 
     @app.post("/models/{name}/predict", openapi_extra=request_body(),
               responses=errors(401, 404, 413, 415, 422, 503, 504),
-              summary="Predict: JSON {\"inputs\": [...]} or a multipart upload; requests are micro-batched")
+              summary="Predict: JSON {\"inputs\": [...]} or a multipart upload; requests are micro-batched (query "
+                      "options the model declares, e.g. ?labels=…&labels=… or ?query=…, run alone)")
     async def predict(name: str, request: Request) -> JSONResponse:
         model = get_model(name)
+        # per-call options from the query string, as the task declares them (zero-shot labels, a text query …)
+        options = predict_options(request.query_params, model.predictor.task.query_options, settings)
         items = await read_inputs(request, model, settings)
-        predictions = await _run_model(model, request, model.batcher.submit(items), settings.request_timeout)
+        if options:  # these inputs are compared with one another or with the options: never merged into a batch
+            work = model.batcher.run_exclusive(lambda: model.predictor.predict(items, **{**model.options, **options}))
+        else:
+            work = model.batcher.submit(items)
+        predictions = await _run_model(model, request, work, settings.request_timeout)
         return JSONResponse({"model": name, "predictions": predictions})
 
     @app.post("/models/{name}/explain", openapi_extra=request_body(),

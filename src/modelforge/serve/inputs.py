@@ -291,3 +291,29 @@ def explain_options(query: Any) -> dict[str, Any]:
             raise ClientError(422, f"steps must be a whole number from 2 to {MAX_EXPLAIN_STEPS}, got {text[:20]!r}")
         options["steps"] = int(text)
     return options
+
+
+def predict_options(query: Any, declared: dict[str, str], settings: ServeSettings) -> dict[str, Any]:
+    """The per-call options of a predict request's query string, as the task declares them (``Task.query_options``:
+    "text" = one value, "texts" = the key repeated): an undeclared key, an empty or over-long text, or more
+    texts than ``max_inputs`` is a 422."""
+    unknown = [key for key in query.keys() if key not in declared]
+    if unknown:
+        valid = ", ".join(declared) or "none"
+        raise ClientError(422, f"unknown query option {unknown[0][:60]!r}; this model's predict takes {valid}")
+    options: dict[str, Any] = {}
+    for key, how in declared.items():
+        values = query.getlist(key)
+        if not values:
+            continue
+        if how == "text" and len(values) > 1:
+            raise ClientError(422, f"give {key} once, got it {len(values)} times")
+        if len(values) > settings.max_inputs:
+            raise ClientError(413, f"{len(values)} {key} values, over the limit of {settings.max_inputs}")
+        for value in values:
+            if not value.strip():
+                raise ClientError(422, f"{key} must be a non-empty text")
+            if len(value) > settings.max_text_chars:
+                raise ClientError(413, f"{key} is {len(value)} characters, over the {settings.max_text_chars} limit")
+        options[key] = [ServedText(v) for v in values] if how == "texts" else ServedText(values[0])
+    return options

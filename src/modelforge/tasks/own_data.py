@@ -36,6 +36,7 @@ FILE_SOURCES: dict[str, tuple[FileSource, ...]] = {
     "word_embeddings": (FileSource("file", ("path",)),),
     "video_classification": (FileSource("folder", ("path",)),),
     "image_captioning": (FileSource("files", ("path", "images_dir")),),
+    "image_text_retrieval": (FileSource("files", ("path", "images_dir")),),
 }
 
 

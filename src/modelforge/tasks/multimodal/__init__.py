@@ -1,1 +1,1 @@
-"""The multimodal family: tasks that read an image and text together (image captioning, image–text retrieval)."""
+"""Tasks of the multimodal family — images with text (see docs/ARCHITECTURE.md); families never import one another."""
