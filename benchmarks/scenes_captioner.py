@@ -6,7 +6,7 @@ CIDEr (pycocoevalcap), beam search and greedy, beside the caption of the trainin
 baseline ``modelforge train`` fits on the same split). Prints one `table:` line per metric: ours | baseline | ratio.
 
     python benchmarks/scenes_captioner.py            # the recipe as shipped: 3,000 training scenes (~15 CPU-minutes)
-    python benchmarks/scenes_captioner.py --quick    # 400 training scenes, 2 epochs: a few minutes
+    python benchmarks/scenes_captioner.py --quick    # 600 training scenes, 4 epochs: a few minutes
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import modelforge
 
-QUICK = ["data.num_train=400", "data.num_val=60", "data.num_test=150", "data.val_limit=60", "train.epochs=2",
+QUICK = ["data.num_train=600", "data.num_val=60", "data.num_test=150", "data.val_limit=60", "train.epochs=4",
          "train.warmup_steps=10"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="400 training scenes, 150 test scenes, 2 epochs")
+    parser.add_argument("--quick", action="store_true", help="600 training scenes, 150 test scenes, 4 epochs")
     parser.add_argument("--runs", type=Path, default=Path("/tmp/runs/scenes-captioner"), help="where the run goes")
     args = parser.parse_args()
     overrides = [*QUICK, "train.progress=off"] if args.quick else ["train.progress=off"]

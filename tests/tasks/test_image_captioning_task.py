@@ -57,6 +57,9 @@ def test_cached_steps_give_the_teacher_forced_logits(captioner):
     decoder = CachedStepDecoder(captioner, captioner.encode(images), None, max_steps=6)
     stepped = torch.stack([decoder.step(tokens[:, t]) for t in range(6)], dim=1)
     torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-5)
+    owner = torch.tensor([2, 0, 0, 1])  # several captions of one image decode against one encoding of it
+    shared = captioner(images, tokens[[0, 1, 2, 0]], owner)
+    torch.testing.assert_close(shared, captioner(images[owner], tokens[[0, 1, 2, 0]]), atol=1e-5, rtol=1e-5)
 
 
 @torch.no_grad()
@@ -127,9 +130,14 @@ def test_the_task_reads_files_trains_with_teacher_forcing_and_evaluates(trained)
     _, recipe, task, splits, model = trained
     assert recipe.data.source == "files" and "captions.csv" in splits.summary["found"]
     total = sum(len(getattr(splits, s).captions) for s in ("train", "val", "test"))
-    assert total == 24 and len(splits.train) == 2 * len(splits.train.captions)  # one training row per caption
-    batch = splits.train.get_batch(list(range(4)))
+    assert total == 24 and len(splits.train) == len(splits.train.captions)  # a row is an image
+    batch = splits.train.get_batch([3, 0, 1, 2])
     assert batch["images"].dtype == torch.uint8 and batch["tgt"][:, 0].eq(task.state()["bos_id"]).all()
+    assert batch["owner"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]  # every caption of each image, after its image
+    words = task.decode_captions(batch["tgt"][:, 1:].tolist())
+    assert words[:2] == [" ".join(c.lower().split()) for c in splits.train.captions[3]]
+    held = splits.test.get_batch([1, 0])
+    assert held["owner"].tolist() == [0, 1] and held["references"] == [splits.test.captions[1], splits.test.captions[0]]
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(8):
@@ -177,3 +185,14 @@ def test_export_writes_encoder_and_decoder_graphs_that_caption_like_pytorch(trai
     assert {Path(g.path).name for g in result.graphs} == {"model.encoder.onnx", "model.decoder.onnx"}
     assert all(Path(g.path).exists() for g in result.graphs) and result.max_abs_diff < 1e-4
     assert any("greedy captions with onnxruntime equal PyTorch's" in note for note in result.notes)
+
+
+def test_data_limit_takes_an_even_spread_of_every_split(trained):
+    from modelforge.tasks import get_task
+    from modelforge.tasks.recipes import load_recipe
+
+    root = trained[0]
+    recipe = load_recipe("scenes-captioner", [f"data.path={root / 'captions.csv'}", "data.image_size=16",
+                                              "data.val_fraction=0.2", "data.test_fraction=0.2", "data.limit=2"])
+    splits = get_task(recipe.task)(recipe).datasets()
+    assert [len(getattr(splits, s).captions) for s in ("train", "val", "test")] == [2, 2, 2]

@@ -2,7 +2,8 @@
 family's Transformer decoder (``transformer.cross_attention_decode``: causal self-attention + cross-attention over
 the grid, KV caches) writes the caption token by token.
 
-``forward(images, tgt_ids)`` is teacher-forced and returns logits (batch, tgt_time, vocab). Decoding (greedy, beam
+``forward(images, tgt_ids, owner=None)`` is teacher-forced and returns logits (captions, tgt_time, vocab); with
+``owner`` each image is encoded once for all of its captions. Decoding (greedy, beam
 search) belongs to the task: it drives ``encode`` / ``decode`` / ``make_caches`` as it drives ``TransformerSeq2Seq``
 (``tasks/beam_search.CachedStepDecoder``). The grid has learned 2-D positions and ``num_layers`` Transformer encoder
 blocks over it, so that a caption word can depend on where things are relative to each other ("left of", "above").
@@ -80,8 +81,11 @@ class ImageCaptioner(nn.Module):
     def make_caches(self, batch: int, max_length: int, src_length: int) -> list[tuple[KVCache, KVCache]]:
         return cross_attention_caches(self, batch, max_length, src_length)
 
-    def forward(self, images: torch.Tensor, tgt_ids: torch.Tensor) -> torch.Tensor:
-        return self.decode(tgt_ids, self.encode(images))
+    def forward(self, images: torch.Tensor, tgt_ids: torch.Tensor, owner: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits; ``owner`` (one image index per caption row) decodes several captions per image
+        against one encoding of it."""
+        memory = self.encode(images)
+        return self.decode(tgt_ids, memory if owner is None else memory.index_select(0, owner))
 
 
 def _example() -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,8 +7,10 @@ subfolders, or one set split by a hash of each image's name). Readers and the ca
 ``data/captions.py``, ``data/formats/image_captions.py`` and ``data/caption_text.py``.
 
 Model: ``image_captioner`` (``models/captioner.py``), trained with teacher forcing: the cross-entropy of each caption
-word given the image and the words before it. Decoding is the seq2seq family's search (``tasks/beam_search.py``):
-greedy during validation, the configured beam search for test, ``predict``, serving and ``modelforge caption``.
+word given the image and the words before it; a training batch of images decodes every caption of each image
+against one encoding of it (``train.batch_size`` counts images). Decoding is the seq2seq family's search
+(``tasks/beam_search.py``): greedy during validation, the configured beam search for test, ``predict``, serving
+and ``modelforge caption``.
 Metrics: BLEU-4 (sacreBLEU) and CIDEr (pycocoevalcap) against every reference caption of an image
 (``captioning_metrics.py``), next to a nearest-neighbour baseline that returns the caption of the training image
 closest in pixels (``tasks/baselines.py``, ``baseline = "nearest_caption"``).
@@ -120,7 +122,9 @@ class ImageCaptioning(TokenizerArtifact, Task):
         if cfg.source == "files":
             counts = ", ".join(f"{name} {len(p)} images / {p.num_captions} captions" for name, p in parts.items())
             summary["found"] = f"{cfg.path}: {counts} ({parts['train'].origin})"
-        for name, keep in (("train", cfg.limit), ("val", cfg.val_limit), ("test", cfg.test_limit)):
+        if cfg.limit:  # a quick run: an even spread of every split
+            parts = {name: part.subset(_spread(len(part), cfg.limit)) for name, part in parts.items()}
+        for name, keep in (("val", cfg.val_limit), ("test", cfg.test_limit)):
             if name in parts and keep:
                 summary[f"{name}_images_total"] = len(parts[name])
                 parts[name] = parts[name].subset(_spread(len(parts[name]), keep))
@@ -173,7 +177,7 @@ class ImageCaptioning(TokenizerArtifact, Task):
         return (images.float() / 255 - mean) / std
 
     def _teacher_forced(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        return model(self.normalise(batch["images"]), batch["tgt"][:, :-1])
+        return model(self.normalise(batch["images"]), batch["tgt"][:, :-1], batch["owner"])
 
     # ---- training and evaluation --------------------------------------------------------------------------------
     def training_step(self, model: nn.Module, batch: dict[str, Any]) -> StepOutput:
