@@ -232,14 +232,20 @@ def generate(
     top_p: float | None = None,
     seed: int | None = None,
     on_text: Callable[[str], Any] | None = None,
+    dtype: str = "fp32",
 ) -> str:
     """Continue ``prompt`` with a trained language model; returns prompt + continuation. ``on_text`` receives the
-    continuation piece by piece as it is generated (``modelforge generate`` streams it to stdout)."""
+    continuation piece by piece as it is generated (``modelforge generate`` streams it to stdout). ``dtype``
+    ``bf16`` or ``int8`` decodes with weights held in that precision (faster; see models/decode_precision.py)."""
+    from modelforge.models.decode_precision import DECODE_DTYPES, for_decoding
     from modelforge.tasks.sampling import SamplingConfig
 
+    if dtype not in DECODE_DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DECODE_DTYPES)}, got {dtype!r}")
     predictor = _load_capable(path, "generate")
     cfg = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)
-    return prompt + predictor.task.generate(predictor.model, prompt, cfg, on_text=on_text)
+    model = for_decoding(predictor.model, dtype)
+    return prompt + predictor.task.generate(model, prompt, cfg, on_text=on_text)
 
 
 def transcribe(path: str | Path, wav_paths: Sequence[str | Path], beam_width: int | None = None) -> list[str]:

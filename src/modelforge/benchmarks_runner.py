@@ -1,11 +1,16 @@
-"""``modelforge bench``: run the repository's CPU benchmark scripts and gather their ``table:`` lines.
+"""``modelforge bench``: run the CPU benchmark scripts and gather their ``table:`` lines.
 
 Each script in ``benchmarks/`` prints ``table: <name> | <ours> | <peer> | <ratio>`` lines for the summary; the rest of
 its output goes to the terminal as it runs. GPU-only scripts are left out.
+
+The scripts live in the repository's ``benchmarks/`` folder; a built wheel ships the same files as the
+``modelforge.benchmarks`` package (``setup.py`` maps the folder into the package), so the command works from an
+installed package as well as from a checkout.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +18,23 @@ from pathlib import Path
 from modelforge.core.errors import ConfigError
 
 GPU_ONLY = {"gpu_gpt2"}
+CHECKOUT_BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"  # src/modelforge/ → the repository root
 
 
 def benchmarks_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "benchmarks"
+    """The folder holding the benchmark scripts: the installed ``modelforge.benchmarks`` package, else the
+    checkout's ``benchmarks/``."""
+    spec = importlib.util.find_spec("modelforge.benchmarks")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    if CHECKOUT_BENCHMARKS.is_dir():
+        return CHECKOUT_BENCHMARKS
+    raise ConfigError("no benchmark scripts found: this modelforge install lacks modelforge.benchmarks and there is "
+                      f"no checkout at {CHECKOUT_BENCHMARKS.parent}; reinstall from a wheel built by `pip wheel .`")
 
 
-def available() -> list[str]:
-    scripts = benchmarks_dir().glob("*.py")
+def available(folder: Path | None = None) -> list[str]:
+    scripts = (folder or benchmarks_dir()).glob("*.py")
     return sorted(p.stem for p in scripts if p.stem not in GPU_ONLY and not p.stem.startswith("_"))
 
 

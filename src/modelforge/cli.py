@@ -206,16 +206,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from modelforge.serve.server import ServerSettings
 
     _check_port_free(args.host, args.port)
-    batch = BatchSettings(args.max_batch_size, args.max_wait_ms, args.queue_size, args.max_explains)
+    batch = BatchSettings(args.max_batch_size, args.max_wait_ms, args.queue_size, args.max_explains, args.batch_window)
     settings = ServeSettings(batch=batch, api_key=args.api_key or os.environ.get("MODELFORGE_API_KEY") or None,
                              max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-                             request_timeout=args.request_timeout, quantized=args.quantized)
+                             request_timeout=args.request_timeout, quantized=args.quantized, runtime=args.runtime)
     server = ServerSettings(limit_concurrency=args.limit_concurrency, keep_alive_timeout=args.keep_alive_timeout,
                             header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                             shutdown_timeout=args.shutdown_timeout)
-    serve(args.runs, args.host, args.port, settings, log_level=args.log_level, server=server,
-          allowed_hosts=args.allowed_hosts)
-    return 0
+    return serve(args.runs, args.host, args.port, settings, log_level=args.log_level, server=server,
+                 allowed_hosts=args.allowed_hosts, workers=args.workers)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -286,7 +285,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not args.no_stream:
         write(args.prompt)
     text = generate(args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                    args.seed, on_text=None if args.no_stream else write)
+                    args.seed, on_text=None if args.no_stream else write, dtype=args.dtype)
     print(text if args.no_stream else "")
     return 0
 
@@ -437,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None, help="same seed, same text")
     p.add_argument("--no-stream", action="store_true", help="print the text once at the end")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="weight precision while decoding: bf16 halves and int8 quarters the bytes read per token")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("transcribe", help="speech to text with a trained speech run: transcribe RUN FILE.wav...")
@@ -518,7 +519,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--api-key", help="require this key (Authorization: Bearer KEY); prefer env MODELFORGE_API_KEY")
     p.add_argument("--max-batch-size", type=_positive_int, default=32, help="inputs per model call (1 = off)")
-    p.add_argument("--max-wait-ms", type=_non_negative_float, default=5.0, help="longest wait to fill a batch")
+    p.add_argument("--max-wait-ms", type=_non_negative_float, default=5.0,
+                   help="longest wait to fill a batch (with --batch-window fixed)")
+    p.add_argument("--batch-window", choices=["adaptive", "fixed"], default="adaptive",
+                   help="adaptive: a request that finds its model idle runs at once, and those arriving meanwhile "
+                        "form the next batch; fixed: also wait up to --max-wait-ms for a fuller batch")
+    p.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+                   help="what runs the batched forward: auto uses RUN/model.onnx (modelforge export) with "
+                        "onnxruntime when it matches the model, else PyTorch")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="server processes on the port (SO_REUSEPORT), each with its own models and batchers")
     p.add_argument("--queue-size", type=_positive_int, default=256, help="waiting requests before HTTP 503")
     p.add_argument("--max-body-mb", type=_non_negative_float, default=8.0, help="request body limit in MiB")
     p.add_argument("--max-explains", type=_positive_int, default=2,

@@ -1,11 +1,13 @@
-"""scenes-clip trains for a few steps on tiny generated scenes through the real CLI (LoRA on the text tower, merged
-into the artifact); then zero-shot `predict --labels`, `search --text --images`, and the two-tower ONNX export."""
+"""scenes-clip trains for a few steps on tiny generated scenes through the real CLI (a tiny text tower trained with
+LoRA, merged into the artifact); then zero-shot `predict --labels`, `search --text --images`, and the two-tower ONNX
+export."""
 
 import json
 from pathlib import Path
 
 TINY = ["data.scenes_train=24", "data.scenes_val=8", "data.scenes_test=8", "data.image_size=32",
-        "data.tokenizer.kind=word", "data.init_text_encoder=null", "model.dim=32", "model.num_layers=1",
+        "data.tokenizer.kind=word", "data.init_text_encoder=null", "data.text_tower=train", "adapter.r=4",
+        "model.dim=32", "model.num_layers=1",
         "model.num_heads=2", "model.mlp_hidden=64", "model.embed_dim=16", "model.image_widths=[8,16]",
         "train.max_steps=2", "train.batch_size=8", "train.progress=off"]
 

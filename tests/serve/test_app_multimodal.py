@@ -42,7 +42,8 @@ def run(tmp_path_factory) -> Path:
     (root / "captions.csv").write_text("image,caption\nred.png,a red picture\nblue.png,a blue picture\n")
     recipe = load_recipe("scenes-clip", ["data.source=files", f"data.path={root}", "data.test_fraction=0",
                                          "data.val_fraction=0", "data.tokenizer.kind=word",
-                                         "data.init_text_encoder=null", "data.image_size=16", "model.dim=16",
+                                         "data.init_text_encoder=null", "data.text_tower=train",
+                                         "data.image_size=16", "model.dim=16",
                                          "model.num_layers=1", "model.num_heads=2", "model.mlp_hidden=32",
                                          "model.embed_dim=8", "model.image_widths=[4,8]"])
     task = get_task(recipe.task)(recipe)

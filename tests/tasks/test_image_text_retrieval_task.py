@@ -149,3 +149,25 @@ def test_the_minilm_text_tower_starts_from_the_checkpoint():
     task.state_dict_ = {"vocab_size": 30522, "image_size": 64}
     with pytest.raises(ConfigError, match="does not fit the text tower"):
         task.build_model()
+
+
+def test_a_frozen_minilm_tower_gives_the_features_training_uses(colour_files):
+    raw = {"name": "r", "task": "image_text_retrieval", "model": {"name": "clip_dual_encoder", "image_widths": [4, 8]},
+           "data": {"source": "files", "path": str(colour_files), "image_size": 16, "test_fraction": 0.0,
+                    "val_fraction": 0.0, "init_text_encoder": "minilm", "text_tower": "frozen"}}
+    task = ImageTextRetrieval(load_recipe(raw))
+    splits = task.datasets()
+    images, ids, lengths, counts, features = splits.train.get_batch(range(4))
+    model = task.build_model().eval()
+    assert not any(p.requires_grad for p in model.text.parameters())
+    with torch.no_grad():
+        direct = model.text_features(*task._text_inputs(ids[:, 0], lengths[:, 0]))
+    torch.testing.assert_close(features[:, 0], direct, atol=1e-5, rtol=1e-4)  # served text meets trained features
+    model.train()
+    task.training_step(model, (images, ids, lengths, counts, features)).loss.backward()
+    assert model.text_proj.weight.grad is not None and model.image.proj.weight.grad is not None
+    with pytest.raises(ConfigError, match="set data.init_text_encoder"):
+        _task(colour_files, text_tower="frozen").datasets()
+    adapted = load_recipe({**raw, "adapter": {"r": 4}})
+    with pytest.raises(ConfigError, match="drop one"):
+        ImageTextRetrieval(adapted).datasets()

@@ -68,9 +68,16 @@ class DualEncoder(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image(images), dim=-1)
 
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The text tower's mean-pooled output, before the projection."""
+        return mean_pool(self.text(input_ids, attention_mask), attention_mask)
+
+    def project_text(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled text features → normalised embeddings (what training with a frozen text tower runs)."""
+        return F.normalize(self.text_proj(features), dim=-1)
+
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.text(input_ids, attention_mask)
-        return F.normalize(self.text_proj(mean_pool(hidden, attention_mask)), dim=-1)
+        return self.project_text(self.text_features(input_ids, attention_mask))
 
     def scale(self) -> torch.Tensor:
         return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()

@@ -94,12 +94,16 @@ class TransformerBlock(nn.Module):
         self.norm2 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps, cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        # In eval mode dropout is the identity; skipping the call saves per-token work when decoding.
+        return self.dropout(x) if self.training and self.dropout.p > 0 else x
+
     def _residual(self, x: torch.Tensor, norm: nn.Module, attn: MultiHeadAttention, need_weights: bool, **kwargs):
         if self.pre_norm:
             out, weights = attn(norm(x), need_weights=need_weights, **kwargs)
-            return x + self.dropout(out), weights
+            return x + self._drop(out), weights
         out, weights = attn(x, need_weights=need_weights, **kwargs)
-        return norm(x + self.dropout(out)), weights
+        return norm(x + self._drop(out)), weights
 
     def forward(
         self,
@@ -146,7 +150,7 @@ class Embeddings(nn.Module):
             x = x + (self.token_types.weight[0] if token_type_ids is None else self.token_types(token_type_ids))
         if self.norm is not None:
             x = self.norm(x)
-        return self.dropout(x)
+        return self.dropout(x) if self.training and self.dropout.p > 0 else x
 
 
 def _rotary(cfg: TransformerConfig) -> RotaryEmbedding | None:
@@ -308,18 +312,22 @@ class GPT(nn.Module):
         cropping); the cached mode then refills its cache from that window, so both modes give the same tokens.
         """
         window = self.cfg.max_positions
-        ids, caches, fresh = input_ids, None, input_ids
-        for _ in range(max_new_tokens):
+        batch, start = input_ids.shape
+        # One buffer for prompt + continuation: no per-token torch.cat (a copy of everything so far).
+        ids = torch.empty(batch, start + max_new_tokens, dtype=input_ids.dtype, device=input_ids.device)
+        ids[:, :start] = input_ids
+        caches, fresh = None, input_ids
+        for end in range(start, start + max_new_tokens):
             if not use_cache:
-                hidden = self.hidden_states(ids[:, -window:])
+                hidden = self.hidden_states(ids[:, max(0, end - window) : end])
             elif caches is None or caches[0].length + fresh.shape[1] > window:
-                caches = self.make_caches(ids.shape[0], window)
-                hidden = self.hidden_states(ids[:, -window:], caches)
+                caches = self.make_caches(batch, window)
+                hidden = self.hidden_states(ids[:, max(0, end - window) : end], caches)
             else:
                 hidden = self.hidden_states(fresh, caches)
             # Only the last position's logits are needed: skip the vocabulary projection for the others.
             fresh = pick_next(self.head(hidden[:, -1]), temperature, top_k, generator)
-            ids = torch.cat([ids, fresh], dim=1)
+            ids[:, end : end + 1] = fresh
         return ids
 
 

@@ -19,14 +19,15 @@ from modelforge.models.layers.positions import RotaryEmbedding
 class KVCache:
     """Keys and values of past positions for one attention layer, written into preallocated buffers.
 
-    Preallocating avoids a ``torch.cat`` (a full copy of the past) at every generated token.
+    Preallocating avoids a ``torch.cat`` (a full copy of the past) at every generated token. The buffers are left
+    uninitialised (only positions below ``length`` are ever read), which saves zero-filling them on every prompt.
     """
 
     def __init__(self, batch: int, num_heads: int, max_length: int, head_dim: int, *, dtype: torch.dtype,
                  device: torch.device | str = "cpu"):
         shape = (batch, num_heads, max_length, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.k = torch.empty(shape, dtype=dtype, device=device)
+        self.v = torch.empty(shape, dtype=dtype, device=device)
         self.max_length = max_length
         self.length = 0
 

@@ -28,6 +28,7 @@ from modelforge.core.errors import ConfigError, DataError
 from modelforge.core.registry import register
 from modelforge.data.caption_text import encode_for_encoder
 from modelforge.data.captions import CaptionedImages, read_rgb, resize_rgb
+from modelforge.data.padding import pad_rows
 from modelforge.data.split_config import FractionSplitConfig
 from modelforge.data.tensors import TensorDataset
 from modelforge.data.text_encoding import (
@@ -65,6 +66,9 @@ class RetrievalDataConfig(FractionSplitConfig):
     max_length: int = Field(32, ge=4, le=512, description="tokens per caption, special tokens included")
     init_text_encoder: Optional[str] = Field(
         None, description="start the text tower from a Hugging Face BERT folder or 'minilm' (all-MiniLM-L6-v2)")
+    text_tower: Literal["train", "frozen"] = Field(
+        "train", description="frozen: the pretrained text tower keeps its weights and each caption's pooled features "
+        "are computed once before training; the projection above them trains (a fraction of the cost on a CPU)")
 
 
 @register("task", "image_text_retrieval")
@@ -87,6 +91,7 @@ class ImageTextRetrieval(TokenizerArtifact, Task):
     # ---- data -------------------------------------------------------------------------------------------------
     def datasets(self) -> Splits:
         cfg = self.data_cfg
+        self._check_text_tower()
         parts, summary = retrieval_data.load_splits(cfg)
         texts = [caption for caps in parts["train"].captions for caption in caps[: cfg.max_captions]]
         self._tokenizer = build_tokenizer(cfg.tokenizer, texts)
@@ -98,16 +103,47 @@ class ImageTextRetrieval(TokenizerArtifact, Task):
                        train_captions=parts["train"].num_captions, vocab_size=self.state_dict_["vocab_size"])
         return Splits(tensors["train"], tensors.get("val"), tensors.get("test"), summary)
 
+    def _check_text_tower(self) -> None:
+        cfg = self.data_cfg
+        if cfg.text_tower == "frozen" and not cfg.init_text_encoder:
+            raise ConfigError("data.text_tower=frozen keeps a pretrained text tower: set data.init_text_encoder "
+                              "(e.g. minilm)")
+        if cfg.text_tower == "frozen" and self.recipe.adapter is not None:
+            raise ConfigError("adapter: adapts the text tower, which data.text_tower=frozen never trains; drop one")
+
     def _tensors(self, data: CaptionedImages) -> TensorDataset:
-        """(uint8 images (N, 3, S, S), caption ids (N, K, L), caption lengths (N, K), caption counts (N,)); an image
-        with fewer than K captions repeats its first one in the unused slots (never drawn: counts say so)."""
+        """(uint8 images (N, 3, S, S), caption ids (N, K, L), caption lengths (N, K), caption counts (N,)[, the
+        frozen tower's pooled features (N, K, D)]); an image with fewer than K captions repeats its first one in the
+        unused slots (never drawn: counts say so)."""
         k = self.state_dict_["max_captions"]
         kept = [caps[:k] for caps in data.captions]
         flat = [caps[i] if i < len(caps) else caps[0] for caps in kept for i in range(k)]
         ids, lengths = encode_for_encoder(self.tokenizer, flat, self.state_dict_["max_length"])
         images = torch.from_numpy(data.image_batch(range(len(data)), self.state_dict_["image_size"]))
         counts = torch.tensor([len(caps) for caps in kept])
-        return TensorDataset(images, ids.view(len(data), k, -1), lengths.view(len(data), k), counts)
+        tensors = [images, ids.view(len(data), k, -1), lengths.view(len(data), k), counts]
+        if self.data_cfg.text_tower == "frozen":
+            tensors.append(self._frozen_features(ids, lengths).view(len(data), k, -1))
+        return TensorDataset(*tensors)
+
+    @torch.no_grad()
+    def _frozen_features(self, ids: torch.Tensor, lengths: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+        """The pretrained text tower's pooled features of every caption (each distinct one computed once)."""
+        from modelforge.models.hf import load_hf_bert
+        from modelforge.models.transformer import mean_pool
+
+        if getattr(self, "_tower", None) is None:
+            source = self.data_cfg.init_text_encoder
+            self._tower = load_hf_bert(minilm_dir() if source == "minilm" else Path(source).expanduser()).eval()
+        rows = [tuple(row[: int(n)].tolist()) for row, n in zip(ids, lengths)]
+        distinct = sorted(set(rows))
+        found: dict[tuple[int, ...], torch.Tensor] = {}
+        for start in range(0, len(distinct), chunk):
+            part = distinct[start : start + chunk]
+            part_ids, part_lengths = pad_rows(part, self.state_dict_["pad_id"])
+            mask = length_mask(part_lengths, part_ids.shape[1]).long()
+            found.update(zip(part, mean_pool(self._tower(part_ids, mask), mask)))
+        return torch.stack([found[row] for row in rows])
 
     # ---- model ------------------------------------------------------------------------------------------------
     def derived_model_kwargs(self) -> dict[str, Any]:
@@ -117,6 +153,8 @@ class ImageTextRetrieval(TokenizerArtifact, Task):
         model = super().build_model()
         if self.data_cfg.init_text_encoder:
             self._init_text_tower(model, self.data_cfg.init_text_encoder)
+        if self.data_cfg.text_tower == "frozen":
+            model.text.requires_grad_(False)
         return model
 
     def _init_text_tower(self, model: nn.Module, source: str) -> None:
@@ -146,12 +184,15 @@ class ImageTextRetrieval(TokenizerArtifact, Task):
         return ids[:, :longest], length_mask(lengths, longest).long()
 
     def training_step(self, model: nn.Module, batch: Any) -> StepOutput:
-        images, ids, lengths, counts = batch
+        images, ids, lengths, counts = batch[:4]
         rows = torch.arange(len(counts), device=counts.device)
         pick = (torch.rand(len(counts)).to(counts.device) * counts).long()  # one of each image's captions
-        logits = model(self._pixels(images), *self._text_inputs(ids[rows, pick], lengths[rows, pick]))
-        temperature = float(1 / getattr(model, "module", model).scale().detach())
-        return StepOutput(contrastive_loss(logits), {"temperature": temperature})
+        core = getattr(model, "module", model)
+        if len(batch) == 5:  # a frozen text tower: its pooled features were computed once
+            logits = core.scale() * core.encode_image(self._pixels(images)) @ core.project_text(batch[4][rows, pick]).T
+        else:
+            logits = model(self._pixels(images), *self._text_inputs(ids[rows, pick], lengths[rows, pick]))
+        return StepOutput(contrastive_loss(logits), {"temperature": float(1 / core.scale().detach())})
 
     @torch.no_grad()
     def embed(self, model: nn.Module, loader: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
@@ -159,11 +200,14 @@ class ImageTextRetrieval(TokenizerArtifact, Task):
         loss of the batches' first captions."""
         core = getattr(model, "module", model)
         image_emb, text_emb, text_image, losses, offset = [], [], [], [], 0
-        for images, ids, lengths, counts in loader:
+        for images, ids, lengths, counts, *features in loader:
             img = core.encode_image(self._pixels(images))
             keep = torch.arange(ids.shape[1], device=counts.device)[None] < counts[:, None]  # (B, K) real captions
-            txt = core.encode_text(*self._text_inputs(ids[keep], lengths[keep]))
-            first = core.encode_text(*self._text_inputs(ids[:, 0], lengths[:, 0]))
+            if features:  # a frozen text tower: its pooled features were computed once
+                txt, first = core.project_text(features[0][keep]), core.project_text(features[0][:, 0])
+            else:
+                txt = core.encode_text(*self._text_inputs(ids[keep], lengths[keep]))
+                first = core.encode_text(*self._text_inputs(ids[:, 0], lengths[:, 0]))
             losses.append(float(contrastive_loss(core.scale() * img @ first.T)))
             image_emb.append(img)
             text_emb.append(txt)

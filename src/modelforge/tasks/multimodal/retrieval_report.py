@@ -27,7 +27,7 @@ def retrieval_samples(task: Any, model: nn.Module, splits: Splits, count: int) -
         chunks = (dataset.get_batch(range(i, min(i + 256, len(dataset)))) for i in range(0, len(dataset), 256))
         image_emb, _, _, _ = task.embed(model, chunks)
         picks = samples.spread(len(dataset), min(count, 8))
-        images, ids, lengths, _ = dataset.get_batch(picks)
+        _, ids, lengths = dataset.get_batch(picks)[:3]
         queries = [task.tokenizer.decode(row[: int(n)].tolist(), skip_special_tokens=True)
                    for row, n in zip(ids[:, 0], lengths[:, 0])]
         text_emb = task.encode_texts(model, queries)

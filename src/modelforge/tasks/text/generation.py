@@ -43,6 +43,11 @@ def sample_next(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Gene
     logits = logits.float()
     if cfg.temperature <= 0:
         return logits.argmax(dim=-1, keepdim=True)
+    if cfg.top_k is not None and cfg.top_k < logits.shape[-1] and (cfg.top_p is None or cfg.top_p >= 1):
+        # Top-k alone: softmax and draw over the k survivors only, not over the whole (masked) vocabulary.
+        values, indices = torch.topk(logits, cfg.top_k, dim=-1)
+        choice = torch.multinomial((values / cfg.temperature).softmax(dim=-1), 1, generator=generator)
+        return indices.gather(-1, choice)
     logits = filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p)
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
 
@@ -83,7 +88,7 @@ class _NextLogits:
         return self.model.head(hidden[:, -1])
 
 
-@torch.no_grad()
+@torch.inference_mode()  # lighter per step than no_grad; only plain ints leave this function
 def generate_ids(
     model: nn.Module,
     prompt_ids: Sequence[int],
@@ -108,20 +113,23 @@ def generate_ids(
             generator.manual_seed(cfg.seed)
     was_training = model.training
     model.eval()
-    ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=param.device)
-    fresh, new, next_logits, stops = ids, [], _NextLogits(model), set(stop_ids)
+    start = len(prompt_ids)
+    # Prompt + continuation in one buffer: no per-token torch.cat (a copy of everything so far).
+    ids = torch.empty(1, start + cfg.max_new_tokens, dtype=torch.long, device=param.device)
+    ids[0, :start] = torch.tensor(list(prompt_ids), dtype=torch.long)
+    fresh, new, next_logits, stops = ids[:, :start], [], _NextLogits(model), set(stop_ids)
     banned = torch.tensor(list(banned_ids), dtype=torch.long, device=param.device)
     try:
-        for _ in range(cfg.max_new_tokens):
-            logits = next_logits(ids, fresh)
+        for end in range(start, start + cfg.max_new_tokens):
+            logits = next_logits(ids[:, :end], fresh)
             if banned_ids:
-                logits = logits.index_fill(-1, banned, float("-inf"))
+                logits = logits.index_fill_(-1, banned, float("-inf"))  # the step's own logits: no copy needed
             fresh = sample_next(logits, cfg, generator)
             token = int(fresh.item())
             if token in stops:
                 break
             new.append(token)
-            ids = torch.cat([ids, fresh], dim=1)
+            ids[:, end : end + 1] = fresh
             if on_token is not None:
                 on_token(token)
     finally:
