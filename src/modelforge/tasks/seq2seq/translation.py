@@ -68,7 +68,10 @@ class Seq2SeqDataConfig(FractionSplitConfig):
     """Fields shared by translation and summarization (the source names and defaults differ)."""
 
     path: Optional[str] = Field(
-        None, description="parallel: a TSV (source<TAB>target), a .jsonl, or PATH of PATH.SRC/PATH.TGT (or WMT .sgm)")
+        None, description="parallel: a TSV (source<TAB>target), a .jsonl, or PATH of PATH.SRC/PATH.TGT (or WMT .sgm); "
+                          "or a Hugging Face dataset or .tar shards")
+    format: Optional[Literal["hf", "webdataset"]] = Field(
+        None, description="parallel: read data.path as a Hugging Face dataset or WebDataset shards (default: detected)")
     source_lang: Optional[str] = Field(None, description="parallel files: suffix of the source file (e.g. en)")
     target_lang: Optional[str] = Field(None, description="parallel files: suffix of the target file (e.g. es)")
     source_field: Optional[str] = Field(None, description="parallel JSONL: source field (default: inferred)")
@@ -151,6 +154,11 @@ def load_parallel_splits(cfg: Seq2SeqDataConfig) -> dict[str, Pairs]:
     if not cfg.path:
         raise ConfigError("data.source=parallel needs data.path=FILE.tsv (source<TAB>target), or data.path=PREFIX "
                           "with data.source_lang/data.target_lang for PREFIX.SRC and PREFIX.TGT files")
+    from modelforge.data.formats.records import detect_format
+
+    record_format = cfg.format or detect_format(cfg.path)
+    if record_format:
+        return _record_pairs(cfg, record_format)
     train = _read_parallel(cfg, cfg.path, "data.path")
     parts = {"train": train}
     held = {"val": (cfg.val_path, cfg.val_fraction), "test": (cfg.test_path, cfg.test_fraction)}
@@ -167,14 +175,38 @@ def load_parallel_splits(cfg: Seq2SeqDataConfig) -> dict[str, Pairs]:
     return parts
 
 
+def _record_pairs(cfg: Seq2SeqDataConfig, record_format: str) -> dict[str, Pairs]:
+    """A Hugging Face dataset or WebDataset shards: its own splits; val/test it lacks split off by hash."""
+    from modelforge.data.formats.records import open_records, read_pairs
+    from modelforge.data.splits import split_by_hash
+
+    splits = open_records(cfg.path, record_format)
+    read = {name: read_pairs(records, cfg.source_field, cfg.target_field, cfg.source_lang, cfg.target_lang)
+            for name, records in splits.items()}
+    train = read["train"]
+    fractions = {name: getattr(cfg, f"{name}_fraction") for name in ("val", "test") if name not in read}
+    fractions = {name: share for name, share in fractions.items() if share > 0}
+    if fractions:
+        fractions = {"train": 1 - sum(fractions.values()), **fractions}
+        for name, idx in split_by_hash(train[0], fractions, cfg.split_seed).items():
+            read[name] = ([train[0][i] for i in idx], [train[1][i] for i in idx])
+    return read
+
+
 def parallel_found(cfg: Seq2SeqDataConfig, sizes: dict[str, int]) -> str:
     """The found line of a ``parallel`` run: the file(s), the pair count and where each split came from."""
+    from modelforge.data.formats.records import detect_format, open_records
     from modelforge.data.found import files_found
 
-    read = f"{cfg.path}.{cfg.source_lang} + .{cfg.target_lang}" if cfg.source_lang else cfg.path
-    own = {split: Path(path).name for split, path in (("val", cfg.val_path), ("test", cfg.test_path)) if path}
-    return files_found(read, sizes, Path(cfg.path).name, own, " by hash of the source",
-                       detail=f"{sum(sizes.values())} pairs")
+    name = Path(cfg.path).name
+    record_format = cfg.format or detect_format(cfg.path)
+    if record_format:
+        read = f"{cfg.path} ({record_format})"
+        own = {split: f"{name} ({split})" for split in open_records(cfg.path, record_format) if split != "train"}
+    else:
+        read = f"{cfg.path}.{cfg.source_lang} + .{cfg.target_lang}" if cfg.source_lang else cfg.path
+        own = {split: Path(path).name for split, path in (("val", cfg.val_path), ("test", cfg.test_path)) if path}
+    return files_found(read, sizes, name, own, " by hash of the source", detail=f"{sum(sizes.values())} pairs")
 
 
 def split_fractions(cfg: Seq2SeqDataConfig) -> dict[str, float]:
