@@ -274,6 +274,21 @@ def translate(path: str | Path, texts: Sequence[str], beam_size: int | None = No
                         length_penalty=length_penalty)
 
 
+def caption(path: str | Path, images: Sequence[str | Path], beam_size: int | None = None,
+            length_penalty: float | None = None) -> list[str]:
+    """A caption for each image file, in order, by a trained image captioning run; ``beam_size`` and
+    ``length_penalty`` replace the run's own decoding settings (``modelforge caption``)."""
+    if not images:
+        raise ConfigError("caption needs at least one image file")
+    if beam_size is not None and beam_size < 1:
+        raise ConfigError(f"--beam must be >= 1, got {beam_size}")
+    if length_penalty is not None and length_penalty < 0:
+        raise ConfigError(f"--length-penalty must be >= 0, got {length_penalty}")
+    predictor = _load_capable(path, "caption")
+    options = {k: v for k, v in {"beam_size": beam_size, "length_penalty": length_penalty}.items() if v is not None}
+    return [result["caption"] for result in predictor.predict([str(p) for p in images], **options)]
+
+
 def sample(path: str | Path, n: int = 64, seed: int | None = None, output: str | Path | None = None,
            columns: int | None = None) -> tuple[Path, int]:
     """Draw ``n`` images from a trained GAN run into a PNG grid (``columns`` wide; default ⌈√n⌉) at

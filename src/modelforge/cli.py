@@ -56,8 +56,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{key}: {value:.4f}")
     baseline = run.summary.get("baseline")
     if baseline:
-        print(f"baseline ({baseline['method']}): test_accuracy: {baseline['test_accuracy']:.4f}  "
-              f"test_macro_f1: {baseline['test_macro_f1']:.4f}")
+        compared = baseline.get("compared") or ["test_accuracy", "test_macro_f1"]
+        print(f"baseline ({baseline['method']}): " + "  ".join(f"{name}: {baseline[name]:.4f}" for name in compared))
         print(baseline["verdict"])
     print(f"steps: {run.summary['steps']}  epochs: {run.summary['epochs']}  time: {run.summary['train_seconds']}s")
     if run.summary.get("stop_reason"):
@@ -326,6 +326,18 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_caption(args: argparse.Namespace) -> int:
+    from modelforge.api import caption
+
+    captions = caption(args.run, args.images, beam_size=args.beam, length_penalty=args.length_penalty)
+    if args.json:
+        _print_json([{"input": str(p), "caption": c} for p, c in zip(args.images, captions, strict=True)])
+    else:  # the caption alone for one image; path<TAB>caption lines for several
+        print(captions[0] if len(captions) == 1 else
+              "\n".join(f"{p}\t{c}" for p, c in zip(args.images, captions, strict=True)))
+    return 0
+
+
 def cmd_neighbors(args: argparse.Namespace) -> int:
     from modelforge.api import neighbors
     from modelforge.core.errors import ConfigError
@@ -442,6 +454,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length-penalty", type=float, metavar="ALPHA",
                    help="GNMT length penalty alpha (0 = total log-probability; default: the run's decoding)")
     p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("caption", help="describe images with an image captioning run: caption RUN IMAGE...")
+    p.add_argument("run")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {input, caption}")
+    p.add_argument("--beam", type=int, metavar="N", help="beam size (1 = greedy; default: the run's decoding)")
+    p.add_argument("--length-penalty", type=float, metavar="ALPHA",
+                   help="GNMT length penalty alpha (0 = total log-probability; default: the run's decoding)")
+    p.set_defaults(func=cmd_caption)
 
     p = sub.add_parser("neighbors", help="nearest words of a word-embeddings run: neighbors RUN WORD [--k K]")
     p.add_argument("run")

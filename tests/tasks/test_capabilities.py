@@ -11,7 +11,7 @@ from modelforge.explain.adapters import KINDS, check_supported, supports
 from modelforge.tasks import get_task, task_names
 from modelforge.tasks.base import Task
 
-VERBS = {"generate", "transcribe", "translate", "sample", "neighbors", "search"}
+VERBS = {"generate", "transcribe", "translate", "sample", "neighbors", "search", "caption"}
 
 
 @pytest.mark.parametrize("name", task_names())
@@ -28,7 +28,7 @@ def test_the_declared_capabilities_of_the_shipped_tasks():
     assert declared == {"language_modeling": {"generate"}, "speech_recognition": {"transcribe"},
                         "translation": {"translate"}, "summarization": {"translate"},
                         "image_generation": {"sample"}, "word_embeddings": {"neighbors"},
-                        "image_text_retrieval": {"search"}}
+                        "image_text_retrieval": {"search"}, "image_captioning": {"caption"}}
     explained = {name for name in task_names() if supports(get_task(name))}
     assert explained == {"image_classification", "text_classification", "audio_classification"}
 

@@ -3,7 +3,8 @@
 - ``TransformerEncoder``: BERT layout (word + position + token-type embeddings, embedding LayerNorm, post-LN blocks,
   optional tanh pooler); returns hidden states. ``EncoderClassifier`` puts a mean/CLS/pooler head on it.
 - ``GPT``: decoder-only, GPT-2 layout (pre-LN, final norm, output head tied to the token embedding), KV cache.
-- ``TransformerSeq2Seq``: encoder–decoder with cross-attention, for translation and summarization.
+- ``TransformerSeq2Seq``: encoder–decoder with cross-attention, for translation and summarization; its decoder half
+  (``cross_attention_decode``) is shared with the image captioner (``models/captioner.py``).
 
 Parameter names are our own; ``models/hf.py`` maps them to and from Hugging Face checkpoints.
 """
@@ -333,6 +334,36 @@ class GPT(nn.Module):
 # ----------------------------------------------------------------------------------------------------- seq2seq
 
 
+def cross_attention_decode(model: nn.Module, tgt_ids: torch.Tensor, memory: torch.Tensor,
+                           memory_mask: torch.Tensor | None = None,
+                           caches: list[tuple[KVCache, KVCache]] | None = None) -> torch.Tensor:
+    """The decoder half of an encoder–decoder: target embeddings → causal blocks attending over ``memory`` → norm →
+    head. ``model`` holds ``tgt_embeddings``, ``decoder_blocks``, ``decoder_norm`` and ``lm_head`` (None: tied to the
+    token embedding) — ``TransformerSeq2Seq`` and ``captioner.ImageCaptioner`` share it; with ``caches`` the ids
+    continue the cached positions."""
+    offset = caches[0][0].length if caches else 0
+    x = model.tgt_embeddings(tgt_ids, offset=offset)
+    for i, block in enumerate(model.decoder_blocks):
+        cache, cross_cache = caches[i] if caches else (None, None)
+        x = block(x, memory=memory, memory_mask=memory_mask, cache=cache, cross_cache=cross_cache)[0]
+    if model.decoder_norm is not None:
+        x = model.decoder_norm(x)
+    if model.lm_head is None:
+        return F.linear(x, model.tgt_embeddings.tokens.weight)
+    return model.lm_head(x)
+
+
+def cross_attention_caches(model: nn.Module, batch: int, max_length: int,
+                           memory_length: int) -> list[tuple[KVCache, KVCache]]:
+    """Empty (self-attention, cross-attention) KV caches per decoder block, for ``cross_attention_decode``."""
+    param = model.tgt_embeddings.tokens.weight
+    return [
+        (block.attn.make_cache(batch, max_length, param.dtype, param.device),
+         block.cross_attn.make_cache(batch, memory_length, param.dtype, param.device))
+        for block in model.decoder_blocks
+    ]
+
+
 class TransformerSeq2Seq(nn.Module):
     """Encoder–decoder; ``forward(src_ids, tgt_ids, src_mask)`` → teacher-forced logits (batch, tgt_time, vocab)."""
 
@@ -367,28 +398,14 @@ class TransformerSeq2Seq(nn.Module):
     def decode(self, tgt_ids: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor | None = None,
                caches: list[tuple[KVCache, KVCache]] | None = None) -> torch.Tensor:
         """Logits for ``tgt_ids`` given the memory; with ``caches`` the ids continue the cached positions."""
-        offset = caches[0][0].length if caches else 0
-        x = self.tgt_embeddings(tgt_ids, offset=offset)
-        for i, block in enumerate(self.decoder_blocks):
-            cache, cross_cache = caches[i] if caches else (None, None)
-            x = block(x, memory=memory, memory_mask=src_mask, cache=cache, cross_cache=cross_cache)[0]
-        if self.decoder_norm is not None:
-            x = self.decoder_norm(x)
-        if self.lm_head is None:
-            return F.linear(x, self.tgt_embeddings.tokens.weight)
-        return self.lm_head(x)
+        return cross_attention_decode(self, tgt_ids, memory, src_mask, caches)
 
     def forward(self, src_ids: torch.Tensor, tgt_ids: torch.Tensor,
                 src_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.decode(tgt_ids, self.encode(src_ids, src_mask), src_mask)
 
     def make_caches(self, batch: int, max_length: int, src_length: int) -> list[tuple[KVCache, KVCache]]:
-        param = self.tgt_embeddings.tokens.weight
-        return [
-            (block.attn.make_cache(batch, max_length, param.dtype, param.device),
-             block.cross_attn.make_cache(batch, src_length, param.dtype, param.device))
-            for block in self.decoder_blocks
-        ]
+        return cross_attention_caches(self, batch, max_length, src_length)
 
     @torch.no_grad()
     def generate(self, src_ids: torch.Tensor, bos_id: int, max_new_tokens: int,

@@ -94,10 +94,11 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, samples:
     sections.append(html.Section("Final metrics", html.key_value_table(sorted(metrics.items()))))
     baseline = run.summary.get("baseline")
     if isinstance(baseline, dict) and "verdict" in baseline:  # the classical baseline on the same test split
-        rows = [("model test_accuracy", metrics.get("test_accuracy")), ("baseline test_accuracy",
-                baseline.get("test_accuracy")), ("model test_macro_f1", metrics.get("test_macro_f1")),
-                ("baseline test_macro_f1", baseline.get("test_macro_f1")), ("baseline", baseline.get("method")),
-                ("baseline C", baseline.get("C")), ("baseline training rows", baseline.get("train_rows"))]
+        compared = baseline.get("compared") or ["test_accuracy", "test_macro_f1"]
+        rows = [row for name in compared
+                for row in ((f"model {name}", metrics.get(name)), (f"baseline {name}", baseline.get(name)))]
+        rows += [("baseline", baseline.get("method")), ("baseline C", baseline.get("C")),
+                 ("baseline training rows", baseline.get("train_rows"))]
         body = html.paragraph(baseline["verdict"]) + html.key_value_table(rows)
         sections.append(html.Section("Baseline", body))
     data = run.summary.get("data") or {}

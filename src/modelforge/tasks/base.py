@@ -202,7 +202,7 @@ class Task:
 
     # ---- capabilities: declared here, read by explain/, serve/ and api.py (which never switch on a task's name) ---
     # The API verbs this task answers besides predict: "generate", "transcribe", "translate", "sample", "neighbors",
-    # "search" (rank images by a text).
+    # "search" (rank images by a text), "caption" (describe an image).
     capabilities: ClassVar[frozenset[str]] = frozenset()
     # Which explain adapter applies (explain/adapters.py): "image" (normalised pixels of a classifier), "text" (token
     # embeddings of a classifier with a ``tokenizer``), "audio" (the spectrogram of a classifier); None: no

@@ -1,10 +1,16 @@
-"""A classical scikit-learn baseline beside every classification run, on the model's own train/val/test split.
+"""A classical baseline beside every classification and captioning run, on the model's own train/val/test split.
 
-A task declares ``baseline = "text" | "pixels" | "audio"``; this module turns the split's inputs into features —
+A task declares ``baseline = "text" | "pixels" | "audio" | "nearest_caption"``. For the classifiers this module
+turns the split's inputs into features —
 TF-IDF of the raw texts (``Task.baseline_texts``), the pixels, or MFCC means and standard deviations of the
 utterances — fits a logistic regression on the training split (its ``C`` picked on the validation split when there
 is one) and scores the test split. The run then says in words whether the network beat it: a model that loses to
 TF-IDF + logistic regression is not worth deploying, however good its own figures look.
+
+``nearest_caption`` (image captioning) answers each test image with the first caption of the training image nearest
+to it in pixels (Euclidean distance of the resized images) and scores those captions with the task's own
+``caption_metrics`` (BLEU-4, CIDEr): a captioner that cannot beat copying a similar picture's caption has learnt
+nothing compositional. Each baseline result names the metrics it is compared on (``compared``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ METHODS = {
     "text": "TF-IDF (words 1-2 grams) + logistic regression",
     "pixels": "logistic regression on pixels",
     "audio": "logistic regression on MFCC means",
+    "nearest_caption": "caption of the nearest training image by pixel distance",
 }
 GRID = (0.01, 0.1, 1.0, 10.0, 100.0)  # C values tried on the validation split
 MAX_TRAIN = 20_000  # rows the baseline fits on at most (an evenly spaced subset): seconds, not minutes
@@ -88,12 +95,32 @@ def _at_most(dataset: Any, rows: int) -> Any:
     return dataset.subset(np.linspace(0, len(dataset) - 1, rows).round().astype(int))
 
 
+def nearest_caption(task: Any, splits: Any) -> dict[str, Any]:
+    """The nearest-neighbour caption baseline: each test image gets the first caption of the training image with the
+    smallest pixel distance; scored by ``task.caption_metrics(references, outputs)``."""
+    import torch
+
+    train, test = splits.train, splits.test
+    train_x = train.images.flatten(1).float() / 255
+    picks = []
+    for start in range(0, len(test.images), 256):  # bounded memory: 256 × train distances at a time
+        chunk = test.images[start:start + 256].flatten(1).float() / 255
+        picks += torch.cdist(chunk, train_x).argmin(dim=1).tolist()
+    outputs = [train.captions[j][0] for j in picks]
+    scores = task.caption_metrics(test.captions, outputs)
+    return {"method": METHODS["nearest_caption"], "train_rows": len(train.captions),
+            **{f"test_{name}": value for name, value in scores.items()},
+            "compared": [f"test_{name}" for name in ("cider", "bleu4") if name in scores]}
+
+
 def run_baseline(task: Any, splits: Any) -> dict[str, Any] | None:
-    """The baseline's test metrics (``test_accuracy``, ``test_macro_f1``) and how it was made; None when the task
-    declares no baseline or the run has no test split."""
+    """The baseline's test metrics (``test_accuracy``, ``test_macro_f1``; captioning: ``test_cider``,
+    ``test_bleu4``) and how it was made; None when the task declares no baseline or the run has no test split."""
     kind = getattr(task, "baseline", None)
     if kind is None or splits.test is None:
         return None
+    if kind == "nearest_caption":
+        return nearest_caption(task, splits)
     parts = {"train": splits.train, "test": splits.test, **({"val": splits.val} if splits.val is not None else {})}
     # a split read from disk (``subset``) is decoded for the baseline at most MAX_TRAIN evenly spaced rows at a time
     parts = {name: _at_most(dataset, MAX_TRAIN) for name, dataset in parts.items()}
@@ -114,7 +141,11 @@ def run_baseline(task: Any, splits: Any) -> dict[str, Any] | None:
 
 
 def verdict(model_metrics: dict[str, Any], baseline: dict[str, Any]) -> str:
-    """One sentence: did the model beat the baseline on test accuracy?"""
+    """One sentence: did the model beat the baseline on test accuracy (or the first metric it names in
+    ``compared``)?"""
+    compared = baseline.get("compared")
+    if compared:
+        return _verdict_on(compared[0], model_metrics.get(compared[0]), baseline[compared[0]], baseline["method"])
     ours, theirs = model_metrics.get("test_accuracy"), baseline["test_accuracy"]
     if not isinstance(ours, (int, float)):
         return "the model has no test accuracy to compare with the baseline"
@@ -124,4 +155,16 @@ def verdict(model_metrics: dict[str, Any], baseline: dict[str, Any]) -> str:
     if gap == 0:
         return f"the model only ties with the baseline ({baseline['method']}) on test accuracy"
     return (f"the model LOSES to the baseline ({baseline['method']}) by {-gap:.1f} points of test accuracy: "
+            "more data, more epochs or another recipe is needed before it is worth using")
+
+
+def _verdict_on(metric: str, ours: Any, theirs: float, method: str) -> str:
+    if not isinstance(ours, (int, float)):
+        return f"the model has no {metric} to compare with the baseline"
+    gap = ours - theirs
+    if gap > 0:
+        return f"the model beats the baseline ({method}) by {gap:.3g} {metric} ({ours:.3g} vs {theirs:.3g})"
+    if gap == 0:
+        return f"the model only ties with the baseline ({method}) on {metric}"
+    return (f"the model LOSES to the baseline ({method}) by {-gap:.3g} {metric} ({ours:.3g} vs {theirs:.3g}): "
             "more data, more epochs or another recipe is needed before it is worth using")

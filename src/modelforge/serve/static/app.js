@@ -281,15 +281,15 @@ function rankedRows(prediction) {
   return null;
 }
 
-const TEXT_FIELDS = ["text", "translation", "summary"];
+const TEXT_FIELDS = ["text", "translation", "summary", "caption"];
 
 function showPrediction(prediction, model) {
   clearResult(model);
   const rows = $("predictions").querySelector("tbody");
   rows.innerHTML = "";
   const ranked = rankedRows(prediction);
-  // generated text (prompt + continuation), transcripts, translations and summaries are shown as text, the rest
-  // as JSON
+  // generated text (prompt + continuation), transcripts, translations, summaries and captions are shown as text,
+  // the rest as JSON
   const textField = prediction && !ranked && TEXT_FIELDS.find((key) => typeof prediction[key] === "string");
   const text = textField ? prediction[textField] : null;
   $("output-text").hidden = text === null;
