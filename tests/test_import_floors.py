@@ -26,7 +26,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "modelforge"
 
-FAMILIES = ("vision", "text", "seq2seq", "speech", "embeddings")
+FAMILIES = ("vision", "text", "seq2seq", "speech", "embeddings", "multimodal")
 
 # Every module from floor 4 up (training, artifacts, explain, report, serve, api and the command line) works for any
 # task through the Task interface and its declared capabilities (input_kind, explain_kind, capabilities,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from modelforge.core.atomic import atomic_write_json, atomic_write_text
-from modelforge.core.errors import ArtifactError, ConfigError
+from modelforge.core.errors import ArtifactError, ConfigError, DataError
 from modelforge.core.seed import seed_everything
 from modelforge.training.run_dirs import ResumePoint, finished_results, nothing_left, resolve_run_dir
 
@@ -315,6 +315,32 @@ def neighbors(path: str | Path, word: str | None, k: int = 10, analogy: Sequence
             found = task.neighbors(predictor.model, word, k)
             title = f"nearest to {word}"
     return "\n".join([title, *(f"{item['word']}\t{item['similarity']:.4f}" for item in found)])
+
+
+def search(path: str | Path, text: str, images: str | Path | Sequence[str | Path], top: int | None = None,
+           chunk: int = 64) -> list[dict[str, Any]]:
+    """Rank images by their similarity to ``text`` with an image_text_retrieval run (``modelforge search``):
+    ``images`` is a folder (its image files, not recursive) or a list of files; returns ``{image, score, rank}``
+    best first, the first ``top`` when given."""
+    from modelforge.data.formats.image_folder import IMAGE_SUFFIXES
+
+    predictor = _load_capable(path, "search")
+    if isinstance(images, (str, Path)) and Path(images).is_dir():
+        files = sorted(p for p in Path(images).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{images}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) to search")
+    elif isinstance(images, (str, Path)):
+        raise DataError(f"{images}: not a folder of images")
+    else:
+        files = [Path(p) for p in images]
+    if top is not None and top < 1:
+        raise ConfigError(f"--top must be at least 1, got {top}")
+    scores: list[float] = []
+    for start in range(0, len(files), chunk):  # scores are cosines, comparable across chunks
+        scores += [r["score"] for r in predictor.predict([str(f) for f in files[start : start + chunk]], query=text)]
+    order = sorted(range(len(files)), key=lambda i: (-scores[i], i))
+    ranked = [{"image": str(files[i]), "score": scores[i], "rank": n + 1} for n, i in enumerate(order)]
+    return ranked[:top] if top else ranked
 
 
 def quantize(path: str | Path, backend: str = "torch", limit: int | None = None) -> dict[str, Any]:

@@ -102,7 +102,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from modelforge.commands.predict import predict
 
     _check_output_folder(args.output)
-    _print_json(predict(args.run, list(args.inputs), args.output))  # pictures become files, the JSON names them
+    options = {"labels": args.labels} if args.labels else {}  # zero-shot label prompts (image_text_retrieval)
+    _print_json(predict(args.run, list(args.inputs), args.output, options))  # pictures: files the JSON names
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from modelforge.api import search
+
+    _print_json(search(args.run, args.text, args.images, args.top))
     return 0
 
 
@@ -198,16 +206,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from modelforge.serve.server import ServerSettings
 
     _check_port_free(args.host, args.port)
-    batch = BatchSettings(args.max_batch_size, args.max_wait_ms, args.queue_size, args.max_explains)
+    batch = BatchSettings(args.max_batch_size, args.max_wait_ms, args.queue_size, args.max_explains, args.batch_window)
     settings = ServeSettings(batch=batch, api_key=args.api_key or os.environ.get("MODELFORGE_API_KEY") or None,
                              max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-                             request_timeout=args.request_timeout, quantized=args.quantized)
+                             request_timeout=args.request_timeout, quantized=args.quantized, runtime=args.runtime)
     server = ServerSettings(limit_concurrency=args.limit_concurrency, keep_alive_timeout=args.keep_alive_timeout,
                             header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                             shutdown_timeout=args.shutdown_timeout)
-    serve(args.runs, args.host, args.port, settings, log_level=args.log_level, server=server,
-          allowed_hosts=args.allowed_hosts)
-    return 0
+    return serve(args.runs, args.host, args.port, settings, log_level=args.log_level, server=server,
+                 allowed_hosts=args.allowed_hosts, workers=args.workers)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -392,7 +399,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="inputs (image paths for image tasks, text for text tasks)")
     p.add_argument("--output", help="folder for predicted pictures (detections, masks, reconstructions, generated "
                                     "images; default: beside each input file, else RUN/predictions)")
+    p.add_argument("--labels", nargs="+", metavar="PROMPT",
+                   help="zero-shot: score each image against these label prompts (image_text_retrieval runs)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("search", help="rank images by a text: modelforge search RUN --text TEXT --images DIR")
+    p.add_argument("run")
+    p.add_argument("--text", required=True, help="the text query")
+    p.add_argument("--images", required=True, help="a folder of images to rank")
+    p.add_argument("--top", type=_positive_int, help="print only the best N")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("recipes", help="list built-in recipes, or `recipes show NAME` for one with all defaults")
     p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
@@ -482,7 +498,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--api-key", help="require this key (Authorization: Bearer KEY); prefer env MODELFORGE_API_KEY")
     p.add_argument("--max-batch-size", type=_positive_int, default=32, help="inputs per model call (1 = off)")
-    p.add_argument("--max-wait-ms", type=_non_negative_float, default=5.0, help="longest wait to fill a batch")
+    p.add_argument("--max-wait-ms", type=_non_negative_float, default=5.0,
+                   help="longest wait to fill a batch (with --batch-window fixed)")
+    p.add_argument("--batch-window", choices=["adaptive", "fixed"], default="adaptive",
+                   help="adaptive: a request that finds its model idle runs at once, and those arriving meanwhile "
+                        "form the next batch; fixed: also wait up to --max-wait-ms for a fuller batch")
+    p.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+                   help="what runs the batched forward: auto uses RUN/model.onnx (modelforge export) with "
+                        "onnxruntime when it matches the model, else PyTorch")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="server processes on the port (SO_REUSEPORT), each with its own models and batchers")
     p.add_argument("--queue-size", type=_positive_int, default=256, help="waiting requests before HTTP 503")
     p.add_argument("--max-body-mb", type=_non_negative_float, default=8.0, help="request body limit in MiB")
     p.add_argument("--max-explains", type=_positive_int, default=2,

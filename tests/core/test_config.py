@@ -18,6 +18,14 @@ def test_override_nested_section_and_list():
     assert recipe.train.early_stopping.patience == 5
 
 
+def test_overriding_the_model_name_drops_the_replaced_builders_keywords():
+    # the translator recipe's transformer keywords (dim, num_layers …) mean nothing to model.name=hf
+    recipe = load_recipe("translator", ["model.name=hf", "model.checkpoint=ckpt", "data.path=pairs.tsv"])
+    assert recipe.model.name == "hf" and recipe.model.kwargs() == {"checkpoint": "ckpt"}
+    same = load_recipe("translator", ["model.name=transformer_seq2seq_small", "model.dim=64"])
+    assert same.model.kwargs()["dim"] == 64 and same.model.kwargs()["num_layers"] == 3  # same builder: kept
+
+
 def test_unknown_key_did_you_mean():
     with pytest.raises(ConfigError, match=r"unknown key train.lrr. Did you mean train.lr\?"):
         load_recipe("digits-cnn", ["train.lrr=0.1"])

@@ -208,7 +208,7 @@ def test_audio_limits_and_bad_audio_are_4xx(client):
     assert_error(client.post("/models/kws/predict", files={"file": ("a.mp3", b"ID3 not a wav")}), 422,
                  "not a readable WAV")
     assert_error(client.post("/models/kws/predict", json={"inputs": ["play some music"]}), 422, "base64")
-    assert_error(client.post("/models/asr/predict", content=wav_bytes(0.2), headers={"content-type": "audio/wav"}),
+    assert_error(client.post("/models/asr/predict", content=wav_bytes(0.2), headers={"content-type": "audio/mpeg"}),
                  415, "application/json or multipart/form-data")
 
 

@@ -11,7 +11,7 @@ from modelforge.explain.adapters import KINDS, check_supported, supports
 from modelforge.tasks import get_task, task_names
 from modelforge.tasks.base import Task
 
-VERBS = {"generate", "transcribe", "translate", "sample", "neighbors"}
+VERBS = {"generate", "transcribe", "translate", "sample", "neighbors", "search"}
 
 
 @pytest.mark.parametrize("name", task_names())
@@ -20,13 +20,15 @@ def test_every_task_declares_only_known_capabilities(name):
     assert cls.capabilities <= VERBS
     assert cls.explain_kind in (None, *KINDS)
     assert isinstance(cls.call_options, frozenset)
+    assert set(cls.query_options) <= cls.call_options and set(cls.query_options.values()) <= {"text", "texts"}
 
 
 def test_the_declared_capabilities_of_the_shipped_tasks():
     declared = {name: get_task(name).capabilities for name in task_names() if get_task(name).capabilities}
     assert declared == {"language_modeling": {"generate"}, "speech_recognition": {"transcribe"},
                         "translation": {"translate"}, "summarization": {"translate"},
-                        "image_generation": {"sample"}, "word_embeddings": {"neighbors"}}
+                        "image_generation": {"sample"}, "word_embeddings": {"neighbors"},
+                        "image_text_retrieval": {"search"}}
     explained = {name for name in task_names() if supports(get_task(name))}
     assert explained == {"image_classification", "text_classification", "audio_classification"}
 

@@ -2,7 +2,9 @@
 
 import csv
 import math
+import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -52,7 +54,8 @@ def _classifier(tmp_path, model=None, **data):
 
 def _lm(tmp_path, **data):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text(CORPUS, encoding="utf-8")
+    if not corpus.exists():  # rewriting it would change its modification time, and with it the token file's key
+        corpus.write_text(CORPUS, encoding="utf-8")
     raw = {
         "name": "lm", "task": "language_modeling",
         "data": {"source": "file", "path": str(corpus), "block_size": 16, "val_fraction": 0.2, **data},
@@ -187,9 +190,14 @@ def test_a_text_file_path_is_read_as_input(tmp_path):
 # --- language modeling ------------------------------------------------------------------------------------------
 
 
+def _ids(windows):
+    """Every id a split's windows are cut from (its memory-mapped token span), as a tensor."""
+    return torch.from_numpy(np.asarray(windows.ids, dtype=np.int64))
+
+
 def test_corpus_is_split_contiguously_and_windows_tile_it(tmp_path):
     task, splits = _lm(tmp_path, random_offsets=False, eval_windows=None)
-    train_ids, val_ids = splits.train.ids, splits.val.ids
+    train_ids, val_ids = _ids(splits.train), _ids(splits.val)
     assert task.decode(train_ids.tolist()) + task.decode(val_ids.tolist()) == CORPUS
     assert len(splits.val) == (len(val_ids) - 17) // 16 + 1
     batch = splits.train.get_batch(torch.tensor([0, 2]))
@@ -205,7 +213,7 @@ def test_random_offsets_follow_the_global_rng_and_stay_contiguous(tmp_path):
     first = task._shifted(tiles)
     torch.manual_seed(3)
     assert torch.equal(task._shifted(tiles), first) and first.shape == (6, 17)
-    corpus = splits.train.ids.tolist()
+    corpus = _ids(splits.train).tolist()
     for row in first.tolist():
         starts = [i for i in range(len(corpus) - 16) if corpus[i : i + 17] == row]
         assert starts, "every shifted window is a contiguous slice of the training text"
@@ -254,15 +262,50 @@ def test_token_windows_bounds():
     assert windows.get_batch([2]).tolist() == [[6, 7, 8, 9]]
 
 
-def test_prepared_corpus_is_cached_and_reused(tmp_path, cache):
+def _entries(folder):
+    return [p for p in folder.iterdir() if not p.name.startswith(".")]  # not the build lock
+
+
+def test_prepared_corpus_is_a_token_file_beside_the_data_reused_per_tokenizer(tmp_path, cache):
     task, splits = _lm(tmp_path, tokenizer={"kind": "bpe", "vocab_size": 300})
-    files = sorted(p.name for p in (cache / "language_modeling").iterdir())
-    assert len(files) == 2
+    folder = tmp_path / ".modelforge-tokens"
+    files = sorted(p.suffixes[-1] for p in _entries(folder))
+    assert files == [".json", ".json", ".tokens"]  # sidecar, tokenizer, ids
+    assert splits.summary["token_file"].startswith(str(folder))
     again, splits2 = _lm(tmp_path, tokenizer={"kind": "bpe", "vocab_size": 300})
-    assert torch.equal(splits.train.ids, splits2.train.ids) and torch.equal(splits.val.ids, splits2.val.ids)
+    assert torch.equal(_ids(splits.train), _ids(splits2.train)) and torch.equal(_ids(splits.val), _ids(splits2.val))
     assert again.tokenizer.to_str() == task.tokenizer.to_str()
+    assert len(_entries(folder)) == 3
     _lm(tmp_path, tokenizer={"kind": "bpe", "vocab_size": 280})  # another tokenizer: another entry
-    assert len(list((cache / "language_modeling").iterdir())) == 4
+    assert len(_entries(folder)) == 6
+    corpus = tmp_path / "corpus.txt"
+    os.utime(corpus, ns=(corpus.stat().st_atime_ns, corpus.stat().st_mtime_ns + 10**9))  # an edited file: rebuilt
+    _lm(tmp_path, tokenizer={"kind": "bpe", "vocab_size": 280})
+    assert len(_entries(folder)) == 9
+
+
+def test_processes_started_together_build_the_token_file_once(tmp_path, monkeypatch):
+    """torchrun's ranks all prepare the corpus at once: the first builds, the others wait and map its file."""
+    import threading
+
+    from modelforge.tasks.text import lm_corpus
+
+    builds, real_build = [], lm_corpus._build
+
+    def counted(*args):
+        builds.append(1)
+        return real_build(*args)
+
+    monkeypatch.setattr(lm_corpus, "_build", counted)
+    (tmp_path / "corpus.txt").write_text(CORPUS, encoding="utf-8")  # before the threads: none sees it half-written
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(_lm(tmp_path)[1])) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1 and len(results) == 3
+    assert all(torch.equal(_ids(r.train), _ids(results[0].train)) for r in results)
 
 
 def test_language_model_resume_is_exact_with_random_window_offsets(tmp_path):

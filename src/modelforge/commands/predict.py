@@ -58,11 +58,13 @@ def save_pictures(task: Any, item: Any, result: Any, output_dir: str | Path | No
     return saved
 
 
-def predict(run: str, inputs: list[str], output_dir: str | None) -> list[dict[str, Any]]:
-    """The JSON ``modelforge predict`` prints: one object per input, pictures saved as files."""
+def predict(run: str, inputs: list[str], output_dir: str | None,
+            options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The JSON ``modelforge predict`` prints: one object per input, pictures saved as files; ``options``: the
+    task's per-call options (``--labels`` → ``labels``), refused by a task that does not declare them."""
     from modelforge.api import load
 
     predictor = load(run)
-    results = predictor.predict(list(inputs))
+    results = predictor.predict(list(inputs), **(options or {}))
     results = [save_pictures(predictor.task, i, r, output_dir, n) for n, (i, r) in enumerate(zip(inputs, results))]
     return [{"input": i, **r} if isinstance(r, dict) else {"input": i, "output": r} for i, r in zip(inputs, results)]

@@ -5,6 +5,7 @@ travels in its artifact as tokenizer.json."""
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -82,7 +83,7 @@ def _untrained(kind: str, lowercase: bool) -> tuple[Tokenizer, Any]:
     return tok, trainers.BpeTrainer
 
 
-def build_tokenizer(cfg: TokenizerConfig, texts: list[str]) -> Tokenizer:
+def build_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
     """Train a tokenizer of ``cfg.kind`` on ``texts`` (``[PAD]`` = 0, ``[UNK]`` = 1), or load the pretrained one."""
     if cfg.kind == "pretrained":
         return load_tokenizer(_pretrained_file(cfg.path).read_text(encoding="utf-8"))

@@ -4,7 +4,11 @@
 anything: the network is ``AutoModelForSequenceClassification`` (a text classification run: ``num_classes`` comes
 from the data) or ``AutoModelForCausalLM`` (a language modeling run), wrapped so that the tasks see the same
 ``forward(input_ids, attention_mask)`` → logits contract as every other model, and causal LMs generate through
-``forward_with_state`` with transformers' KV cache (``tasks/generation.py``).
+``forward_with_state`` with transformers' KV cache (``tasks/generation.py``). Encoder–decoders
+(``AutoModelForSeq2SeqLM``: T5, BART, Marian …) take the toolkit's ``TransformerSeq2Seq`` contract
+``forward(src_ids, tgt_ids, src_mask)`` with the same ``encode``/``decode`` split (the ONNX graphs) and search
+through transformers' own ``generate``; speech models are ``AutoModelForCTC`` (wav2vec2 …: waveform → per-frame
+logits) or ``AutoModelForSpeechSeq2Seq`` (Whisper: log-mel features → teacher-forced logits, ``generate``).
 
 The artifact stays pickle-free and offline: ``artifact_kwargs`` puts the checkpoint's ``config.json`` inline in the
 artifact's model keywords with ``pretrained=False``, so ``load`` rebuilds the network with ``from_config`` and reads
@@ -26,7 +30,8 @@ from torch import nn
 from modelforge.core.errors import ArtifactError, ConfigError, MissingDependencyError
 from modelforge.core.registry import register
 
-HEADS = ("auto", "sequence_classification", "causal_lm", "image_classification")
+HEADS = ("auto", "sequence_classification", "causal_lm", "image_classification", "seq2seq_lm", "speech", "ctc",
+         "speech_seq2seq")  # "speech": CTC or speech seq2seq, as the checkpoint's config is an encoder–decoder or not
 # Tokenizer settings copied from the checkpoint into the artifact beside the task's tokenizer.json, so that
 # transformers' AutoTokenizer reads the artifact folder as the checkpoint's own tokenizer.
 TOKENIZER_SETTINGS = ("tokenizer_config.json", "special_tokens_map.json")
@@ -137,6 +142,70 @@ class HFImageClassifier(HFModel):
         return self.net(pixel_values=images, **resize).logits
 
 
+class HFSeq2SeqLM(HFModel):
+    """``AutoModelForSeq2SeqLM``: (src_ids, tgt_ids, src_mask) → teacher-forced logits (batch, tgt_time, vocab)."""
+
+    def encode(self, src_ids: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder states (batch, src_time, dim); ``src_mask`` is True/1 on real source tokens."""
+        return self.net.get_encoder()(input_ids=src_ids, attention_mask=_mask(src_ids, src_mask)).last_hidden_state
+
+    def decode(self, tgt_ids: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of every target position given the encoder states (no cache: the ONNX decoder graph)."""
+        encoded = transformers_module().modeling_outputs.BaseModelOutput(last_hidden_state=memory)
+        mask = torch.ones(memory.shape[:2], dtype=torch.long, device=memory.device) if src_mask is None \
+            else src_mask.long()
+        return self.net(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=tgt_ids,
+                        use_cache=False).logits
+
+    def forward(self, src_ids: torch.Tensor, tgt_ids: torch.Tensor,  # type: ignore[override]
+                src_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(input_ids=src_ids, attention_mask=_mask(src_ids, src_mask), decoder_input_ids=tgt_ids,
+                        use_cache=False).logits
+
+    @torch.no_grad()
+    def generate_ids(self, src_ids: torch.Tensor, src_mask: torch.Tensor, search: dict[str, Any]) -> torch.Tensor:
+        """transformers' ``generate`` (greedy or beam search): (batch, 1 + generated) ids, the start token first."""
+        return _generate(self.net, {"input_ids": src_ids, "attention_mask": src_mask.long()}, search)
+
+
+class HFCTC(HFModel):
+    """``AutoModelForCTC`` (wav2vec2, HuBERT …): normalised waveforms (batch, samples) → per-frame logits."""
+
+    def forward(self, input_values: torch.Tensor,  # type: ignore[override]
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(input_values=input_values, attention_mask=attention_mask).logits
+
+    def output_lengths(self, samples: torch.Tensor) -> torch.Tensor:
+        """Valid output frames of waveforms ``samples`` long (the convolutional front end's strides)."""
+        return self.net._get_feat_extract_output_lengths(samples).long()
+
+
+class HFSpeechSeq2Seq(HFModel):
+    """``AutoModelForSpeechSeq2Seq`` (Whisper): (input_features, decoder ids) → teacher-forced logits."""
+
+    def forward(self, input_features: torch.Tensor, tgt_ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.net(input_features=input_features, decoder_input_ids=tgt_ids, use_cache=False).logits
+
+    @torch.no_grad()
+    def generate_ids(self, input_features: torch.Tensor, prompt: torch.Tensor, search: dict[str, Any]) -> torch.Tensor:
+        """The prompt (start, language, task tokens) and what transformers' ``generate`` continues it with."""
+        return _generate(self.net, {"input_features": input_features, "decoder_input_ids": prompt}, search)
+
+
+def _mask(ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return torch.ones_like(ids) if mask is None else mask.long()
+
+
+def _generate(net: nn.Module, inputs: dict[str, torch.Tensor], search: dict[str, Any]) -> torch.Tensor:
+    """``GenerationMixin.generate`` with exactly ``search``'s settings (num_beams, length_penalty, max_new_tokens,
+    the special ids …) over the model config's defaults: the artifact keeps no generation_config.json, so nothing
+    else may steer the search. Whisper's own ``generate`` (language detection, timestamps, 30-s windows) is passed
+    over for the plain one, which continues the given decoder prompt."""
+    transformers = transformers_module()
+    config = transformers.GenerationConfig(do_sample=False, **search)
+    return transformers.GenerationMixin.generate(net, **inputs, generation_config=config)
+
+
 def image_statistics(model_cfg: Any) -> dict[str, Any] | None:
     """The checkpoint image processor's mean and std, for a ``model.name=hf`` image classifier (the images are
     resized to ``data.image_size``: set it to the checkpoint's size; ViT-style models interpolate otherwise)."""
@@ -160,19 +229,43 @@ def _cache_of(out: Any) -> Any:
     return out["cache"] if "cache" in out else out["past_key_values"]
 
 
-def _auto_class(transformers: Any, head: str, num_classes: int | None,
-                image_size: int | None) -> tuple[Any, type[HFModel]]:
+def _auto_class(transformers: Any, head: str, num_classes: int | None, image_size: int | None,
+                config: Any = None) -> tuple[Any, type[HFModel]]:
     if head not in HEADS:
         raise ConfigError(f"model.head={head!r} is not known; valid: {', '.join(HEADS)}")
     if head == "auto":  # the task decides: images → image classifier, labels → text classifier, else a causal LM
         head = "image_classification" if image_size else "sequence_classification" if num_classes else "causal_lm"
+    if head == "speech":  # the checkpoint decides: an encoder–decoder (Whisper) or an encoder with a CTC head
+        head = "speech_seq2seq" if getattr(config, "is_encoder_decoder", False) else "ctc"
     if head == "image_classification":
         return transformers.AutoModelForImageClassification, HFImageClassifier
     if head == "sequence_classification":
         if not num_classes:
             raise ConfigError("model.head=sequence_classification needs a text_classification task (num_classes)")
         return transformers.AutoModelForSequenceClassification, HFSequenceClassifier
-    return transformers.AutoModelForCausalLM, HFCausalLM
+    special = {"seq2seq_lm": (transformers.AutoModelForSeq2SeqLM, HFSeq2SeqLM),
+               "ctc": (transformers.AutoModelForCTC, HFCTC),
+               "speech_seq2seq": (transformers.AutoModelForSpeechSeq2Seq, HFSpeechSeq2Seq)}
+    return special.get(head, (transformers.AutoModelForCausalLM, HFCausalLM))
+
+
+def _freeze_unsaved(net: nn.Module) -> nn.Module:
+    """Freeze the parameters the architecture never saves (``_keys_to_ignore_on_save``: Marian's sinusoidal position
+    tables are Parameters that transformers recomputes on load): they are fixed by definition, and training them
+    would give a network that transformers' own ``save_pretrained`` → ``from_pretrained`` no longer reproduces."""
+    unsaved = set(getattr(net, "_keys_to_ignore_on_save", None) or ())
+    for name, param in net.named_parameters():
+        if name in unsaved:
+            param.requires_grad_(False)
+    return net
+
+
+def _checkpoint_config(transformers: Any, path: Path) -> Any:
+    try:
+        return transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"model.checkpoint={path}: transformers cannot read its config.json "
+                          f"({str(exc).splitlines()[0][:300]})") from None
 
 
 def _config_from_dict(transformers: Any, hf_config: dict[str, Any]) -> Any:
@@ -198,18 +291,20 @@ _TINY_LLAMA = {"pretrained": False, "hf_config": {
 def hf(checkpoint: Optional[str] = None, num_classes: Optional[int] = None, head: str = "auto",
        pad_id: Optional[int] = None, image_size: Optional[int] = None, pretrained: bool = True,
        hf_config: Optional[dict] = None) -> HFModel:
-    """Any Hugging Face checkpoint folder via transformers' Auto* classes (text/image classifier or causal LM)."""
+    """Any Hugging Face checkpoint folder via transformers' Auto* classes (classifier, causal/seq2seq LM, speech)."""
     transformers = transformers_module()
-    auto, wrapper = _auto_class(transformers, head, num_classes, image_size)
-    # a classifier gets a fresh head for the task's labels (ignore_mismatched_sizes: a head trained for others)
-    labels = {"num_labels": num_classes, "ignore_mismatched_sizes": True} \
-        if wrapper in (HFSequenceClassifier, HFImageClassifier) else {}
     if not pretrained:
         if hf_config is None:
             raise ArtifactError("model.name=hf with pretrained=false needs hf_config (the artifact's network config)")
         config = _config_from_dict(transformers, hf_config)
-        return wrapper(auto.from_config(config), checkpoint)
+        auto, wrapper = _auto_class(transformers, head, num_classes, image_size, config)
+        return wrapper(_freeze_unsaved(auto.from_config(config)), checkpoint)
     path = checkpoint_dir(checkpoint)
+    config = _checkpoint_config(transformers, path) if head == "speech" else None
+    auto, wrapper = _auto_class(transformers, head, num_classes, image_size, config)
+    # a classifier gets a fresh head for the task's labels (ignore_mismatched_sizes: a head trained for others)
+    labels = {"num_labels": num_classes, "ignore_mismatched_sizes": True} \
+        if wrapper in (HFSequenceClassifier, HFImageClassifier) else {}
     try:
         net, info = auto.from_pretrained(path, local_files_only=True, output_loading_info=True,
                                          dtype=torch.float32, **labels)
@@ -219,6 +314,7 @@ def hf(checkpoint: Optional[str] = None, num_classes: Optional[int] = None, head
     if wrapper is HFSequenceClassifier and net.config.pad_token_id is None and pad_id is not None:
         # decoder classifiers (GPT-2, Llama) find each row's last token through the pad id
         net.config.pad_token_id = pad_id
+    _freeze_unsaved(net)
     settings = {name: (path / name).read_bytes() for name in TOKENIZER_SETTINGS if (path / name).is_file()}
     mismatched = {key if isinstance(key, str) else key[0] for key in info.get("mismatched_keys", ())}
     fresh = set(info.get("missing_keys", ())) | mismatched
@@ -260,3 +356,42 @@ def checkpoint_tokenizer(model_cfg: Any) -> Any:
         raise ConfigError(f"model.checkpoint={path}: its tokenizer has no fast (tokenizers) version; save one as "
                           "tokenizer.json in the folder")
     return _tokenizer_from_json(backend.to_str(), str(path))
+
+
+def checkpoint_or_artifact(model_cfg: Any, artifact_dir: Path | None) -> Path:
+    """Where a ``model.name=hf`` run reads its tokenizer/processor: the artifact's copy once trained, else the
+    checkpoint folder."""
+    return artifact_dir if artifact_dir is not None else checkpoint_dir(model_cfg.kwargs().get("checkpoint"))
+
+
+def auto_tokenizer(folder: Path) -> Any:
+    """transformers' ``AutoTokenizer`` of a checkpoint (or artifact) folder, offline; one-line error otherwise."""
+    try:
+        return transformers_module().AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"model.checkpoint={folder}: AutoTokenizer cannot read its tokenizer files "
+                          f"({str(exc).splitlines()[0][:200]})") from None
+
+
+def auto_feature_extractor(folder: Path) -> Any:
+    """transformers' ``AutoFeatureExtractor`` (preprocessor_config.json) of a checkpoint (or artifact) folder."""
+    try:
+        return transformers_module().AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"model.checkpoint={folder}: AutoFeatureExtractor cannot read its preprocessor_config.json "
+                          f"({str(exc).splitlines()[0][:200]})") from None
+
+
+def saved_files(*parts: Any) -> dict[str, bytes]:
+    """The files ``save_pretrained`` writes for tokenizers / feature extractors (JSON, vocabularies, sentencepiece
+    models — never pickles), as {name: bytes} for the artifact."""
+    import tempfile
+
+    files: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for part in parts:
+            part.save_pretrained(tmp)
+        for file in sorted(Path(tmp).iterdir()):
+            if file.is_file():
+                files[file.name] = file.read_bytes()
+    return files

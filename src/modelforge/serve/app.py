@@ -8,7 +8,6 @@ Inputs are validated (``serve.inputs``) before they reach a model, so one bad re
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import Awaitable, Sequence
@@ -28,9 +27,11 @@ from modelforge.explain.predictor import ExplainingPredictor
 from modelforge.serve.batching import BatchSettings, MicroBatcher
 from modelforge.serve.deadline import ClientGone, for_client
 from modelforge.serve.errors import ClientError, model_failure
+from modelforge.serve.fastpath import PredictFastPath
 from modelforge.serve.guards import LOOPBACK_NAMES, ApiKeyGuard, BodyLimit, HostGuard, allowed_hosts_for, error_response
-from modelforge.serve.inputs import ServeSettings, explain_options, read_inputs, validate_item
+from modelforge.serve.inputs import ServeSettings, explain_options, predict_options, read_inputs, validate_item
 from modelforge.serve.openapi import errors, install_security, request_body
+from modelforge.serve.runtime import batch_runner
 from modelforge.serve.server import ServerSettings, run_server
 
 __all__ = ["ClientError", "ServeSettings", "ServedModel", "create_app", "serve", "validate_item"]
@@ -46,6 +47,7 @@ class ServedModel:
     predictor: ExplainingPredictor
     batcher: MicroBatcher
     options: dict[str, Any] = field(default_factory=dict)  # the per-call options its batcher predicts with
+    runtime: str = "torch"  # what runs its batched forward pass (``serve.runtime``)
 
     @property
     def kind(self) -> str | None:
@@ -78,8 +80,10 @@ class ServedModel:
             "input": spec,
             "explain": self.explainable,
             **({"generation": asdict(task.sampling(**self.options))} if self.generates else {}),
+            "runtime": self.runtime,
             "batching": {"max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms,
-                         "queue_size": settings.queue_size, **self.batcher.stats.as_dict()},
+                         "window": settings.window, "queue_size": settings.queue_size,
+                         **self.batcher.stats.as_dict()},
         }
 
 
@@ -89,11 +93,11 @@ def _name_of(path: Path) -> str:
     return path.parent.name if path.name == "model" and (path / "config.json").exists() else path.name
 
 
-def load_models(runs: Sequence[str | Path], settings: BatchSettings,
-                max_new_tokens: int | None = None, quantized: bool = False) -> dict[str, ServedModel]:
+def load_models(runs: Sequence[str | Path], settings: BatchSettings, max_new_tokens: int | None = None,
+                quantized: bool = False, runtime: str = "auto") -> dict[str, ServedModel]:
     """Load each run as ``NAME=RUN`` or ``RUN`` (named after its directory); names must be unique. A text
     generator predicts with at most ``max_new_tokens`` new tokens per prompt, whatever its recipe's serve: asks;
-    ``quantized``: the int8 models measured by ``modelforge quantize``."""
+    ``quantized``: the int8 models measured by ``modelforge quantize``; ``runtime``: see ``serve.runtime``."""
     models: dict[str, ServedModel] = {}
     for spec in runs:
         text = str(spec)
@@ -106,37 +110,38 @@ def load_models(runs: Sequence[str | Path], settings: BatchSettings,
             raise ArtifactError(f"{path}: task {predictor.recipe.task!r} has no input_kind: it cannot be served")
         generates = "generate" in predictor.task.capabilities and max_new_tokens is not None
         options = {"max_new_tokens_cap": max_new_tokens} if generates else {}
-        batcher = MicroBatcher(functools.partial(predictor.predict, **options), settings, name)
-        models[name] = ServedModel(name, predictor, batcher, options)
+        run_batch, runtime_name = batch_runner(predictor, options, runtime, quantized)
+        models[name] = ServedModel(name, predictor, MicroBatcher(run_batch, settings, name), options, runtime_name)
     if not models:
         raise ConfigError("give at least one run directory to serve")
     return models
 
 
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ClientError)
-    async def client_error(request: Request, exc: ClientError) -> JSONResponse:
+def error_answer(exc: Exception, request: Request | None = None) -> JSONResponse:
+    """The JSON answer for an exception a request raised: the client's (4xx, its message), or a 500 whose details
+    go to the server log only. The exception handlers and the predict fast path both answer through it."""
+    if isinstance(exc, ClientError):
         return error_response(exc.status, exc.message, exc.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if isinstance(exc, StarletteHTTPException):
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         return error_response(exc.status_code, message[:200], getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    if isinstance(exc, RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error_response(422, f"{where}: {first.get('msg', 'invalid request')}"[:200])
-
-    @app.exception_handler(ClientGone)
-    async def client_gone(request: Request, exc: ClientGone) -> JSONResponse:
+    if isinstance(exc, ClientGone):
         return error_response(499, "the client disconnected before the answer was ready")  # nobody reads it
+    where = f"{request.method} {request.url.path[:200]}" if request is not None else "a request"
+    log.error("internal error on %s", where, exc_info=exc)
+    return error_response(500, "internal server error (see the server log)")
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("internal error on %s %s", request.method, request.url.path[:200])
-        return error_response(500, "internal server error (see the server log)")
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def answer(request: Request, exc: Exception) -> JSONResponse:
+        return error_answer(exc, request)
+
+    for kind in (ClientError, StarletteHTTPException, RequestValidationError, ClientGone, Exception):
+        app.add_exception_handler(kind, answer)
 
 
 async def _run_model(model: ServedModel, request: Request, work: Awaitable[T], timeout: float | None) -> T:
@@ -168,7 +173,7 @@ def create_app(runs: Sequence[str | Path] | dict[str, ServedModel], settings: Se
     """The FastAPI app over run directories (or already loaded models); ``serve`` runs it with uvicorn."""
     settings = settings or ServeSettings()
     models = runs if isinstance(runs, dict) else load_models(runs, settings.batch, settings.max_new_tokens,
-                                                             settings.quantized)
+                                                             settings.quantized, settings.runtime)
     _check_generation(models)
 
     @asynccontextmanager
@@ -182,7 +187,10 @@ def create_app(runs: Sequence[str | Path] | dict[str, ServedModel], settings: Se
     app = FastAPI(title="modelforge", version="0.1.0", lifespan=lifespan,
                   description="Predictions from trained modelforge runs. Errors are JSON: {\"error\": message}.")
     app.state.models, app.state.settings = models, settings
-    # Added innermost first: a request meets the Host check, then the key, then the body limit.
+    # Added innermost first: a request meets the Host check, then the key, then the body limit, then predict's fast
+    # path (``app.state.predict`` is set by ``_add_routes`` below, before the first request).
+    app.add_middleware(PredictFastPath, handle=lambda name, request: app.state.predict(name, request),
+                       on_error=error_answer)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyGuard, key=settings.api_key)
@@ -230,14 +238,26 @@ def _add_routes(app: FastAPI, models: dict[str, ServedModel], settings: ServeSet
     async def show_model(name: str) -> JSONResponse:
         return JSONResponse(get_model(name).describe())
 
-    @app.post("/models/{name}/predict", openapi_extra=request_body(),
-              responses=errors(401, 404, 413, 415, 422, 503, 504),
-              summary="Predict: JSON {\"inputs\": [...]} or a multipart upload; requests are micro-batched")
     async def predict(name: str, request: Request) -> JSONResponse:
         model = get_model(name)
+        # per-call options from the query string, as the task declares them (zero-shot labels, a text query …)
+        options = predict_options(request.query_params, model.predictor.task.query_options, settings)
         items = await read_inputs(request, model, settings)
-        predictions = await _run_model(model, request, model.batcher.submit(items), settings.request_timeout)
+        if options:  # these inputs are compared with one another or with the options: never merged into a batch
+            work = model.batcher.run_exclusive(lambda: model.predictor.predict(items, **{**model.options, **options}))
+        else:
+            work = model.batcher.submit(items)
+        predictions = await _run_model(model, request, work, settings.request_timeout)
         return JSONResponse({"model": name, "predictions": predictions})
+
+    # The route documents predict in the OpenAPI schema; ``serve.fastpath`` answers predict requests with this same
+    # handler before FastAPI's router (whose per-request matching and parameter solving cost more than the model).
+    app.post("/models/{name}/predict", openapi_extra=request_body(),
+             responses=errors(401, 404, 413, 415, 422, 503, 504),
+             summary="Predict: JSON {\"inputs\": [...]}, a multipart upload or one raw file (image/png, image/jpeg, "
+                     "audio/wav, application/octet-stream); requests are micro-batched (query options the model "
+                     "declares, e.g. ?labels=…&labels=… or ?query=…, run alone)")(predict)
+    app.state.predict = predict
 
     @app.post("/models/{name}/explain", openapi_extra=request_body(),
               responses=errors(401, 404, 413, 415, 422, 501, 503, 504),
@@ -257,17 +277,32 @@ def _add_routes(app: FastAPI, models: dict[str, ServedModel], settings: ServeSet
 
 def serve(runs: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000,
           settings: ServeSettings | None = None, log_level: str = "info", server: ServerSettings | None = None,
-          allowed_hosts: Sequence[str] = ()) -> None:
-    """Load the runs and serve them with uvicorn until SIGTERM/SIGINT. Without an API key the server answers only
-    to ``Host`` names of its own address (or ``allowed_hosts``): a web page elsewhere cannot reach a loopback
-    server through DNS rebinding."""
+          allowed_hosts: Sequence[str] = (), workers: int = 1, reuse_port: bool = False) -> int:
+    """Load the runs and serve them with uvicorn until SIGTERM/SIGINT; returns the exit status. Without an API key
+    the server answers only to ``Host`` names of its own address (or ``allowed_hosts``): a web page elsewhere
+    cannot reach a loopback server through DNS rebinding. ``workers`` > 1: that many server processes on the port
+    (``serve.workers``; the runs are loaded here once first, so that a bad run fails before any worker starts);
+    ``reuse_port``: listen on a ``SO_REUSEPORT`` socket (what each of those workers does)."""
     settings = settings or ServeSettings()
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s")
+    if workers > 1:
+        from modelforge.serve.workers import serve_workers
+
+        load_models(runs, settings.batch, settings.max_new_tokens, settings.quantized, settings.runtime)
+        log.info("starting %d worker processes on http://%s:%d", workers, host, port)
+        return serve_workers(serve, workers, runs, host, port, settings, log_level, server or ServerSettings(),
+                             allowed_hosts)
     if settings.api_key is None and settings.allowed_hosts is None:
         settings = replace(settings, allowed_hosts=allowed_hosts_for(host, allowed_hosts))
     app = create_app(runs, settings)
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s")
     if host not in LOOPBACK_NAMES and settings.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach this address can use the models", host)
     names = ", ".join(app.state.models)
     log.info("serving %s on http://%s:%d (web page at /, API docs at /docs)", names, host, port)
-    run_server(app, host, port, server or ServerSettings(), log_level)
+    if reuse_port:
+        from modelforge.serve.workers import reuse_port_socket
+
+        run_server(app, host, port, server or ServerSettings(), log_level, sock=reuse_port_socket(host, port))
+    else:
+        run_server(app, host, port, server or ServerSettings(), log_level)
+    return 0

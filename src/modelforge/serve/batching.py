@@ -1,8 +1,16 @@
 """Dynamic micro-batching: concurrent requests are gathered into one model call.
 
 A request (one or more inputs) waits in a bounded queue. One collector task per model takes the oldest request and
-gathers more until the batch holds ``max_batch_size`` inputs or the oldest request has waited ``max_wait_ms``; the
-batch then runs in the model's own worker thread, so the event loop keeps accepting requests meanwhile. One thread
+gathers more, up to ``max_batch_size`` inputs; the batch then runs in the model's own worker thread, so the event
+loop keeps accepting requests meanwhile. How long it gathers is the batch window:
+
+- ``adaptive`` (what ``modelforge serve`` uses): no timer. A request that finds the model idle runs at once, alone;
+  the requests that arrive while a batch runs form the next batch, which starts as soon as the model is free. A
+  request therefore waits only for the model, never for company that may not come, so batching cannot make latency
+  worse than running each request alone, and batches grow with the load.
+- ``fixed``: the batch also waits until the oldest request has waited ``max_wait_ms`` (fuller batches at light
+  load, at the price of that wait).
+ One thread
 per model because a second concurrent forward pass only competes for the same cores (and not every model is
 thread-safe). A full queue is refused at once (``QueueFullError`` → HTTP 503) instead of letting latency grow.
 
@@ -24,6 +32,7 @@ from typing import Any, TypeVar
 
 log = logging.getLogger("modelforge.serve")
 T = TypeVar("T")
+BATCH_WINDOWS = ("adaptive", "fixed")
 
 
 class QueueFullError(Exception):
@@ -40,10 +49,13 @@ class BatchSettings:
     max_wait_ms: float = 5.0
     queue_size: int = 256
     max_explains: int = 2  # explanations waiting or running per model; bounded by queue_size too
+    window: str = "fixed"  # "adaptive": no timer, see the module docstring; "fixed": wait up to max_wait_ms
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.queue_size < 1 or self.max_wait_ms < 0 or self.max_explains < 1:
             raise ValueError("max_batch_size, queue_size and max_explains must be ≥ 1 and max_wait_ms ≥ 0")
+        if self.window not in BATCH_WINDOWS:
+            raise ValueError(f"batch window must be one of {', '.join(BATCH_WINDOWS)}, got {self.window!r}")
 
 
 @dataclass
@@ -195,8 +207,12 @@ class MicroBatcher:
                 await self._run(batch)
 
     async def _gather(self) -> None:
-        """Wait until a full batch is pending or the oldest request has waited max_wait_ms."""
+        """Fixed window: wait until a full batch is pending or the oldest request has waited max_wait_ms. Adaptive:
+        no wait (the collector reaches here only once the previous batch is done, so what arrived meanwhile is
+        already pending)."""
         assert self._arrived is not None
+        if self.settings.window == "adaptive":
+            return
         deadline = self._pending[0].arrived + self.settings.max_wait_ms / 1000
         while self._pending_items < self.settings.max_batch_size:
             remaining = deadline - time.monotonic()

@@ -30,6 +30,12 @@ from modelforge.tasks.base import ServedText
 IMAGE_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM"}
 INPUT_KINDS = ("text", "image", "audio", "video", "seed")  # the Task.input_kind values validate_item reads
 MAX_SEED = 2**63 - 1
+# A raw body is one file: its content type → the input kind it can carry (None: whichever the model takes).
+RAW_TYPES: dict[str, str | None] = {"image/png": "image", "image/jpeg": "image", "audio/wav": "audio",
+                                    "audio/x-wav": "audio", "audio/wave": "audio", "application/octet-stream": None}
+BINARY_KINDS = ("image", "audio", "video")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+IMAGE_MAGIC = {"image/png": PNG_SIGNATURE, "image/jpeg": b"\xff\xd8\xff"}
 EXPLAIN_QUERY_OPTIONS = ("method", "target", "steps")
 MAX_EXPLAIN_STEPS = 512  # path points of integrated gradients: each one is a forward and backward pass per input
 
@@ -38,9 +44,10 @@ MAX_EXPLAIN_STEPS = 512  # path points of integrated gradients: each one is a fo
 class ServeSettings:
     """Limits and batching; the defaults suit small models on a CPU."""
 
-    batch: BatchSettings = field(default_factory=BatchSettings)
+    batch: BatchSettings = field(default_factory=lambda: BatchSettings(window="adaptive"))
     api_key: str | None = None
     quantized: bool = False  # serve each run's int8 model (``modelforge quantize`` first)
+    runtime: str = "auto"  # the batched forward: "auto" (onnxruntime where it serves the model), "torch" or "onnx"
     max_body_bytes: int = 8 * 1024 * 1024
     max_inputs: int = 64
     max_image_pixels: int = 4096 * 4096
@@ -71,9 +78,24 @@ def _b64(value: Any, where: str) -> bytes:
         raise ClientError(422, f"{where} is not valid base64") from None
 
 
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG's IHDR chunk (the first chunk, by the format's rule), or None when the bytes do
+    not start that way. Reading 24 bytes costs a small fraction of opening the file with Pillow, which a 28×28 digit
+    on the predict path would otherwise pay twice; the full decode later still checks everything else."""
+    if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return (width, height) if width > 0 and height > 0 else None
+
+
 def check_image(data: bytes, where: str, max_pixels: int) -> bytes:
     from PIL import Image, UnidentifiedImageError
 
+    size = png_size(data)
+    if size is not None:
+        if size[0] * size[1] > max_pixels:
+            raise ClientError(413, f"{where}: image is {size[0]}×{size[1]} pixels, over the {max_pixels} pixel limit")
+        return data
     try:
         with Image.open(io.BytesIO(data)) as img:  # reads the header only: the pixel count is checked before decoding
             fmt, (width, height) = img.format, img.size
@@ -226,7 +248,8 @@ def parse_json(body: bytes) -> Any:
 
 
 async def read_inputs(request: Request, model: Any, settings: ServeSettings) -> list[Any]:
-    """The request's inputs, validated: a JSON ``{"inputs": [...]}`` body or a multipart upload. ``model`` is the
+    """The request's inputs, validated: a JSON ``{"inputs": [...]}`` body, a multipart upload or one raw file
+    (``RAW_TYPES``; a WAV body is checked as audio, an image body as an image, by ``validate_item``). ``model`` is the
     app's ``ServedModel`` (its input ``kind``, ``input_spec`` and whether it ``generates``)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
@@ -237,9 +260,11 @@ async def read_inputs(request: Request, model: Any, settings: ServeSettings) -> 
         values: list[Any] = raw
     elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):  # the latter: text fields
         values = await _multipart_values(request, settings)
+    elif content_type in RAW_TYPES:
+        values = [await raw_body(request, content_type, model.kind)]
     else:
-        raise ClientError(415, f"content type {content_type or '(none)'!r} is not accepted; "
-                               "send application/json or multipart/form-data")
+        raise ClientError(415, f"content type {content_type or '(none)'!r} is not accepted; send application/json "
+                               f"or multipart/form-data, or one raw file ({', '.join(RAW_TYPES)})")
     if not values:
         raise ClientError(422, "no inputs given")
     if len(values) > settings.max_inputs:
@@ -252,6 +277,24 @@ async def read_inputs(request: Request, model: Any, settings: ServeSettings) -> 
         return [await run_in_threadpool(validate_item, model.kind, value, f"inputs[{i}]", settings, spec)
                 for i, value in enumerate(values)]
     return [validate_item(model.kind, value, f"inputs[{i}]", settings, spec) for i, value in enumerate(values)]
+
+
+async def raw_body(request: Request, content_type: str, kind: str | None) -> bytes:
+    """The body of a raw upload (one file, no JSON or multipart around it), after checking that its content type
+    suits the model's input kind and, for an image type, that the bytes are that format."""
+    # 422, not 415: the server accepts the type (one OpenAPI schema serves every model), this model cannot use it.
+    expected = RAW_TYPES[content_type]
+    if expected is not None and kind != expected:
+        raise ClientError(422, f"content type {content_type!r} sends {expected} but this model takes {kind} inputs")
+    if kind not in BINARY_KINDS:
+        raise ClientError(422, f"a raw body cannot carry {kind} inputs; send application/json or multipart/form-data")
+    data = await request.body()
+    if not data:
+        raise ClientError(422, "inputs[0]: the request body is empty")
+    magic = IMAGE_MAGIC.get(content_type)
+    if magic is not None and not data.startswith(magic):
+        raise ClientError(422, f"inputs[0]: the body is not {content_type} (its first bytes are not that format's)")
+    return data
 
 
 async def _multipart_values(request: Request, settings: ServeSettings) -> list[Any]:
@@ -290,4 +333,30 @@ def explain_options(query: Any) -> dict[str, Any]:
         if not text.isdigit() or not 2 <= int(text) <= MAX_EXPLAIN_STEPS:
             raise ClientError(422, f"steps must be a whole number from 2 to {MAX_EXPLAIN_STEPS}, got {text[:20]!r}")
         options["steps"] = int(text)
+    return options
+
+
+def predict_options(query: Any, declared: dict[str, str], settings: ServeSettings) -> dict[str, Any]:
+    """The per-call options of a predict request's query string, as the task declares them (``Task.query_options``:
+    "text" = one value, "texts" = the key repeated): an undeclared key, an empty or over-long text, or more
+    texts than ``max_inputs`` is a 422."""
+    unknown = [key for key in query.keys() if key not in declared]
+    if unknown:
+        valid = ", ".join(declared) or "none"
+        raise ClientError(422, f"unknown query option {unknown[0][:60]!r}; this model's predict takes {valid}")
+    options: dict[str, Any] = {}
+    for key, how in declared.items():
+        values = query.getlist(key)
+        if not values:
+            continue
+        if how == "text" and len(values) > 1:
+            raise ClientError(422, f"give {key} once, got it {len(values)} times")
+        if len(values) > settings.max_inputs:
+            raise ClientError(413, f"{len(values)} {key} values, over the limit of {settings.max_inputs}")
+        for value in values:
+            if not value.strip():
+                raise ClientError(422, f"{key} must be a non-empty text")
+            if len(value) > settings.max_text_chars:
+                raise ClientError(413, f"{key} is {len(value)} characters, over the {settings.max_text_chars} limit")
+        options[key] = [ServedText(v) for v in values] if how == "texts" else ServedText(values[0])
     return options

@@ -30,8 +30,9 @@ _MEANING = {
     403: "Cross-origin browser request refused",
     404: "Unknown model",
     413: "Over a size limit (body, inputs per request, pixels, seconds, characters, frames)",
-    415: "Content type other than application/json or multipart/form-data",
-    422: "An input the model cannot use (not base64, not a readable image/WAV/video, empty text …)",
+    415: "Content type other than application/json, multipart/form-data or a listed raw file type",
+    422: "An input the model cannot use (not base64, not a readable image/WAV/video, empty text, a raw file type "
+         "this model does not take …)",
     501: "The model's task has no explanations",
     503: "The model's queue is full: retry after Retry-After seconds",
     504: "No answer within the request timeout",
@@ -44,6 +45,11 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": _MEANING[code]} for code in sorted({400, 403, *codes})}
 
 
+# One raw file as the whole body (what ``serve.inputs.RAW_TYPES`` accepts; the audio/x-wav and audio/wave aliases
+# are accepted too but not listed).
+RAW_BODY_TYPES = ("image/png", "image/jpeg", "audio/wav", "application/octet-stream")
+
+
 def request_body() -> dict[str, Any]:
     upload = {"type": "object", "properties": {
         "file": {"type": "array", "items": {"type": "string", "format": "binary"},
@@ -54,6 +60,7 @@ def request_body() -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {
         "application/json": {"schema": PredictRequest.model_json_schema()},
         "multipart/form-data": {"schema": upload},
+        **{media: {"schema": {"type": "string", "format": "binary"}} for media in RAW_BODY_TYPES},
     }}}
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from modelforge.core.errors import ConfigError
 from modelforge.core.registry import entries, find
 
-FAMILIES = ("vision", "text", "seq2seq", "speech", "embeddings")
+FAMILIES = ("vision", "text", "seq2seq", "speech", "embeddings", "multimodal")
 _HERE = Path(__file__).resolve().parent
 
 

@@ -201,7 +201,8 @@ class Task:
     input_kind: ClassVar[str | None] = None
 
     # ---- capabilities: declared here, read by explain/, serve/ and api.py (which never switch on a task's name) ---
-    # The API verbs this task answers besides predict: "generate", "transcribe", "translate", "sample", "neighbors".
+    # The API verbs this task answers besides predict: "generate", "transcribe", "translate", "sample", "neighbors",
+    # "search" (rank images by a text).
     capabilities: ClassVar[frozenset[str]] = frozenset()
     # Which explain adapter applies (explain/adapters.py): "image" (normalised pixels of a classifier), "text" (token
     # embeddings of a classifier with a ``tokenizer``), "audio" (the spectrogram of a classifier); None: no
@@ -209,6 +210,10 @@ class Task:
     explain_kind: ClassVar[str | None] = None
     # Keywords ``forward`` (and so ``Predictor.predict``) accepts per call.
     call_options: ClassVar[frozenset[str]] = frozenset()
+    # The call options a client may give in the query string of ``POST /models/NAME/predict`` (serve/inputs.py), by
+    # how they are read: "text" (one value) or "texts" (the key repeated, a list). A request that gives any runs
+    # alone, not micro-batched with other requests. Other query keys are refused.
+    query_options: ClassVar[dict[str, str]] = {}
     # What ``modelforge video`` draws of one result on a frame (video_annotate.py): "label" (a ``{label,
     # probability}`` result, as a banner) or "boxes" (``{"boxes": [{label, score, box}]}``, as rectangles); None: the
     # results cannot be drawn on a video. Only image and video tasks (``input_kind``) can be run over one.

@@ -35,6 +35,7 @@ FILE_SOURCES: dict[str, tuple[FileSource, ...]] = {
     "language_modeling": (FileSource("file", ("path",)),),
     "word_embeddings": (FileSource("file", ("path",)),),
     "video_classification": (FileSource("folder", ("path",)),),
+    "image_text_retrieval": (FileSource("files", ("path", "images_dir")),),
 }
 
 

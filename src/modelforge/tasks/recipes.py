@@ -121,6 +121,15 @@ def resolve(raw: dict[str, Any], source: str = "") -> Recipe:
     return recipe.model_copy(update={"data": data, "model": type(recipe.model).model_validate(model)})
 
 
+def _switch_model(raw: dict[str, Any], changes: list[tuple[list[str], Any]]) -> None:
+    """An override naming another model (``model.name=hf``) starts its model section afresh: the recipe's other
+    model keywords belong to the builder it replaces (``dim``, ``num_layers`` …); the overrides then add their own."""
+    names = [value for keys, value in changes if keys == ["model", "name"]]
+    model = raw.get("model")
+    if names and isinstance(model, dict) and model.get("name") != names[-1]:
+        raw["model"] = {"name": names[-1]}
+
+
 def load_recipe(name_or_path: str | dict[str, Any], overrides: list[str] | None = None, **kw_overrides: Any) -> Recipe:
     """Load a recipe by name, path or mapping, apply ``key.sub=value`` strings and ``key__sub=value`` keywords."""
     if isinstance(name_or_path, dict):
@@ -129,12 +138,10 @@ def load_recipe(name_or_path: str | dict[str, Any], overrides: list[str] | None 
         path = find_recipe(name_or_path)
         raw, source = load_yaml(path), str(path)
     overridden: set[str] = set()  # the data.* keys the overrides set
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        set_path(raw, keys, value)
-        overridden.update(keys[1:2] if keys[0] == "data" else [])
-    for key, value in kw_overrides.items():
-        keys = key.split("__")
+    changes = [parse_override(text) for text in overrides or []]
+    changes += [(key.split("__"), value) for key, value in kw_overrides.items()]
+    _switch_model(raw, changes)
+    for keys, value in changes:
         set_path(raw, keys, value)
         overridden.update(keys[1:2] if keys[0] == "data" else [])
     if isinstance(raw.get("data"), dict) and isinstance(raw.get("task"), str):

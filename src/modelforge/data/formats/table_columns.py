@@ -92,6 +92,12 @@ def infer_columns(path: Path, text_column: str | None, label_column: str | None,
         return text_column, label_column
     profiles = profile_columns(path, format, encoding)
     rows = len(read_table_rows(path, [profiles[0].name], format, encoding))
+    return pick_columns(profiles, rows, text_column, label_column, str(path))
+
+
+def pick_columns(profiles: list[ColumnProfile], rows: int, text_column: str | None, label_column: str | None,
+                 where: str) -> tuple[str, str]:
+    """The given names, or the one text-like / label-like column among ``profiles`` (of ``rows`` rows)."""
     if text_column is None:
         texts = [p for p in profiles if p.looks_like_text(rows) and p.name != label_column]
         chosen = _one_of(texts, _TEXT_NAMES)
@@ -104,5 +110,5 @@ def infer_columns(path: Path, text_column: str | None, label_column: str | None,
         missing = " and ".join(k for k, v in (("data.text_column", text_column), ("data.label_column", label_column))
                                if v is None)
         listed = "; ".join(p.describe(rows) for p in profiles)
-        raise DataError(f"{path}: cannot tell which column to use; set {missing}. Columns: {listed}")
+        raise DataError(f"{where}: cannot tell which column to use; set {missing}. Columns: {listed}")
     return text_column, label_column

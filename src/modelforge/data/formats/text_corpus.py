@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelforge.core.errors import DataError
+from modelforge.data.token_file import FOLDER as TOKEN_FOLDER
 
 log = logging.getLogger("modelforge.data")
 
@@ -96,8 +97,9 @@ def corpus_files(source: str | Path | Sequence[str | Path], pattern: str = "*.tx
     for item in sources:
         path = Path(item)
         if path.is_dir():
-            found = sorted(
-                (p for p in path.rglob(pattern) if p.is_file()), key=lambda p, root=path: p.relative_to(root).as_posix()
+            found = sorted(  # never the token files modelforge keeps beside the data
+                (p for p in path.rglob(pattern) if p.is_file() and TOKEN_FOLDER not in p.relative_to(path).parts),
+                key=lambda p, root=path: p.relative_to(root).as_posix(),
             )
             if not found:
                 raise DataError(f"{path}: no files matching {pattern!r} in this directory; add files or set pattern")

@@ -54,10 +54,13 @@ function selectModel() {
   const model = currentModel();
   if (!model) return;
   const kind = model.input.kind;
-  $("image-input").hidden = kind !== "image";
+  // a model whose predict takes text options (image–text retrieval) compares uploaded images with a text instead
+  const compares = Boolean(model.input.options);
+  $("compare-input").hidden = !compares;
+  $("image-input").hidden = kind !== "image" || compares;
   $("text-input").hidden = kind !== "text";
   $("seed-input").hidden = kind !== "seed";
-  $("file-input").hidden = !["image", "audio", "video"].includes(kind);
+  $("file-input").hidden = !["image", "audio", "video"].includes(kind) || compares;
   // forget the previous model's file: choosing the same file again for this model must fire "change"
   $("file").value = "";
   $("file").accept = { audio: ".wav,audio/wav", video: "video/*,.avi,.mkv,.mp4,.mov,.webm" }[kind] || "image/*";
@@ -138,10 +141,13 @@ function framedDrawing() {
 
 // ---- predictions ----------------------------------------------------------------------------------------------
 function setBusy(busy) {
-  for (const id of ["predict-drawing", "predict-text", "generate", "explain"]) $(id).disabled = busy;
+  for (const id of ["predict-drawing", "predict-text", "generate", "explain", "rank", "score-labels"]) {
+    $(id).disabled = busy;
+  }
 }
 
-async function predict(body, isForm) {
+// ``query``: the query string of the model's declared options ("?query=…" or "?labels=…&labels=…")
+async function predict(body, isForm, query) {
   const model = currentModel();
   if (!model) return;
   setBusy(true);
@@ -150,9 +156,10 @@ async function predict(body, isForm) {
     const options = isForm
       ? { method: "POST", body: body }
       : { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } };
-    const result = await api("/models/" + encodeURIComponent(model.name) + "/predict", options);
+    const result = await api("/models/" + encodeURIComponent(model.name) + "/predict" + (query || ""), options);
     state.lastInput = { body: body, isForm: isForm };
     if (model.input.kind === "seed") showGenerated(result.predictions, body.inputs);
+    else if (query && query.startsWith("?query=")) showRanking(result.predictions);
     else showPrediction(result.predictions[0], model);
   } catch (err) {
     showStatus(err.message);
@@ -193,6 +200,49 @@ function showGenerated(predictions, seeds) {
   $("predictions").querySelector("tbody").innerHTML = "";
   $("output-text").hidden = $("raw").hidden = $("label").hidden = true;
   predictions.forEach((prediction, i) => addPicture(prediction.image_png, "seed " + seeds[i]));
+}
+
+// Images ranked by a text query: the uploads in rank order, each with its rank and cosine score
+function showRanking(predictions) {
+  clearResult(currentModel());
+  $("predictions").querySelector("tbody").innerHTML = "";
+  $("output-text").hidden = $("raw").hidden = true;
+  const files = Array.from($("compare-files").files);
+  const order = predictions.map((p, i) => ({ rank: p.rank, score: p.score, file: files[i] }))
+    .sort((a, b) => a.rank - b.rank);
+  $("label").textContent = "best: " + order[0].file.name;
+  $("label").hidden = false;
+  for (const entry of order) {
+    const figure = document.createElement("figure");
+    const img = document.createElement("img");
+    img.src = URL.createObjectURL(entry.file);
+    img.alt = entry.file.name;
+    const caption = document.createElement("figcaption");
+    caption.textContent = "#" + entry.rank + " " + entry.file.name + " (" + entry.score.toFixed(3) + ")";
+    figure.append(img, caption);
+    $("pictures").appendChild(figure);
+  }
+  $("pictures").hidden = false;
+}
+
+function compareForm(files) {
+  const form = new FormData();
+  for (const file of files) form.append("file", file);
+  return form;
+}
+
+function rankImages() {
+  const files = Array.from($("compare-files").files);
+  const text = $("query").value.trim();
+  if (!files.length || !text) { showStatus("Choose images and type a text query first."); return; }
+  predict(compareForm(files), true, "?query=" + encodeURIComponent(text));
+}
+
+function scoreLabels() {
+  const files = Array.from($("compare-files").files).slice(0, 1);
+  const labels = $("labels").value.split(",").map((l) => l.trim()).filter((l) => l);
+  if (!files.length || !labels.length) { showStatus("Choose an image and type label prompts first."); return; }
+  predict(compareForm(files), true, "?" + labels.map((l) => "labels=" + encodeURIComponent(l)).join("&"));
 }
 
 // Detected boxes ([x, y, width, height] in the picture's pixels) drawn over the picture that was sent
@@ -365,6 +415,8 @@ $("file").addEventListener("change", () => {
   predict(form, true);
 });
 $("explain").addEventListener("click", explain);
+$("rank").addEventListener("click", rankImages);
+$("score-labels").addEventListener("click", scoreLabels);
 
 pen.strokeStyle = "#fff";
 pen.lineWidth = 20;

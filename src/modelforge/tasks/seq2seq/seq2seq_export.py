@@ -28,7 +28,7 @@ from torch import nn
 
 from modelforge.core.errors import ArtifactError, first_line
 from modelforge.tasks.export_graphs import GraphSet, OnnxGraph, Verification
-from modelforge.tasks.seq2seq.decoding import decode_ids, position_limit
+from modelforge.tasks.seq2seq.decoding import position_limit
 from modelforge.tasks.seq2seq.onnx_decoding import META_KEY, greedy_decode, open_session, teacher_forced_logits
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ class Seq2SeqTask(Protocol):
     def decode_limits(self, lengths: torch.Tensor) -> Any: ...
     def preprocess(self, items: list[Any]) -> dict[str, Any]: ...
     def _teacher_forced(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor: ...
+    def search_ids(self, model: nn.Module, src: torch.Tensor, src_lengths: torch.Tensor, settings: SearchSettings,
+                   limits: torch.Tensor) -> list[list[int]]: ...
 
 TOLERANCE = 1e-4  # as artifacts/export.py: largest |onnxruntime − PyTorch| accepted
 TRACE = (2, 7, 5)  # batch, source length, target length of the traced examples
@@ -96,10 +98,11 @@ class TransformerDecoderGraph(nn.Module):
 
 
 def _family(model: nn.Module) -> str:
-    """``gru`` (encode/step) or ``transformer`` (encode/decode), as ``decoding.step_decoder`` tells them apart."""
+    """``gru`` (encode/step) or ``transformer`` (encode/decode: the toolkit's Transformer, or a Hugging Face
+    encoder–decoder behind the same contract, ``models/hf_auto.HFSeq2SeqLM``)."""
     if hasattr(model, "step") and hasattr(model, "encode"):
         return "gru"
-    if hasattr(model, "decode") and hasattr(model, "make_caches"):
+    if hasattr(model, "decode") and hasattr(model, "encode"):
         return "transformer"
     raise ArtifactError(f"{type(model).__name__} is not an encoder–decoder model with encode/step or encode/decode; "
                         "it cannot be exported as encoder + decoder graphs")
@@ -230,7 +233,7 @@ def verify(task: Seq2SeqTask, model: nn.Module, files: dict[str, Path]) -> Verif
                                 "the export is wrong")
     batch = task.preprocess(list(EXAMPLE_SENTENCES))
     src, lengths = batch["src"], batch["src_lengths"]
-    expected_ids = decode_ids(model, src, lengths, task.search_settings(beam_size=1), task.decode_limits(lengths))
+    expected_ids = task.search_ids(model, src, lengths, task.search_settings(beam_size=1), task.decode_limits(lengths))
     actual_ids = greedy_decode(encoder, decoder, src.numpy(), lengths.numpy())
     for i, (want, got) in enumerate(zip(expected_ids, actual_ids)):
         if want != got:

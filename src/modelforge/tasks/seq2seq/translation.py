@@ -13,6 +13,9 @@ token-level loss of the references and metrics of decoded outputs: sacreBLEU and
 here, ROUGE in the summarization subclass. Validation decodes greedily (cheap, once per epoch); test, ``predict`` and
 ``modelforge translate`` use the configured decoding (beam size, length penalty). ``val_limit``/``test_limit``
 evaluate an evenly spaced subset of a split, to keep decoding time bounded on a CPU.
+
+With ``model.name=hf`` (a T5/BART/Marian checkpoint) no BPE is trained: ``checkpoint_text.py`` supplies the
+checkpoint's tokenizer and transformers' ``generate`` replaces the toolkit's search; everything else is shared.
 """
 
 from __future__ import annotations
@@ -65,7 +68,10 @@ class Seq2SeqDataConfig(FractionSplitConfig):
     """Fields shared by translation and summarization (the source names and defaults differ)."""
 
     path: Optional[str] = Field(
-        None, description="parallel: a TSV (source<TAB>target), a .jsonl, or PATH of PATH.SRC/PATH.TGT (or WMT .sgm)")
+        None, description="parallel: a TSV (source<TAB>target), a .jsonl, or PATH of PATH.SRC/PATH.TGT (or WMT .sgm); "
+                          "or a Hugging Face dataset or .tar shards")
+    format: Optional[Literal["hf", "webdataset"]] = Field(
+        None, description="parallel: read data.path as a Hugging Face dataset or WebDataset shards (default: detected)")
     source_lang: Optional[str] = Field(None, description="parallel files: suffix of the source file (e.g. en)")
     target_lang: Optional[str] = Field(None, description="parallel files: suffix of the target file (e.g. es)")
     source_field: Optional[str] = Field(None, description="parallel JSONL: source field (default: inferred)")
@@ -148,6 +154,11 @@ def load_parallel_splits(cfg: Seq2SeqDataConfig) -> dict[str, Pairs]:
     if not cfg.path:
         raise ConfigError("data.source=parallel needs data.path=FILE.tsv (source<TAB>target), or data.path=PREFIX "
                           "with data.source_lang/data.target_lang for PREFIX.SRC and PREFIX.TGT files")
+    from modelforge.data.formats.records import detect_format
+
+    record_format = cfg.format or detect_format(cfg.path)
+    if record_format:
+        return _record_pairs(cfg, record_format)
     train = _read_parallel(cfg, cfg.path, "data.path")
     parts = {"train": train}
     held = {"val": (cfg.val_path, cfg.val_fraction), "test": (cfg.test_path, cfg.test_fraction)}
@@ -164,14 +175,38 @@ def load_parallel_splits(cfg: Seq2SeqDataConfig) -> dict[str, Pairs]:
     return parts
 
 
+def _record_pairs(cfg: Seq2SeqDataConfig, record_format: str) -> dict[str, Pairs]:
+    """A Hugging Face dataset or WebDataset shards: its own splits; val/test it lacks split off by hash."""
+    from modelforge.data.formats.records import open_records, read_pairs
+    from modelforge.data.splits import split_by_hash
+
+    splits = open_records(cfg.path, record_format)
+    read = {name: read_pairs(records, cfg.source_field, cfg.target_field, cfg.source_lang, cfg.target_lang)
+            for name, records in splits.items()}
+    train = read["train"]
+    fractions = {name: getattr(cfg, f"{name}_fraction") for name in ("val", "test") if name not in read}
+    fractions = {name: share for name, share in fractions.items() if share > 0}
+    if fractions:
+        fractions = {"train": 1 - sum(fractions.values()), **fractions}
+        for name, idx in split_by_hash(train[0], fractions, cfg.split_seed).items():
+            read[name] = ([train[0][i] for i in idx], [train[1][i] for i in idx])
+    return read
+
+
 def parallel_found(cfg: Seq2SeqDataConfig, sizes: dict[str, int]) -> str:
     """The found line of a ``parallel`` run: the file(s), the pair count and where each split came from."""
+    from modelforge.data.formats.records import detect_format, open_records
     from modelforge.data.found import files_found
 
-    read = f"{cfg.path}.{cfg.source_lang} + .{cfg.target_lang}" if cfg.source_lang else cfg.path
-    own = {split: Path(path).name for split, path in (("val", cfg.val_path), ("test", cfg.test_path)) if path}
-    return files_found(read, sizes, Path(cfg.path).name, own, " by hash of the source",
-                       detail=f"{sum(sizes.values())} pairs")
+    name = Path(cfg.path).name
+    record_format = cfg.format or detect_format(cfg.path)
+    if record_format:
+        read = f"{cfg.path} ({record_format})"
+        own = {split: f"{name} ({split})" for split in open_records(cfg.path, record_format) if split != "train"}
+    else:
+        read = f"{cfg.path}.{cfg.source_lang} + .{cfg.target_lang}" if cfg.source_lang else cfg.path
+        own = {split: Path(path).name for split, path in (("val", cfg.val_path), ("test", cfg.test_path)) if path}
+    return files_found(read, sizes, name, own, " by hash of the source", detail=f"{sum(sizes.values())} pairs")
 
 
 def split_fractions(cfg: Seq2SeqDataConfig) -> dict[str, float]:
@@ -193,6 +228,17 @@ class Translation(Task):
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
         self._tokenizers: dict[str, Tokenizer] = {}
+        # model.name=hf: a T5/BART/Marian checkpoint with its own tokenizer and transformers' search
+        self.pretrained = recipe.model.name == "hf"
+        self._checkpoint_text: Any = None
+
+    def checkpoint_text(self) -> Any:
+        """The checkpoint's tokenizer (``checkpoint_text.CheckpointText``) of a ``model.name=hf`` run."""
+        if self._checkpoint_text is None:
+            from modelforge.tasks.seq2seq.checkpoint_text import CheckpointText
+
+            self._checkpoint_text = CheckpointText(self.recipe.model, self.artifact_dir)
+        return self._checkpoint_text
 
     # ---- data -------------------------------------------------------------------------------------------------
     def load_pairs(self) -> dict[str, Pairs]:
@@ -248,6 +294,13 @@ class Translation(Task):
 
     # ---- tokenizers -------------------------------------------------------------------------------------------
     def _build_tokenizers(self, sources: list[str], targets: list[str]) -> None:
+        if self.pretrained:  # the checkpoint's tokenizer; a loaded run keeps its decoder start token
+            from modelforge.tasks.seq2seq.checkpoint_text import decoder_start
+
+            start = self.state_dict_["bos_id"] if self.artifact_dir is not None else decoder_start(self.recipe.model)
+            self.state_dict_ = self.checkpoint_text().state(start, self.data_cfg.max_source_tokens,
+                                                            self.data_cfg.max_target_tokens)
+            return
         tcfg = self.data_cfg.tokenizer
         if tcfg.shared:
             source_tok = target_tok = train_bpe([*sources, *targets], tcfg.vocab_size, tcfg.min_frequency, SPECIALS)
@@ -278,6 +331,8 @@ class Translation(Task):
         return self._tokenizers[side]
 
     def extra_files(self) -> dict[str, bytes]:
+        if self.pretrained:
+            return self.checkpoint_text().files()
         files = {TOKENIZER_FILE: self.tokenizer("source").backend.to_str().encode("utf-8")}
         if self.state_dict_.get("target_tokenizer"):
             files[TARGET_TOKENIZER_FILE] = self.tokenizer("target").backend.to_str().encode("utf-8")
@@ -286,21 +341,29 @@ class Translation(Task):
     def encode_sources(self, texts: list[str]) -> list[list[int]]:
         """Source ids truncated to max_source_tokens; an empty encoding becomes one <unk>."""
         keep, unk = self.state_dict_["max_source_tokens"], self.state_dict_["unk_id"]
+        if self.pretrained:
+            return self.checkpoint_text().encode_sources(texts, keep, unk)
         rows = self.tokenizer("source").backend.encode_batch(list(texts))
         return [row.ids[:keep] or [unk] for row in rows]
 
     def encode_targets(self, texts: list[str]) -> list[list[int]]:
         state = self.state_dict_
+        if self.pretrained:
+            return self.checkpoint_text().encode_targets(texts, state["max_target_tokens"], state["bos_id"])
         keep = state["max_target_tokens"] - 2
         rows = self.tokenizer("target").backend.encode_batch(list(texts))
         return [[state["bos_id"], *row.ids[:keep], state["eos_id"]] for row in rows]
 
     def decode_targets(self, rows: list[list[int]]) -> list[str]:
+        if self.pretrained:
+            return self.checkpoint_text().decode(rows)
         return [text.strip() for text in self.tokenizer("target").decode_batch(rows)]
 
     # ---- model ------------------------------------------------------------------------------------------------
     def derived_model_kwargs(self) -> dict[str, Any]:
         state = self.state_dict_
+        if self.pretrained:
+            return {"head": "seq2seq_lm"}
         return {"src_vocab_size": state["src_vocab_size"], "tgt_vocab_size": state["tgt_vocab_size"],
                 "max_positions": max(state["max_source_tokens"], state["max_target_tokens"])}
 
@@ -327,9 +390,14 @@ class Translation(Task):
     def search_settings(self, beam_size: int | None = None, length_penalty: float | None = None) -> SearchSettings:
         """The configured decoding, with optional overrides (``modelforge translate --beam/--length-penalty``)."""
         dcfg, state = self.data_cfg.decoding, self.state_dict_
+        if self.pretrained:
+            from modelforge.tasks.seq2seq.checkpoint_text import banned_ids
+
+            banned = banned_ids(state)
+        else:
+            banned = (state["pad_id"], state["unk_id"], state["bos_id"])
         return SearchSettings(
-            bos_id=state["bos_id"], eos_id=state["eos_id"],
-            banned_ids=(state["pad_id"], state["unk_id"], state["bos_id"]),
+            bos_id=state["bos_id"], eos_id=state["eos_id"], banned_ids=banned,
             beam_size=dcfg.beam_size if beam_size is None else beam_size,
             length_penalty=dcfg.length_penalty if length_penalty is None else length_penalty,
         )
@@ -342,10 +410,21 @@ class Translation(Task):
         model.eval()
         try:
             with torch.no_grad():
-                ids = decode_ids(model, src, src_lengths, settings, limits)
+                ids = self.search_ids(model, src, src_lengths, settings, limits)
         finally:
             model.train(was_training)
         return self.decode_targets(ids)
+
+    def search_ids(self, model: nn.Module, src: torch.Tensor, src_lengths: torch.Tensor, settings: SearchSettings,
+                   limits: torch.Tensor) -> list[list[int]]:
+        """Generated ids per source (no start/end token): the toolkit's search for its own models, transformers'
+        ``generate`` for a checkpoint's."""
+        if self.pretrained:
+            from modelforge.tasks.seq2seq.checkpoint_text import generated_rows
+
+            return generated_rows(model, src, src_lengths, self.state_dict_, limits, settings.beam_size,
+                                  settings.length_penalty)
+        return decode_ids(model, src, src_lengths, settings, limits)
 
     def decode_limits(self, src_lengths: torch.Tensor) -> torch.Tensor:
         """Most tokens generated per row (EOS included): ratio × source length + offset, within the caps."""

@@ -6,6 +6,9 @@ training) or a user manifest (a folder with ``transcripts.tsv`` or a JSONL file)
 features and SpecAugment-masked inside ``training_step``, so each epoch hears fresh noise and every random draw comes
 from the global torch RNG, which checkpoints capture (exact resume).
 
+With ``model.name=hf`` (a wav2vec2-style CTC or a Whisper checkpoint) ``checkpoint_speech.py`` supplies the
+checkpoint's feature extractor, tokenizer, loss and decoding in place of the log-mel front end and the characters.
+
 The pieces both speech tasks share (data config, loading, the waveform dataset, augmentation, reading inputs for
 serving) live here; ``audio_classification`` imports them.
 """
@@ -80,10 +83,28 @@ class SpeechRecognition(Task):
         super().__init__(recipe, state)
         self.vocab = CharVocab(self.state_dict_.get("vocab", DEFAULT_CHARS))
         self._lexicon: Lexicon | None = None
+        # model.name=hf: a CTC or Whisper-style checkpoint with its own tokenizer and feature extractor
+        self.pretrained = recipe.model.name == "hf"
+        self._checkpoint_speech: Any = None
+
+    def checkpoint_speech(self) -> Any:
+        """The checkpoint's tokenizer and feature extractor (``checkpoint_speech.CheckpointSpeech``)."""
+        if self._checkpoint_speech is None:
+            from modelforge.tasks.speech.checkpoint_speech import CheckpointSpeech, checkpoint_kind
+
+            kind = self.state_dict_.get("checkpoint_kind") or checkpoint_kind(self.recipe.model)
+            self._checkpoint_speech = CheckpointSpeech(self.recipe.model, self.artifact_dir, kind)
+        return self._checkpoint_speech
 
     # ---- data -------------------------------------------------------------------------------------------------
     def datasets(self) -> Splits:
         cfg = self.data_cfg
+        if self.pretrained:
+            speech = self.checkpoint_speech()
+            speech.check(cfg.features.sample_rate)
+            if speech.kind == "ctc" and cfg.decoding == "beam":
+                raise ConfigError("data.decoding=beam: a CTC checkpoint (model.name=hf) decodes greedily; set "
+                                  "data.decoding=greedy")
         parts = load_records(cfg)
         check_split_sizes(parts)
         built, summary = {}, {"source": cfg.source}
@@ -104,6 +125,8 @@ class SpeechRecognition(Task):
             "n_features": cfg.features.n_features,
             "lexicon": self._lexicon_words(words),
         }
+        if self.pretrained:
+            self.state_dict_.update(checkpoint_kind=self.checkpoint_speech().kind, lexicon=None)
         summary.update(vocab_size=len(self.vocab), train_words=len(words))
         if cfg.source == "manifest":
             from modelforge.data.found import found_line
@@ -116,6 +139,8 @@ class SpeechRecognition(Task):
         return Splits(built["train"], built.get("val"), built.get("test"), summary)
 
     def _encode(self, record: SpeechRecord) -> list[int]:
+        if self.pretrained:
+            return self.checkpoint_speech().encode(record.text)
         try:
             ids = self.vocab.encode(record.text)
         except DataError as exc:
@@ -142,8 +167,13 @@ class SpeechRecognition(Task):
     def collate(self, items: list[Any]) -> Any:
         return collate_speech(items)
 
+    def extra_files(self) -> dict[str, bytes]:
+        return self.checkpoint_speech().files() if self.pretrained else {}
+
     # ---- model ------------------------------------------------------------------------------------------------
     def derived_model_kwargs(self) -> dict[str, Any]:
+        if self.pretrained:
+            return {"head": "speech"}
         n_features = self.state_dict_.get("n_features", self.data_cfg.features.n_features)
         return {"n_mels": n_features, "n_features": n_features, "vocab_size": len(self.vocab)}
 
@@ -162,6 +192,8 @@ class SpeechRecognition(Task):
     def training_step(self, model: nn.Module, batch: Any) -> StepOutput:
         waves, wave_lengths, targets, target_lengths = batch
         waves, wave_lengths = augment_waveforms(self.data_cfg, waves, wave_lengths)
+        if self.pretrained:
+            return StepOutput(self.checkpoint_speech().loss(model, waves, wave_lengths, targets, target_lengths))
         feats, frames = speech_features(self.data_cfg, waves, wave_lengths, train=True)
         log_probs, out_lengths = self.log_probs(model, feats, frames)
         loss = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths, blank=self.vocab.blank,
@@ -170,6 +202,8 @@ class SpeechRecognition(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
+        if self.pretrained:
+            return self._evaluate_checkpoint(model, loader)
         total, count, refs, hyps, greedy = 0.0, 0, [], [], []
         beam = self.data_cfg.decoding == "beam"
         for waves, wave_lengths, targets, target_lengths in loader:
@@ -188,6 +222,28 @@ class SpeechRecognition(Task):
             metrics.update(speech_metrics(refs, greedy, prefix="greedy_"))
         metrics["examples"] = [{"reference": r, "hypothesis": h} for r, h in zip(refs[:5], (hyps or greedy)[:5])]
         return metrics
+
+    def _evaluate_checkpoint(self, model: nn.Module, loader: Any) -> dict[str, Any]:
+        """Loss and WER/CER of a ``model.name=hf`` network (its own decoding: CTC greedy, or Whisper's search)."""
+        speech = self.checkpoint_speech()
+        total, count, refs, hyps = 0.0, 0, [], []
+        for waves, wave_lengths, targets, target_lengths in loader:
+            total += float(speech.loss(model, waves, wave_lengths, targets, target_lengths, reduction="sum"))
+            count += len(waves)
+            refs += [self.vocab.normalize(speech.decode_reference(t[:n].tolist()))
+                     for t, n in zip(targets, target_lengths, strict=True)]
+            hyps += self._transcripts(model, waves, wave_lengths)
+        metrics: dict[str, Any] = {"loss": total / max(count, 1), **speech_metrics(refs, hyps)}
+        metrics["examples"] = [{"reference": r, "hypothesis": h} for r, h in zip(refs[:5], hyps[:5])]
+        return metrics
+
+    def _transcripts(self, model: nn.Module, waves: torch.Tensor, wave_lengths: torch.Tensor,
+                     beam_width: int | None = None) -> list[str]:
+        """Normalised transcripts by a ``model.name=hf`` network (``beam_width``: Whisper's beams this call)."""
+        cfg = self.data_cfg
+        beams = beam_width or (cfg.beam_width if cfg.decoding == "beam" else 1)
+        texts = self.checkpoint_speech().transcribe(model, waves, wave_lengths, beams)
+        return [self.vocab.normalize(text) for text in texts]
 
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor, decoding: str | None = None,
                beam_width: int | None = None) -> list[str]:
@@ -216,9 +272,14 @@ class SpeechRecognition(Task):
             return ReportSamples(note="the recipe has no test or validation split")
         waves, wave_lengths, targets, target_lengths = self.collate(
             [dataset[i] for i in samples.spread(len(dataset), count)])
-        log_probs, out_lengths = self.log_probs(model, *speech_features(self.data_cfg, waves, wave_lengths))
-        hyps = self.decode(log_probs, out_lengths)
-        refs = [self.vocab.decode(t[:n].tolist()) for t, n in zip(targets, target_lengths, strict=True)]
+        if self.pretrained:
+            hyps = self._transcripts(model, waves, wave_lengths)
+            refs = [self.vocab.normalize(self.checkpoint_speech().decode_reference(t[:n].tolist()))
+                    for t, n in zip(targets, target_lengths, strict=True)]
+        else:
+            log_probs, out_lengths = self.log_probs(model, *speech_features(self.data_cfg, waves, wave_lengths))
+            hyps = self.decode(log_probs, out_lengths)
+            refs = [self.vocab.decode(t[:n].tolist()) for t, n in zip(targets, target_lengths, strict=True)]
         seconds = (wave_lengths.float() / self.data_cfg.features.sample_rate).tolist()
         rows = [(r, h, round(float(jiwer.wer(r, h)), 3), round(s, 2)) for r, h, s in zip(refs, hyps, seconds)]
         right = [r == h for r, h in zip(refs, hyps)]
@@ -235,6 +296,9 @@ class SpeechRecognition(Task):
     def example_inputs(self, batch_size: int = 2, length: int = 40) -> dict[str, torch.Tensor]:
         """The acoustic model alone: features (B, F, T) + frame counts → per-frame CTC log-probs (B, T', V), with
         T' = (T - 1) // 2 + 1 valid frames per row; decoding (greedy/beam, lexicon) stays with the consumer."""
+        if self.pretrained:
+            raise NotImplementedError("export of model.name=hf speech recognition models is not supported; serve "
+                                      "the run (modelforge serve) or load it with modelforge.load")
         n_features = self.state_dict_.get("n_features", self.data_cfg.features.n_features)
         return example_features(n_features, batch_size, length)
 
@@ -244,6 +308,8 @@ class SpeechRecognition(Task):
 
     def preprocess(self, inputs: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         waves = [read_input_audio(item, self.data_cfg.features, i) for i, item in enumerate(inputs)]
+        if self.pretrained:  # the checkpoint's feature extractor runs in forward
+            return pad_rows(waves)
         return speech_features(self.data_cfg, *pad_rows(waves))
 
     def forward(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], decoding: str | None = None,
@@ -253,8 +319,15 @@ class SpeechRecognition(Task):
             raise ConfigError(f"unknown decoding {decoding!r}; valid: greedy, beam")
         if beam_width is not None and beam_width < 1:
             raise ConfigError(f"beam_width must be >= 1, got {beam_width}")
+        if self.pretrained:  # transcripts already: a CTC checkpoint greedy, Whisper with this call's beams
+            if decoding == "beam" and self.checkpoint_speech().kind == "ctc":
+                raise ConfigError("a CTC checkpoint (model.name=hf) decodes greedily; beam decoding is not available")
+            beams = 1 if decoding == "greedy" else beam_width or (self.data_cfg.beam_width if decoding else None)
+            return self._transcripts(model, *batch, beam_width=beams)
         return (*self.log_probs(model, *batch), decoding, beam_width)
 
     def postprocess(self, outputs: Any) -> list[dict[str, Any]]:
+        if isinstance(outputs, list):  # a checkpoint's transcripts (forward decoded them)
+            return [{"text": text} for text in outputs]
         log_probs, lengths, *how = outputs
         return [{"text": text} for text in self.decode(log_probs, lengths, *how)]

@@ -2,7 +2,10 @@
 
 The corpus is cut contiguously: the first part trains, the next ``val_fraction`` validates, the last
 ``test_fraction`` tests, so no evaluated text was seen (or half-seen, through an overlapping window) in training.
-The tokenizer (characters or byte-level BPE) is trained on the training part only.
+The tokenizer (characters or byte-level BPE) is trained on the training part only (its first
+``tokenizer.sample_chars`` characters). The corpus is streamed from disk and tokenized once into a memory-mapped token
+file (``tasks/text/lm_corpus.py``, ``data/token_file.py``) that later runs reuse, so memory stays far below the
+corpus size: batches read only the windows they take.
 
 Training windows tile the training ids every ``block_size`` tokens; with ``random_offsets`` each window is shifted by
 a random 0…block_size-1 tokens inside ``training_step``, drawn from the global torch RNG that checkpoints capture —
@@ -12,7 +15,6 @@ the random windows of nanoGPT, with the Trainer's exact resume. Evaluation uses 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import replace
@@ -37,8 +39,6 @@ from modelforge.data.text_encoding import (
     UNK,
     TokenizerArtifact,
     TokenizerConfig,
-    build_tokenizer,
-    load_tokenizer,
 )
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.text.generation import SamplingConfig, TextStreamer, generate_ids
@@ -51,14 +51,22 @@ class LMTokenizerConfig(StrictConfig):
     vocab_size: int = Field(4096, ge=8, description="bpe: vocabulary size (char: an upper bound, rarely reached)")
     min_frequency: int = Field(1, ge=1, description="bpe: drop merges seen fewer times than this")
     lowercase: bool = Field(False, description="lower-case the corpus first")
+    sample_chars: Optional[int] = Field(
+        10_000_000, ge=1000, description="train the tokenizer on the first N characters of training text (None: all)"
+    )
 
     def as_tokenizer_config(self) -> TokenizerConfig:
-        return TokenizerConfig(**self.model_dump())
+        return TokenizerConfig(**self.model_dump(exclude={"sample_chars"}))
 
 
 class LMDataConfig(StrictConfig):
     source: Literal["shakespeare", "file"] = "shakespeare"
-    path: Optional[str] = Field(None, description="file source: a .txt file or a folder of them")
+    path: Optional[str] = Field(
+        None, description="file source: a .txt file or a folder of them, a Hugging Face dataset or WebDataset shards")
+    format: Optional[Literal["text", "hf", "webdataset"]] = Field(
+        None, description="file source: plain text, a local Hugging Face dataset or .tar shards (default: detected)")
+    text_column: Optional[str] = Field(
+        None, description="hf/webdataset: the column of text (default: 'text', or the only string column)")
     pattern: str = Field("*.txt", description="file source with a folder: which files to read")
     encoding: str = "utf-8"
     tokenizer: LMTokenizerConfig = Field(default_factory=LMTokenizerConfig)
@@ -75,28 +83,38 @@ class LMDataConfig(StrictConfig):
 
 
 class TokenWindows(Dataset):
-    """Windows of ``length`` ids starting every ``stride`` ids (optionally only the chosen ``starts``)."""
+    """Windows of ``length`` ids starting every ``stride`` ids (optionally only the chosen ``starts``) of a token
+    array — usually a memory-mapped token file split, read only where a batch takes its windows."""
 
-    def __init__(self, ids: torch.Tensor, length: int, stride: int, starts: torch.Tensor | None = None):
+    def __init__(self, ids: Any, length: int, stride: int, starts: torch.Tensor | None = None):
         if len(ids) < length:
             raise DataError(
                 f"a split has {len(ids)} tokens, fewer than one window of {length}; use a larger corpus or fraction, "
                 "or a smaller data.block_size"
             )
-        self.ids, self.length = ids, length
-        self.starts = torch.arange(0, len(ids) - length + 1, stride) if starts is None else starts
-        self.offsets = torch.arange(length)
+        self.ids = ids.numpy() if isinstance(ids, torch.Tensor) else ids
+        self.length, self.stride = length, stride
+        self.count = (len(ids) - length) // stride + 1  # starts 0, stride, …: computed, never materialised
+        self._starts = None if starts is None else torch.as_tensor(starts, dtype=torch.long)
+        self.offsets = np.arange(length)
+
+    @property
+    def starts(self) -> torch.Tensor:
+        return self._starts if self._starts is not None else torch.arange(0, self.count * self.stride, self.stride)
 
     def __len__(self) -> int:
-        return len(self.starts)
+        return self.count if self._starts is None else len(self._starts)
+
+    def _start_of(self, indices: torch.Tensor) -> np.ndarray:
+        return (indices * self.stride if self._starts is None else self._starts[indices]).numpy()
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        start = int(self.starts[index])
-        return self.ids[start : start + self.length]
+        start = int(self._start_of(torch.tensor([index]))[0])
+        return torch.from_numpy(np.asarray(self.ids[start : start + self.length], dtype=np.int64))
 
     def get_batch(self, indices: Any) -> torch.Tensor:
-        starts = self.starts[torch.as_tensor(indices, dtype=torch.long)]
-        return self.ids[starts.unsqueeze(1) + self.offsets]
+        starts = self._start_of(torch.as_tensor(indices, dtype=torch.long).reshape(-1))
+        return torch.from_numpy(np.asarray(self.ids[starts[:, None] + self.offsets], dtype=np.int64))
 
 
 def _evenly_spaced(count: int, keep: int | None) -> torch.Tensor | None:
@@ -129,66 +147,29 @@ class LanguageModeling(TokenizerArtifact, Task):
         self._tokenizer: Tokenizer | None = None
 
     # ---- data -------------------------------------------------------------------------------------------------
-    def _corpus(self) -> str:
-        cfg = self.data_cfg
-        if cfg.source == "shakespeare":
-            from modelforge.data.builtin.shakespeare import load_shakespeare
-
-            text = load_shakespeare()
-        else:
-            from modelforge.data.formats.text_corpus import read_text_corpus
-
-            if not cfg.path:
-                raise ConfigError("data.source=file needs data.path=FILE_OR_FOLDER (plain .txt text)")
-            text = read_text_corpus(Path(cfg.path).expanduser(), cfg.encoding, cfg.pattern).join()
-        return text[: cfg.limit] if cfg.limit else text
-
     def encode_text(self, text: str) -> list[int]:
-        """The corpus encoding: line by line (bounded memory on large corpora), ids concatenated."""
+        """The corpus encoding: line by line, ids concatenated (what the token file holds for the same text)."""
         chunks = [c for c in _CHUNK.findall(text) if c]
         return [i for enc in self.tokenizer.encode_batch(chunks) for i in enc.ids]
 
-    def _prepare(self, parts: dict[str, str]) -> dict[str, torch.Tensor]:
-        """Train the tokenizer on the training text and encode every split; cached by content, since a large
-        corpus takes a while to tokenize and every run of a recipe would otherwise redo it."""
-        from modelforge.core.atomic import atomic_write_text
-        from modelforge.data.cache import cache_dir, load_arrays, save_arrays_atomic
+    def _corpus(self) -> Any:
+        """The corpus's memory-mapped token file (built once, then reused) and the tokenizer it was encoded with."""
         from modelforge.models.hf_auto import checkpoint_tokenizer
+        from modelforge.tasks.text.lm_corpus import prepare_corpus
 
         # an hf checkpoint brings its own tokenizer (a loaded hf run: the artifact's copy of it)
         loaded_hf = self.artifact_dir is not None and self.recipe.model.name == "hf"
         pretrained = self.tokenizer if loaded_hf else checkpoint_tokenizer(self.recipe.model)
-        digest = hashlib.sha256((pretrained.to_str() if pretrained else self.data_cfg.tokenizer.model_dump_json())
-                                .encode())
-        for name, text in parts.items():
-            digest.update(f"\0{name}:{len(text)}\0".encode())
-            digest.update(text.encode("utf-8", errors="surrogatepass"))
-        folder = cache_dir("language_modeling")
-        key = digest.hexdigest()[:24]
-        tok_file, ids_file = folder / f"{key}.tokenizer.json", folder / f"{key}.npz"
-        arrays = load_arrays(ids_file) if tok_file.exists() else None
-        if arrays is not None and set(arrays) == set(parts):
-            self._tokenizer = load_tokenizer(tok_file.read_text(encoding="utf-8"), str(tok_file))
-            return {k: torch.from_numpy(v.astype(np.int64)) for k, v in arrays.items()}
-        lines = [c for c in _CHUNK.findall(parts["train"]) if c]
-        self._tokenizer = pretrained or build_tokenizer(self.data_cfg.tokenizer.as_tokenizer_config(), lines)
-        encoded = {k: np.asarray(self.encode_text(v), dtype=np.int32) for k, v in parts.items()}
-        atomic_write_text(tok_file, self._tokenizer.to_str())
-        save_arrays_atomic(ids_file, **encoded)
-        return {k: torch.from_numpy(v.astype(np.int64)) for k, v in encoded.items()}
+        corpus = prepare_corpus(self.data_cfg, pretrained)
+        self._tokenizer = corpus.tokenizer
+        if corpus.used:
+            self.record_used(**corpus.used)
+        return corpus
 
     def datasets(self) -> Splits:
         cfg = self.data_cfg
-        text = self._corpus()
-        n = len(text)
-        train_end = int(n * (1 - cfg.val_fraction - cfg.test_fraction))
-        val_end = int(n * (1 - cfg.test_fraction))
-        if train_end <= 0:
-            raise ConfigError("data.val_fraction + data.test_fraction leave no training text; lower them")
-        parts = {"train": text[:train_end], "val": text[train_end:val_end]}
-        if cfg.test_fraction > 0:
-            parts["test"] = text[val_end:]
-        ids = self._prepare(parts)
+        corpus = self._corpus()
+        ids = {split: corpus.tokens.split(split) for split in corpus.tokens.meta["splits"]}
         window = cfg.block_size + 1  # inputs and their next-token targets
         extra = cfg.block_size if cfg.random_offsets else 0
         train = TokenWindows(ids["train"], window + extra, cfg.block_size)
@@ -204,16 +185,19 @@ class LanguageModeling(TokenizerArtifact, Task):
             "vocab_size": self._tokenizer.get_vocab_size(),
             "tokenizer": TOKENIZER_FILE,
             # characters per token of the held-out text, to turn a per-token loss into bits per character
-            "chars_per_token": sum(len(parts[k]) for k in held) / max(sum(len(ids[k]) for k in held), 1),
+            "chars_per_token": sum(corpus.characters(k) for k in held) / max(sum(len(ids[k]) for k in held), 1),
         }
+        n = sum(corpus.characters(k) for k in ids)
         summary = {f"{k}_tokens": len(v) for k, v in ids.items()}
         summary.update({f"{k}_windows": len(v) for k, v in {"train": train, **held}.items()})
-        summary.update(vocab_size=self._tokenizer.get_vocab_size(), characters=n)
+        summary.update(vocab_size=self._tokenizer.get_vocab_size(), characters=n, token_file=str(corpus.tokens.path))
         if cfg.source == "file":
             from modelforge.data.found import files_found
 
+            name = Path(cfg.path).name
+            own = {split: f"{name} ({split})" for split in corpus.own_splits if split != "train"}
             summary["found"] = files_found(
-                cfg.path, {k: len(v) for k, v in ids.items()}, Path(cfg.path).name, how=", from its end",
+                cfg.path, {k: len(v) for k, v in ids.items()}, name, own, how=", from its end",
                 detail=f"{n} characters, vocabulary {summary['vocab_size']}; split sizes in tokens")
         return Splits(train=train, val=held.get("val"), test=held.get("test"), summary=summary)
 

@@ -13,6 +13,7 @@ loaded model needs no training data.
 from __future__ import annotations
 
 import inspect
+import logging
 import typing
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -42,15 +43,19 @@ from modelforge.models.layers.masks import length_mask
 from modelforge.tasks.base import ReportSamples, ServedText, Splits, StepOutput, Task
 from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
 
+log = logging.getLogger("modelforge.data")
+
 
 class TextDataConfig(FractionSplitConfig):
     source: Literal["rotten_tomatoes", "bbc_news", "file"] = "rotten_tomatoes"
-    path: Optional[str] = Field(None, description="file source: a CSV/TSV/JSONL table (the training data)")
+    path: Optional[str] = Field(
+        None, description="file source: a CSV/TSV/JSONL table (training data), a Hugging Face dataset or .tar shards")
     val_path: Optional[str] = Field(None, description="file source: validation table (default: split off path)")
     test_path: Optional[str] = Field(None, description="file source: test table (default: split off path)")
     text_column: Optional[str] = Field(None, description="default: the table's one text-like column")
     label_column: Optional[str] = Field(None, description="default: the table's one column of few distinct values")
-    format: Optional[Literal["csv", "tsv", "jsonl"]] = Field(None, description="default: from the file suffix")
+    format: Optional[Literal["csv", "tsv", "jsonl", "hf", "webdataset"]] = Field(
+        None, description="default: from the file suffix, or what data.path holds (a Hugging Face dataset, shards)")
     encoding: str = "utf-8"
     val_min: int = Field(50, ge=0, description="file source without val_path: at least this many validation rows "
                                               "(stratified; at most a quarter of the training rows)")
@@ -116,11 +121,15 @@ class TextClassification(TokenizerArtifact, Task):
 
     def _load_files(self) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
         from modelforge.data.formats.table_columns import infer_columns
-        from modelforge.data.splits import split_by_hash, stratified_holdout
 
         cfg = self.data_cfg
         if not cfg.path:
             raise ConfigError("data.source=file needs data.path=FILE (a CSV, TSV or JSONL table of text and label)")
+        from modelforge.data.formats.records import RECORD_FORMATS, detect_format
+
+        record_format = cfg.format if cfg.format in RECORD_FORMATS else None if cfg.format else detect_format(cfg.path)
+        if record_format:
+            return self._load_records(record_format)
         text_column, label_column = infer_columns(Path(cfg.path).expanduser(), cfg.text_column, cfg.label_column,
                                                   cfg.format, cfg.encoding)
         # the recipe saved with the run says what was used: the columns found, no share held out for a given file
@@ -129,14 +138,28 @@ class TextClassification(TokenizerArtifact, Task):
         cfg = self.data_cfg
         train = self._read(cfg.path)
         name = Path(cfg.path).name
-        parts, self._origins = {"train": (train.texts, train.labels)}, {"train": name}
-        if not cfg.test_path and cfg.test_fraction > 0:  # by hash: duplicates never straddle train and test
-            idx = split_by_hash(train.texts, {"train": 1 - cfg.test_fraction, "test": cfg.test_fraction},
-                                cfg.split_seed)
+        own = {split for split in ("val", "test") if getattr(cfg, f"{split}_path")}
+        parts = self._hold_out(train.texts, train.labels, name, own)
+        for split in own:
+            path = getattr(cfg, f"{split}_path")
+            table = self._read(path, known=train.label_names)
+            parts[split], self._origins[split] = (table.texts, table.labels), Path(path).name
+        self._read_what = f"{name} (text column {text_column!r}, label column {label_column!r})"
+        return parts, train.label_names
+
+    def _hold_out(self, texts: list[str], labels: list[str], name: str, own: set[str]
+                  ) -> dict[str, tuple[list[str], list[str]]]:
+        """Test (by hash) and validation (stratified) rows split off the training rows, unless ``own`` has them."""
+        from modelforge.data.splits import split_by_hash, stratified_holdout
+
+        cfg = self.data_cfg
+        parts, self._origins = {"train": (texts, labels)}, {"train": name}
+        if "test" not in own and cfg.test_fraction > 0:  # by hash: duplicates never straddle train and test
+            idx = split_by_hash(texts, {"train": 1 - cfg.test_fraction, "test": cfg.test_fraction}, cfg.split_seed)
             for split in ("train", "test"):
-                parts[split] = ([train.texts[i] for i in idx[split]], [train.labels[i] for i in idx[split]])
+                parts[split] = ([texts[i] for i in idx[split]], [labels[i] for i in idx[split]])
             self._origins["test"] = f"{cfg.test_fraction:.0%} split off {name} by hash"
-        if not cfg.val_path and cfg.val_fraction > 0:
+        if "val" not in own and cfg.val_fraction > 0:
             texts, labels = parts["train"]
             size = max(round(cfg.val_fraction * len(texts)), min(cfg.val_min, len(texts) // 4))
             keep, held = stratified_holdout(labels, size, cfg.split_seed)
@@ -145,13 +168,31 @@ class TextClassification(TokenizerArtifact, Task):
             self._origins["val"] = f"split off {name}, stratified"
         if not parts["train"][0]:
             raise DataError(f"{cfg.path}: no training rows left after holding out val/test; lower the fractions")
-        for split in ("val", "test"):
-            path = getattr(cfg, f"{split}_path")
-            if path:
-                table = self._read(path, known=train.label_names)
-                parts[split], self._origins[split] = (table.texts, table.labels), Path(path).name
-        self._read_what = f"{name} (text column {text_column!r}, label column {label_column!r})"
-        return parts, train.label_names
+        return parts
+
+    def _load_records(self, record_format: str) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
+        """A Hugging Face dataset or WebDataset shards: its own splits, the rest held out as for a table. The two
+        columns are read into memory (what the classifier's padded tensors need); other columns are never read."""
+        from modelforge.data.formats.records import infer_text_label, open_records
+
+        splits = open_records(self.data_cfg.path, record_format)
+        text_column, label_column = infer_text_label(splits["train"], self.data_cfg.text_column,
+                                                     self.data_cfg.label_column)
+        self.record_used(text_column=text_column, label_column=label_column,
+                         **{f"{split}_fraction": 0.0 for split in ("val", "test") if split in splits})
+        read = {}
+        for split, records in splits.items():
+            rows = [(str(r[text_column]), str(r[label_column])) for r in records.rows([text_column, label_column])]
+            kept = [(t, y) for t, y in rows if t.strip() and y.strip()]
+            if len(kept) < len(rows):
+                log.warning("%s: skipped %d row(s) with an empty text or label", records.where, len(rows) - len(kept))
+            read[split] = ([t for t, _ in kept], [y for _, y in kept])
+        name = Path(self.data_cfg.path).name
+        parts = self._hold_out(*read["train"], name, set(read) - {"train"})
+        for split in set(read) - {"train"}:
+            parts[split], self._origins[split] = read[split], f"{name} ({split})"
+        self._read_what = (f"{name} ({record_format}; text column {text_column!r}, label column {label_column!r})")
+        return parts, sorted(set(read["train"][1]))
 
     def _found(self, parts: dict[str, tuple[list[str], list[str]]], label_names: list[str]) -> str:
         from modelforge.data.found import class_counts, found_line

@@ -1,0 +1,68 @@
+"""The image–text tasks' splits: the generated scenes-captions set, or the user's caption files held out by image.
+
+Files: ``train/``, ``val/``, ``test/`` subfolders are read as they are; a split that is missing is held out of the
+training images by a hash of each image's name (``data.val_fraction`` / ``data.test_fraction``), so every caption
+of one image stays in one split. The found line says what was read and where each split came from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from modelforge.core.errors import ConfigError, DataError
+from modelforge.data.captions import CaptionedImages, split_captioned
+from modelforge.data.found import files_found, split_folders_found
+
+
+def _scenes(cfg: Any) -> tuple[dict[str, CaptionedImages], dict[str, Any]]:
+    from modelforge.data.builtin.caption_scenes import CaptionSceneParams, caption_scenes
+
+    params = CaptionSceneParams(num_train=cfg.scenes_train, num_val=cfg.scenes_val, num_test=cfg.scenes_test,
+                                image_size=cfg.image_size, seed=cfg.scenes_seed)
+    parts = caption_scenes(params)
+    summary = {"source": "scenes-captions (generated)", "origins": {name: data.origin for name, data in parts.items()}}
+    return parts, summary
+
+
+def _held_out(parts: dict[str, CaptionedImages], cfg: Any, base: str) -> dict[str, CaptionedImages]:
+    """Split val/test off train where the files gave none."""
+    missing = {name: getattr(cfg, f"{name}_fraction") for name in ("val", "test") if name not in parts}
+    missing = {name: share for name, share in missing.items() if share > 0}
+    if not missing:
+        return parts
+    fractions = {"train": 1 - sum(missing.values()), **missing}
+    cut = split_captioned(parts["train"], fractions, cfg.split_seed, base)
+    for name, data in cut.items():
+        if len(data) == 0:
+            raise DataError(f"{base}: holding out {fractions[name]:.0%} for {name} leaves it empty "
+                            f"({len(parts['train'])} images); give more images or a {name}/ folder")
+    return {**parts, **cut}
+
+
+def _files(cfg: Any) -> tuple[dict[str, CaptionedImages], dict[str, Any]]:
+    from modelforge.data.formats.image_captions import caption_file, read_caption_splits
+
+    if not cfg.path:
+        raise ConfigError("data.source=files needs data.path (captions.csv/.jsonl, captions_*.json or a folder)")
+    read = read_caption_splits(cfg.path, cfg.images_dir, cfg.on_error, cfg.image_column, cfg.caption_column)
+    whole, path = "all" in read, Path(cfg.path)
+    file = caption_file(path) if whole and path.is_dir() else None  # the one captions file read from the folder
+    name = f"{path.name}/{file.name}" if file is not None else path.name
+    parts = {"train": read["all"]} if whole else dict(read)
+    parts = _held_out(parts, cfg, name)
+    sizes = {split: len(parts[split]) for split in ("train", "val", "test") if split in parts}
+    what = f"{sum(d.num_captions for d in parts.values())} captions of {sum(sizes.values())} images in {name}"
+    if whole:
+        found = files_found(what, sizes, name, how=" by hash")
+    else:
+        found = split_folders_found(what, cfg.path, list(read), sizes)
+    return parts, {"source": "files", "found": found}
+
+
+def load_splits(cfg: Any) -> tuple[dict[str, CaptionedImages], dict[str, Any]]:
+    """``({"train", "val"?, "test"?: CaptionedImages}, summary)``; ``data.limit`` keeps the first N of each split."""
+    parts, summary = _scenes(cfg) if cfg.source == "scenes" else _files(cfg)
+    if cfg.limit:
+        parts = {name: data.limit(cfg.limit) for name, data in parts.items()}
+    return parts, summary
