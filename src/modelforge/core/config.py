@@ -82,6 +82,9 @@ class TrainConfig(StrictConfig):
     strategy: Literal["single", "ddp", "fsdp"] = Field("single", description="under torchrun: DDP or FSDP2 sharding")
     compile: bool = Field(False, description="torch.compile the model (falls back with a warning)")
     compile_backend: str = Field("inductor", description="torch.compile backend (inductor, aot_eager, …)")
+    channels_last: Optional[bool] = Field(
+        None, description="NHWC layout for 2-D convolution models while training (opt-in; unset: off)"
+    )
     activation_checkpointing: bool = Field(False, description="recompute each block's activations in backward")
     eval_every_steps: Optional[int] = Field(None, ge=1, description="also evaluate every N optimiser steps")
     early_stopping: Optional[EarlyStopping] = None

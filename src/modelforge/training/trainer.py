@@ -30,6 +30,7 @@ from modelforge.training import privacy
 from modelforge.training.batches import default_workers, epoch_order, eval_loader, iterate, move_to
 from modelforge.training.callbacks import Callback
 from modelforge.training.loggers import MetricsLog, Progress
+from modelforge.training.memory_format import set_layout, to_channels_last, use_channels_last
 from modelforge.training.optim import build_optimizer, lr_at, set_lr
 
 
@@ -64,6 +65,9 @@ class Trainer:
         self.device = torch.device(device) if device is not None else dist_utils.default_device()
         self.env = dist_utils.setup(self.device)
         self.model.to(self.device)
+        self.channels_last = use_channels_last(self.model, cfg.channels_last)
+        if self.channels_last:  # once, before DDP/compile wrap it; fit() restores the ordinary layout at its end
+            set_layout(self.model, True)
         if cfg.activation_checkpointing and apply_activation_checkpointing(self.model) == 0:
             warnings.warn("train.activation_checkpointing: this model has no *Block modules; nothing to checkpoint",
                           stacklevel=2)
@@ -181,7 +185,7 @@ class Trainer:
         """Every rank evaluates the whole set (identical results; FSDP needs all ranks in each forward)."""
         batch_size = self.cfg.eval_batch_size or self.cfg.batch_size
         batches = eval_loader(dataset, batch_size, self.task.collate, *self._loading(dataset))
-        loader = (move_to(b, self.device) for b in batches)
+        loader = (self._to_device(b) for b in batches)
         was_training = self.model.training
         self.train_model.eval()
         try:
@@ -232,6 +236,10 @@ class Trainer:
         target = self.best - stopper.min_delta if stopper.mode == "min" else self.best + stopper.min_delta
         gap = value - target if stopper.mode == "min" else target - value
         return gap > allowance
+
+    def _to_device(self, batch: Any) -> Any:
+        batch = move_to(batch, self.device)
+        return to_channels_last(batch) if self.channels_last else batch
 
     # ---- one optimiser step -----------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -366,6 +374,9 @@ class Trainer:
                 self._run_epoch(splits, total, progress)
             self.save_checkpoint()
         finally:
+            if self.channels_last:  # what is evaluated, saved and exported after training has the ordinary layout
+                set_layout(self.model, False)
+                self.channels_last = False
             progress.update(self.step, max(0, self.epoch - 1), {}, force=True)
             progress.close()
         summary: dict[str, Any] = {"steps": self.step, "epochs": self.epoch, "stop_reason": self.stop_reason,
@@ -384,7 +395,7 @@ class Trainer:
         mine = [dist_utils.shard(b, self.env) for b in batches[self.position :]]
         window = {"loss": 0.0, "micro": 0, "samples": 0, "start": time.perf_counter()}
         for batch in iterate(splits.train, mine, self.task.collate, *self._loading(splits.train)):
-            batch = move_to(batch, self.device)
+            batch = self._to_device(batch)
             if self.optimizers is not None:  # several optimisers (GAN): one batch = one step of each, in order
                 if self._multi_optimizer_step(splits, batch, total, progress, window, len(batches)):
                     break
