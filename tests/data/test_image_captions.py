@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from modelforge.core.errors import DataError
-from modelforge.data.builtin import caption_scenes as scenes_module
+from modelforge.data.builtin import scenes as glyph_sources_module
 from modelforge.data.builtin.caption_scenes import (
     COLOURS,
     KINDS,
@@ -38,7 +38,7 @@ def small_mnist():
 @pytest.fixture
 def cache(tmp_path, monkeypatch, small_mnist):
     monkeypatch.setenv("MODELFORGE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(scenes_module, "load_mnist", lambda: small_mnist)
+    monkeypatch.setattr(glyph_sources_module, "load_mnist", lambda: small_mnist)  # mnist_glyph_sources reads it
     return tmp_path
 
 

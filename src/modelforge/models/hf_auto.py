@@ -62,6 +62,16 @@ def checkpoint_dir(checkpoint: str | None) -> Path:
     return path
 
 
+def checkpoint_config(model_cfg: Any) -> Any:
+    """The transformers config of the recipe's ``model.checkpoint`` folder, or a one-line ConfigError."""
+    folder = checkpoint_dir(model_cfg.kwargs().get("checkpoint"))
+    try:
+        return transformers_module().AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"model.checkpoint={folder}: transformers cannot read its config.json "
+                          f"({str(exc).splitlines()[0][:200]})") from None
+
+
 def weights_sha256(checkpoint: str | Path) -> str:
     """sha256 over the checkpoint's weight files (sorted by name): what an adapter-only artifact was trained on."""
     path = Path(checkpoint)

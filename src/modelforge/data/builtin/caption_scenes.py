@@ -30,8 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from modelforge.core.atomic import atomic_directory
-from modelforge.data.builtin.mnist import load_mnist
-from modelforge.data.builtin.scenes import SHAPES, _digit_alpha, _iou, _shape_alpha
+from modelforge.data.builtin.scenes import SHAPES, _digit_alpha, _iou, _shape_alpha, mnist_glyph_sources
 from modelforge.data.cache import cache_dir
 from modelforge.data.captions import CaptionedImages, read_rgb
 
@@ -235,13 +234,7 @@ def caption_scenes_dir(params: CaptionSceneParams | None = None, **overrides) ->
     if (root / "test" / "captions.jsonl").is_file():
         return root
     log.info("generating scenes-captions into %s", root)
-    mnist = load_mnist()
-    half = len(mnist["test_images"]) // 2
-    sources = {
-        "train": (mnist["train_images"], mnist["train_labels"]),
-        "val": (mnist["test_images"][:half], mnist["test_labels"][:half]),
-        "test": (mnist["test_images"][half:], mnist["test_labels"][half:]),
-    }
+    sources = mnist_glyph_sources()
     counts = {"train": params.num_train, "val": params.num_val, "test": params.num_test}
     with atomic_directory(root) as tmp:
         for split in SPLITS:

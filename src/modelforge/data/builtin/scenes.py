@@ -183,6 +183,18 @@ def _write_split(root: Path, split: str, count: int, digits: np.ndarray, labels:
     write_coco(CocoDataset(images, categories, info=info), root / split / "instances.json")
 
 
+def mnist_glyph_sources() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The digits each split of a generated scene set draws from: MNIST's training digits for train, the two halves
+    of its test digits for val and test (no glyph is seen in two splits)."""
+    mnist = load_mnist()
+    half = len(mnist["test_images"]) // 2
+    return {
+        "train": (mnist["train_images"], mnist["train_labels"]),
+        "val": (mnist["test_images"][:half], mnist["test_labels"][:half]),
+        "test": (mnist["test_images"][half:], mnist["test_labels"][half:]),
+    }
+
+
 def scenes_digits(params: SceneParams | None = None, **overrides) -> Path:
     """Generate (or find in the cache) the dataset; returns the folder holding ``train/``, ``val/``, ``test/``."""
     params = replace(params or SceneParams(), **overrides)
@@ -192,13 +204,7 @@ def scenes_digits(params: SceneParams | None = None, **overrides) -> Path:
     if (root / "test" / "instances.json").is_file():
         return root
     log.info("generating scenes-digits into %s", root)
-    mnist = load_mnist()
-    half = len(mnist["test_images"]) // 2
-    sources = {
-        "train": (mnist["train_images"], mnist["train_labels"]),
-        "val": (mnist["test_images"][:half], mnist["test_labels"][:half]),
-        "test": (mnist["test_images"][half:], mnist["test_labels"][half:]),
-    }
+    sources = mnist_glyph_sources()
     counts = {"train": params.num_train, "val": params.num_val, "test": params.num_test}
     with atomic_directory(root) as tmp:
         for split in SPLITS:

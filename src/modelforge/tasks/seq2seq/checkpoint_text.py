@@ -21,10 +21,9 @@ import torch
 from modelforge.core.errors import ConfigError
 from modelforge.models.hf_auto import (
     auto_tokenizer,
-    checkpoint_dir,
+    checkpoint_config,
     checkpoint_or_artifact,
     saved_files,
-    transformers_module,
 )
 
 HF_TOKENIZER = "hf"  # the task state's ``tokenizer``: the artifact holds the checkpoint's own tokenizer files
@@ -32,13 +31,7 @@ HF_TOKENIZER = "hf"  # the task state's ``tokenizer``: the artifact holds the ch
 
 def decoder_start(model_cfg: Any) -> int | None:
     """The checkpoint config's ``decoder_start_token_id`` (None: the tokenizer's pad token is used)."""
-    folder = checkpoint_dir(model_cfg.kwargs().get("checkpoint"))
-    try:
-        config = transformers_module().AutoConfig.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"model.checkpoint={folder}: transformers cannot read its config.json "
-                          f"({str(exc).splitlines()[0][:200]})") from None
-    return getattr(config, "decoder_start_token_id", None)
+    return getattr(checkpoint_config(model_cfg), "decoder_start_token_id", None)
 
 
 class CheckpointText:

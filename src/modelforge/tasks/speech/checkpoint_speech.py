@@ -24,10 +24,9 @@ from modelforge.core.errors import ConfigError
 from modelforge.models.hf_auto import (
     auto_feature_extractor,
     auto_tokenizer,
-    checkpoint_dir,
+    checkpoint_config,
     checkpoint_or_artifact,
     saved_files,
-    transformers_module,
 )
 
 MAX_NEW_TOKENS = 128  # most transcript tokens generated (capped by the checkpoint's target positions)
@@ -35,13 +34,7 @@ MAX_NEW_TOKENS = 128  # most transcript tokens generated (capped by the checkpoi
 
 def checkpoint_kind(model_cfg: Any) -> str:
     """``seq2seq`` (the checkpoint's config is an encoder–decoder: Whisper) or ``ctc``."""
-    folder = checkpoint_dir(model_cfg.kwargs().get("checkpoint"))
-    try:
-        config = transformers_module().AutoConfig.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"model.checkpoint={folder}: transformers cannot read its config.json "
-                          f"({str(exc).splitlines()[0][:200]})") from None
-    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "ctc"
+    return "seq2seq" if getattr(checkpoint_config(model_cfg), "is_encoder_decoder", False) else "ctc"
 
 
 class CheckpointSpeech:
