@@ -18,6 +18,7 @@ class FakeTextModel:
     def __init__(self, delay: float = 0.0, explain_delay: float = 0.0):
         self.delay, self.explain_delay = delay, explain_delay
         self.task = SimpleNamespace(input_kind="text", capabilities=frozenset(), input_spec=lambda: {"kind": "text"},
+                                    query_options={},
                                     state=lambda: {"labels": ["a", "b"]})
         self.recipe = SimpleNamespace(task="text_classification", name="fake", model=SimpleNamespace(name="fake"))
         self.batches: list[list[str]] = []
