@@ -151,6 +151,21 @@ def _clips(root):
     return root
 
 
+def _captioned(root, count=30, size=24):
+    """A folder of images with captions.csv: two rows per image (several captions per image, as the README says)."""
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    rng, rows = np.random.default_rng(0), ["image,caption"]
+    for i in range(count):
+        shade = ("dark", 40) if i % 2 else ("light", 200)
+        pixels = np.clip(shade[1] + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / f"{i}.png")
+        rows += [f"{i}.png,a {shade[0]} square", f"{i}.png,one {shade[0]} picture"]
+    (root / "captions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root
+
+
 TINY = ["train.max_steps=2", "train.progress=off", "train.batch_size=4"]
 # recipe → (builds the user's data and returns the documented arguments, tiny-run overrides)
 COMMANDS = {
@@ -176,6 +191,13 @@ COMMANDS = {
     "word-vectors": (lambda p: [f"data.path={_prose(p)}"], ["data.min_count=1", "model.dim=8"]),
     "video-classifier": (lambda p: [f"data.path={_clips(p / 'clips')}"], ["data.image_size=16", "data.num_frames=4",
                                                                          "data.val_size=1", "data.test_size=2"]),
+    "scenes-clip": (lambda p: [f"data.path={_captioned(p / 'photos')}"],
+                    ["data.image_size=16", "data.tokenizer.kind=word", "data.init_text_encoder=null",
+                     "data.text_tower=train", "model.dim=16", "model.num_layers=1", "model.num_heads=2",
+                     "model.mlp_hidden=32", "model.embed_dim=8", "model.image_widths=[4,8]"]),
+    "scenes-captioner": (lambda p: [f"data.path={_captioned(p / 'photos')}"],
+                         ["data.image_size=16", "model.widths=[4,8]", "model.dim=16", "model.num_heads=2",
+                          "model.mlp_hidden=32", "model.num_decoder_layers=1", "data.decoding.beam_size=2"]),
 }
 
 
@@ -194,6 +216,8 @@ FOUND = {
     "language-model": "notes.txt: ",
     "word-vectors": "notes.txt: vocabulary ",
     "video-classifier": "clips (one folder per class): 2 classes (right ",
+    "scenes-clip": "60 captions of 30 images in photos/captions.csv: train 24 (photos/captions.csv); val 3 (split off ",
+    "scenes-captioner": "60 captions of 30 images in photos: train ",
 }
 
 

@@ -105,11 +105,21 @@ class ImageCaptioning(TokenizerArtifact, Task):
 
         parts = read_caption_splits(cfg.path, images_dir=cfg.images_dir, on_error=cfg.on_error,
                                     image_column=cfg.image_column, caption_column=cfg.caption_column)
+        self._read_splits = list(parts)  # what the found line says each split came from
         if "all" in parts:
             held = {"val": cfg.val_fraction, "test": cfg.test_fraction}
             fractions = {"train": 1 - sum(held.values()), **{k: v for k, v in held.items() if v > 0}}
             parts = split_captioned(parts["all"], fractions, cfg.split_seed, Path(cfg.path).name)
         return {name: part for name, part in parts.items() if len(part)}
+
+    def _found(self, parts: dict[str, Any]) -> str:
+        """The found line of a run on the user's files, in the words every task uses (data/found.py)."""
+        from modelforge.data.found import split_folders_found
+
+        sizes = {split: len(parts[split]) for split in ("train", "val", "test") if split in parts}
+        what = (f"{sum(p.num_captions for p in parts.values())} captions of {sum(sizes.values())} images in "
+                f"{Path(self.data_cfg.path).name}")
+        return split_folders_found(what, self.data_cfg.path, self._read_splits, sizes)
 
     def datasets(self) -> Splits:
         from modelforge.data.caption_text import build_caption_vocabulary
@@ -120,8 +130,7 @@ class ImageCaptioning(TokenizerArtifact, Task):
             raise DataError("no training images with captions; check the data source")
         summary: dict[str, Any] = {}
         if cfg.source == "files":
-            counts = ", ".join(f"{name} {len(p)} images / {p.num_captions} captions" for name, p in parts.items())
-            summary["found"] = f"{cfg.path}: {counts} ({parts['train'].origin})"
+            summary["found"] = self._found(parts)
         if cfg.limit:  # a quick run: an even spread of every split
             parts = {name: part.subset(_spread(len(part), cfg.limit)) for name, part in parts.items()}
         for name, keep in (("val", cfg.val_limit), ("test", cfg.test_limit)):
