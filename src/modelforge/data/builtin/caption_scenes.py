@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelforge.core.atomic import atomic_directory
-from modelforge.data.builtin.scenes import SHAPES, _digit_alpha, _iou, _shape_alpha, mnist_glyph_sources
+from modelforge.data.builtin.scenes import SHAPES, _digit_alpha, _iou, _shape_alpha, write_glyph_splits
 from modelforge.data.cache import cache_dir
 from modelforge.data.captions import CaptionedImages, read_rgb
 
@@ -234,11 +233,7 @@ def caption_scenes_dir(params: CaptionSceneParams | None = None, **overrides) ->
     if (root / "test" / "captions.jsonl").is_file():
         return root
     log.info("generating scenes-captions into %s", root)
-    sources = mnist_glyph_sources()
-    counts = {"train": params.num_train, "val": params.num_val, "test": params.num_test}
-    with atomic_directory(root) as tmp:
-        for split in SPLITS:
-            _write_split(tmp, split, counts[split], *sources[split], params)
+    write_glyph_splits(root, params, _write_split)
     return root
 
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -195,6 +197,16 @@ def mnist_glyph_sources() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     }
 
 
+def write_glyph_splits(root: Path, params: Any, write_split: Callable[..., None]) -> None:
+    """Write a generated scene set's train/val/test into ``root`` at once (atomically): ``write_split(folder, split,
+    count, glyphs, labels, params)`` draws ``params.num_<split>`` scenes from that split's MNIST glyphs."""
+    sources = mnist_glyph_sources()
+    counts = {"train": params.num_train, "val": params.num_val, "test": params.num_test}
+    with atomic_directory(root) as tmp:
+        for split in SPLITS:
+            write_split(tmp, split, counts[split], *sources[split], params)
+
+
 def scenes_digits(params: SceneParams | None = None, **overrides) -> Path:
     """Generate (or find in the cache) the dataset; returns the folder holding ``train/``, ``val/``, ``test/``."""
     params = replace(params or SceneParams(), **overrides)
@@ -204,9 +216,5 @@ def scenes_digits(params: SceneParams | None = None, **overrides) -> Path:
     if (root / "test" / "instances.json").is_file():
         return root
     log.info("generating scenes-digits into %s", root)
-    sources = mnist_glyph_sources()
-    counts = {"train": params.num_train, "val": params.num_val, "test": params.num_test}
-    with atomic_directory(root) as tmp:
-        for split in SPLITS:
-            _write_split(tmp, split, counts[split], *sources[split], params)
+    write_glyph_splits(root, params, _write_split)
     return root
