@@ -4,9 +4,12 @@ benchmark model (gpt_vs_hf's 6×384, vocab 50,257) and the MiniLM fine-tune (all
 For each variant (fp32/bf16 autocast × eager/torch.compile, × channels-last off/on for the CNN) the same initial
 weights train on the same batches: the first step's extra time is reported as compile time, steady-state steps/s is
 timed after warm-up, and the loss (CNN: also test accuracy) after the same steps shows the fp32/bf16 difference.
-Keras is the seed CNN's peer when importable; it is not a dependency.
+Keras 3 is the seed CNN's peer: seed_cnn_vs_keras.py trains the seed CNN through modelforge's Trainer and the seed's
+Keras code (torch backend) on the same MNIST arrays in this run and prints both epoch times, test accuracies and the
+ratio; without Keras installed it says so in one line and the rest still prints.
 
     python benchmarks/train_speed.py [--quick] [--steps 30] [--backend inductor|aot_eager]
+                                     [--keras-samples 60000] [--keras-epochs 3]
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import contextlib
 import copy
 import itertools
 import platform
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +30,10 @@ from torch import nn
 
 from modelforge.core.registry import build
 from modelforge.training.memory_format import set_layout, to_channels_last
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seed_cnn_vs_keras import QUICK as KERAS_QUICK  # noqa: E402 — the companion benchmark beside this file
+from seed_cnn_vs_keras import compare as seed_cnn_vs_keras  # noqa: E402
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -149,32 +158,28 @@ def measure(name: str, case: tuple, steps: int, backend: str, layouts: tuple[boo
               f"{', channels_last' if channels_last else ''}): {diff:+.4f}")
 
 
-def keras_line() -> None:
-    try:
-        import keras  # noqa: F401
-    except ImportError:
-        print("keras: not installed (the seed CNN's Keras epoch time is not measured in this run)")
-        return
-    print("keras: importable, but its epoch timing is not part of this script; see benchmarks/ for the Keras peer")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="steady-state steps timed per variant")
     parser.add_argument("--backend", default="inductor", help="torch.compile backend")
     parser.add_argument("--quick", action="store_true",
-                        help="3 steps, aot_eager, a 2×128 GPT at context 64, MiniLM at batch 4 × 32 tokens")
+                        help="3 steps, aot_eager, a 2×128 GPT at context 64, MiniLM at batch 4 × 32 tokens, "
+                             "the Keras comparison on 1,024 images for 2 epochs")
+    parser.add_argument("--keras-samples", type=int, default=60000, help="MNIST images for the Keras comparison")
+    parser.add_argument("--keras-epochs", type=int, default=3, help="epochs of the Keras comparison (0 skips it)")
     args = parser.parse_args()
     gpt = dict(batch=8, context=256, layers=6, width=384)
     minilm = dict(batch=16, length=128)
     if args.quick:
         args.steps, args.backend = 3, "aot_eager"
         gpt, minilm = dict(batch=4, context=64, layers=2, width=128), dict(batch=4, length=32)
+        args.keras_samples, args.keras_epochs = KERAS_QUICK["samples"], KERAS_QUICK["epochs"]
     print(f"machine: {platform.processor() or platform.machine()}, cpu capability "
           f"{torch.backends.cpu.get_cpu_capability()}, torch threads {torch.get_num_threads()}, backend {args.backend}")
     start = time.perf_counter()
     measure("seed_cnn", seed_cnn_case(64, 1000 if args.quick else 10000), args.steps, args.backend, (False, True))
-    keras_line()
+    if args.keras_epochs:
+        seed_cnn_vs_keras(args.keras_samples, args.keras_epochs, test_rows=1000 if args.quick else 10000)
     measure("gpt", gpt_case(**gpt), args.steps, args.backend, (False,))
     measure("minilm", minilm_case(**minilm), args.steps, args.backend, (False,))
     print(f"total_s: {time.perf_counter() - start:.1f}")

@@ -1,0 +1,51 @@
+"""benchmarks/seed_cnn_vs_keras.py (called by train_speed.py) at one step per side: with Keras importable both epoch
+times, accuracies and the ratio print; without it one line says so and modelforge's figures still print."""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import seed_cnn_vs_keras
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return seed_cnn_vs_keras
+
+
+def figure(name: str, out: str) -> tuple[float, float]:
+    found = re.search(rf"^{name}_epoch_s: ([\d.]+) .*test_accuracy: ([\d.]+)", out, re.M)
+    assert found, out
+    return float(found.group(1)), float(found.group(2))
+
+
+def test_without_keras_one_line_says_so_and_modelforge_still_prints(bench, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "keras", None)  # `import keras` raises ImportError, as when it is absent
+    results = bench.compare(samples=64, epochs=1, batch_size=64, test_rows=64, recipe_too=False)
+    out = capsys.readouterr().out
+    seconds, accuracy = figure("modelforge", out)
+    assert seconds > 0 and 0 <= accuracy <= 1 and len(results["plain"]["epochs"]) == 1
+    notes = [line for line in out.splitlines() if line.startswith("keras:")]
+    assert len(notes) == 1 and "not importable" in notes[0] and "not measured" in notes[0], out
+    assert "keras_epoch_s" not in out and "ratio_" not in out and "table:" not in out
+
+
+def test_with_keras_both_sides_and_the_ratio_print(bench, monkeypatch, capsys):
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    pytest.importorskip("keras")
+    results = bench.compare(samples=64, epochs=1, batch_size=64, test_rows=64, recipe_too=False)
+    out = capsys.readouterr().out
+    ours, _ = figure("modelforge", out)
+    peer, _ = figure("keras", out)
+    assert "backend torch" in out and results["keras"]["backend"] == "torch"
+    assert len(results["keras"]["epochs"]) == 1  # one epoch of one batch: one step
+    ratio = re.search(r"^ratio_modelforge_over_keras: ([\d.]+)", out, re.M)
+    assert ratio and float(ratio.group(1)) == pytest.approx(ours / peer, rel=0.01, abs=1e-3), out
+    assert re.search(r"^table: seed_cnn epoch s vs Keras [\d.]+ \(torch\) \| [\d.]+ \| [\d.]+ \| [\d.]+$", out, re.M)
