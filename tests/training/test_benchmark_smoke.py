@@ -1,3 +1,5 @@
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,19 @@ def test_gpu_gpt2_benchmark_smoke_configuration_runs_on_cpu():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "plain_tokens_per_s" in result.stdout and "modelforge_tokens_per_s" in result.stdout
     assert "table: gpt2 train tokens/s (cpu)" in result.stdout
+    # the CPU has no listed peak: it is measured, so MFU is a number on every device, not nan
+    assert "(measured bf16 512x512 matmul)" in result.stdout
+    mfus = [float(m) for m in re.findall(r"mfu: (\S+)", result.stdout)]
+    assert len(mfus) == 2 and all(math.isfinite(m) and m > 0 for m in mfus), result.stdout
+
+
+def test_gpu_gpt2_uses_the_listed_peak_for_a_known_gpu():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu_gpt2
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert gpu_gpt2.device_peak(gpu_gpt2.torch.device("cuda"), "NVIDIA H200") == (989e12, "listed")
 
 
 def test_bench_rejects_unknown_benchmark(cli):
