@@ -7,7 +7,9 @@ ratios. Modes: modelforge with batching off (--max-batch-size 1), on (adaptive w
 with --workers 2, and a raw image/png body instead of JSON; and BentoML (with --bentoml-python: a Python whose
 environment has bentoml, torch and Pillow, e.g. a separate venv, since bentoml's dependencies would change the
 project's) serving the same network as TorchScript behind its adaptive batching (@bentoml.api(batchable=True)),
-with the same JSON request bytes. --server-cpus / --client-cpus pin the two sides with taskset.
+with the same JSON request bytes (without --bentoml-python: $MODELFORGE_BENTOML_PYTHON, else this Python if it has
+bentoml; when none has it, one line says so and the modelforge modes still run). --server-cpus / --client-cpus pin
+the two sides with taskset.
 
 Targets: 0 errors, server CPU per request ≤ 0.4 ms, p99 ≤ 50 ms at 50 clients, batching's p99 ≤ no batching's,
 ≥ 1.5× BentoML's throughput at equal or lower p99. The default client is a minimal asyncio HTTP/1.1 client;
@@ -39,6 +41,7 @@ import httpx
 import numpy as np
 
 MODES = ("off", "on", "on_torch", "workers2", "raw_png", "bentoml")
+BENTOML_ENV = "MODELFORGE_BENTOML_PYTHON"  # where `modelforge bench` (no options) finds the BentoML peer
 
 
 @dataclass
@@ -369,7 +372,8 @@ def run_modes(run_dir: Path, png: bytes, args, work: Path) -> dict[str, LoadResu
         try:
             if mode == "bentoml":
                 if not args.bentoml_python:
-                    print("bentoml: skipped (give --bentoml-python)")
+                    print("bentoml: not found (this Python has no bentoml; give --bentoml-python or set "
+                          f"{BENTOML_ENV}); BentoML's figures and the ratios to it are not measured in this run")
                     continue
                 server = bento_server(args.bentoml_python, bento_files(run_dir, work, args.max_batch_size), port, args)
                 request = Request("/predict", json_request.body)
@@ -411,6 +415,14 @@ def report(results: dict[str, LoadResult]) -> None:
         print(f"target {name}: {'met' if ok else 'NOT met'}")
 
 
+def default_bentoml_python() -> str | None:
+    """The BentoML peer's Python when none is given: $MODELFORGE_BENTOML_PYTHON, else this one if it has bentoml
+    (so `modelforge bench`, which passes no options, measures the peer wherever it is installed)."""
+    import importlib.util
+
+    return os.environ.get(BENTOML_ENV) or (sys.executable if importlib.util.find_spec("bentoml") else None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="an existing image-classification run (default: train mnist-cnn)")
@@ -426,7 +438,9 @@ def main() -> None:
                         help="load generator: httpx.AsyncClient, or a minimal asyncio HTTP/1.1 client (cheaper)")
     parser.add_argument("--modes", type=lambda text: text.split(","), default=list(MODES),
                         help=f"comma-separated, in order (default: {','.join(MODES)})")
-    parser.add_argument("--bentoml-python", help="a Python with bentoml, torch and Pillow (the BentoML peer)")
+    parser.add_argument("--bentoml-python", default=default_bentoml_python(),
+                        help=f"a Python with bentoml, torch and Pillow (the BentoML peer; default: ${BENTOML_ENV}, "
+                             "else this Python when it has bentoml)")
     parser.add_argument("--quick", action="store_true",
                         help="500 requests per mode after 50 warm-up ones, and a 50-step training run")
     parser.add_argument("--server-cpus", help="taskset CPU list for the servers (e.g. 1)")

@@ -1,6 +1,10 @@
-"""benchmarks/seed_cnn_vs_keras.py (called by train_speed.py) at one step per side: with Keras importable both epoch
-times, accuracies and the ratio print; without it one line says so and modelforge's figures still print."""
+"""Benchmarks measure their peer in the same run, or say in one line why not. benchmarks/seed_cnn_vs_keras.py (called
+by train_speed.py) at one step per side: with Keras importable both epoch times, accuracies and the ratio print;
+without it one line says so and modelforge's figures still print. serve_load.py finds the BentoML peer's Python
+without options (as `modelforge bench` runs it)."""
 
+import importlib
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -10,14 +14,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def bench():
+def benchmark(name: str):
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
-        import seed_cnn_vs_keras
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
-    return seed_cnn_vs_keras
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return benchmark("seed_cnn_vs_keras")
 
 
 def figure(name: str, out: str) -> tuple[float, float]:
@@ -49,3 +56,14 @@ def test_with_keras_both_sides_and_the_ratio_print(bench, monkeypatch, capsys):
     ratio = re.search(r"^ratio_modelforge_over_keras: ([\d.]+)", out, re.M)
     assert ratio and float(ratio.group(1)) == pytest.approx(ours / peer, rel=0.01, abs=1e-3), out
     assert re.search(r"^table: seed_cnn epoch s vs Keras [\d.]+ \(torch\) \| [\d.]+ \| [\d.]+ \| [\d.]+$", out, re.M)
+
+
+def test_serve_load_finds_the_bentoml_python_without_options(monkeypatch):
+    serve_load = benchmark("serve_load")
+    monkeypatch.setenv("MODELFORGE_BENTOML_PYTHON", "/opt/bento/bin/python")
+    assert serve_load.default_bentoml_python() == "/opt/bento/bin/python"
+    monkeypatch.delenv("MODELFORGE_BENTOML_PYTHON")
+    here = sys.executable if importlib.util.find_spec("bentoml") else None
+    assert serve_load.default_bentoml_python() == here
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bentoml" else object())
+    assert serve_load.default_bentoml_python() is None  # then the one-line "bentoml: not found" and no BentoML mode
