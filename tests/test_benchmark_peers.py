@@ -67,3 +67,33 @@ def test_serve_load_finds_the_bentoml_python_without_options(monkeypatch):
     assert serve_load.default_bentoml_python() == here
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bentoml" else object())
     assert serve_load.default_bentoml_python() is None  # then the one-line "bentoml: not found" and no BentoML mode
+
+
+def test_epoch_turns_run_one_side_at_a_time_epoch_by_epoch(bench):
+    log = []
+
+    def loop(name, fail_at=None):
+        def train(turns):
+            for epoch in range(3):
+                turns.begin()
+                if epoch == fail_at:
+                    raise ValueError(f"{name} broke")
+                log.append((name, epoch))
+                turns.end()
+            turns.begin()
+            log.append((name, "after"))
+            return {"accuracy": 1.0}
+        return train
+
+    a, b = bench.EpochTurns(loop("a")), bench.EpochTurns(loop("b"))
+    assert log == []  # both parked before their first epoch
+    for _ in range(3):
+        a.turn()
+        b.turn()
+    assert log == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+    assert len(a.finish()["epochs"]) == 3 and log[-1] == ("a", "after")
+    assert b.finish()["accuracy"] == 1.0
+    broken = bench.EpochTurns(loop("c", fail_at=1))
+    broken.turn()
+    with pytest.raises(ValueError, match="c broke"):
+        broken.turn()
