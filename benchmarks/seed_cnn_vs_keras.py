@@ -213,6 +213,8 @@ def compare(samples: int, epochs: int, batch_size: int = 64, test_rows: int = 10
     for epoch in range(epochs):  # rotate the order so that no side always runs first or last
         for name in names[epoch % len(names):] + names[: epoch % len(names)]:
             sides[name].turn()
+        print(f"epoch {epoch + 1}: " + ", ".join(f"{name} {side.epochs[-1]:.2f} s" for name, side in sides.items()
+                                                  if side.epochs), flush=True)
     results = {name: side.finish() for name, side in sides.items()}
     _line("modelforge", results["plain"], PLAIN)
     if keras is not None:
