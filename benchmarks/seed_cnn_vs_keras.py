@@ -5,7 +5,7 @@ accuracy and the ratio modelforge / Keras (issue 20's goal: the recipe ≤ 0.5×
 modelforge runs its Trainer on the `mnist-cnn` recipe twice: as the recipe is (±2 px shifts, cosine schedule) and
 as the seed trained (no augmentation, constant lr). Keras runs the seed's own code — Sequential Conv2D/MaxPooling2D/
 Dense with softmax, `compile(adam, sparse_categorical_crossentropy)`, `fit` — on its torch backend unless
-KERAS_BACKEND names another (no TensorFlow needed). Keras is optional (`pip install keras`): without it the Keras
+KERAS_BACKEND names another (no TensorFlow needed). Keras is in the `test` extra, not a dependency: without it the Keras
 figures are skipped with one line and the rest still prints. train_speed.py calls `compare` at a small size.
 
 The sides take turns epoch by epoch (each training loop runs in its own thread and hands the CPU back at the end of
