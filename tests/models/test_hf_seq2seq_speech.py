@@ -1,6 +1,6 @@
 """model.name=hf for translation, summarization and speech recognition: tiny random T5, Marian, wav2vec2 and Whisper
 checkpoints fine-tuned through the CLI/API with and without LoRA, saved pickle-free with their tokenizer/processor
-files, loaded offline, served, exported (seq2seq) — computing and searching exactly as transformers' own classes."""
+files, loaded offline, served, exported to ONNX — computing and searching exactly as transformers' own classes."""
 
 import base64
 import json
@@ -15,15 +15,17 @@ from hf_checkpoints import SPOKEN, tiny_bert, tiny_marian, tiny_t5, tiny_wav2vec
 
 import modelforge
 from modelforge.artifacts.export import export
-from modelforge.core.errors import ArtifactError, ConfigError
+from modelforge.core.errors import ConfigError
 from modelforge.data.audio import write_wav
 from modelforge.serve.app import create_app
 from modelforge.tasks import get_task
 from modelforge.tasks.recipes import load_recipe
+from modelforge.tasks.speech.speech_export import greedy_decode
 from modelforge.training.lora import apply_lora
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
+onnxruntime = pytest.importorskip("onnxruntime")
 
 FAST = {"max_steps": 2, "batch_size": 8, "progress": "off", "lr": 0.01}
 SEQ2SEQ_DATA = {"source": "parallel", "val_fraction": 0.1, "test_fraction": 0.1, "val_limit": 4, "test_limit": 4,
@@ -135,6 +137,7 @@ def test_wav2vec2_ctc_with_lora_transcribes_serves_and_computes_like_transformer
                            run_dir=tmp_path / "run", report=False)
     assert {"test_wer", "test_cer"} <= set(run.metrics)
     assert run.summary["trainable_parameters"] < run.summary["parameters"] / 3
+    assert modelforge.evaluate(run.directory)["test_wer"] == pytest.approx(run.metrics["test_wer"])
     assert artifact_suffixes(run.directory) <= PICKLE_FREE and (run.model_dir / "preprocessor_config.json").is_file()
     predictor = modelforge.load(run.directory)  # the adapter applied to the base checkpoint, merged
     reference = trained_reference(predictor.model, transformers.AutoModelForCTC, tmp_path / "trained")
@@ -157,8 +160,11 @@ def test_wav2vec2_ctc_with_lora_transcribes_serves_and_computes_like_transformer
         answer = client.post("/models/asr/predict", files=[("file", ("a.wav", paths[0].read_bytes(), "audio/wav"))])
         assert answer.status_code == 200, answer.text
         assert answer.json()["predictions"][0]["text"] == expected[0]
-    with pytest.raises(ArtifactError, match="export of model.name=hf speech recognition models is not supported"):
-        export(run.directory)
+    exported = export(run.directory)  # one graph: normalised waveform → per-frame logits
+    assert exported.inputs == {"input_values": ["batch", "samples"]} and exported.max_abs_diff < 1e-4
+    session = onnxruntime.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input_values": inputs.input_values.numpy()})[0]  # the processor's padded batch
+    assert np.abs(logits - theirs.numpy()).max() < 1e-4
 
 
 def test_whisper_trains_through_cli_and_transcribes_with_transformers_beam_search(cli, spoken, tmp_path):
@@ -191,6 +197,14 @@ def test_whisper_trains_through_cli_and_transcribes_with_transformers_beam_searc
     with TestClient(create_app([f"whisper={run}"])) as client:
         answer = client.post("/models/whisper/predict", json={"inputs": [audio]})
         assert answer.status_code == 200, answer.text
+    assert [g.role for g in export(run).graphs] == ["encoder", "decoder"]
+    encoder, decoder = (onnxruntime.InferenceSession(f"{run}/model.{role}.onnx") for role in ("encoder", "decoder"))
+    contract = json.loads(encoder.get_modelmeta().custom_metadata_map["modelforge.speech_seq2seq"])
+    assert contract["prompt"] == tokenizer.prefix_tokens
+    ids = greedy_decode(encoder, decoder, features.numpy(), contract)  # the consumer's loop, no torch
+    assert ids[0]  # the tiny random network generates tokens before its end token
+    text = predictor.task.vocab.normalize(tokenizer.decode(ids[0], skip_special_tokens=True))
+    assert modelforge.api.transcribe(run, [tmp_path / "a.wav"], beam_width=1) == [text]
 
 
 def test_lora_on_whisper_adapts_both_stacks_and_trains_only_the_adapter(spoken, tmp_path):
