@@ -156,3 +156,26 @@ def test_a_file_that_fails_only_when_decoded_stops_with_one_line_also_from_a_wor
         with pytest.raises(DataError) as info:
             list(iterate(dataset, epoch_order(4, 2, 0, 0, shuffle=False), speech.collate_speech, workers))
         assert "1.wav: WAV holds NaN or infinite samples" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_mfcc_baseline_streams_the_files_once_and_scores_like_the_waveforms_in_memory(tmp_path, monkeypatch):
+    from modelforge.tasks import baselines
+
+    task, splits = _datasets(_speech_folder(tmp_path / "speech", count=24))
+    decoded = []
+    real = lazy_speech.read_wav
+    monkeypatch.setattr(lazy_speech, "read_wav", lambda path, *a: decoded.append(path) or real(path, *a))
+    lazy = baselines._mfcc_means(splits.train, task.data_cfg.features)
+    assert sorted(decoded) == sorted(splits.train.path(i) for i in range(len(splits.train)))  # each file once
+    items = [(torch.from_numpy(read_wav(splits.train.path(i))), t) for i, t in enumerate(splits.train.targets)]
+
+    class InMemory:
+        def __len__(self):
+            return len(items)
+
+        def get_batch(self, indices):
+            return speech.collate_speech([items[i] for i in indices])
+
+    assert np.array_equal(lazy, baselines._mfcc_means(InMemory(), task.data_cfg.features))
+    result = baselines.run_baseline(task, splits)
+    assert result["train_rows"] == len(splits.train) and 0 <= result["test_accuracy"] <= 1
