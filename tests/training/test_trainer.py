@@ -173,10 +173,11 @@ def _resume_matches_across_worker_counts(tmp_path, recipe, overrides):
     """Trained with 2 DataLoader workers uninterrupted; killed after two checkpoints and resumed with 0 workers: the
     weights must be bit-identical."""
     full, killed = tmp_path / "full", tmp_path / "killed"
-    modelforge.train(recipe, [*overrides, "train.num_workers=2"], run_dir=full)
+    quick = {"report": False, "baseline": False}  # only the weights are compared
+    modelforge.train(recipe, [*overrides, "train.num_workers=2"], run_dir=full, **quick)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     _kill_after_checkpoints(["train", recipe, *overrides, "train.num_workers=2"], killed, env)
-    modelforge.train(recipe, [*overrides, "train.num_workers=0"], run_dir=killed, resume=True)
+    modelforge.train(recipe, [*overrides, "train.num_workers=0"], run_dir=killed, resume=True, **quick)
     expected, actual = _weights(full), _weights(killed)
     assert expected.keys() == actual.keys()
     for name in expected:
@@ -199,8 +200,23 @@ def test_sigkill_resume_of_wavs_read_from_disk_with_other_worker_count_is_bit_id
     (root / "transcripts.tsv").write_text("\n".join(lines) + "\n")
     _resume_matches_across_worker_counts(tmp_path, "audio-classifier", [
         f"data.path={root}", "data.speed_perturb=[0.9,1.1]", "model.channels=[4,4]", "model.strides=[1,2]",
-        "train.max_steps=24", "train.batch_size=4", "train.early_stopping=null", "train.checkpoint_every_steps=3",
+        "train.max_steps=12", "train.batch_size=4", "train.early_stopping=null", "train.checkpoint_every_steps=2",
         "train.progress=off"])
+
+
+def test_sigkill_resume_of_clips_read_from_disk_with_other_worker_count_is_bit_identical(tmp_path):
+    """Video clips sampled per item; dropout comes from the restored RNG."""
+    from modelforge.data.formats.video import write_video
+
+    rng = np.random.default_rng(0)
+    for label, value in (("dark", 60), ("light", 190)):
+        for i in range(12):
+            frames = np.clip(rng.normal(value, 30, (5, 12, 12, 3)), 0, 255).astype(np.uint8)
+            write_video(tmp_path / "clips" / label / f"{i}.mkv", frames)
+    _resume_matches_across_worker_counts(tmp_path, "video-classifier", [
+        f"data.path={tmp_path / 'clips'}", "data.num_frames=3", "data.image_size=8", "model.channels=[4]",
+        "model.dropout=0.3", "train.max_steps=12", "train.batch_size=4", "train.early_stopping=null",
+        "train.checkpoint_every_steps=2", "train.progress=off"])
 
 
 def test_plain_sgd_run_resumes_like_an_uninterrupted_one(tmp_path):
