@@ -34,10 +34,11 @@ def clip_folder(tmp_path_factory):
 
 
 def _task(root, **data):
-    """The folder's clips, every one sampled while indexing (check_clips=decode), so the truncated one is skipped."""
+    """The folder's clips, every one sampled while indexing (check_clips=decode, the default), so the truncated one is
+    skipped."""
     raw = {"name": "v", "task": "video_classification",
            "data": {"source": "folder", "path": str(root), "num_frames": 4, "image_size": 16, "channels": 1,
-                    "val_size": 0, "test_size": 2, "check_clips": "decode", **data},
+                    "val_size": 0, "test_size": 2, **data},
            "model": {"name": "video_cnn", "channels": [4, 8]}}
     return VideoClassification(load_recipe(raw))
 

@@ -68,7 +68,7 @@ class ClipFileDataset(Dataset):
         try:
             frames = sample_clip_frames(self.path(index), self.num_frames)
         except DataError as exc:
-            raise DataError(f"{exc}; remove the file, or set data.check_clips=decode to find such clips before "
+            raise DataError(f"{exc}; remove the file, or leave data.check_clips=decode to find such clips before "
                             f"training (skipped and counted)") from None
         return torch.from_numpy(frames_to_clip(frames, self.channels, self.size)), torch.tensor(self.labels[index])
 

@@ -4,9 +4,9 @@ Every clip becomes ``num_frames`` frames sampled uniformly over its length (Open
 ``data/formats/video.py``), converted to the wanted channels and squashed to ``image_size``² pixels: uint8
 ``(frames, channels, H, W)``. The user's clips are indexed (each one opened and its first frame decoded, so an
 unreadable video is found before training starts and reported by path and reason: skipped and counted, or fatal with
-``data.on_error=fail``) and decoded per item in DataLoader workers (``data/lazy_video.py``); a clip whose later
-frames fail stops the run at its first read with one line naming it. The generated moving-digits clips are held in
-memory. The network sees float clips
+``data.on_error=fail``; with ``data.check_clips=decode``, the default, every clip's frames are sampled once too, so a
+truncated clip is found as well) and decoded per item in DataLoader workers (``data/lazy_video.py``). The generated
+moving-digits clips are held in memory. The network sees float clips
 ``(batch, channels, frames, H, W)`` normalised with the training split's per-channel mean/std (saved in task.json).
 """
 
@@ -56,10 +56,10 @@ class VideoDataConfig(HeldOutSplitConfig):
     # folder splits
     # split_seed also seeds the generated clips of moving-digits
     on_error: Literal["skip", "fail"] = Field("skip", description="unreadable videos: skip (counted) or fail")
-    check_clips: Literal["header", "decode"] = Field(
-        "header", description="folder source: 'header' opens each clip and decodes its first frame while indexing (a "
-        "clip truncated further on stops the run when first read); 'decode' also samples every clip's frames up "
-        "front, so truncated clips are skipped and counted too (a slower start, memory still flat)")
+    check_clips: Literal["decode", "header"] = Field(
+        "decode", description="folder source: 'decode' samples every clip's frames once while indexing (none kept), so "
+        "truncated clips are skipped and counted before training; 'header' only opens each clip and decodes its "
+        "first frame (a large folder starts at once; a clip truncated further on stops the run when first read)")
 
 
 @register("task", "video_classification")
