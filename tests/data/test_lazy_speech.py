@@ -151,7 +151,7 @@ def test_a_file_that_fails_only_when_decoded_stops_with_one_line_also_from_a_wor
     features = FeatureConfig()
     kept, lengths, skipped = lazy_speech.index_recordings(read_speech_manifest(root), features, skip=True)
     assert len(kept) == 4 and not skipped  # the header is fine
-    dataset = WavFileDataset([r.path for r in kept], [torch.tensor(0)] * 4, lengths, features)
+    dataset = WavFileDataset([r.path for r in kept], [torch.tensor(0)] * 4, lengths, 16000, features.max_seconds)
     for workers in (0, 1):
         with pytest.raises(DataError) as info:
             list(iterate(dataset, epoch_order(4, 2, 0, 0, shuffle=False), speech.collate_speech, workers))
@@ -179,3 +179,19 @@ def test_mfcc_baseline_streams_the_files_once_and_scores_like_the_waveforms_in_m
     assert np.array_equal(lazy, baselines._mfcc_means(InMemory(), task.data_cfg.features))
     result = baselines.run_baseline(task, splits)
     assert result["train_rows"] == len(splits.train) and 0 <= result["test_accuracy"] <= 1
+
+
+def test_what_a_split_holds_does_not_grow_with_the_recordings(tmp_path):
+    def held(seconds, folder):
+        root = tmp_path / folder
+        root.mkdir()
+        for i in range(8):
+            write_wav(root / f"{i}.wav", _tone(seconds, 16000), 16000)
+        (root / "transcripts.tsv").write_text("".join(f"{i}.wav\tyes no\n" for i in range(8)))
+        _, splits = _datasets(root, "speech-recognizer")
+        part = splits.train
+        return sum(v.nbytes for v in vars(part).values() if isinstance(v, (np.ndarray, torch.Tensor))), part
+
+    short, short_part = held(0.1, "a")
+    long, long_part = held(1.0, "b")  # ten times the audio
+    assert short == long and int(long_part.lengths.sum()) == 10 * int(short_part.lengths.sum())

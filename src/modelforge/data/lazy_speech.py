@@ -40,7 +40,7 @@ class WavFileDataset(Dataset):
     loads_from_disk = True  # the trainer gives such datasets DataLoader workers by default (train.num_workers)
 
     def __init__(self, paths: Sequence[Path] | np.ndarray, targets: Sequence[torch.Tensor], lengths: Sequence[int],
-                 features: FeatureConfig):
+                 sample_rate: int, max_seconds: float | None):
         if not len(paths) == len(targets) == len(lengths):
             raise ValueError("WavFileDataset needs one target and one length per path")
         if not len(paths):
@@ -51,7 +51,7 @@ class WavFileDataset(Dataset):
         self.target_offsets = np.concatenate([[0], np.cumsum(sizes)])
         self.target_ids = np.concatenate([t.reshape(-1).numpy() for t in targets]).astype(np.int64)
         self.lengths = torch.as_tensor(np.asarray(lengths, dtype=np.int64))
-        self.sample_rate, self.max_seconds = features.sample_rate, features.max_seconds
+        self.sample_rate, self.max_seconds = sample_rate, max_seconds
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -76,9 +76,8 @@ class WavFileDataset(Dataset):
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> WavFileDataset:
         picked = np.asarray(indices, dtype=np.int64)
-        features = FeatureConfig(sample_rate=self.sample_rate, max_seconds=self.max_seconds)
         return WavFileDataset(self.paths[picked], [self.target(int(i)) for i in picked],
-                              self.lengths[torch.from_numpy(picked)].tolist(), features)
+                              self.lengths[torch.from_numpy(picked)].tolist(), self.sample_rate, self.max_seconds)
 
     def seconds(self, sample_rate: int) -> float:
         return float(self.lengths.sum()) / sample_rate

@@ -139,7 +139,9 @@ def speech_split(
         kept, lengths, skipped = index_recordings(records, cfg.features, cfg.on_error == "skip" and split == "train")
         if not kept:
             raise DataError(f"no readable audio among the {len(records)} {split} files of {cfg.path}")
-        return WavFileDataset([r.path for r in kept], [target(r) for r in kept], lengths, cfg.features), kept, skipped
+        dataset = WavFileDataset([r.path for r in kept], [target(r) for r in kept], lengths, cfg.features.sample_rate,
+                                 cfg.features.max_seconds)
+        return dataset, kept, skipped
     audio, kept, skipped = read_split(cfg, records, split)
     return WaveformDataset(audio, [target(r) for r in kept]), kept, skipped
 
