@@ -64,7 +64,9 @@ def choose_method(requested: str, model_name: str, pretrained: bool, train: Any,
         if requested == "stack":
             check_stackable(model_name, pretrained)
         return MethodChoice(requested, "model.method=" + requested, tokens)
-    if model_name not in STACKABLE or not pretrained:
+    if model_name not in STACKABLE:
+        return MethodChoice("finetune", f"auto: the stack is built on encoder_classifier, not {model_name}", tokens)
+    if not pretrained:
         return MethodChoice("finetune", "auto: the stack needs a pretrained encoder (data.init_encoder)", tokens)
     size = f"{rows} rows × {max_length} tokens: fine-tuning would process {tokens / 1000:.0f}k token positions"
     if tokens > FINETUNE_TOKEN_BUDGET:
