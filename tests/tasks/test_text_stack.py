@@ -73,6 +73,23 @@ def test_auto_picks_the_stack_for_long_texts_and_fine_tuning_for_short_ones(tmp_
                      f"positions, {budget}\\) · train \\1 ", summary["found"]), summary["found"]
 
 
+@pytest.mark.parametrize(("rows", "max_length", "method", "tokens"), [
+    (540, 43, "finetune", 102 * 16 * 43),  # Rotten Tomatoes snippets: fine-tuning won (75.2 % vs the stack's 70.8 %)
+    (769, 256, "stack", 147 * 16 * 256),  # the debates: the stack won (75.3 % vs 69.7 % in 15.6 CPU-minutes)
+    (1080, 256, "stack", 204 * 16 * 256),  # BBC News: the stack won (98.5 %); fine-tuning was over the CPU bar
+    (30, 256, "stack", 100 * 16 * 256),  # a few long rows: train.min_steps makes fine-tuning cost 100 steps
+])
+def test_auto_follows_the_measured_tables(rows, max_length, method, tokens):
+    from modelforge.tasks.text.text_method import choose_method
+
+    train = load_recipe("text-classifier", ["data.path=t.csv"]).train
+    choice = choose_method("auto", "encoder_classifier", True, train, rows, max_length)
+    assert (choice.method, choice.finetune_tokens) == (method, tokens)
+    assert choose_method("auto", "encoder_classifier", True, train, rows, max_length, "adapter").method == "finetune"
+    assert choose_method("auto", "hf", True, train, rows, max_length).method == "finetune"
+    assert choose_method("auto", "encoder_classifier", False, train, rows, max_length).method == "finetune"
+
+
 def test_method_is_checked_at_the_edge(tmp_path):
     from modelforge.core.errors import ConfigError
 
@@ -83,6 +100,9 @@ def test_method_is_checked_at_the_edge(tmp_path):
         load_recipe("mnist-cnn", ["model.method=stack"])
     recipe = load_recipe("text-classifier", [f"data.path={path}", "model.method=stack", "data.init_encoder=null"])
     with pytest.raises(ConfigError, match="needs a pretrained encoder"):
+        get_task("text_classification")(recipe).datasets()
+    recipe = load_recipe("text-classifier", [f"data.path={path}", "model.method=stack", "adapter.r=4"])
+    with pytest.raises(ConfigError, match="takes no adapter section"):
         get_task("text_classification")(recipe).datasets()
 
 

@@ -216,12 +216,10 @@ class TextClassification(TokenizerArtifact, Task):
         settings = self.recipe.model.model_dump()
         if settings.get("method") is None:
             return None
+        gradient_only = "adapter" if self.recipe.adapter is not None else "privacy" if self.recipe.privacy else None
         choice = choose_method(settings["method"], settings["name"], bool(self.data_cfg.init_encoder),
-                               self.recipe.train, rows, self.data_cfg.max_length)
+                               self.recipe.train, rows, self.data_cfg.max_length, gradient_only)
         if choice.method == "stack":
-            if self.recipe.adapter is not None or self.recipe.privacy is not None:
-                raise ConfigError("model.method=stack fits a frozen encoder's head by logistic regression: it takes "
-                                  "no adapter (LoRA) and no privacy section; use model.method=finetune")
             settings = stack_model_settings(settings)
         model = ModelConfig(**{**settings, "method": choice.method})
         self.recipe = self.recipe.model_copy(update={"model": model})

@@ -54,16 +54,22 @@ def finetune_tokens(train: Any, rows: int, max_length: int) -> int:
     return steps * per_step * max_length
 
 
-def choose_method(requested: str, model_name: str, pretrained: bool, train: Any, rows: int,
-                  max_length: int) -> MethodChoice:
-    """The method a run uses and why; ``requested`` is ``model.method``."""
+def choose_method(requested: str, model_name: str, pretrained: bool, train: Any, rows: int, max_length: int,
+                  gradient_only: str | None = None) -> MethodChoice:
+    """The method a run uses and why; ``requested`` is ``model.method``; ``gradient_only`` names a recipe section
+    that only gradient training honours (an adapter, privacy), which rules the stack out."""
     if requested not in METHODS:
         raise ConfigError(f"model.method={requested!r} is not a method; valid: {', '.join(METHODS)}")
     tokens = finetune_tokens(train, rows, max_length)
     if requested != "auto":
         if requested == "stack":
             check_stackable(model_name, pretrained)
+            if gradient_only:
+                raise ConfigError(f"model.method=stack fits a frozen encoder's head by logistic regression: it takes "
+                                  f"no {gradient_only} section; use model.method=finetune")
         return MethodChoice(requested, "model.method=" + requested, tokens)
+    if gradient_only:
+        return MethodChoice("finetune", f"auto: the recipe's {gradient_only} section needs gradient training", tokens)
     if model_name not in STACKABLE:
         return MethodChoice("finetune", f"auto: the stack is built on encoder_classifier, not {model_name}", tokens)
     if not pretrained:
