@@ -258,3 +258,23 @@ def test_early_stopping_does_not_fire_on_one_row_flips_of_a_small_val_set(tmp_pa
 
 def test_the_text_classifier_recipe_allows_one_standard_error_of_noise():
     assert load_recipe("text-classifier", ["data.path=t.csv"]).train.early_stopping.noise_allowance == 1.0
+
+
+def test_a_task_that_fits_directly_skips_the_gradient_loop(tmp_path):
+    """Task.fit_directly (the text classifier's stack): no optimiser step, one validation evaluation, a step-0
+    checkpoint holding the fitted weights, and what the fit chose in the summary."""
+    trainer, splits = _trainer(tmp_path, ["train.epochs=3"])
+
+    def fit_directly(model, splits):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(0.01)
+        return {"how": "filled", "rows": len(splits.train)}
+
+    trainer.task.fit_directly = fit_directly
+    summary = trainer.fit(splits)
+    assert summary["steps"] == 0 and summary["fitted"] == {"how": "filled", "rows": len(splits.train)}
+    events = [r["event"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())]
+    assert events == ["eval"]
+    saved = load_file(str(next((tmp_path / "checkpoints").glob("step-*")) / "model.safetensors"))
+    assert all(torch.all(t == 0.01) for name, t in saved.items() if t.is_floating_point() and "running" not in name)

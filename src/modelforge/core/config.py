@@ -151,10 +151,12 @@ class AdapterConfig(StrictConfig):
 
 
 class ModelConfig(BaseModel):
-    """``name`` picks a registered model; every other key is a keyword of its builder."""
+    """``name`` picks a registered model; ``method`` how a task trains it (only tasks that declare methods take
+    one: ``Task.model_methods``); every other key is a keyword of its builder."""
 
     model_config = ConfigDict(extra="allow")
     name: str
+    method: Optional[str] = None
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
