@@ -59,6 +59,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         compared = baseline.get("compared") or ["test_accuracy", "test_macro_f1"]
         print(f"baseline ({baseline['method']}): " + "  ".join(f"{name}: {baseline[name]:.4f}" for name in compared))
         print(baseline["verdict"])
+    fitted = run.summary.get("fitted")
+    if isinstance(fitted, dict):  # a head fitted without gradient steps (Task.fit_directly)
+        print(f"fitted without gradient steps: {fitted.get('how', fitted)}")
     print(f"steps: {run.summary['steps']}  epochs: {run.summary['epochs']}  time: {run.summary['train_seconds']}s")
     if run.summary.get("stop_reason"):
         print(f"stopped: {run.summary['stop_reason']}")
