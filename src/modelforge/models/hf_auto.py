@@ -386,22 +386,22 @@ def checkpoint_or_artifact(model_cfg: Any, artifact_dir: Path | None) -> Path:
     return artifact_dir if artifact_dir is not None else checkpoint_dir(model_cfg.kwargs().get("checkpoint"))
 
 
-def auto_tokenizer(folder: Path) -> Any:
-    """transformers' ``AutoTokenizer`` of a checkpoint (or artifact) folder, offline; one-line error otherwise."""
+def _auto_preprocessor(folder: Path, auto_class: str, files: str) -> Any:
+    """transformers' ``auto_class`` (AutoTokenizer, AutoFeatureExtractor) of a checkpoint (or artifact) folder,
+    offline; one-line error naming ``files`` otherwise."""
     try:
-        return transformers_module().AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        return getattr(transformers_module(), auto_class).from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"model.checkpoint={folder}: AutoTokenizer cannot read its tokenizer files "
+        raise ConfigError(f"model.checkpoint={folder}: {auto_class} cannot read its {files} "
                           f"({str(exc).splitlines()[0][:200]})") from None
+
+
+def auto_tokenizer(folder: Path) -> Any:
+    return _auto_preprocessor(folder, "AutoTokenizer", "tokenizer files")
 
 
 def auto_feature_extractor(folder: Path) -> Any:
-    """transformers' ``AutoFeatureExtractor`` (preprocessor_config.json) of a checkpoint (or artifact) folder."""
-    try:
-        return transformers_module().AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"model.checkpoint={folder}: AutoFeatureExtractor cannot read its preprocessor_config.json "
-                          f"({str(exc).splitlines()[0][:200]})") from None
+    return _auto_preprocessor(folder, "AutoFeatureExtractor", "preprocessor_config.json")
 
 
 def saved_files(*parts: Any) -> dict[str, bytes]:
