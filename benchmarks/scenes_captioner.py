@@ -31,7 +31,10 @@ def decodings(run: Path) -> None:
     task, model = predictor.task, predictor.model
     test = task._load()["test"]
     images = torch.from_numpy(test.image_batch(range(len(test)), task.state()["image_size"]))
-    print(f"test scenes: {len(test)}")
+    with torch.no_grad():  # how much the grid the decoder attends to differs from one image to the next
+        memory = model.encode(task.normalise(images))
+    spread = float(memory.std(dim=0).mean() / memory.std())
+    print(f"test scenes: {len(test)}; the encoder grid's std across images / its overall std: {spread:.3f}")
     for beam, penalty in DECODINGS:
         captions = task.generate(model, images, task.search_settings(beam, penalty))
         scores = task.caption_metrics(test.captions, captions)
