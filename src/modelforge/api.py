@@ -66,7 +66,8 @@ def train(
     splits = task.datasets()
     decided = task.recipe is not recipe_obj  # the task decided settings from the data (columns, splits): save them
     recipe_obj = task.recipe
-    if decided and env.is_main:
+    claim = run_dir is None and not resume  # a new run named after its recipe: its folder is claimed below
+    if decided and env.is_main and not claim:
         atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe_obj), sort_keys=False))
     if recipe_obj.explain is not None:  # fail now, not after training, if the gallery cannot be made
         from modelforge.explain import check_config
@@ -77,6 +78,8 @@ def train(
         from modelforge.training.lora import apply_lora
 
         model = apply_lora(model, recipe_obj.adapter)
+    if claim:
+        directory = _claim_run_dir(directory, recipe_obj.name, env)
     trainer = Trainer(task, model, recipe_obj.train, directory, callbacks=callbacks)
     if point is not None:
         done = _already_finished(point, trainer, len(splits.train), env.is_main)
@@ -122,6 +125,21 @@ def _choose_run_dir(recipe_obj: Any, run_dir: str | Path | None, resume: bool,
         torch.distributed.broadcast_object_list(holder, src=0)
         chosen = holder[0]
     return chosen
+
+
+def _claim_run_dir(chosen: Path, name: str, env: Any) -> Path:
+    """Rank 0 creates the new run's folder (the next free name if another run took the chosen one while the data
+    loaded); under torchrun every rank then uses it."""
+    from modelforge.training.run_dirs import claim_new_run_dir
+
+    claimed = claim_new_run_dir(chosen, name) if env.is_main else None
+    if env.enabled:
+        import torch.distributed
+
+        holder = [claimed]
+        torch.distributed.broadcast_object_list(holder, src=0)
+        claimed = holder[0]
+    return claimed
 
 
 def _already_finished(point: ResumePoint, trainer: Any, n_train: int, is_main: bool) -> Run | None:

@@ -59,6 +59,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         compared = baseline.get("compared") or ["test_accuracy", "test_macro_f1"]
         print(f"baseline ({baseline['method']}): " + "  ".join(f"{name}: {baseline[name]:.4f}" for name in compared))
         print(baseline["verdict"])
+    fitted = run.summary.get("fitted")
+    if isinstance(fitted, dict):  # a head fitted without gradient steps (Task.fit_directly)
+        print(f"fitted without gradient steps: {fitted.get('how', fitted)}")
     print(f"steps: {run.summary['steps']}  epochs: {run.summary['epochs']}  time: {run.summary['train_seconds']}s")
     if run.summary.get("stop_reason"):
         print(f"stopped: {run.summary['stop_reason']}")
@@ -370,12 +373,8 @@ def _usage(text: str) -> int:
     return EXIT_USAGE
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="modelforge", description="Build, train, evaluate, explain, export and serve models.")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    parser.add_argument("--version", action="version", version="modelforge 0.1.0")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
+def _add_training_commands(sub: Any) -> None:
+    """Subcommands that train, tune and look at runs."""
     p = sub.add_parser("train", help="train a recipe: modelforge train RECIPE|FILE.yaml [key=value ...]")
     p.add_argument("recipe", help="a built-in recipe name (see `modelforge recipes`) or a YAML file")
     p.add_argument("overrides", nargs="*", help="typed overrides such as train.lr=0.01 data.limit=1000")
@@ -408,6 +407,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="include non-scalar metrics (confusion matrix)")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("recipes", help="list built-in recipes, or `recipes show NAME` for one with all defaults")
+    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("models", help="list registered models with a one-line description")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("report", help="write RUN/report.html: curves, metrics, confusion matrix, samples")
+    p.add_argument("run")
+    p.add_argument("--output", help="file to write (default: RUN/report.html)")
+    p.add_argument("--samples", type=int, default=12, help="sample predictions to show (0 = none)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="compare runs: a metrics table and overlaid curves (compare.png)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or a study directory (its trials)")
+    p.add_argument("--output", default="compare.png", help="curves plot to write (default: compare.png)")
+    p.add_argument("--metric", help="validation metric to overlay (default: the first logged, e.g. val_accuracy)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("bench", help="run the CPU benchmarks and print one table (name, ours, peer, ratio)")
+    p.add_argument("names", nargs="*", help="benchmark script names (default: all CPU benchmarks)")
+    p.add_argument("--quick", action="store_true", help="small settings (minutes, not tens of minutes)")
+    p.set_defaults(func=cmd_bench)
+
+
+def _add_prediction_commands(sub: Any) -> None:
+    """Subcommands that use a trained run on inputs."""
     p = sub.add_parser("predict", help="predict with a trained run: modelforge predict RUN INPUT...")
     p.add_argument("run")
     p.add_argument("inputs", nargs="+", help="inputs (image paths for image tasks, text for text tasks)")
@@ -426,11 +453,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, help="a folder of images to rank")
     p.add_argument("--top", type=_positive_int, help="print only the best N")
     p.set_defaults(func=cmd_search)
-
-    p = sub.add_parser("recipes", help="list built-in recipes, or `recipes show NAME` for one with all defaults")
-    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
-    p.add_argument("name", nargs="?")
-    p.set_defaults(func=cmd_recipes)
 
     p = sub.add_parser("generate", help="continue a prompt with a trained language model (streams tokens)")
     p.add_argument("run")
@@ -469,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GNMT length penalty alpha (0 = total log-probability; default: the run's decoding)")
     p.set_defaults(func=cmd_caption)
 
+
+def _add_other_prediction_commands(sub: Any) -> None:
+    """Subcommands that give word neighbours, annotated videos, attributions and GAN samples."""
     p = sub.add_parser("neighbors", help="nearest words of a word-embeddings run: neighbors RUN WORD [--k K]")
     p.add_argument("run")
     p.add_argument("word", nargs="?", help="the word to look up")
@@ -510,14 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE.png", help="file to write (default: RUN/samples.png)")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("bench", help="run the CPU benchmarks and print one table (name, ours, peer, ratio)")
-    p.add_argument("names", nargs="*", help="benchmark script names (default: all CPU benchmarks)")
-    p.add_argument("--quick", action="store_true", help="small settings (minutes, not tens of minutes)")
-    p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("models", help="list registered models with a one-line description")
-    p.set_defaults(func=cmd_models)
-
+def _add_deployment_commands(sub: Any) -> None:
+    """Subcommands that serve, export and quantize runs."""
     p = sub.add_parser("serve", help="serve runs over HTTP with micro-batching: modelforge serve RUN [RUN ...]")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (NAME=RUN to choose the model name)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
@@ -570,17 +590,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, help="measure on the first N held-out examples only")
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("report", help="write RUN/report.html: curves, metrics, confusion matrix, samples")
-    p.add_argument("run")
-    p.add_argument("--output", help="file to write (default: RUN/report.html)")
-    p.add_argument("--samples", type=int, default=12, help="sample predictions to show (0 = none)")
-    p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("compare", help="compare runs: a metrics table and overlaid curves (compare.png)")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or a study directory (its trials)")
-    p.add_argument("--output", default="compare.png", help="curves plot to write (default: compare.png)")
-    p.add_argument("--metric", help="validation metric to overlay (default: the first logged, e.g. val_accuracy)")
-    p.set_defaults(func=cmd_compare)
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="modelforge", description="Build, train, evaluate, explain, export and serve models.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version="modelforge 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_training_commands(sub)
+    _add_prediction_commands(sub)
+    _add_other_prediction_commands(sub)
+    _add_deployment_commands(sub)
     return parser
 
 

@@ -83,3 +83,29 @@ def test_trainable_blocks_freezes_all_but_the_last_blocks():
     assert not model.features[0].training and model.features[17].training  # frozen BatchNorm stays in eval mode
     with pytest.raises(ConfigError, match="trainable_blocks must be 0..19"):
         build("model", "mobilenet_v2", width_mult=0.25, trainable_blocks=20)
+
+
+def test_imagenet_recipe_scores_an_imagenet_layout_val_folder(cli, tmp_path):
+    """val/<wnid>/ folders scored as the network's unit of their synset (the map's line order): the cat and the cup
+    filed under the classes the network names them count as right, the cup filed under a cat class as wrong."""
+    from modelforge.models.mobilenet import imagenet_classes
+
+    names = imagenet_classes()
+    root = tmp_path / "imagenet"
+    (root / "LOC_synset_mapping.txt").parent.mkdir(parents=True)
+    (root / "LOC_synset_mapping.txt").write_text("".join(f"n{i:08d} {name}\n" for i, name in enumerate(names)))
+    for name, picture, file in (("Egyptian cat", data.chelsea(), "chelsea.png"), ("espresso", data.coffee(), "a.jpg"),
+                                ("tabby", data.coffee(), "b.jpg")):
+        folder = root / "val" / f"n{names.index(name):08d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(picture).save(folder / file)
+    result = cli("train", "imagenet-mobilenetv2", f"data.path={root}", "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "val (ImageNet layout" in result.stdout and "3 of the 1000 ImageNet classes" in result.stdout
+    metrics = json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]
+    assert metrics["test_accuracy"] == pytest.approx(2 / 3)
+
+    (root / "LOC_synset_mapping.txt").unlink()  # three folders and no map: which units they are is unknown
+    result = cli("train", "imagenet-mobilenetv2", f"data.path={root}", "--run-dir", str(tmp_path / "again"))
+    assert result.returncode == 2 and "3 class folders and no LOC_synset_mapping.txt" in result.stderr
+    assert not (tmp_path / "again").exists()

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from modelforge.core.errors import ConfigError
-from modelforge.tasks.own_data import FILE_SOURCES
+from modelforge.tasks.own_data import FILE_SOURCES, file_source_for
 from modelforge.tasks.recipes import builtin_recipes, load_recipe
 
 
@@ -21,8 +21,8 @@ def _builtin_recipe_of(task: str) -> str:
 @pytest.mark.parametrize("task", sorted(FILE_SOURCES))
 def test_data_path_override_switches_a_builtin_recipe_to_the_file_source(task, tmp_path):
     recipe_name = _builtin_recipe_of(task)
-    rule = FILE_SOURCES[task][-1]
-    key = rule.keys[0]
+    key = FILE_SOURCES[task][-1].keys[0]
+    rule = file_source_for(task, {key: "given"})  # the first file source that key names
     recipe = load_recipe(recipe_name, [f"data.{key}={tmp_path / 'mine'}"])
     assert recipe.data.source == rule.source
     assert getattr(recipe.data, key) == str(tmp_path / "mine")

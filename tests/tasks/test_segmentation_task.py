@@ -108,6 +108,36 @@ def test_coco_polygons_become_class_masks(tmp_path):
     _, masks = splits.train.get_batch(torch.arange(len(splits.train)))
     share = masks.float().mean().item()  # 192 of 1200 pixels, kept by the nearest-neighbour resize to 40×40
     assert share == pytest.approx(192 / 1200, abs=0.02)
+    # read per item: the split holds paths and annotation records, no pixels; each mask is painted when asked
+    from modelforge.data.lazy_segmentation import SegmentationFileSet
+
+    assert isinstance(splits.train, SegmentationFileSet) and splits.train.loads_from_disk
+    assert splits.train.images.dtype.kind == "S" and not any(isinstance(v, torch.Tensor)
+                                                            for v in vars(splits.train).values())
+
+
+def test_a_dicom_folder_is_read_per_item_scaled_by_its_largest_stored_value(tmp_path):
+    from modelforge.data.builtin.phantoms import write_dicom
+    from modelforge.data.formats.segmentation_folder import write_mask
+    from modelforge.data.lazy_segmentation import SegmentationFileSet
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    peaks = [900, 2500, 1200, 700, 1800, 1500]
+    for i, peak in enumerate(peaks):
+        pixels = rng.integers(0, peak, (20, 20)).astype(np.uint16)
+        pixels[0, 0] = peak
+        write_dicom(root / f"{i}.dcm", pixels, uid_seed="seg-test", instance_number=i + 1)
+        mask = np.zeros((20, 20), dtype=np.uint8)
+        mask[5:12, 5:12] = 1
+        write_mask(root / f"{i}_mask.png", mask)
+    task = _task("data.source=folder", f"data.path={root}", "data.image_size=16")
+    splits = task.datasets()
+    assert isinstance(splits.train, SegmentationFileSet) and len(splits.train) == 4
+    assert task.state_dict_["value_max"] == 2500.0 and task.state_dict_["channels"] == 1
+    x, y = splits.train[0]
+    assert x.shape == (1, 16, 16) and 0 <= float(x.min()) and float(x.max()) <= 1 and int(y.max()) == 1
 
 
 def test_prediction_mask_comes_back_at_the_input_size_and_exports_to_onnx(tmp_path):

@@ -92,3 +92,31 @@ def test_run_dir_choice_without_training(tmp_path):
     _checkpoint(tmp_path / "x-4", 6, state="{not json")
     with pytest.raises(ArtifactError, match="step-0000006 cannot be read"):
         latest_resumable(tmp_path, "x")
+
+
+def test_claiming_a_new_run_dir_never_shares_a_folder(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from modelforge.training.run_dirs import claim_new_run_dir
+
+    (tmp_path / "x-2").mkdir()  # empty, but another run may hold it: not shared
+    assert claim_new_run_dir(tmp_path / "x-2", "x") == tmp_path / "x-3"
+    (tmp_path / "m-2").mkdir()  # a recipe whose own name ends in -N counts on from its own name
+    assert claim_new_run_dir(tmp_path / "m-2", "m-2") == tmp_path / "m-2-2"
+    with ThreadPoolExecutor(8) as pool:  # eight runs that all chose "y" before any had created it
+        claimed = list(pool.map(lambda _: claim_new_run_dir(tmp_path / "y", "y"), range(8)))
+    assert len(set(claimed)) == 8 and tmp_path / "y" in claimed
+
+
+def test_a_run_whose_chosen_folder_was_taken_while_its_data_loaded_moves_on(capsys, tmp_path, monkeypatch):
+    from modelforge.training import run_dirs
+
+    taken = tmp_path / "runs" / "digits-cnn"
+    # the choice made before the data loaded: the folder was still free then, another run has taken it since
+    monkeypatch.setattr(run_dirs, "new_run_dir", lambda output_dir, name: taken)
+    taken.mkdir(parents=True)
+    (taken / "recipe.yaml").write_text("name: the other run\n")
+    code, _, err = _train(capsys, tmp_path, "train.max_steps=1")
+    assert code == 0, err
+    assert (taken / "recipe.yaml").read_text() == "name: the other run\n"
+    assert (tmp_path / "runs" / "digits-cnn-2" / "model").is_dir()

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from modelforge.data.formats.image_folder import decode_image
+from modelforge.data.formats.image_folder import decode_center_crop, decode_image
+from modelforge.data.transforms import load_image
 
 STATISTICS_SAMPLE = 512  # images decoded to estimate the training mean/std (all of them in a smaller folder)
 
@@ -26,10 +27,13 @@ class ImageFileDataset(Dataset):
 
     loads_from_disk = True  # the trainer gives such datasets DataLoader workers by default (train.num_workers)
 
-    def __init__(self, base: Path, paths: np.ndarray, labels: np.ndarray, channels: int, size: int):
+    def __init__(self, base: Path, paths: np.ndarray, labels: np.ndarray, channels: int, size: int,
+                 resize: int | None = None):
+        """``resize``: shorter side to it, then the centre ``size`` square (ImageNet evaluation); None: the whole
+        image resized to the square."""
         if len(paths) != len(labels):
             raise ValueError("ImageFileDataset needs as many labels as paths")
-        self.base, self.channels, self.size = Path(base), channels, size
+        self.base, self.channels, self.size, self.resize = Path(base), channels, size, resize
         self.paths = np.asarray(paths, dtype=np.bytes_)
         self.labels = np.asarray(labels, dtype=np.int64)
 
@@ -40,7 +44,10 @@ class ImageFileDataset(Dataset):
         return self.base / self.paths[index].decode("utf-8", "surrogateescape")
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels = decode_image(self.path(index), self.channels, self.size)
+        if self.resize is None:
+            pixels = decode_image(self.path(index), self.channels, self.size)
+        else:
+            pixels = decode_center_crop(load_image(self.path(index)), self.size, self.resize)
         return torch.tensor(pixels), torch.tensor(self.labels[index])  # a copy: Pillow's buffer is read-only
 
     @property
@@ -49,7 +56,8 @@ class ImageFileDataset(Dataset):
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageFileDataset:
         picked = np.asarray(indices, dtype=np.int64)
-        return ImageFileDataset(self.base, self.paths[picked], self.labels[picked], self.channels, self.size)
+        return ImageFileDataset(self.base, self.paths[picked], self.labels[picked], self.channels, self.size,
+                                self.resize)
 
     def pixels(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
         """The decoded images at ``indices`` as one (n, C, size, size) uint8 tensor."""

@@ -1,13 +1,14 @@
-"""Segmentation image/mask pairs read from disk item by item (the user's folders of ``NAME`` + ``NAME_mask.png``):
-the checked pair list in memory, each image and mask decoded and resized in ``__getitem__`` — the same float image
-in [0, 1] and uint8 class map that the in-memory path builds with ``pair_tensors``.
+"""Segmentation image/mask pairs read from disk item by item (the user's folders of ``NAME`` + ``NAME_mask.png``,
+pictures or DICOM scans, and COCO images with polygon annotations): the checked pair list in memory, each image and
+mask decoded (a COCO mask painted) and resized in ``__getitem__`` — the same float image in [0, 1] and uint8 class
+map that the in-memory path builds with ``pair_tensors``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,23 +38,46 @@ def pair_tensors(image: np.ndarray, mask: np.ndarray, value_max: float, size: tu
 
 
 class SegmentationFileSet(Dataset):
-    """``(float (C, S, S) image, uint8 (S, S) mask)`` per item, decoded from the pair's files when asked."""
+    """``(float (C, S, S) image, uint8 (S, S) mask)`` per item, decoded from the pair's files when asked.
+
+    Images are pictures (Pillow) or DICOM scans (``.dcm``, scaled by ``value_max``, the folder's largest stored value);
+    masks are ``NAME_mask.png`` files, or with ``coco`` the COCO image records whose polygons are painted per item.
+    """
 
     loads_from_disk = True  # the trainer gives such datasets DataLoader workers by default (train.num_workers)
 
-    def __init__(self, pairs: Sequence[tuple[Path, Path]], mode: Literal["RGB", "L"], size: tuple[int, int]):
+    def __init__(self, pairs: Sequence[tuple[Path, Any]], mode: Literal["RGB", "L"], size: tuple[int, int],
+                 value_max: float = 255.0, coco: Any = None):
         # bytes arrays, not lists of Path objects: forked workers share them without copy-on-write
         self.images = np.asarray([str(i).encode("utf-8", "surrogateescape") for i, _ in pairs], dtype=np.bytes_)
-        self.masks = np.asarray([str(m).encode("utf-8", "surrogateescape") for _, m in pairs], dtype=np.bytes_)
-        self.mode, self.size = mode, size
+        if coco is None:
+            self.masks = np.asarray([str(m).encode("utf-8", "surrogateescape") for _, m in pairs], dtype=np.bytes_)
+        else:
+            self.masks = [record for _, record in pairs]
+        self.mode, self.size, self.value_max, self.coco = mode, size, value_max, coco
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def _image(self, index: int) -> np.ndarray:
+        path = Path(self.images[index].decode("utf-8", "surrogateescape"))
+        if path.suffix.lower() == ".dcm":
+            from modelforge.data.builtin.phantoms import read_dicom
+
+            return read_dicom(path)
+        return np.asarray(load_image(path, self.mode))
+
+    def _mask(self, index: int) -> np.ndarray:
+        if self.coco is not None:
+            from modelforge.data.formats.coco import semantic_mask
+
+            return semantic_mask(self.coco, self.masks[index])
+        return read_mask(Path(self.masks[index].decode("utf-8", "surrogateescape")))
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = Path(self.images[index].decode("utf-8", "surrogateescape"))
-        mask = Path(self.masks[index].decode("utf-8", "surrogateescape"))
-        x, y = pair_tensors(np.asarray(load_image(image, self.mode)), read_mask(mask), 255.0, self.size)
+        x, y = pair_tensors(self._image(index), self._mask(index), self.value_max, self.size)
+        if self.mode == "RGB" and x.shape[0] == 1:  # a grayscale scan for a 3-channel model
+            x = x.expand(3, -1, -1).contiguous()
         return x, y.to(torch.uint8)
 
     def get_batch(self, indices: Sequence[int] | torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,8 @@ class FileSource:
 # Per task: the file sources, the first whose keys are given wins (segmentation: annotations → coco, else folder).
 FILE_SOURCES: dict[str, tuple[FileSource, ...]] = {
     "text_classification": (FileSource("file", ("path", "val_path", "test_path")),),
-    "image_classification": (FileSource("folder", ("path",)),),
+    # imagenet: a pretrained ImageNet network, scored on an ImageNet-layout val folder when data.path names one
+    "image_classification": (FileSource("folder", ("path",)), FileSource("imagenet", ("path",))),
     "detection": (FileSource("coco", ("annotations", "path")),),
     "segmentation": (FileSource("coco", ("annotations",)), FileSource("folder", ("path",))),
     "speech_recognition": (FileSource("manifest", ("path",)),),

@@ -3,8 +3,8 @@
 A new run goes to ``<output_dir>/<recipe name>``, or ``<name>-2``, ``-3``… when that is taken, so a run never
 overwrites another. ``--resume`` continues the most recent run of the recipe *that has a checkpoint*: a folder left
 by a run that failed before training (or an empty one) holds nothing to resume, and picking it would silently start
-again from step 0 beside the real run's checkpoints. Nothing here creates a directory: the caller does that only
-once the data has loaded and training is about to start.
+again from step 0 beside the real run's checkpoints. Only ``claim_new_run_dir`` creates a directory: the caller
+claims it once the data has loaded and training is about to start.
 """
 
 from __future__ import annotations
@@ -39,6 +39,21 @@ def new_run_dir(output_dir: str | Path, name: str) -> Path:
         n += 1
         candidate = root / f"{name}-{n}"
     return candidate
+
+
+def claim_new_run_dir(chosen: Path, name: str) -> Path:
+    """Create the chosen new run directory, or the next free ``-N`` name after it, with an exclusive ``mkdir``: the
+    choice is made before the data loads, and another run started meanwhile may have taken it. An existing folder,
+    even an empty one, is never shared (two runs claiming one empty folder at once could not tell each other)."""
+    n = 1 if chosen.name == name else int(chosen.name[len(name) + 1:])
+    candidate = chosen
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = chosen.parent / f"{name}-{n}"
 
 
 def resume_point(run_dir: Path) -> ResumePoint | None:

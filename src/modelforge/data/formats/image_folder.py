@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -37,14 +37,25 @@ def decode_image(path: Path, channels: int, size: int) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-            img = img.resize((size, size), Image.BILINEAR)
+            mode = "L" if channels == 1 else "RGB"
+            if img.mode != mode:  # skipping the no-op copies saves a fifth of a small PNG's decode time
+                img = img.convert(mode)
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)
     except Image.DecompressionBombError as exc:  # not an OSError: Pillow's guard against huge pixel counts
         raise DataError(f"{path}: refused by Pillow's decompression-bomb guard ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def decode_center_crop(image: Any, size: int, resize: int) -> np.ndarray:
+    """A Pillow image → (3, size, size) uint8 the ImageNet evaluation way: shorter side to ``resize``, centre crop."""
+    from modelforge.data.transforms import CenterCrop, Compose, Resize, to_uint8_array
+
+    pixels = to_uint8_array(Compose([Resize(resize), CenterCrop(size)])(image))
+    return pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels[None]
 
 
 def _known_signature(head: bytes) -> bool:
@@ -171,6 +182,24 @@ def index_image_folder(
 
 
 SYNSET_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")
+
+
+def imagenet_class_order(folder: Path, outputs: int) -> list[str]:
+    """The WordNet ids of a pretrained ImageNet classifier's ``outputs`` units, in unit order: the lines of the synset
+    map beside ``folder`` (or above it), or, without one, the folder's own class folders sorted when it holds all of
+    them (ImageNet's unit order is the sorted ids)."""
+    found = next((d / name for d in (folder, folder.parent) for name in SYNSET_FILES if (d / name).is_file()), None)
+    if found is not None:
+        ids = [line.split()[0] for line in found.read_text(encoding="utf-8", errors="replace").splitlines()
+               if line.strip()]
+        if len(ids) != outputs:
+            raise DataError(f"{found}: {len(ids)} synsets, but the network has {outputs} outputs")
+        return ids
+    ids = sorted(d.name for d in class_dirs(folder))
+    if len(ids) != outputs:
+        raise DataError(f"{folder}: {len(ids)} class folders and no {SYNSET_FILES[0]} beside it; with fewer than all "
+                        f"{outputs} classes the synset map is needed to know which output each folder is")
+    return ids
 
 
 def read_synset_names(folder: Path, classes: list[str]) -> list[str] | None:

@@ -72,10 +72,9 @@ def read_parallel_tsv(
             f"columns among 0..{num_columns - 1}"
         )
     check_encoding(encoding)
-    lines = _split_lines(read_text(path, encoding))
-    sources, targets, numbers = [], [], []
-    blank, empty_side = 0, []
-    for number, line in enumerate(lines, start=1):
+    rows: list[tuple[int, str, str]] = []
+    blank = 0
+    for number, line in enumerate(_split_lines(read_text(path, encoding)), start=1):
         if skip_header and number == 1:
             continue
         if not line.strip():
@@ -87,14 +86,8 @@ def read_parallel_tsv(
                 f"{path}: line {number} has {len(fields)} tab-separated field(s), expected {num_columns} "
                 f"(source<TAB>target); fix that line or set num_columns"
             )
-        source, target = fields[source_column].strip(), fields[target_column].strip()
-        if not source or not target:
-            empty_side.append(number)
-            continue
-        sources.append(source)
-        targets.append(target)
-        numbers.append(number)
-    return _finish(ParallelText(sources, targets, (path,), numbers, blank, len(empty_side)), empty_side)
+        rows.append((number, fields[source_column], fields[target_column]))
+    return _collect(rows, (path,), blank)
 
 
 def read_parallel_files(source_path: str | Path, target_path: str | Path, encoding: str = "utf-8") -> ParallelText:
@@ -108,17 +101,9 @@ def read_parallel_files(source_path: str | Path, target_path: str | Path, encodi
             f"parallel files are not line-aligned: {source_path} has {len(source_lines)} lines but {target_path} "
             f"has {len(target_lines)}; every source line needs exactly one target line"
         )
-    sources, targets, numbers, empty_side = [], [], [], []
-    for number, (source, target) in enumerate(zip(source_lines, target_lines, strict=True), start=1):
-        source, target = source.strip(), target.strip()
-        if not source or not target:
-            empty_side.append(number)
-            continue
-        sources.append(source)
-        targets.append(target)
-        numbers.append(number)
-    result = ParallelText(sources, targets, (source_path, target_path), numbers, 0, len(empty_side))
-    return _finish(result, empty_side)
+    rows = [(number, source, target)
+            for number, (source, target) in enumerate(zip(source_lines, target_lines, strict=True), start=1)]
+    return _collect(rows, (source_path, target_path))
 
 
 def read_parallel(
@@ -145,6 +130,21 @@ def read_parallel(
     return read_parallel_files(source, target, encoding=encoding)
 
 
+def _collect(rows: list[tuple[int, str, str]], paths: tuple[Path, ...], blank: int = 0) -> ParallelText:
+    """The pairs of ``rows`` (line number, source, target), stripped; a pair with an empty side is skipped and
+    counted, and no pair at all is an error."""
+    sources, targets, numbers, empty_side = [], [], [], []
+    for number, source, target in rows:
+        source, target = source.strip(), target.strip()
+        if not source or not target:
+            empty_side.append(number)
+            continue
+        sources.append(source)
+        targets.append(target)
+        numbers.append(number)
+    return _finish(ParallelText(sources, targets, paths, numbers, blank, len(empty_side)), empty_side)
+
+
 def _finish(result: ParallelText, empty_side: list[int]) -> ParallelText:
     where = " and ".join(str(p) for p in result.paths)
     if empty_side:
@@ -165,7 +165,8 @@ def read_parallel_jsonl(
     first, as written); anything else is ambiguous and fails listing the fields."""
     path = Path(path)
     check_encoding(encoding)
-    sources, targets, numbers, empty_side, blank = [], [], [], [], 0
+    rows: list[tuple[int, str, str]] = []
+    blank = 0
     for number, line in enumerate(_split_lines(read_text(path, encoding)), start=1):
         if not line.strip():
             blank += 1
@@ -173,14 +174,8 @@ def read_parallel_jsonl(
         row = _json_object(path, number, line)
         if source_field is None or target_field is None:
             source_field, target_field = _infer_fields(path, number, row, source_field, target_field)
-        source, target = (_string_field(path, number, row, name) for name in (source_field, target_field))
-        if not source or not target:
-            empty_side.append(number)
-            continue
-        sources.append(source)
-        targets.append(target)
-        numbers.append(number)
-    return _finish(ParallelText(sources, targets, (path,), numbers, blank, len(empty_side)), empty_side)
+        rows.append((number, *(_string_field(path, number, row, name) for name in (source_field, target_field))))
+    return _collect(rows, (path,), blank)
 
 
 def _json_object(path: Path, number: int, line: str) -> dict:
@@ -256,16 +251,8 @@ def read_parallel_sgm(source_path: str | Path, reference_path: str | Path, encod
         if key not in source:
             raise DataError(f"{reference_path}: line {number} segment {key[1]} of document {key[0]!r} has no "
                             f"source in {source_path}")
-    sources, targets, numbers, empty_side = [], [], [], []
-    for key, (text, number) in source.items():
-        if not text or not reference[key][0]:
-            empty_side.append(number)
-            continue
-        sources.append(text)
-        targets.append(reference[key][0])
-        numbers.append(number)
-    return _finish(ParallelText(sources, targets, (source_path, reference_path), numbers, 0, len(empty_side)),
-                   empty_side)
+    rows = [(number, text, reference[key][0]) for key, (text, number) in source.items()]
+    return _collect(rows, (source_path, reference_path))
 
 
 def parallel_paths(path: str | Path, source_lang: str, target_lang: str) -> tuple[Path, Path]:

@@ -1,10 +1,11 @@
 """Speech recognition: WAV → text with a CTC acoustic model over characters, scored by WER/CER (jiwer).
 
 Data comes from the generated ``spoken-digits`` / ``spoken-commands`` sets (espeak-ng, test voices never heard in
-training) or a user manifest (a folder with ``transcripts.tsv`` or a JSONL file). Waveforms are held in memory as
-16-bit samples; every batch is padded, optionally augmented (background noise, speed), turned into log-mel/MFCC
-features and SpecAugment-masked inside ``training_step``, so each epoch hears fresh noise and every random draw comes
-from the global torch RNG, which checkpoints capture (exact resume).
+training) or a user manifest (a folder with ``transcripts.tsv`` or a JSONL file). The generated waveforms are held
+in memory as 16-bit samples; a manifest's WAVs are indexed from their headers and decoded per item, in DataLoader
+workers (``data/lazy_speech.py``). Every batch is padded, optionally augmented (background noise, speed), turned
+into log-mel/MFCC features and SpecAugment-masked inside ``training_step``, so each epoch hears fresh noise and every
+random draw comes from the global torch RNG, which checkpoints capture (exact resume).
 
 With ``model.name=hf`` (a wav2vec2-style CTC or a Whisper checkpoint) ``checkpoint_speech.py`` supplies the
 checkpoint's feature extractor, tokenizer, loss and decoding in place of the log-mel front end and the characters.
@@ -31,7 +32,6 @@ from modelforge.data.padding import pad_rows
 from modelforge.data.speech import (
     SPLIT_NAMES,
     SpeechDataConfig,
-    WaveformDataset,
     audio_input_spec,
     augment_waveforms,
     check_split_sizes,
@@ -39,8 +39,8 @@ from modelforge.data.speech import (
     example_features,
     load_records,
     read_input_audio,
-    read_split,
     speech_features,
+    speech_split,
 )
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.speech.ctc_decoding import DEFAULT_CHARS, CharVocab, Lexicon, decode
@@ -111,9 +111,8 @@ class SpeechRecognition(Task):
         for split in SPLIT_NAMES:
             if not parts[split]:
                 continue
-            audio, kept, skipped = read_split(cfg, parts[split], split)
-            tokens = [torch.tensor(self._encode(r), dtype=torch.long) for r in kept]
-            built[split] = WaveformDataset(audio, tokens)
+            built[split], kept, skipped = speech_split(
+                cfg, parts[split], split, lambda r: torch.tensor(self._encode(r), dtype=torch.long))
             summary[f"{split}_size"] = len(kept)
             summary[f"{split}_hours"] = round(built[split].seconds(cfg.features.sample_rate) / 3600, 3)
             if skipped:

@@ -193,7 +193,35 @@ class ImageClassification(Task):
         empty = TensorDataset(torch.zeros(0, 3, size, size, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
         summary = {"train_size": 0, "classes": len(self.labels), "image_shape": [3, size, size],
                    "note": "ImageNet labels only: nothing to train on (0 steps); the pretrained weights are the model"}
-        return Splits(train=empty, summary=summary)
+        test = self._imagenet_val(size, self.state_dict_["resize"]) if cfg.path else None
+        if test is not None:
+            summary.update(test_size=len(test), found=self._imagenet_found(test))
+        return Splits(train=empty, test=test, summary=summary)
+
+    def _imagenet_val(self, size: int, resize: int) -> Any:
+        """``data.path``: an ImageNet-layout folder (``val/<wnid>/*.JPEG``, or the ``<wnid>`` folders themselves) as
+        the test split, each folder scored as the network's output of its synset, each image read per item and
+        prepared as predictions are (shorter side, centre crop)."""
+        from modelforge.data.formats.image_folder import imagenet_class_order, index_image_folder
+        from modelforge.data.lazy_images import ImageFileDataset
+
+        root = Path(self.data_cfg.path).expanduser()
+        if not root.is_dir():
+            raise DataError(f"data.path={root}: no such folder (an ImageNet layout: val/<wnid>/*.JPEG)")
+        folder = root / "val" if (root / "val").is_dir() else root
+        index = index_image_folder(folder, folder, imagenet_class_order(folder, len(self.labels)),
+                                   on_error=self.data_cfg.on_error)
+        self._imagenet_folder, self._imagenet_skipped = folder, len(index.skipped)
+        return ImageFileDataset(folder, index.paths, index.labels, 3, size, resize=resize)
+
+    def _imagenet_found(self, test: Any) -> str:
+        from modelforge.data.found import found_line
+
+        classes = len(set(test.labels.tolist()))
+        skipped = f", {self._imagenet_skipped} unreadable skipped" if self._imagenet_skipped else ""
+        return found_line(f"{self._imagenet_folder} (ImageNet layout: one folder per synset)", None,
+                          {"test": (len(test), "the folder, scored by the pretrained network")},
+                          detail=f"{classes} of the {len(self.labels)} ImageNet classes{skipped}")
 
     def _use_imagenet_statistics(self) -> None:
         from modelforge.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -206,7 +234,7 @@ class ImageClassification(Task):
         """A photo → (3, size, size) uint8 the ImageNet way: shorter side to ``resize``, then the centre crop."""
         from PIL import Image
 
-        from modelforge.data.transforms import CenterCrop, Compose, Resize, load_image, to_uint8_array
+        from modelforge.data.transforms import load_image
         from modelforge.tasks.vision.image_inputs import image_decode_errors
 
         if isinstance(item, (str, Path)) and Path(item).is_file():
@@ -220,9 +248,9 @@ class ImageClassification(Task):
                 raise DataError(f"input is not a readable image: {exc}") from None
         else:
             raise DataError(f"cannot read image input {str(item)[:80]!r}: give a PNG/JPEG path or image bytes")
-        size = self.state_dict_["image_size"]
-        pixels = to_uint8_array(Compose([Resize(self.state_dict_["resize"]), CenterCrop(size)])(image))
-        return pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels[None]
+        from modelforge.data.formats.image_folder import decode_center_crop
+
+        return decode_center_crop(image, self.state_dict_["image_size"], self.state_dict_["resize"])
 
     # ---- model ------------------------------------------------------------------------------------------------
     @property

@@ -2,9 +2,10 @@
 
 Sources: ``medical-phantoms`` (generated DICOM scans with lesion masks), ``road-scenes`` (generated driving scenes),
 ``folder`` (the user's images with ``<name>_mask.png`` next to each; DICOM ``.dcm`` images are read with pydicom)
-and ``coco`` (COCO polygons/RLE painted into class masks). The user's picture folders are read per item from disk
-(data/lazy_segmentation.py; mean, std and class fractions from up to 512 evenly spaced training pairs); the other
-sources are decoded once into memory. With ``image_size`` both images and masks are resized to a square (masks by
+and ``coco`` (COCO polygons/RLE painted into class masks). The user's folders and COCO images are read per item
+from disk (data/lazy_segmentation.py; mean, std and class fractions from up to 512 evenly spaced training pairs;
+DICOM scans scaled by the largest stored value, found in one streaming pass); the generated sources are drawn into
+memory. With ``image_size`` both images and masks are resized to a square (masks by
 nearest neighbour, so class indices stay exact), and a prediction is resized back to the input picture's own size.
 """
 
@@ -103,45 +104,35 @@ class Segmentation(Task):
             raise DataError("data.source=folder needs data.path=DIR (images with <name>_mask.png masks beside them)")
         root = Path(cfg.path).expanduser()
         folders = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()} or {"all": root}
-        parts, names, value_max = {}, None, 255.0
-        # pictures are read per item from disk (parts hold the checked paths); DICOM scans are decoded into memory,
-        # since their scale (the largest stored value across the folder) needs every scan
-        self._lazy = not any(f.is_dir() and any(p.suffix.lower() == ".dcm" for p in f.iterdir())
-                             for f in folders.values())
+        parts, names = {}, None
+        dicom = any(f.is_dir() and any(p.suffix.lower() == ".dcm" for p in f.iterdir()) for f in folders.values())
         for split, folder in folders.items():
-            options = {} if self._lazy else {"image_suffixes": (".dcm",), "image_reader": read_dicom}
+            options = {"image_suffixes": (".dcm",), "image_reader": read_dicom} if dicom else {}
             checked = read_segmentation_folder(folder, on_error=cfg.on_error, **options)
             self._skipped += len(checked.skipped)
-            if self._lazy:
-                parts[split] = ([image for image, _ in checked.pairs], [mask for _, mask in checked.pairs])
-            else:
-                images, masks = checked.arrays("L" if cfg.channels == 1 else "RGB")
-                value_max = max([float(im.max()) for im in images] + [value_max if len(parts) else 1.0])
-                parts[split] = (images, masks)
+            parts[split] = ([image for image, _ in checked.pairs], [mask for _, mask in checked.pairs])
             names = names or checked.class_names
         if names is None:
             from modelforge.data.formats.segmentation_folder import read_mask
 
-            masks = (read_mask(m) if self._lazy else m for _, split_masks in parts.values() for m in split_masks)
-            top = max(int(m.max()) for m in masks)
+            top = max(int(read_mask(m).max()) for _, split_masks in parts.values() for m in split_masks)
             names = ["background"] + [f"class_{i}" for i in range(1, max(top, 1) + 1)]
+        # DICOM scans are scaled by the largest value stored in any of them: one streaming pass, nothing kept
+        value_max = max([1.0] + [float(read_dicom(image).max()) for images, _ in parts.values() for image in images]
+                        ) if dicom else 255.0
         return parts, list(names), value_max
 
     def _coco(self) -> tuple[dict[str, Arrays], list[str], float]:
-        from modelforge.data.formats.coco import read_coco, semantic_mask
-        from modelforge.data.transforms import load_image
+        from modelforge.data.formats.coco import read_coco
 
         cfg = self.data_cfg
         if not cfg.annotations:
             raise DataError("data.source=coco needs data.annotations=FILE.json with polygon segmentations")
         image_dir = Path(cfg.path).expanduser() if cfg.path else None
         coco = read_coco(Path(cfg.annotations).expanduser(), image_dir, on_error=cfg.on_error, check_images="decode")
-        images, masks = [], []
-        for image in coco.images:
-            images.append(np.asarray(load_image(coco.image_path(image), "L" if cfg.channels == 1 else "RGB")))
-            masks.append(semantic_mask(coco, image))
-        self._skipped = len(coco.skipped)
-        return {"all": (images, masks)}, ["background", *coco.class_names], 255.0
+        self._skipped, self._coco_index = len(coco.skipped), coco
+        return ({"all": ([coco.image_path(image) for image in coco.images], list(coco.images))},
+                ["background", *coco.class_names], 255.0)
 
     def _tensors(self, images: list[np.ndarray], masks: list[np.ndarray], value_max: float,
                  size: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,20 +163,23 @@ class Segmentation(Task):
             raise DataError(f"masks hold class index {top} but only {len(names)} classes are named")
         return {s: TensorDataset(*t) for s, t in tensors.items()}, *tensors["train"]
 
-    def _lazy_sets(self, parts: dict[str, tuple[list[Path], list[Path]]], size: tuple[int, int]
+    def _lazy_sets(self, parts: dict[str, tuple[list[Path], list[Any]]], size: tuple[int, int], value_max: float
                    ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
         """Splits read per item from disk; up to 512 evenly spaced training pairs (for the statistics). Class
-        indices were checked while the folder was read."""
+        indices were checked while the folder was read (a COCO mask holds only its categories)."""
         from modelforge.data.lazy_images import STATISTICS_SAMPLE, spread
         from modelforge.data.lazy_segmentation import SegmentationFileSet
 
-        mode = "L" if self.data_cfg.channels == 1 else "RGB"
-        sets = {s: SegmentationFileSet(list(zip(*paths)), mode, size) for s, paths in parts.items() if paths[0]}
+        channels = self.data_cfg.channels
+        first = next(iter(parts.values()))[0][0]
+        mode = "L" if channels == 1 or (channels is None and Path(first).suffix.lower() == ".dcm") else "RGB"
+        sets = {s: SegmentationFileSet(list(zip(*paths)), mode, size, value_max, self._coco_index)
+                for s, paths in parts.items() if paths[0]}
         return sets, *sets["train"].get_batch(spread(len(sets["train"]), STATISTICS_SAMPLE))
 
     def datasets(self) -> Splits:
         cfg = self.data_cfg
-        self._skipped, self._lazy = 0, False  # _folder() decides whether its pictures are read per item
+        self._skipped, self._coco_index = 0, None
         if cfg.source in ("medical-phantoms", "road-scenes"):
             parts, names, value_max = self._generated()
         elif cfg.source == "folder":
@@ -201,8 +195,8 @@ class Segmentation(Task):
             parts["train"] = tuple(a[: cfg.limit] for a in parts["train"])
         side = cfg.image_size or (128 if cfg.source in ("folder", "coco") else None)
         size = (side, side) if side else None
-        if self._lazy:
-            sets, train_x, train_y = self._lazy_sets(parts, size)
+        if cfg.source in ("folder", "coco"):  # the user's files: read per item
+            sets, train_x, train_y = self._lazy_sets(parts, size, value_max)
         else:
             sets, train_x, train_y = self._memory_sets(parts, names, value_max, size)
         channels = int(train_x.shape[1])
