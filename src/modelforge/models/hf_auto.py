@@ -196,6 +196,18 @@ class HFSpeechSeq2Seq(HFModel):
     def forward(self, input_features: torch.Tensor, tgt_ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return self.net(input_features=input_features, decoder_input_ids=tgt_ids, use_cache=False).logits
 
+    def encode(self, input_features: torch.Tensor) -> torch.Tensor:
+        """Encoder states (batch, frames / 2, dim) of a window of log-mel features (the ONNX encoder graph)."""
+        return self.net.get_encoder()(input_features=input_features).last_hidden_state
+
+    def decode(self, tgt_ids: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """Logits of every decoder position given the encoder states (no cache: the ONNX decoder graph)."""
+        encoded = transformers_module().modeling_outputs.BaseModelOutput(last_hidden_state=memory)
+        # an all-ones decoder mask, as HFModel.forward: without one transformers probes for packed sequences
+        # (torch.diff, which the ONNX exporter lacks); with one the computation is the same
+        return self.net(encoder_outputs=encoded, decoder_input_ids=tgt_ids, decoder_attention_mask=torch.ones_like(
+            tgt_ids), use_cache=False).logits
+
     @torch.no_grad()
     def generate_ids(self, input_features: torch.Tensor, prompt: torch.Tensor, search: dict[str, Any]) -> torch.Tensor:
         """The prompt (start, language, task tokens) and what transformers' ``generate`` continues it with."""

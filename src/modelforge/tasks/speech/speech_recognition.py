@@ -295,13 +295,22 @@ class SpeechRecognition(Task):
     def example_inputs(self, batch_size: int = 2, length: int = 40) -> dict[str, torch.Tensor]:
         """The acoustic model alone: features (B, F, T) + frame counts → per-frame CTC log-probs (B, T', V), with
         T' = (T - 1) // 2 + 1 valid frames per row; decoding (greedy/beam, lexicon) stays with the consumer."""
-        if self.pretrained:
-            raise NotImplementedError("export of model.name=hf speech recognition models is not supported; serve "
-                                      "the run (modelforge serve) or load it with modelforge.load")
+        if self.pretrained:  # a CTC checkpoint: waveform → logits (checkpoint_speech.py); Whisper: export_graphs
+            return self.checkpoint_speech().example_inputs(batch_size, length)
         n_features = self.state_dict_.get("n_features", self.data_cfg.features.n_features)
         return example_features(n_features, batch_size, length)
 
+    def export_graphs(self, model: nn.Module) -> Any:
+        """A Whisper-style checkpoint: encoder + decoder graphs (``speech_export.py``); else one graph."""
+        if not (self.pretrained and self.checkpoint_speech().kind == "seq2seq"):
+            return None
+        from modelforge.tasks.speech.speech_export import speech_seq2seq_graphs
+
+        return speech_seq2seq_graphs(self.checkpoint_speech(), model)
+
     def export_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        if self.pretrained:
+            return self.checkpoint_speech().export_dynamic_axes()
         return {"features": {0: "batch", 2: "frames"}, "lengths": {0: "batch"},
                 "output": {0: "batch", 1: "output_frames"}}
 
