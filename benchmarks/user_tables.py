@@ -16,8 +16,9 @@ Image folders (``DIR/train/<class>/*.png`` + ``DIR/test/<class>/*.png``), each t
 - ``digits``: scikit-learn's 8x8 digits (hash split)
 - ``photos``: 32x32 crops of three scikit-image photographs (astronaut, coffee, cat), one class per photograph
 
-Prints, per table, the default's test accuracy against the baseline's (read from the run's results.json) the CPU time
-of the training process (user + system) and the wall time. ``--quick`` runs only the smallest text table.
+Prints, per table, the default's test accuracy (for text, with the method ``model.method=auto`` chose) against the
+baseline's (read from the run's results.json), the CPU time of the training process (user + system) and the wall
+time. ``--quick`` runs only the smallest text table.
 
     python benchmarks/user_tables.py [--quick] [--only NAME ...] [--workdir DIR]
 """
@@ -149,7 +150,8 @@ def row(name: str, kind: str, results: dict) -> str:
     data = results["summary"]["data"]
     ours, theirs = metrics["test_accuracy"], baseline["test_accuracy"]
     sizes = f"{data.get('train_size')}/{data.get('val_size', 0)}/{data.get('test_size')}"
-    return (f"| {name} | {kind} | {sizes} | {100 * ours:.1f} % | {100 * theirs:.1f} % | "
+    method = f" ({data['method']['method']})" if data.get("method") else ""  # the text classifier's auto choice
+    return (f"| {name} | {kind} | {sizes} | {100 * ours:.1f} %{method} | {100 * theirs:.1f} % | "
             f"{'yes' if ours > theirs else 'NO'} | {results['cpu_seconds'] / 60:.1f} | "
             f"{results['wall_seconds'] / 60:.1f} |")
 

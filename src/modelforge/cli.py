@@ -59,6 +59,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         compared = baseline.get("compared") or ["test_accuracy", "test_macro_f1"]
         print(f"baseline ({baseline['method']}): " + "  ".join(f"{name}: {baseline[name]:.4f}" for name in compared))
         print(baseline["verdict"])
+    fitted = run.summary.get("fitted")
+    if isinstance(fitted, dict):  # a head fitted without gradient steps (Task.fit_directly)
+        print(f"fitted without gradient steps: {fitted.get('how', fitted)}")
     print(f"steps: {run.summary['steps']}  epochs: {run.summary['epochs']}  time: {run.summary['train_seconds']}s")
     if run.summary.get("stop_reason"):
         print(f"stopped: {run.summary['stop_reason']}")
@@ -103,6 +106,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     _check_output_folder(args.output)
     options = {"labels": args.labels} if args.labels else {}  # zero-shot label prompts (image_text_retrieval)
+    if args.templates:
+        options["templates"] = args.templates  # prompt ensembling over the labels
     _print_json(predict(args.run, list(args.inputs), args.output, options))  # pictures: files the JSON names
     return 0
 
@@ -437,6 +442,9 @@ def _add_prediction_commands(sub: Any) -> None:
                                     "images; default: beside each input file, else RUN/predictions)")
     p.add_argument("--labels", nargs="+", metavar="PROMPT",
                    help="zero-shot: score each image against these label prompts (image_text_retrieval runs)")
+    p.add_argument("--templates", nargs="+", metavar="TEMPLATE",
+                   help="zero-shot prompt ensembling: put each --labels value into these templates ('a {}' "
+                        "'a white {}') and score it by the mean of its prompts' embeddings")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("search", help="rank images by a text: modelforge search RUN --text TEXT --images DIR")

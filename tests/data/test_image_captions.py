@@ -15,6 +15,7 @@ from modelforge.data.builtin.caption_scenes import (
     caption_scenes,
     caption_scenes_dir,
     held_out,
+    lone_glyph_scene,
 )
 from modelforge.data.builtin.mnist import load_mnist
 from modelforge.data.caption_text import (
@@ -94,6 +95,38 @@ def test_generated_set_is_deterministic_and_loads_in_memory(cache, monkeypatch):
     assert all(np.array_equal(a, b) for a, b in zip(again["test"].images, first["test"].images))
     other = caption_scenes(PARAMS, seed=6)
     assert other["train"].captions != first["train"].captions
+
+
+def test_lone_object_scenes_name_exactly_the_object_drawn_and_stay_out_of_test(cache):
+    with_lone = CaptionSceneParams(num_train=40, num_val=6, num_test=12, seed=5, single_share=0.5)
+    root = caption_scenes_dir(with_lone)
+    lone = [row for row in _rows(root, "train") if len(row["objects"]) == 1]
+    assert 20 <= len(lone) <= 60  # about half of the 40 training scenes, two captions each
+    for row in lone:
+        (obj,) = row["objects"]
+        assert row["caption"] in (f"a {obj['colour']} {obj['kind']}", f"{'an' if obj['kind'] == '8' else 'a'} "
+                                                                        f"{obj['kind']}"), row
+        assert not held_out(obj["kind"], obj["colour"])
+        image = np.asarray(Image.open(root / "train" / row["image"])).astype(int)
+        x0, y0, x1, y1 = obj["box"]
+        outside = np.ones(image.shape[:2], bool)
+        outside[y0:y1, x0:x1] = False
+        colour = np.asarray(COLOURS[obj["colour"]])
+        assert np.abs(image[y0:y1, x0:x1] - colour).sum(axis=2).min() < 60, "the named colour is in its box"
+        assert np.abs(image[outside] - colour).sum(axis=1).min() > 60, "nothing of that colour outside its box"
+    assert all(len(row["objects"]) >= 2 for row in _rows(root, "test"))
+    # the test split is drawn as it is without lone objects: its recall compares across both kinds of run
+    assert _rows(root, "test") == _rows(caption_scenes_dir(PARAMS), "test")
+
+
+def test_a_lone_glyph_is_drawn_white_on_a_scene_background_at_scene_size(small_mnist):
+    glyph = small_mnist["test_images"][0]
+    image = lone_glyph_scene(np.random.default_rng(0), glyph, CaptionSceneParams(image_size=64)).astype(int)
+    ink = np.argwhere(np.abs(image - 245).sum(axis=2) < 40)
+    extent = (ink.max(axis=0) - ink.min(axis=0) + 1).max()
+    assert 0.2 * 64 <= extent <= 0.38 * 64, extent  # the glyph's longer side spans the scenes' object sizes
+    background = np.abs(image - 245).sum(axis=2) > 300
+    assert background.mean() > 0.7 and 10 < image[background].mean() < 90  # the scenes' dark grey
 
 
 def _image(path, colour=(200, 30, 30)):

@@ -32,6 +32,11 @@ def test_scenes_clip_trains_predicts_zero_shot_searches_and_exports(cli, train_c
     (out,) = json.loads(predicted.stdout)
     assert out["label"] in {"a 3", "a 7", "a red square"} and len(out["top"]) == 3
     assert abs(sum(t["probability"] for t in out["top"]) - 1) < 1e-3
+    ensembled = cli("predict", str(run_dir), str(picture), "--labels", "3", "7", "--templates", "a {}", "a white {}")
+    assert ensembled.returncode == 0, ensembled.stderr
+    assert {t["label"] for t in json.loads(ensembled.stdout)[0]["top"]} == {"3", "7"}
+    no_slot = cli("predict", str(run_dir), str(picture), "--labels", "3", "--templates", "a digit")
+    assert no_slot.returncode == 2 and "hold {} once" in no_slot.stderr and len(no_slot.stderr.splitlines()) == 1
 
     searched = cli("search", str(run_dir), "--text", "a red square left of a 7", "--images", str(images), "--top", "3")
     assert searched.returncode == 0, searched.stderr

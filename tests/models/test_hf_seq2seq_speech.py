@@ -1,6 +1,6 @@
 """model.name=hf for translation, summarization and speech recognition: tiny random T5, Marian, wav2vec2 and Whisper
 checkpoints fine-tuned through the CLI/API with and without LoRA, saved pickle-free with their tokenizer/processor
-files, loaded offline, served, exported (seq2seq) — computing and searching exactly as transformers' own classes."""
+files, loaded offline, served, exported to ONNX — computing and searching exactly as transformers' own classes."""
 
 import base64
 import json
@@ -15,20 +15,24 @@ from hf_checkpoints import SPOKEN, tiny_bert, tiny_marian, tiny_t5, tiny_wav2vec
 
 import modelforge
 from modelforge.artifacts.export import export
-from modelforge.core.errors import ArtifactError, ConfigError
+from modelforge.artifacts.quantize import quantize_run
+from modelforge.core.errors import ConfigError
 from modelforge.data.audio import write_wav
 from modelforge.serve.app import create_app
 from modelforge.tasks import get_task
 from modelforge.tasks.recipes import load_recipe
+from modelforge.tasks.speech.speech_export import greedy_decode
 from modelforge.training.lora import apply_lora
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
+onnxruntime = pytest.importorskip("onnxruntime")
 
 FAST = {"max_steps": 2, "batch_size": 8, "progress": "off", "lr": 0.01}
 SEQ2SEQ_DATA = {"source": "parallel", "val_fraction": 0.1, "test_fraction": 0.1, "val_limit": 4, "test_limit": 4,
                 "max_source_tokens": 12, "max_target_tokens": 12,
                 "decoding": {"beam_size": 1, "max_new_tokens": 6}}  # beams per call below; greedy keeps runs cheap
+DP = {"noise_multiplier": 1.0}  # a fixed noise: no search for the noise of a target ε (seconds of RDP accounting)
 PICKLE_FREE = {".json", ".safetensors", ".txt", ".model"}  # what an artifact may hold: no .bin/.pt/.pkl
 
 
@@ -42,11 +46,11 @@ def trained_reference(model, auto, folder):
     return auto.from_pretrained(folder).eval()
 
 
-def test_t5_translator_with_lora_trains_through_cli_serves_exports_and_searches_like_transformers(cli, tmp_path):
+def test_t5_translator_with_private_lora_trains_serves_exports_quantizes_and_searches_like_transformers(cli, tmp_path):
     checkpoint = tiny_t5(tmp_path / "t5")
     recipe = {"name": "hf-t5", "task": "translation", "model": {"name": "hf", "checkpoint": str(checkpoint)},
               "data": {**SEQ2SEQ_DATA, "path": str(translation_pairs(tmp_path / "pairs.tsv"))},
-              "adapter": {"r": 4}, "train": FAST}
+              "adapter": {"r": 4}, "privacy": DP, "train": FAST}
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     result = cli("train", str(tmp_path / "recipe.yaml"), "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
@@ -55,6 +59,7 @@ def test_t5_translator_with_lora_trains_through_cli_serves_exports_and_searches_
     assert {"test_bleu", "test_chrf"} <= set(results["metrics"])
     summary = results["summary"]
     assert summary["trainable_parameters"] < summary["parameters"] / 2  # LoRA: only the adapter trained
+    assert summary["privacy"]["epsilon"] > 0  # DP-SGD on the adapter
     assert artifact_suffixes(run) <= PICKLE_FREE and (run / "model" / "tokenizer.json").is_file()
     shutil.move(checkpoint, tmp_path / "moved")  # merged: the artifact alone rebuilds network and tokenizer
 
@@ -83,6 +88,11 @@ def test_t5_translator_with_lora_trains_through_cli_serves_exports_and_searches_
     exported = export(run)  # encoder + decoder graphs, checked with onnxruntime against the model and its search
     assert [g.role for g in exported.graphs] == ["encoder", "decoder"] and exported.max_abs_diff < 1e-4
     assert any("greedy decoding with onnxruntime equals" in note for note in exported.notes)
+    measured = quantize_run(run, "torch", repeats=1)["torch"]  # int8 Linear layers, scored on the test split
+    assert measured["examples"] == 3 and set(measured["int8"]["metrics"]) >= {"loss", "bleu"}
+    assert isinstance(modelforge.load(run, quantized=True).predict(["a good film"])[0]["translation"], str)
+    with pytest.raises(ConfigError, match="several ONNX graphs .* use --backend torch"):
+        quantize_run(run, "onnx")
 
 
 def test_marian_summarizer_fine_tunes_fully_and_reloads_offline_with_rouge(tmp_path):
@@ -129,12 +139,14 @@ def speech_recipe(spoken, checkpoint, **extra):
                      "test_size": 0.2, "features": {"max_seconds": 1.0}}, "train": FAST, **extra}
 
 
-def test_wav2vec2_ctc_with_lora_transcribes_serves_and_computes_like_transformers(spoken, tmp_path):
+def test_wav2vec2_ctc_with_private_lora_transcribes_serves_exports_quantizes_like_transformers(spoken, tmp_path):
     checkpoint = tiny_wav2vec2(tmp_path / "w2v")
-    run = modelforge.train(speech_recipe(spoken, checkpoint, adapter={"r": 4, "save": "adapter"}),
-                           run_dir=tmp_path / "run", report=False)
+    run = modelforge.train(speech_recipe(spoken, checkpoint, adapter={"r": 4, "save": "adapter"},
+                                         privacy=DP), run_dir=tmp_path / "run", report=False)
+    assert run.summary["privacy"]["epsilon"] > 0  # DP-SGD on the adapter (wav2vec2's LayerDrop skips layers)
     assert {"test_wer", "test_cer"} <= set(run.metrics)
     assert run.summary["trainable_parameters"] < run.summary["parameters"] / 3
+    assert modelforge.evaluate(run.directory)["test_wer"] == pytest.approx(run.metrics["test_wer"])
     assert artifact_suffixes(run.directory) <= PICKLE_FREE and (run.model_dir / "preprocessor_config.json").is_file()
     predictor = modelforge.load(run.directory)  # the adapter applied to the base checkpoint, merged
     reference = trained_reference(predictor.model, transformers.AutoModelForCTC, tmp_path / "trained")
@@ -157,8 +169,13 @@ def test_wav2vec2_ctc_with_lora_transcribes_serves_and_computes_like_transformer
         answer = client.post("/models/asr/predict", files=[("file", ("a.wav", paths[0].read_bytes(), "audio/wav"))])
         assert answer.status_code == 200, answer.text
         assert answer.json()["predictions"][0]["text"] == expected[0]
-    with pytest.raises(ArtifactError, match="export of model.name=hf speech recognition models is not supported"):
-        export(run.directory)
+    exported = export(run.directory)  # one graph: normalised waveform → per-frame logits
+    assert exported.inputs == {"input_values": ["batch", "samples"]} and exported.max_abs_diff < 1e-4
+    session = onnxruntime.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input_values": inputs.input_values.numpy()})[0]  # the processor's padded batch
+    assert np.abs(logits - theirs.numpy()).max() < 1e-4
+    measured = quantize_run(run.directory, "both", repeats=1)  # int8 Linear layers in torch and in the ONNX graph
+    assert "wer" in measured["torch"]["int8"]["metrics"] and (run.directory / measured["onnx"]["file"]).is_file()
 
 
 def test_whisper_trains_through_cli_and_transcribes_with_transformers_beam_search(cli, spoken, tmp_path):
@@ -191,6 +208,14 @@ def test_whisper_trains_through_cli_and_transcribes_with_transformers_beam_searc
     with TestClient(create_app([f"whisper={run}"])) as client:
         answer = client.post("/models/whisper/predict", json={"inputs": [audio]})
         assert answer.status_code == 200, answer.text
+    assert [g.role for g in export(run).graphs] == ["encoder", "decoder"]
+    encoder, decoder = (onnxruntime.InferenceSession(f"{run}/model.{role}.onnx") for role in ("encoder", "decoder"))
+    contract = json.loads(encoder.get_modelmeta().custom_metadata_map["modelforge.speech_seq2seq"])
+    assert contract["prompt"] == tokenizer.prefix_tokens
+    ids = greedy_decode(encoder, decoder, features.numpy(), contract)  # the consumer's loop, no torch
+    assert ids[0]  # the tiny random network generates tokens before its end token
+    text = predictor.task.vocab.normalize(tokenizer.decode(ids[0], skip_special_tokens=True))
+    assert modelforge.api.transcribe(run, [tmp_path / "a.wav"], beam_width=1) == [text]
 
 
 def test_lora_on_whisper_adapts_both_stacks_and_trains_only_the_adapter(spoken, tmp_path):
@@ -213,3 +238,12 @@ def test_a_checkpoint_of_the_wrong_kind_is_a_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match=r"model.checkpoint=.*a seq2seq checkpoint needs one") as caught:
         modelforge.train(recipe, run_dir=tmp_path / "run", report=False)
     assert "\n" not in str(caught.value) and not (tmp_path / "run").exists()
+
+
+def test_dp_on_a_weight_opacus_cannot_sample_is_a_one_line_error_naming_it(spoken, tmp_path):
+    recipe = speech_recipe(spoken, tiny_whisper(tmp_path / "whisper"), privacy=DP)
+    # Whisper's position table is read by index, outside a layer's forward: Opacus gives it one row per position
+    message = r"privacy: Opacus gives net.model.encoder.embed_positions.weight a per-example gradient over \d+ rows"
+    with pytest.raises(ConfigError, match=message + r", not the batch's \d+ .* add adapter:") as caught:
+        modelforge.train(recipe, run_dir=tmp_path / "run", report=False)
+    assert "\n" not in str(caught.value)

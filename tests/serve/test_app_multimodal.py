@@ -75,7 +75,7 @@ def assert_error(response, status: int, *words: str) -> None:
 def test_the_model_describes_its_query_options(client):
     (model,) = client.get("/models").json()["models"]
     assert model["task"] == "image_text_retrieval" and model["input"]["kind"] == "image"
-    assert set(model["input"]["options"]) == {"labels", "query"} and model["input"]["image_size"] == 16
+    assert set(model["input"]["options"]) == {"labels", "query", "templates"} and model["input"]["image_size"] == 16
 
 
 def test_uploads_are_scored_against_label_prompts(client):
@@ -86,6 +86,13 @@ def test_uploads_are_scored_against_label_prompts(client):
     for prediction in predictions:
         assert prediction["label"] in {"a red picture", "a blue picture", "blue"} and len(prediction["top"]) == 3
         assert sum(t["probability"] for t in prediction["top"]) == pytest.approx(1, abs=1e-4)
+
+
+def test_label_prompts_can_be_ensembled_over_templates(client):
+    response = _upload(client, "?labels=red&labels=blue&templates=a%20%7B%7D%20picture&templates=%7B%7D")
+    assert response.status_code == 200, response.text
+    for prediction in response.json()["predictions"]:
+        assert prediction["label"] in {"red", "blue"} and {t["label"] for t in prediction["top"]} == {"red", "blue"}
 
 
 def test_a_text_query_ranks_the_posted_images(client):
@@ -100,7 +107,9 @@ def test_a_text_query_ranks_the_posted_images(client):
 
 
 @pytest.mark.parametrize("query, status, words", [
-    ("?colour=red", 422, ("unknown query option 'colour'", "labels, query")),
+    ("?colour=red", 422, ("unknown query option 'colour'", "labels, query, templates")),
+    ("?labels=a&templates=a", 422, ("hold {} once",)),
+    ("?query=a&templates=a%20%7B%7D", 422, ("give labels with them",)),
     ("?query=a&query=b", 422, ("give query once",)),
     ("?labels=a&labels=%20", 422, ("labels must be a non-empty text",)),
     ("?labels=a&query=b", 422, ("not both",)),

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from modelforge.core.errors import ConfigError, DataError
-from modelforge.tasks.multimodal.image_text_retrieval import ImageTextRetrieval
+from modelforge.tasks.multimodal.image_text_retrieval import ImageTextRetrieval, ensemble_prompts
 from modelforge.tasks.multimodal.retrieval_metrics import recall_at_k
 from modelforge.tasks.recipes import load_recipe
 
@@ -103,6 +103,26 @@ def test_files_are_split_by_image_and_a_trained_model_answers_labels_and_queries
     assert np.linalg.norm(plain[0]["embedding"]) == pytest.approx(1, abs=1e-4)
 
 
+def test_prompt_ensembling_scores_each_label_by_the_normalised_mean_of_its_prompts(colour_files):
+    task = _task(colour_files)
+    task.datasets()
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    labels, templates = ["red", "green", "blue"], ["a {} picture", "{}"]
+    with torch.no_grad():
+        got = task.label_embeddings(model, labels, templates)
+        by_template = [task.encode_texts(model, [t.replace("{}", label) for label in labels]) for t in templates]
+        images = task.preprocess([str(colour_files / f"{name}1.png") for name in COLOURS])
+        answers = task.postprocess(task.forward(model, images, labels=labels, templates=templates))
+        logits = model.scale() * model.encode_image(task._pixels(images)) @ got.T
+    mean = (by_template[0] + by_template[1]) / 2
+    assert torch.allclose(got, mean / mean.norm(dim=-1, keepdim=True), atol=1e-6)
+    assert not torch.allclose(got, by_template[0], atol=1e-3)  # the second template changed the labels' embeddings
+    assert [a["label"] for a in answers] == [labels[i] for i in logits.argmax(1).tolist()]
+    one = torch.nn.functional.normalize(torch.tensor([[[3.0, 4.0]], [[0.0, 1.0]]]), dim=-1)
+    assert torch.allclose(ensemble_prompts(one), torch.tensor([[0.6, 1.8]]) / (0.6**2 + 1.8**2) ** 0.5)
+
+
 def test_bad_prediction_options_and_inputs_are_one_line_errors(colour_files, tmp_path):
     task = _task(colour_files)
     splits = task.datasets()
@@ -110,7 +130,11 @@ def test_bad_prediction_options_and_inputs_are_one_line_errors(colour_files, tmp
     batch = task.preprocess([str(colour_files / "red0.png")])
     for options, message in [({"labels": ["a", "b"], "query": "c"}, "not both"), ({"labels": []}, "1 to 64"),
                              ({"labels": ["a", " "]}, "non-empty"), ({"labels": ["a", "a"]}, "differ"),
-                             ({"query": ""}, "non-empty")]:
+                             ({"query": ""}, "non-empty"), ({"query": "c", "templates": ["a {}"]}, "give labels"),
+                             ({"labels": ["a"], "templates": ["a"]}, "hold {} once"),
+                             ({"labels": ["a"], "templates": ["{} {}"]}, "hold {} once"),
+                             ({"labels": ["a"], "templates": []}, "1 to 16"),
+                             ({"labels": ["a"], "templates": ["a {}", "a {}"]}, "differ")]:
         with pytest.raises(ConfigError, match=message):
             task.forward(model, batch, **options)
     with pytest.raises(DataError, match="no such image file"):

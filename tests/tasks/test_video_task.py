@@ -34,6 +34,8 @@ def clip_folder(tmp_path_factory):
 
 
 def _task(root, **data):
+    """The folder's clips, every one sampled while indexing (check_clips=decode, the default), so the truncated one is
+    skipped."""
     raw = {"name": "v", "task": "video_classification",
            "data": {"source": "folder", "path": str(root), "num_frames": 4, "image_size": 16, "channels": 1,
                     "val_size": 0, "test_size": 2, **data},
@@ -52,10 +54,34 @@ def test_folder_clips_skip_bad_files_with_a_count(clip_folder, caplog):
     clips, labels = splits.train.get_batch(range(len(splits.train)))
     assert clips.shape[1:] == (4, 1, 16, 16) and clips.dtype == torch.uint8
     assert task.labels == ["right", "static"] and set(labels.tolist()) <= {0, 1}
+    pixels = clips.float().div(255).transpose(1, 2).reshape(len(clips), 1, -1)  # what the in-memory path computed
+    assert task.state_dict_["mean"] == pytest.approx(pixels.mean(dim=(0, 2)).tolist(), abs=1e-6)
+    assert task.state_dict_["std"] == pytest.approx(pixels.std(dim=(0, 2)).tolist(), abs=1e-6)
     batch = task.normalize(clips[:2])
     assert batch.shape == (2, 1, 4, 16, 16)  # (B, C, T, H, W): what Conv3d takes
     model = task.build_model()
     assert model(batch).shape == (2, 2)
+
+
+def test_header_check_leaves_a_truncated_clip_to_its_first_read_which_stops_with_one_line(clip_folder, monkeypatch):
+    from modelforge.data.formats.video import read_video_folder
+    from modelforge.data.lazy_video import ClipFileDataset
+    from modelforge.tasks.vision import video_classification
+    from modelforge.training.batches import epoch_order, iterate
+
+    monkeypatch.setattr(video_classification, "sample_clip_frames", lambda *a: pytest.fail("indexing sampled a clip"))
+    with pytest.raises(DataError) as info:  # the training statistics are its first read
+        _task(clip_folder, check_clips="header", test_size=0).datasets()
+    assert "cut.mkv: truncated video" in str(info.value) and "data.check_clips=decode" in str(info.value)
+    folder = read_video_folder(clip_folder, on_error="skip")  # what the header check lets through
+    assert "cut.mkv" in {path.name for path, _ in folder.clips} and len(folder.clips) == 9
+    dataset = ClipFileDataset([p for p, _ in folder.clips], [y for _, y in folder.clips], 4, 1, 16)
+    assert not [v for v in vars(dataset).values() if isinstance(v, np.ndarray) and v.dtype == np.uint8]
+    for workers in (0, 1):
+        with pytest.raises(DataError) as info:
+            list(iterate(dataset, epoch_order(9, 3, 0, 0, shuffle=False), torch.utils.data.default_collate, workers))
+        message = str(info.value)
+        assert "cut.mkv: truncated video" in message and "data.check_clips=decode" in message and "\n" not in message
 
 
 def test_folder_fails_on_the_first_bad_file_when_asked(clip_folder):
@@ -68,7 +94,7 @@ def test_prediction_reads_a_video_file_like_training_did(clip_folder):
     splits = task.datasets()
     path = clip_folder / "right" / "clip_1.mkv"
     clip = frames_to_clip(read_video(path), 1, 16)[[1, 4, 7, 10]]  # sample_indices(12, 4)
-    stored = torch.cat([splits.train.tensors[0], splits.test.tensors[0]]).numpy()
+    stored = torch.cat([part.get_batch(range(len(part)))[0] for part in (splits.train, splits.test)]).numpy()
     assert sum(np.array_equal(clip, c) for c in stored) == 1  # the clip as training stored it
     model = task.build_model().eval()
     with torch.no_grad():
@@ -98,7 +124,7 @@ def test_report_samples_and_onnx_parity(clip_folder, tmp_path):
     result = export_onnx(tmp_path)
     assert list(result.inputs) == ["clip"] and result.max_abs_diff <= 1e-4
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
-    x = task.normalize(splits.train.tensors[0][:5])
+    x = task.normalize(splits.train.get_batch(range(5))[0])
     with torch.no_grad():
         expected = model(x).numpy()
     (actual,) = session.run(None, {"clip": x.numpy()})

@@ -158,3 +158,51 @@ def test_poisson_plan_is_deterministic_and_an_empty_batch_still_adds_noise(tmp_p
     trainer.optimizer.step()
     moved = sum(float((p.detach() - b).norm()) for p, b in zip(trainer.model.parameters(), before))
     assert moved > 0 and trainer.privacy.steps_accounted == 1
+
+
+class _Skipping(nn.Module):
+    """``b`` is not used this step, as wav2vec2's LayerDrop skips a layer; ``pos`` is a position table."""
+
+    def __init__(self, positions: str = "none"):
+        super().__init__()
+        self.a, self.b, self.pos, self.positions = nn.Linear(3, 3), nn.Linear(3, 3), nn.Embedding(4, 3), positions
+
+    def forward(self, x):
+        if self.positions == "indexed":  # read outside its layer's forward: no hook sees it
+            x = x + self.pos.weight[: x.shape[0]]
+        elif self.positions == "by_position":  # its layer called on positions, not examples (T5's attention bias)
+            x = x + self.pos(torch.arange(x.shape[0] - 1) % 4).sum(0)
+        else:
+            self.pos.weight.requires_grad_(False)
+        return self.a(x)
+
+
+def _dp_step(model):
+    from opacus import GradSampleModule
+
+    from modelforge.training.privacy import _DPOptimizer
+
+    GradSampleModule(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _DPOptimizer(torch.optim.SGD(trainable, lr=0.1), noise_multiplier=0.0, max_grad_norm=1.0,
+                             expected_batch_size=4)
+    optimizer.parameter_names = {id(p): name for name, p in model.named_parameters()}
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+
+
+def test_a_layer_unused_in_a_step_gets_zero_per_example_gradients():
+    model = _Skipping()
+    before = model.b.weight.detach().clone()
+    _dp_step(model)  # Opacus alone: "Per sample gradient is not initialized. Not updated in backward pass?"
+    assert torch.equal(model.b.weight, before) and model.a.weight.grad is not None
+
+
+@pytest.mark.parametrize(("positions", "message"), [
+    ("indexed", "Opacus gives pos.weight no per-example gradient"),
+    ("by_position", "Opacus gives pos.weight a per-example gradient over 3 rows, not the batch's 4"),
+])
+def test_a_weight_without_per_example_gradients_is_a_one_line_error_naming_it(positions, message):
+    with pytest.raises(ConfigError, match=f"privacy: {message} .*add adapter:") as caught:
+        _dp_step(_Skipping(positions))
+    assert "\n" not in str(caught.value)

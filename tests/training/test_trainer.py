@@ -169,6 +169,56 @@ def test_sigkill_resume_of_a_lazy_image_folder_with_other_worker_count_is_bit_id
         assert torch.equal(expected[name], actual[name]), name
 
 
+def _resume_matches_across_worker_counts(tmp_path, recipe, overrides):
+    """Trained with 2 DataLoader workers uninterrupted; killed after two checkpoints and resumed with 0 workers: the
+    weights must be bit-identical."""
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    quick = {"report": False, "baseline": False}  # only the weights are compared
+    modelforge.train(recipe, [*overrides, "train.num_workers=2"], run_dir=full, **quick)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    _kill_after_checkpoints(["train", recipe, *overrides, "train.num_workers=2"], killed, env)
+    modelforge.train(recipe, [*overrides, "train.num_workers=0"], run_dir=killed, resume=True, **quick)
+    expected, actual = _weights(full), _weights(killed)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+
+
+def test_sigkill_resume_of_wavs_read_from_disk_with_other_worker_count_is_bit_identical(tmp_path):
+    """WAVs decoded per item; the batch's noise, speed perturbation, SpecAugment and dropout come from the restored
+    RNG."""
+    from modelforge.data.audio import write_wav
+
+    root = tmp_path / "sounds"
+    root.mkdir()
+    lines = []
+    for i in range(32):
+        label, pitch = ("low", 220) if i % 2 else ("high", 880)
+        t = np.arange(1600 + 160 * (i % 5)) / 16000
+        write_wav(root / f"{i}.wav", (0.3 * np.sin(2 * np.pi * pitch * t)).astype(np.float32), 16000)
+        lines.append(f"{i}.wav\t{label}")
+    (root / "transcripts.tsv").write_text("\n".join(lines) + "\n")
+    _resume_matches_across_worker_counts(tmp_path, "audio-classifier", [
+        f"data.path={root}", "data.speed_perturb=[0.9,1.1]", "model.channels=[4,4]", "model.strides=[1,2]",
+        "train.max_steps=12", "train.batch_size=4", "train.early_stopping=null", "train.checkpoint_every_steps=2",
+        "train.progress=off"])
+
+
+def test_sigkill_resume_of_clips_read_from_disk_with_other_worker_count_is_bit_identical(tmp_path):
+    """Video clips sampled per item; dropout comes from the restored RNG."""
+    from modelforge.data.formats.video import write_video
+
+    rng = np.random.default_rng(0)
+    for label, value in (("dark", 60), ("light", 190)):
+        for i in range(12):
+            frames = np.clip(rng.normal(value, 30, (5, 12, 12, 3)), 0, 255).astype(np.uint8)
+            write_video(tmp_path / "clips" / label / f"{i}.mkv", frames)
+    _resume_matches_across_worker_counts(tmp_path, "video-classifier", [
+        f"data.path={tmp_path / 'clips'}", "data.num_frames=3", "data.image_size=8", "model.channels=[4]",
+        "model.dropout=0.3", "train.max_steps=12", "train.batch_size=4", "train.early_stopping=null",
+        "train.checkpoint_every_steps=2", "train.progress=off"])
+
+
 def test_plain_sgd_run_resumes_like_an_uninterrupted_one(tmp_path):
     """SGD without momentum keeps no optimiser state; resuming it must still work and end identical."""
     common = ["train.optimizer=sgd", "train.momentum=0", "train.lr=0.05", "train.batch_size=32",
@@ -208,3 +258,23 @@ def test_early_stopping_does_not_fire_on_one_row_flips_of_a_small_val_set(tmp_pa
 
 def test_the_text_classifier_recipe_allows_one_standard_error_of_noise():
     assert load_recipe("text-classifier", ["data.path=t.csv"]).train.early_stopping.noise_allowance == 1.0
+
+
+def test_a_task_that_fits_directly_skips_the_gradient_loop(tmp_path):
+    """Task.fit_directly (the text classifier's stack): no optimiser step, one validation evaluation, a step-0
+    checkpoint holding the fitted weights, and what the fit chose in the summary."""
+    trainer, splits = _trainer(tmp_path, ["train.epochs=3"])
+
+    def fit_directly(model, splits):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(0.01)
+        return {"how": "filled", "rows": len(splits.train)}
+
+    trainer.task.fit_directly = fit_directly
+    summary = trainer.fit(splits)
+    assert summary["steps"] == 0 and summary["fitted"] == {"how": "filled", "rows": len(splits.train)}
+    events = [r["event"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())]
+    assert events == ["eval"]
+    saved = load_file(str(next((tmp_path / "checkpoints").glob("step-*")) / "model.safetensors"))
+    assert all(torch.all(t == 0.01) for name, t in saved.items() if t.is_floating_point() and "running" not in name)

@@ -9,7 +9,8 @@ Two back ends:
   pickled is written.
 - ``onnx``: ``onnxruntime.quantization.quantize_dynamic`` on the run's exported ONNX graph, written beside it as
   ``model.int8.onnx`` (exported first when missing); its largest logit change against the fp32 graph and its speed
-  under onnxruntime are measured on the task's example inputs.
+  under onnxruntime are measured on the task's example inputs. Only one-graph exports: a run exported as encoder +
+  decoder graphs (translation, summarization, Whisper) is refused with a one-line error (``--backend torch`` works).
 
 The torch measurement runs the run's own evaluation (``task.evaluate``) on its test split (the validation split when
 there is none) with the fp32 and the int8 model, and times the same forward passes (best of ``repeats``, one thread
@@ -118,16 +119,19 @@ def quantize_onnx(run: Path, loaded: Any, repeats: int = 20) -> dict[str, Any]:
 
 
 def quantize_run(run: str | Path, backend: str = "torch", limit: int | None = None,
-                 batch_size: int = 64) -> dict[str, Any]:
+                 batch_size: int = 64, repeats: int = 3) -> dict[str, Any]:
     """Quantize a run's model, measure it, and write ``RUN/model/quantization.json``; returns what it wrote."""
     from modelforge.artifacts.model_dir import load_artifact
 
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend!r} is not known; valid: {', '.join(BACKENDS)}")
     loaded = load_artifact(Path(run))
+    if backend in ("onnx", "both") and loaded.task.export_graphs(loaded.model.eval()) is not None:
+        raise ConfigError(f"--backend {backend}: {loaded.directory} exports as several ONNX graphs (encoder + "
+                          "decoder), which the onnx back end does not quantize; use --backend torch")
     report: dict[str, Any] = {"date": date.today().isoformat()}
     if backend in ("torch", "both"):
-        report["torch"] = measure_torch(loaded, limit, batch_size)
+        report["torch"] = measure_torch(loaded, limit, batch_size, repeats)
     if backend in ("onnx", "both"):
         report["onnx"] = quantize_onnx(Path(run), loaded)
     atomic_write_json(loaded.directory / QUANTIZATION_FILE, report)

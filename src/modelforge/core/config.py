@@ -94,7 +94,7 @@ class TrainConfig(StrictConfig):
     seed: int = 0
     num_workers: Optional[int] = Field(
         None, ge=0, description="DataLoader worker processes; unset: min(4, usable CPUs - 1) for data read from disk "
-                                "(image folders), 0 for data held in memory")
+                                "(image, sound and video folders, COCO files), 0 for data held in memory")
     progress: Literal["auto", "on", "off"] = "auto"
     output_dir: str = Field("runs", description="runs go to <output_dir>/<recipe name>")
 
@@ -151,10 +151,12 @@ class AdapterConfig(StrictConfig):
 
 
 class ModelConfig(BaseModel):
-    """``name`` picks a registered model; every other key is a keyword of its builder."""
+    """``name`` picks a registered model; ``method`` how a task trains it (only tasks that declare methods take
+    one: ``Task.model_methods``); every other key is a keyword of its builder."""
 
     model_config = ConfigDict(extra="allow")
     name: str
+    method: Optional[str] = None
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.model_extra or {})

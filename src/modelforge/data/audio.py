@@ -23,6 +23,7 @@ import struct
 import tempfile
 import wave
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal, Optional, Union
@@ -209,6 +210,80 @@ def _read_wav_chunks(path: Path) -> tuple[int, int, int, str, bytes]:
     if tag not in (1, 3):
         raise DataError(f"{path}: unsupported WAV encoding (format tag {tag:#x}, e.g. compressed); {CONVERT_HINT}")
     return channels, bits // 8, rate, "float" if tag == 3 else "pcm", data
+
+
+@dataclass(frozen=True)
+class WavHeader:
+    """What a WAV header says, read without touching the samples: enough to index a folder of recordings."""
+
+    channels: int
+    sample_width: int  # bytes per sample
+    rate: int  # Hz
+    frames: int  # whole frames the data chunk holds (capped at what the file really contains)
+    encoding: Literal["pcm", "float"]
+
+    def length_at(self, sample_rate: int) -> int:
+        """Samples ``read_wav(path, sample_rate)`` returns for this file (its resampled length), without decoding."""
+        if self.rate == sample_rate:
+            return self.frames
+        orig, new = _resample_pair(self.rate, sample_rate)
+        g = math.gcd(orig, new)
+        up, down = new // g, orig // g
+        return self.frames if up == down else -(-self.frames * up // down)
+
+
+WAV_FORMATS = {"pcm": (1, 2, 3, 4), "float": (4, 8)}  # bytes per sample ``_decode_samples`` converts
+
+
+def read_wav_header(path: str | Path, max_seconds: float | None = None) -> WavHeader:
+    """The RIFF chunks of a WAV (format and data size only, the samples are skipped with a seek): raises the
+    DataError ``read_wav`` would for a non-WAV, a corrupt or unsupported header, no samples or a file over
+    ``max_seconds``. A file that passes can still fail when decoded (e.g. NaN samples), with a one-line error too."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                raise DataError(f"{path}: not a WAV file (no RIFF/WAVE header); {CONVERT_HINT}")
+            fmt_chunk, data_size, pos = None, None, 12
+            while data_size is None and pos + 8 <= size:
+                fh.seek(pos)
+                chunk_id, chunk_size = struct.unpack("<4sI", fh.read(8))
+                if chunk_id == b"fmt ":
+                    fmt_chunk = fh.read(min(chunk_size, 40))
+                elif chunk_id == b"data" and fmt_chunk is not None:
+                    data_size = min(chunk_size, size - pos - 8)  # a truncated file: the frames it really holds
+                pos += 8 + chunk_size + (chunk_size & 1)  # chunks are word aligned
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open audio file ({exc.strerror or exc})") from None
+    if fmt_chunk is None or len(fmt_chunk) < 16 or data_size is None:
+        raise DataError(f"{path}: corrupt WAV file (missing fmt or data chunk); {CONVERT_HINT}")
+    header = _header_of(path, fmt_chunk, data_size)
+    limit = _frame_limit(path, header.rate, max_seconds)
+    if limit is not None and header.frames > limit:
+        raise DataError(f"{path}: audio is {header.frames / header.rate:.1f} s long, over the {max_seconds:g} s "
+                        f"limit; trim or split it, or raise max_seconds")
+    return header
+
+
+def _header_of(path: Path, fmt_chunk: bytes, data_size: int) -> WavHeader:
+    tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", fmt_chunk[:16])
+    if tag == 0xFFFE and len(fmt_chunk) >= 26:
+        tag = struct.unpack("<H", fmt_chunk[24:26])[0]  # the sub-format GUID starts with the real format tag
+    if tag not in (1, 3):
+        raise DataError(f"{path}: unsupported WAV encoding (format tag {tag:#x}, e.g. compressed); {CONVERT_HINT}")
+    if channels < 1 or not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
+        raise DataError(f"{path}: corrupt WAV header ({channels} channels at {rate} Hz; rates from "
+                        f"{SAMPLE_RATES[0]} to {SAMPLE_RATES[1]} Hz are read); {CONVERT_HINT}")
+    encoding = "float" if tag == 3 else "pcm"
+    width = (bits + 7) // 8
+    if width not in WAV_FORMATS[encoding]:
+        raise DataError(f"{path}: unsupported WAV sample format ({8 * width}-bit {encoding}); {CONVERT_HINT}")
+    frames = data_size // (width * channels)
+    if frames == 0:
+        raise DataError(f"{path}: WAV holds no audio samples (0 frames); record or export it again")
+    return WavHeader(channels, width, rate, frames, encoding)
 
 
 def _decode_samples(path: Path, raw: bytes, width: int, fmt: str) -> np.ndarray:

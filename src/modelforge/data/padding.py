@@ -1,4 +1,4 @@
-"""One padding helper for variable-length rows (token ids, waveforms): a padded batch and the true lengths."""
+"""Padding for variable-length rows (token ids, waveforms): a padded batch and the true lengths; the speech batch."""
 
 from __future__ import annotations
 
@@ -21,3 +21,12 @@ def pad_rows(rows: Sequence[Sequence[int] | torch.Tensor], value: float = 0, *, 
     for i, row in enumerate(tensors):
         out[i, : len(row)] = row
     return out, lengths
+
+
+def collate_speech(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+    """(waveform, target) items → (waves, wave_lengths, targets[, target_lengths]): sequences padded, labels stacked."""
+    waves, wave_lengths = pad_rows([item[0] for item in items])
+    targets = [item[1] for item in items]
+    if targets[0].dim() == 0:
+        return waves, wave_lengths, torch.stack(targets)
+    return (waves, wave_lengths, *pad_rows(targets))

@@ -1,13 +1,13 @@
-"""Speech data shared by the speech tasks: the data section of their recipes, manifest/generated utterances read into
-waveforms, batching of variable-length audio, training-time augmentation (speed, noise) and the audio front end
-(features, served WAV inputs)."""
+"""Speech data shared by the speech tasks: the data section of their recipes, the user's manifest indexed for reading
+per item (``lazy_speech``) or the generated utterances held as waveforms, batching of variable-length audio,
+training-time augmentation (speed, noise) and the audio front end (features, served WAV inputs)."""
 
 from __future__ import annotations
 
 import functools
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -28,7 +28,7 @@ from modelforge.data.audio import (
     speed_perturb,
 )
 from modelforge.data.formats.speech_manifest import SpeechRecord
-from modelforge.data.padding import pad_rows
+from modelforge.data.padding import collate_speech
 from modelforge.data.split_config import SplitSeed, TestFraction, ValFraction
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -98,7 +98,7 @@ def load_records(cfg: SpeechDataConfig) -> dict[str, list[SpeechRecord]]:
 def read_split(
     cfg: SpeechDataConfig, records: list[SpeechRecord], split: str
 ) -> tuple[list[np.ndarray], list[SpeechRecord], list[str]]:
-    """Decode a split's audio to int16 arrays; returns (audio, kept records, messages of skipped files).
+    """Decode a generated split's audio to int16 arrays; returns (audio, kept records, messages of skipped files).
 
     Generated held-out splits get their background noise here, fixed per file, so every epoch and every run scores
     the same audio. Training audio stays clean: its noise is drawn per batch.
@@ -121,6 +121,29 @@ def read_split(
         audio.append(np.clip(np.rint(wave * 32767.0), -32768, 32767).astype(np.int16))
         kept.append(record)
     return audio, kept, skipped
+
+
+def speech_split(
+    cfg: SpeechDataConfig, records: list[SpeechRecord], split: str, target: Callable[[SpeechRecord], torch.Tensor]
+) -> tuple[torch.utils.data.Dataset, list[SpeechRecord], list[str]]:
+    """A split's dataset, the records it kept and the messages of skipped files; ``target`` maps a record to its
+    label or token ids (from the manifest text only).
+
+    The user's manifest is indexed from the WAV headers and decoded per item (``lazy_speech.WavFileDataset``), so
+    no waveform is held in memory; the generated sets are small and held as 16-bit samples (``WaveformDataset``).
+    Unreadable training files are skipped and counted (``data.on_error=skip``); in a held-out split they stop the run.
+    """
+    if cfg.source == "manifest":
+        from modelforge.data.lazy_speech import WavFileDataset, index_recordings
+
+        kept, lengths, skipped = index_recordings(records, cfg.features, cfg.on_error == "skip" and split == "train")
+        if not kept:
+            raise DataError(f"no readable audio among the {len(records)} {split} files of {cfg.path}")
+        dataset = WavFileDataset([r.path for r in kept], [target(r) for r in kept], lengths, cfg.features.sample_rate,
+                                 cfg.features.max_seconds)
+        return dataset, kept, skipped
+    audio, kept, skipped = read_split(cfg, records, split)
+    return WaveformDataset(audio, [target(r) for r in kept]), kept, skipped
 
 
 class WaveformDataset(torch.utils.data.Dataset):
@@ -148,15 +171,6 @@ class WaveformDataset(torch.utils.data.Dataset):
 
     def seconds(self, sample_rate: int) -> float:
         return float(self.lengths.sum()) / sample_rate
-
-
-def collate_speech(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
-    """(waveform, target) items → (waves, wave_lengths, targets[, target_lengths]): sequences padded, labels stacked."""
-    waves, wave_lengths = pad_rows([item[0] for item in items])
-    targets = [item[1] for item in items]
-    if targets[0].dim() == 0:
-        return waves, wave_lengths, torch.stack(targets)
-    return (waves, wave_lengths, *pad_rows(targets))
 
 
 def augment_waveforms(

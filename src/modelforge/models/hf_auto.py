@@ -196,6 +196,18 @@ class HFSpeechSeq2Seq(HFModel):
     def forward(self, input_features: torch.Tensor, tgt_ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return self.net(input_features=input_features, decoder_input_ids=tgt_ids, use_cache=False).logits
 
+    def encode(self, input_features: torch.Tensor) -> torch.Tensor:
+        """Encoder states (batch, frames / 2, dim) of a window of log-mel features (the ONNX encoder graph)."""
+        return self.net.get_encoder()(input_features=input_features).last_hidden_state
+
+    def decode(self, tgt_ids: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """Logits of every decoder position given the encoder states (no cache: the ONNX decoder graph)."""
+        encoded = transformers_module().modeling_outputs.BaseModelOutput(last_hidden_state=memory)
+        # an all-ones decoder mask, as HFModel.forward: without one transformers probes for packed sequences
+        # (torch.diff, which the ONNX exporter lacks); with one the computation is the same
+        return self.net(encoder_outputs=encoded, decoder_input_ids=tgt_ids, decoder_attention_mask=torch.ones_like(
+            tgt_ids), use_cache=False).logits
+
     @torch.no_grad()
     def generate_ids(self, input_features: torch.Tensor, prompt: torch.Tensor, search: dict[str, Any]) -> torch.Tensor:
         """The prompt (start, language, task tokens) and what transformers' ``generate`` continues it with."""
@@ -374,22 +386,22 @@ def checkpoint_or_artifact(model_cfg: Any, artifact_dir: Path | None) -> Path:
     return artifact_dir if artifact_dir is not None else checkpoint_dir(model_cfg.kwargs().get("checkpoint"))
 
 
-def auto_tokenizer(folder: Path) -> Any:
-    """transformers' ``AutoTokenizer`` of a checkpoint (or artifact) folder, offline; one-line error otherwise."""
+def _auto_preprocessor(folder: Path, auto_class: str, files: str) -> Any:
+    """transformers' ``auto_class`` (AutoTokenizer, AutoFeatureExtractor) of a checkpoint (or artifact) folder,
+    offline; one-line error naming ``files`` otherwise."""
     try:
-        return transformers_module().AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        return getattr(transformers_module(), auto_class).from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"model.checkpoint={folder}: AutoTokenizer cannot read its tokenizer files "
+        raise ConfigError(f"model.checkpoint={folder}: {auto_class} cannot read its {files} "
                           f"({str(exc).splitlines()[0][:200]})") from None
+
+
+def auto_tokenizer(folder: Path) -> Any:
+    return _auto_preprocessor(folder, "AutoTokenizer", "tokenizer files")
 
 
 def auto_feature_extractor(folder: Path) -> Any:
-    """transformers' ``AutoFeatureExtractor`` (preprocessor_config.json) of a checkpoint (or artifact) folder."""
-    try:
-        return transformers_module().AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"model.checkpoint={folder}: AutoFeatureExtractor cannot read its preprocessor_config.json "
-                          f"({str(exc).splitlines()[0][:200]})") from None
+    return _auto_preprocessor(folder, "AutoFeatureExtractor", "preprocessor_config.json")
 
 
 def saved_files(*parts: Any) -> dict[str, bytes]:

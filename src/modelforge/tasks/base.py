@@ -81,6 +81,9 @@ class Task:
     # The classical baseline fitted beside the model on the same split (tasks/baselines.py): "text" (TF-IDF of
     # ``self.baseline_texts``), "pixels" or "audio" (MFCC means); None: no baseline.
     baseline: ClassVar[str | None] = None
+    # The values ``model.method`` may take (how the task trains its network, e.g. text classification's auto |
+    # finetune | stack); empty: the task takes no method.
+    model_methods: ClassVar[tuple[str, ...]] = ()
     # what `modelforge tune` optimises when neither tune.metric nor train.early_stopping names a metric
     validation_metric: ClassVar[tuple[str, str]] = ("val_loss", "minimize")
 
@@ -141,6 +144,13 @@ class Task:
         """Yield (group name, StepOutput) in order; for each one the Trainer runs backward and that group's
         optimiser step (and clears every gradient) before resuming, so a later loss sees the updated parameters."""
         raise NotImplementedError
+
+    def fit_directly(self, model: nn.Module, splits: Splits) -> dict[str, Any] | None:
+        """Fit ``model`` without the gradient loop (a frozen encoder under a closed-form or scikit-learn head):
+        return what the fit chose (kept as ``fitted`` in the run summary; its ``how``, one line, is printed by
+        ``modelforge train``), and the Trainer then only evaluates and
+        checkpoints it. None (the default): the Trainer runs its gradient loop."""
+        return None
 
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
         """Metrics over a loader; float values are logged, others (e.g. a confusion matrix) only saved."""

@@ -27,6 +27,15 @@ from torch import nn
 from modelforge.core.errors import ConfigError
 
 
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, label_smoothing: float) -> torch.Tensor:
+    """Teacher forcing's loss: ``logits`` (B, T-1, V) from the targets' first T-1 tokens scored against their last
+    T-1 (B, T), padding left out."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets[:, 1:].flatten(), ignore_index=pad_id,
+                           label_smoothing=label_smoothing)
+
+
 class StepDecoder(Protocol):
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Next-token logits (rows, vocab) after feeding ``tokens`` (rows,)."""

@@ -116,8 +116,12 @@ def resolve(raw: dict[str, Any], source: str = "") -> Recipe:
     if isinstance(data_raw, dict):
         check_source(recipe.task, data_raw)
     data = validate(task_cls.DataConfig, data_raw, prefix="data.", source=source)
+    method = recipe.model.method
+    if method is not None and method not in task_cls.model_methods:
+        valid = ", ".join(task_cls.model_methods) or "none"
+        raise ConfigError(f"model.method={method!r}: task {recipe.task} trains with no such method (valid: {valid})")
     model_kwargs = _coerce_model_kwargs(recipe.model.name, recipe.model.kwargs())
-    model = {"name": recipe.model.name, **model_kwargs}
+    model = {"name": recipe.model.name, "method": method, **model_kwargs}
     return recipe.model_copy(update={"data": data, "model": type(recipe.model).model_validate(model)})
 
 

@@ -132,9 +132,31 @@ def _dp_optimizer_class() -> type:
                 float(group["lr"]) == 0.0 for group in self.param_groups)
             if state_init and closure is None:
                 return self.original_optimizer.step()
+            check_per_sample_gradients(self.params, getattr(self, "parameter_names", {}))
             return super().step(closure)
 
     return StateInitSafeDPOptimizer
+
+
+def check_per_sample_gradients(params: list[nn.Parameter], names: dict[int, str]) -> None:
+    """One-line ConfigError when Opacus gave a trainable parameter no per-example gradient, or one whose first axis
+    is not the batch: a weight used outside its layer's forward (a position table read by index, an attention bias
+    indexed by positions, not examples) or inside a layer Opacus has no per-sample rule for. Opacus itself fails
+    deep inside its clipping (tensor sizes differ) or says only "Per sample gradient is not initialized"."""
+    sizes = [p.grad_sample.shape[0] for p in params if getattr(p, "grad_sample", None) is not None]
+    batch = max(set(sizes), key=sizes.count) if sizes else 0
+    for p in params:
+        sample = getattr(p, "grad_sample", None)
+        if sample is None and p.grad is None:  # not used this step (LayerDrop skipped its layer): every example's
+            p.grad_sample = p.new_zeros((batch, *p.shape))  # gradient is zero; the step still adds its noise
+            continue
+        if sample is None or sample.shape[0] != batch:
+            name = names.get(id(p), f"a parameter of shape {list(p.shape)}")
+            why = "no per-example gradient" if sample is None else \
+                f"a per-example gradient over {sample.shape[0]} rows, not the batch's {batch}"
+            raise ConfigError(f"privacy: Opacus gives {name} {why} (a weight read outside its layer's forward, or a "
+                              "layer without a per-sample rule); DP-SGD cannot train it — add adapter: (LoRA trains "
+                              "the adapter only) or leave out privacy:")
 
 
 def _DPOptimizer(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 — a class factory (opacus is imported lazily)
@@ -163,6 +185,7 @@ class DPTraining(Callback):
                 expected_batch_size=self.batch_size,
             )
         self.optimizer = trainer.optimizer
+        self.optimizer.parameter_names = {id(p): name for name, p in trainer.model.named_parameters()}
         # Opacus hooks the first layer too, whose input (the data) needs no gradient; torch then warns at every
         # run that the full backward hook fires on outputs only, which is exactly what per-sample gradients use.
         warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")

@@ -195,12 +195,16 @@ class Trainer:
             self.train_model.train(was_training)
         return {f"{prefix}_{k}": v for k, v in metrics.items()}
 
-    def _after_eval(self, metrics: dict[str, Any]) -> None:
+    def _log_eval(self, metrics: dict[str, Any]) -> dict[str, float]:
         self.last_eval = metrics
         floats = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         self.metrics_log.write({"step": self.step, "epoch": self.epoch, "event": "eval", **floats})
         for cb in self.callbacks:
             cb.on_eval_end(self, metrics)
+        return floats
+
+    def _after_eval(self, metrics: dict[str, Any]) -> None:
+        floats = self._log_eval(metrics)
         stopper = self.cfg.early_stopping
         if stopper is None:
             return
@@ -361,6 +365,9 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     def fit(self, splits: Splits, resume: bool = False) -> dict[str, Any]:
+        fitted = self.task.fit_directly(self.model, splits)
+        if fitted is not None:
+            return self._fitted_directly(splits, fitted)
         if resume:
             self.resume()
         total = self.total_steps(len(splits.train))
@@ -387,6 +394,19 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         return summary
+
+    def _fitted_directly(self, splits: Splits, fitted: dict[str, Any]) -> dict[str, Any]:
+        """A model the task fitted without gradient steps (``Task.fit_directly``): evaluated on the validation split
+        and checkpointed like a trained one (a resumed run fits it again: the fit is deterministic and cheap)."""
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        if splits.val is not None:  # logged, but no early-stopping bookkeeping: there is one model, not a best one
+            self._log_eval(self.evaluate(splits.val))
+        self.save_checkpoint()
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return {"steps": self.step, "epochs": self.epoch, "stop_reason": None, "world_size": self.env.world_size,
+                "fitted": fitted}
 
     def _run_epoch(self, splits: Splits, total: int, progress: Progress) -> None:
         cfg = self.cfg

@@ -60,6 +60,7 @@ class CaptionSceneParams:
     min_scale: float = 0.26  # object size as a fraction of the image side
     max_scale: float = 0.38
     group_share: float = 0.25  # share of scenes with "two <kind>s" and a third object
+    single_share: float = 0.0  # share of train/val scenes holding one object alone: "a white 3", "a 3"
     seed: int = 0
 
     def key(self) -> str:
@@ -132,11 +133,17 @@ def _draw(image: np.ndarray, obj: SceneObject, digits: np.ndarray, labels: np.nd
     else:
         pool = np.flatnonzero(labels == int(obj.kind))
         alpha = _digit_alpha(digits[pool[rng.integers(len(pool))]], side)
+    _paste(image, alpha, obj.box, obj.colour)
+
+
+def _paste(image: np.ndarray, alpha: np.ndarray, box: tuple[int, int, int, int], colour: str) -> None:
+    """Blend ``alpha`` (a glyph or shape mask) in ``colour`` into the middle of the square ``box``."""
+    side = box[2] - box[0]
     height, width = alpha.shape  # a digit keeps its aspect ratio: centre it in its box
-    x = obj.box[0] + (side - width) // 2
-    y = obj.box[1] + (side - height) // 2
+    x = box[0] + (side - width) // 2
+    y = box[1] + (side - height) // 2
     region = image[y : y + height, x : x + width]
-    region[:] = region * (1 - alpha[..., None]) + np.asarray(COLOURS[obj.colour], np.float32) * alpha[..., None]
+    region[:] = region * (1 - alpha[..., None]) + np.asarray(COLOURS[colour], np.float32) * alpha[..., None]
 
 
 def _pair_scene(rng, size: int, sides: list[int], unseen: bool) -> tuple[list[SceneObject], list[str]] | None:
@@ -155,6 +162,15 @@ def _pair_scene(rng, size: int, sides: list[int], unseen: bool) -> tuple[list[Sc
         f"{noun(b.kind)} {RELATIONS[INVERSE[rel]]} {full_a}",
     ]
     return [a, b], captions
+
+
+def _single_scene(rng, size: int, sides: list[int], unseen: bool) -> tuple[list[SceneObject], list[str]] | None:
+    """One object alone, captioned by itself: what a zero-shot label prompt ("a 3", "a white 3") describes."""
+    kind, colour = _kind_colours(rng, unseen)
+    boxes = _place(rng, size, sides[:1], lambda _boxes: True)
+    if boxes is None:
+        return None
+    return [SceneObject(kind, colour, boxes[0])], [f"a {colour} {kind}", noun(kind)]
 
 
 def _group_scene(rng, size: int, sides: list[int], unseen: bool) -> tuple[list[SceneObject], list[str]] | None:
@@ -188,16 +204,20 @@ def _kind_colours_for(rng: np.random.Generator, kind: str) -> str:
 
 
 def render_caption_scene(rng: np.random.Generator, digits: np.ndarray, labels: np.ndarray,
-                         params: CaptionSceneParams, unseen: bool) -> tuple[np.ndarray, list[SceneObject], list[str]]:
-    """One uint8 (S, S, 3) scene, its objects and its captions; ``unseen``: name a held-out colour–kind pair."""
+                         params: CaptionSceneParams, unseen: bool,
+                         single_share: float = 0.0) -> tuple[np.ndarray, list[SceneObject], list[str]]:
+    """One uint8 (S, S, 3) scene, its objects and its captions; ``unseen``: name a held-out colour–kind pair;
+    ``single_share``: the chance of a lone object (no random number is drawn for it at 0, so the other scenes of a
+    split without lone objects are the ones drawn before lone objects existed)."""
     size = params.image_size
     while True:  # a layout that leaves a relation ambiguous is drawn again (rare)
-        group = rng.random() < params.group_share
-        scales = rng.uniform(params.min_scale, params.max_scale, 3 if group else 2)
+        single = single_share > 0 and rng.random() < single_share
+        group = not single and rng.random() < params.group_share
+        scales = rng.uniform(params.min_scale, params.max_scale, 1 if single else 3 if group else 2)
         sides = [max(8, round(size * scale)) for scale in scales]
         if group:
             sides[1] = sides[0]  # the two of a kind are the same size
-        scene = (_group_scene if group else _pair_scene)(rng, size, sides, unseen)
+        scene = (_single_scene if single else _group_scene if group else _pair_scene)(rng, size, sides, unseen)
         if scene is not None:
             break
     objects, captions = scene
@@ -216,7 +236,9 @@ def _write_split(root: Path, split: str, count: int, digits: np.ndarray, labels:
     for index in range(count):
         # one generator per image: any image can be regenerated alone, independent of the split sizes
         rng = np.random.default_rng([params.seed, SPLITS.index(split), index])
-        pixels, objects, captions = render_caption_scene(rng, digits, labels, params, unseen=split == "test")
+        # the test split holds no lone objects: its recall measures composition, comparably across versions
+        share = 0.0 if split == "test" else params.single_share
+        pixels, objects, captions = render_caption_scene(rng, digits, labels, params, split == "test", share)
         name = f"images/{index:06d}.png"
         Image.fromarray(pixels).save(root / split / name)
         described = [{"kind": o.kind, "colour": o.colour, "box": list(o.box)} for o in objects]
@@ -224,11 +246,26 @@ def _write_split(root: Path, split: str, count: int, digits: np.ndarray, labels:
     (root / split / "captions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def lone_glyph_scene(rng: np.random.Generator, glyph: np.ndarray, params: CaptionSceneParams | None = None,
+                     colour: str = "white") -> np.ndarray:
+    """A 28×28 MNIST glyph drawn as a lone-object scene draws a digit (background, size range, placement, colour):
+    what a zero-shot benchmark shows a model trained on these scenes."""
+    params = params or CaptionSceneParams()
+    size = params.image_size
+    side = max(8, round(size * rng.uniform(params.min_scale, params.max_scale)))
+    x, y = (int(v) for v in rng.integers(0, size - side + 1, 2))
+    image = _background(rng, size)
+    _paste(image, _digit_alpha(glyph, side), (x, y, x + side, y + side), colour)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
 def caption_scenes_dir(params: CaptionSceneParams | None = None, **overrides) -> Path:
     """Generate (or find in the cache) the set; returns the folder holding ``train/``, ``val/``, ``test/``."""
     params = replace(params or CaptionSceneParams(), **overrides)
     if not 0 < params.min_scale <= params.max_scale <= 0.45:
         raise ValueError(f"need 0 < min_scale <= max_scale <= 0.45, got {params.min_scale}, {params.max_scale}")
+    if not 0 <= params.single_share < 1:
+        raise ValueError(f"need 0 <= single_share < 1, got {params.single_share}")
     root = cache_dir("scenes-captions") / params.key()
     if (root / "test" / "captions.jsonl").is_file():
         return root

@@ -34,7 +34,7 @@ from modelforge.core.registry import register
 from modelforge.data.split_config import FractionSplitConfig
 from modelforge.data.text_encoding import TOKENIZER_FILE, TokenizerArtifact
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.beam_search import CachedStepDecoder, SearchSettings, search
+from modelforge.tasks.beam_search import CachedStepDecoder, SearchSettings, next_token_loss, search
 from modelforge.tasks.export_graphs import GraphSet
 from modelforge.tasks.multimodal.captioning_data import caption_dataset, channel_stats
 from modelforge.tasks.multimodal.captioning_metrics import caption_scores
@@ -190,10 +190,8 @@ class ImageCaptioning(TokenizerArtifact, Task):
 
     # ---- training and evaluation --------------------------------------------------------------------------------
     def training_step(self, model: nn.Module, batch: dict[str, Any]) -> StepOutput:
-        logits = self._teacher_forced(model, batch)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt"][:, 1:].flatten(),
-                               ignore_index=self.state_dict_["pad_id"], label_smoothing=self.data_cfg.label_smoothing)
-        return StepOutput(loss)
+        return StepOutput(next_token_loss(self._teacher_forced(model, batch), batch["tgt"], self.state_dict_["pad_id"],
+                                          self.data_cfg.label_smoothing))
 
     def batch_size_of(self, batch: dict[str, Any]) -> int:
         return len(batch["images"])

@@ -10,6 +10,9 @@ Predictions take an image each and answer, by the per-call options:
 
 - ``labels=[...]``: zero-shot classification — the image against each label prompt, softmax over
   ``logit_scale · cos``: ``{label, probability, top}`` as a classifier answers;
+- ``labels=[...], templates=[...]``: the same with prompt ensembling (Radford et al., 2021, §3.1.4): each label is
+  put into every template ("a {}", "a white {}"), and a label's text embedding is the normalised mean of its
+  prompts' embeddings;
 - ``query="..."``: the posted images ranked against one text: ``{score, rank}`` per image (rank 1 = best);
 - neither: the image's normalised embedding.
 """
@@ -46,6 +49,7 @@ from modelforge.tasks.multimodal import retrieval_data
 from modelforge.tasks.multimodal.retrieval_metrics import recall_at_k
 
 MAX_PROMPTS = 64  # label prompts per zero-shot call
+MAX_TEMPLATES = 16  # prompt templates per zero-shot call (each label is encoded once per template)
 
 
 class RetrievalDataConfig(FractionSplitConfig):
@@ -60,6 +64,9 @@ class RetrievalDataConfig(FractionSplitConfig):
     scenes_val: int = Field(300, ge=1, description="scenes: generated validation images (seen pairings)")
     scenes_test: int = Field(300, ge=1, description="scenes: generated test images (unseen colour–kind pairings)")
     scenes_seed: int = Field(0, description="scenes: generator seed")
+    scenes_single_share: float = Field(
+        0.0, ge=0, lt=1, description="scenes: share of train/val scenes holding one object alone, captioned 'a white "
+        "3' / 'a 3' (what zero-shot label prompts say); the test split never holds any")
     image_size: int = Field(64, ge=16, le=512, description="square side the images are resized to")
     max_captions: int = Field(5, ge=1, le=64, description="captions kept per image (the first N)")
     tokenizer: TokenizerConfig = Field(default_factory=lambda: TokenizerConfig(kind="pretrained", path="minilm"))
@@ -79,9 +86,9 @@ class ImageTextRetrieval(TokenizerArtifact, Task):
     DataConfig = RetrievalDataConfig
     input_kind = "image"
     capabilities = frozenset({"search"})
-    call_options = frozenset({"labels", "query"})
+    call_options = frozenset({"labels", "query", "templates"})
     # what a client may give in the predict request's query string (serve/inputs.py): repeated texts or one text
-    query_options = {"labels": "texts", "query": "text"}
+    query_options = {"labels": "texts", "query": "text", "templates": "texts"}
     validation_metric = ("val_mean_recall", "maximize")
 
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
@@ -250,13 +257,24 @@ class ImageTextRetrieval(TokenizerArtifact, Task):
         device = next(model.parameters()).device
         return model.encode_text(*self._text_inputs(ids.to(device), lengths.to(device)))
 
+    def label_embeddings(self, model: nn.Module, labels: list[str], templates: list[str] | None) -> torch.Tensor:
+        """Normalised embeddings of the label prompts; with ``templates``, each label's ensemble over them."""
+        if not templates:
+            return self.encode_texts(model, labels)
+        prompts = [template.replace("{}", label) for template in templates for label in labels]
+        return ensemble_prompts(self.encode_texts(model, prompts).view(len(templates), len(labels), -1))
+
     def forward(self, model: nn.Module, batch: torch.Tensor, labels: list[str] | None = None,
-                query: str | None = None) -> dict[str, Any]:
+                query: str | None = None, templates: list[str] | None = None) -> dict[str, Any]:
         texts = check_texts(labels, query)
+        check_templates(templates, labels)
         image_emb = model.encode_image(self._pixels(batch.to(next(model.parameters()).device)))
         if texts is None:
             return {"embedding": image_emb}
-        sims = image_emb @ self.encode_texts(model, texts).T
+        if labels:
+            sims = image_emb @ self.label_embeddings(model, texts, templates).T
+        else:
+            sims = image_emb @ self.encode_texts(model, texts).T
         return {"labels": labels, "logits": model.scale() * sims} if labels else {"query": query, "sims": sims[:, 0]}
 
     def postprocess(self, outputs: dict[str, Any]) -> list[Any]:
@@ -272,6 +290,8 @@ class ImageTextRetrieval(TokenizerArtifact, Task):
     def input_spec(self) -> dict[str, Any]:
         return {"kind": "image", "image_size": self.state_dict_.get("image_size"),
                 "options": {"labels": "label prompts (repeat the key): zero-shot probabilities per image",
+                            "templates": "with labels: prompt templates holding {} (repeat the key), e.g. 'a {}'; "
+                                         "each label scores by the mean of its prompts' embeddings",
                             "query": "one text: the posted images ranked by similarity to it"}}
 
     # ---- export -----------------------------------------------------------------------------------------------
@@ -298,3 +318,22 @@ def check_texts(labels: list[str] | None, query: str | None) -> list[str] | None
             raise ConfigError("the text query must be a non-empty text")
         return [query]
     return None
+
+
+def check_templates(templates: list[str] | None, labels: list[str] | None) -> None:
+    """Prompt templates come with label prompts, 1 to MAX_TEMPLATES distinct texts, each holding one ``{}``."""
+    if templates is None:
+        return
+    if labels is None:
+        raise ConfigError("prompt templates fill in label prompts: give labels with them")
+    if isinstance(templates, str) or not templates or len(templates) > MAX_TEMPLATES:
+        raise ConfigError(f"templates must be a list of 1 to {MAX_TEMPLATES} prompt templates")
+    if any(not isinstance(t, str) or t.count("{}") != 1 for t in templates):
+        raise ConfigError("every prompt template must hold {} once, where the label goes (e.g. 'a photo of a {}')")
+    if len(set(templates)) != len(templates):
+        raise ConfigError("prompt templates must differ from one another")
+
+
+def ensemble_prompts(embeddings: torch.Tensor) -> torch.Tensor:
+    """(templates, labels, D) normalised prompt embeddings → (labels, D): each label's mean, normalised again."""
+    return torch.nn.functional.normalize(embeddings.mean(dim=0), dim=-1)

@@ -19,7 +19,7 @@ def _scenes(cfg: Any) -> tuple[dict[str, CaptionedImages], dict[str, Any]]:
     from modelforge.data.builtin.caption_scenes import CaptionSceneParams, caption_scenes
 
     params = CaptionSceneParams(num_train=cfg.scenes_train, num_val=cfg.scenes_val, num_test=cfg.scenes_test,
-                                image_size=cfg.image_size, seed=cfg.scenes_seed)
+                                image_size=cfg.image_size, seed=cfg.scenes_seed, single_share=cfg.scenes_single_share)
     parts = caption_scenes(params)
     summary = {"source": "scenes-captions (generated)", "origins": {name: data.origin for name, data in parts.items()}}
     return parts, summary

@@ -39,6 +39,7 @@ from modelforge.data.padding import pad_rows
 from modelforge.data.split_config import FractionSplitConfig, TestFraction, ValFraction
 from modelforge.data.tokenizers import Tokenizer, train_bpe
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.beam_search import next_token_loss
 from modelforge.tasks.export_graphs import GraphSet
 from modelforge.tasks.seq2seq.decoding import SearchSettings, decode_ids
 
@@ -383,10 +384,8 @@ class Translation(Task):
 
     # ---- training and evaluation --------------------------------------------------------------------------------
     def training_step(self, model: nn.Module, batch: dict[str, Any]) -> StepOutput:
-        logits = self._teacher_forced(model, batch)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt"][:, 1:].flatten(),
-                               ignore_index=self.state_dict_["pad_id"], label_smoothing=self.data_cfg.label_smoothing)
-        return StepOutput(loss)
+        return StepOutput(next_token_loss(self._teacher_forced(model, batch), batch["tgt"], self.state_dict_["pad_id"],
+                                          self.data_cfg.label_smoothing))
 
     def batch_size_of(self, batch: dict[str, Any]) -> int:
         return len(batch["src"])

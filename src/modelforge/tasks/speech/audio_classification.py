@@ -21,7 +21,6 @@ from modelforge.data.padding import pad_rows
 from modelforge.data.speech import (
     SPLIT_NAMES,
     SpeechDataConfig,
-    WaveformDataset,
     audio_input_spec,
     augment_waveforms,
     check_split_sizes,
@@ -29,8 +28,8 @@ from modelforge.data.speech import (
     example_features,
     load_records,
     read_input_audio,
-    read_split,
     speech_features,
+    speech_split,
 )
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
@@ -75,9 +74,8 @@ class AudioClassification(Task):
                 summary[f"{split}_unknown_labels"] = len(parts[split]) - len(records)
             if not records:
                 continue
-            audio, kept, skipped = read_split(cfg, records, split)
-            targets = [torch.tensor(index[_label_of(r.text)], dtype=torch.long) for r in kept]
-            built[split] = WaveformDataset(audio, targets)
+            built[split], kept, skipped = speech_split(
+                cfg, records, split, lambda r: torch.tensor(index[_label_of(r.text)], dtype=torch.long))
             summary[f"{split}_size"] = len(kept)
             if skipped:
                 summary["skipped_files"] = len(skipped)

@@ -109,13 +109,37 @@ class CheckpointSpeech:
             best[torch.arange(best.shape[1], device=best.device).unsqueeze(0) >= frames.unsqueeze(1)] = \
                 self.tok.pad_token_id
             return [text.strip() for text in self.tok.batch_decode(best.tolist())]
+        rows = self.generated_ids(model, inputs["input_features"], beams)
+        return [text.strip() for text in self.tok.batch_decode(rows, skip_special_tokens=True)]
+
+    def search(self, model: nn.Module, beams: int = 1) -> dict[str, Any]:
+        """transformers' ``generate`` settings of a Whisper-style transcript (after the prompt, up to the end token)."""
         net_config = getattr(model, "net", model).config
         room = getattr(net_config, "max_target_positions", MAX_NEW_TOKENS + len(self.prompt)) - len(self.prompt)
-        search = {"num_beams": beams, "max_new_tokens": max(1, min(MAX_NEW_TOKENS, room)),
-                  "eos_token_id": self.tok.eos_token_id, "decoder_start_token_id": self.prompt[0],
-                  "pad_token_id": self.tok.pad_token_id if self.tok.pad_token_id is not None else
-                  self.tok.eos_token_id}
-        prompt = torch.tensor([self.prompt], device=waves.device).expand(len(waves), -1)
-        ids = model.generate_ids(inputs["input_features"], prompt, search)[:, len(self.prompt):].tolist()
-        rows = [row[: row.index(self.tok.eos_token_id)] if self.tok.eos_token_id in row else row for row in ids]
-        return [text.strip() for text in self.tok.batch_decode(rows, skip_special_tokens=True)]
+        return {"num_beams": beams, "max_new_tokens": max(1, min(MAX_NEW_TOKENS, room)),
+                "eos_token_id": self.tok.eos_token_id, "decoder_start_token_id": self.prompt[0],
+                "pad_token_id": self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id}
+
+    def generated_ids(self, model: nn.Module, features: torch.Tensor, beams: int = 1) -> list[list[int]]:
+        """The transcript ids generated after the prompt for each row, cut before the end token."""
+        prompt = torch.tensor([self.prompt], device=features.device).expand(len(features), -1)
+        ids = model.generate_ids(features, prompt, self.search(model, beams))[:, len(self.prompt):].tolist()
+        return [row[: row.index(self.tok.eos_token_id)] if self.tok.eos_token_id in row else row for row in ids]
+
+    # ---- ONNX export ------------------------------------------------------------------------------------------
+    def example_inputs(self, batch_size: int, frames: int) -> dict[str, torch.Tensor]:
+        """A CTC checkpoint's graph inputs: normalised waveforms of ``frames`` 10-ms frames (and the attention mask
+        when the feature extractor makes one); a Whisper-style checkpoint exports as encoder + decoder graphs."""
+        if self.kind != "ctc":
+            raise NotImplementedError("a Whisper-style checkpoint exports as encoder + decoder graphs, not one graph "
+                                      "of example inputs")
+        generator = torch.Generator().manual_seed(0)
+        waves = torch.randn(batch_size, frames * self.extractor.sampling_rate // 100, generator=generator)
+        inputs = {"input_values": (waves - waves.mean(1, keepdim=True)) / waves.std(1, keepdim=True)}
+        if getattr(self.extractor, "return_attention_mask", False):
+            inputs["attention_mask"] = torch.ones_like(waves, dtype=torch.long)
+        return inputs
+
+    def export_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        samples = {0: "batch", 1: "samples"}
+        return {"input_values": samples, "attention_mask": samples, "output": {0: "batch", 1: "output_frames"}}

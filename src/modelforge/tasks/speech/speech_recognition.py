@@ -1,10 +1,11 @@
 """Speech recognition: WAV → text with a CTC acoustic model over characters, scored by WER/CER (jiwer).
 
 Data comes from the generated ``spoken-digits`` / ``spoken-commands`` sets (espeak-ng, test voices never heard in
-training) or a user manifest (a folder with ``transcripts.tsv`` or a JSONL file). Waveforms are held in memory as
-16-bit samples; every batch is padded, optionally augmented (background noise, speed), turned into log-mel/MFCC
-features and SpecAugment-masked inside ``training_step``, so each epoch hears fresh noise and every random draw comes
-from the global torch RNG, which checkpoints capture (exact resume).
+training) or a user manifest (a folder with ``transcripts.tsv`` or a JSONL file). The generated waveforms are held
+in memory as 16-bit samples; a manifest's WAVs are indexed from their headers and decoded per item, in DataLoader
+workers (``data/lazy_speech.py``). Every batch is padded, optionally augmented (background noise, speed), turned
+into log-mel/MFCC features and SpecAugment-masked inside ``training_step``, so each epoch hears fresh noise and every
+random draw comes from the global torch RNG, which checkpoints capture (exact resume).
 
 With ``model.name=hf`` (a wav2vec2-style CTC or a Whisper checkpoint) ``checkpoint_speech.py`` supplies the
 checkpoint's feature extractor, tokenizer, loss and decoding in place of the log-mel front end and the characters.
@@ -31,7 +32,6 @@ from modelforge.data.padding import pad_rows
 from modelforge.data.speech import (
     SPLIT_NAMES,
     SpeechDataConfig,
-    WaveformDataset,
     audio_input_spec,
     augment_waveforms,
     check_split_sizes,
@@ -39,8 +39,8 @@ from modelforge.data.speech import (
     example_features,
     load_records,
     read_input_audio,
-    read_split,
     speech_features,
+    speech_split,
 )
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.speech.ctc_decoding import DEFAULT_CHARS, CharVocab, Lexicon, decode
@@ -111,9 +111,8 @@ class SpeechRecognition(Task):
         for split in SPLIT_NAMES:
             if not parts[split]:
                 continue
-            audio, kept, skipped = read_split(cfg, parts[split], split)
-            tokens = [torch.tensor(self._encode(r), dtype=torch.long) for r in kept]
-            built[split] = WaveformDataset(audio, tokens)
+            built[split], kept, skipped = speech_split(
+                cfg, parts[split], split, lambda r: torch.tensor(self._encode(r), dtype=torch.long))
             summary[f"{split}_size"] = len(kept)
             summary[f"{split}_hours"] = round(built[split].seconds(cfg.features.sample_rate) / 3600, 3)
             if skipped:
@@ -296,13 +295,22 @@ class SpeechRecognition(Task):
     def example_inputs(self, batch_size: int = 2, length: int = 40) -> dict[str, torch.Tensor]:
         """The acoustic model alone: features (B, F, T) + frame counts → per-frame CTC log-probs (B, T', V), with
         T' = (T - 1) // 2 + 1 valid frames per row; decoding (greedy/beam, lexicon) stays with the consumer."""
-        if self.pretrained:
-            raise NotImplementedError("export of model.name=hf speech recognition models is not supported; serve "
-                                      "the run (modelforge serve) or load it with modelforge.load")
+        if self.pretrained:  # a CTC checkpoint: waveform → logits (checkpoint_speech.py); Whisper: export_graphs
+            return self.checkpoint_speech().example_inputs(batch_size, length)
         n_features = self.state_dict_.get("n_features", self.data_cfg.features.n_features)
         return example_features(n_features, batch_size, length)
 
+    def export_graphs(self, model: nn.Module) -> Any:
+        """A Whisper-style checkpoint: encoder + decoder graphs (``speech_export.py``); else one graph."""
+        if not (self.pretrained and self.checkpoint_speech().kind == "seq2seq"):
+            return None
+        from modelforge.tasks.speech.speech_export import speech_seq2seq_graphs
+
+        return speech_seq2seq_graphs(self.checkpoint_speech(), model)
+
     def export_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        if self.pretrained:
+            return self.checkpoint_speech().export_dynamic_axes()
         return {"features": {0: "batch", 2: "frames"}, "lengths": {0: "batch"},
                 "output": {0: "batch", 1: "output_frames"}}
 

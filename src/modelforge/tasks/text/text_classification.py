@@ -42,8 +42,11 @@ from modelforge.data.text_encoding import (
 from modelforge.models.layers.masks import length_mask
 from modelforge.tasks.base import ReportSamples, ServedText, Splits, StepOutput, Task
 from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
+from modelforge.tasks.text.text_method import METHODS, MethodChoice, choose_method, stack_model_settings
 
 log = logging.getLogger("modelforge.data")
+# tokens that are no words of the text: the stack's TF-IDF never counts them
+SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "<pad>", "<s>", "</s>", "<mask>")
 
 
 class TextDataConfig(FractionSplitConfig):
@@ -91,6 +94,7 @@ class TextClassification(TokenizerArtifact, Task):
     DataConfig = TextDataConfig
     input_kind = "text"
     baseline = "text"
+    model_methods = METHODS  # model.method: tasks/text/text_method.py
 
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
@@ -194,14 +198,32 @@ class TextClassification(TokenizerArtifact, Task):
         self._read_what = (f"{name} ({record_format}; text column {text_column!r}, label column {label_column!r})")
         return parts, sorted(set(read["train"][1]))
 
-    def _found(self, parts: dict[str, tuple[list[str], list[str]]], label_names: list[str]) -> str:
+    def _found(self, parts: dict[str, tuple[list[str], list[str]]], label_names: list[str],
+               detail: str | None = None) -> str:
         from modelforge.data.found import class_counts, found_line
 
         cfg = self.data_cfg
         read = getattr(self, "_read_what", f"the built-in {cfg.source} data")
         origins = getattr(self, "_origins", {})
         splits = {k: (len(v[0]), origins.get(k, f"{cfg.source} {k} split")) for k, v in parts.items()}
-        return found_line(read, class_counts(parts["train"][1], label_names), splits)
+        return found_line(read, class_counts(parts["train"][1], label_names), splits, detail)
+
+    def _choose_method(self, rows: int) -> MethodChoice | None:
+        """Resolve ``model.method`` (auto | finetune | stack) for ``rows`` training texts at the chosen max_length and
+        write the method used into the recipe (the stack: model text_stack). None: the recipe names no method."""
+        from modelforge.core.config import ModelConfig
+
+        settings = self.recipe.model.model_dump()
+        if settings.get("method") is None:
+            return None
+        gradient_only = "adapter" if self.recipe.adapter is not None else "privacy" if self.recipe.privacy else None
+        choice = choose_method(settings["method"], settings["name"], bool(self.data_cfg.init_encoder),
+                               self.recipe.train, rows, self.data_cfg.max_length, gradient_only)
+        if choice.method == "stack":
+            settings = stack_model_settings(settings)
+        model = ModelConfig(**{**settings, "method": choice.method})
+        self.recipe = self.recipe.model_copy(update={"model": model})
+        return choice
 
     def datasets(self) -> Splits:
         cfg = self.data_cfg
@@ -223,6 +245,7 @@ class TextClassification(TokenizerArtifact, Task):
         if cfg.max_length == "auto":
             self.record_used(max_length=auto_max_length(tok, parts["train"][0], cfg.max_length_cap))
             cfg = self.data_cfg
+        choice = self._choose_method(len(parts["train"][0]))
         tensors, summary = {}, {}
         for split, (texts, labels) in parts.items():
             ids, lengths, truncated = encode_padded(tok, texts, cfg.max_length, pad_id)
@@ -236,8 +259,13 @@ class TextClassification(TokenizerArtifact, Task):
             "pad_id": pad_id,
             "vocab_size": tok.get_vocab_size(),
             "tokenizer": TOKENIZER_FILE,
+            "special_ids": sorted({tok.token_to_id(t) for t in SPECIAL_TOKENS} - {None}),
         }
-        summary.update(classes=len(label_names), vocab_size=tok.get_vocab_size(), found=self._found(parts, label_names))
+        detail = f"method {choice.method} ({choice.reason})" if choice else None
+        summary.update(classes=len(label_names), vocab_size=tok.get_vocab_size(),
+                       found=self._found(parts, label_names, detail))
+        if choice:
+            summary["method"] = choice.record()
         return Splits(train=tensors["train"], val=tensors.get("val"), test=tensors.get("test"), summary=summary)
 
     # ---- model ------------------------------------------------------------------------------------------------
@@ -247,7 +275,7 @@ class TextClassification(TokenizerArtifact, Task):
 
     def derived_model_kwargs(self) -> dict[str, Any]:
         return {"vocab_size": self.state_dict_["vocab_size"], "num_classes": len(self.labels),
-                "pad_id": self.state_dict_["pad_id"]}
+                "pad_id": self.state_dict_["pad_id"], "ignored_ids": self.state_dict_.get("special_ids", [])}
 
     def build_model(self) -> nn.Module:
         model = super().build_model()
@@ -320,6 +348,16 @@ class TextClassification(TokenizerArtifact, Task):
         return model(ids)
 
     # ---- training ---------------------------------------------------------------------------------------------
+    def fit_directly(self, model: nn.Module, splits: Splits) -> dict[str, Any] | None:
+        """The stack (model.method=stack) is fitted by logistic regression on its own features, not by steps."""
+        from modelforge.models.text_stack import TextStackClassifier
+
+        if not isinstance(model, TextStackClassifier):
+            return None
+        from modelforge.tasks.text.stack_fit import fit_stack
+
+        return fit_stack(model, splits)
+
     def training_step(self, model: nn.Module, batch: Any) -> StepOutput:
         ids, lengths, labels = batch
         return StepOutput(F.cross_entropy(self._logits(model, ids, lengths), labels))

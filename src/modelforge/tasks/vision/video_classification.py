@@ -1,9 +1,12 @@
 """Video classification: generated ``moving-digits`` clips or the user's clips in class folders → a video network.
 
 Every clip becomes ``num_frames`` frames sampled uniformly over its length (OpenCV decodes, see
-``data/formats/video.py``), converted to the wanted channels and squashed to ``image_size``² pixels, and is kept in
-memory as uint8 ``(frames, channels, H, W)``: unreadable videos are found before training starts and reported by
-path and reason (skipped and counted, or fatal with ``data.on_error=fail``). The network sees float clips
+``data/formats/video.py``), converted to the wanted channels and squashed to ``image_size``² pixels: uint8
+``(frames, channels, H, W)``. The user's clips are indexed (each one opened and its first frame decoded, so an
+unreadable video is found before training starts and reported by path and reason: skipped and counted, or fatal with
+``data.on_error=fail``; with ``data.check_clips=decode``, the default, every clip's frames are sampled once too, so a
+truncated clip is found as well) and decoded per item in DataLoader workers (``data/lazy_video.py``). The generated
+moving-digits clips are held in memory. The network sees float clips
 ``(batch, channels, frames, H, W)`` normalised with the training split's per-channel mean/std (saved in task.json).
 """
 
@@ -24,6 +27,7 @@ from modelforge.core.errors import DataError
 from modelforge.core.registry import register
 from modelforge.data.class_splits import check_classifier_splits
 from modelforge.data.formats.video import sample_clip_frames
+from modelforge.data.lazy_video import frames_to_clip
 from modelforge.data.split_config import HeldOutSplitConfig
 from modelforge.data.splits import holdout_split
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
@@ -52,28 +56,10 @@ class VideoDataConfig(HeldOutSplitConfig):
     # folder splits
     # split_seed also seeds the generated clips of moving-digits
     on_error: Literal["skip", "fail"] = Field("skip", description="unreadable videos: skip (counted) or fail")
-
-
-def frames_to_clip(frames: np.ndarray, channels: int, size: int) -> np.ndarray:
-    """uint8 frames (T, H, W) or (T, H, W, 3) RGB → uint8 (T, channels, size, size): grey or RGB, squashed square."""
-    import cv2
-
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or (frames.ndim == 4 and frames.shape[-1] not in (1, 3)):
-        raise DataError(f"a clip must be uint8 (T, H, W) or (T, H, W, 3) frames, got {frames.dtype} {frames.shape}")
-    out = np.empty((len(frames), channels, size, size), dtype=np.uint8)
-    for t, frame in enumerate(frames):
-        if frame.ndim == 3 and frame.shape[-1] == 1:
-            frame = frame[..., 0]
-        if channels == 1 and frame.ndim == 3:
-            frame = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        elif channels == 3 and frame.ndim == 2:
-            frame = np.repeat(frame[..., None], 3, axis=2)
-        if frame.shape[:2] != (size, size):
-            shrinking = frame.shape[0] > size or frame.shape[1] > size
-            frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-        out[t] = frame[None] if channels == 1 else frame.transpose(2, 0, 1)
-    return out
+    check_clips: Literal["decode", "header"] = Field(
+        "decode", description="folder source: 'decode' samples every clip's frames once while indexing (none kept), so "
+        "truncated clips are skipped and counted before training; 'header' only opens each clip and decodes its "
+        "first frame (a large folder starts at once; a clip truncated further on stops the run when first read)")
 
 
 @register("task", "video_classification")
@@ -117,26 +103,9 @@ class VideoClassification(Task):
             parts[split] = (np.ascontiguousarray(clips), arrays["labels"])
         return parts, list(MOTION_CLASSES)
 
-    def _read_clips(self, folder: Any) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
-        cfg = self.data_cfg
-        channels, size = cfg.channels or 3, cfg.image_size or 64
-        clips, labels, skipped = [], [], list(folder.skipped)
-        for path, label in folder.clips:
-            try:
-                frames = sample_clip_frames(path, cfg.num_frames)
-            except DataError as exc:
-                if cfg.on_error == "fail":
-                    raise
-                skipped.append((str(path), str(exc).removeprefix(f"{path}: ")))
-                log.warning("skipped %s: %s", path, skipped[-1][1])
-                continue
-            clips.append(frames_to_clip(frames, channels, size))
-            labels.append(label)
-        if not clips:
-            raise DataError(f"no readable videos among {len(folder.clips) + len(folder.skipped)} files")
-        return np.stack(clips), np.asarray(labels, dtype=np.int64), skipped
-
     def _folder(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
+        """The folder's index: per split, clip paths (bytes) and labels — each clip probed (opened, first frame
+        decoded), none read whole; the frames are decoded per item (``data/lazy_video.py``)."""
         from modelforge.data.formats.video import read_video_folder
 
         cfg = self.data_cfg
@@ -146,16 +115,56 @@ class VideoClassification(Task):
         split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
         if "train" not in split_dirs:
             split_dirs = {"all": root}
-        parts, classes, skipped = {}, None, []
+        parts, classes = {}, None
         for split, directory in split_dirs.items():
             folder = read_video_folder(directory, classes=classes, on_error=cfg.on_error)
             classes = classes or folder.classes
-            clips, labels, bad = self._read_clips(folder)
-            parts[split], skipped = (clips, labels), skipped + bad
-        if skipped:
-            log.warning("%d video(s) skipped as unreadable (data.on_error=fail stops instead)", len(skipped))
-        self._skipped = skipped
+            clips = self._decodable(folder.clips) if cfg.check_clips == "decode" else folder.clips
+            paths = np.asarray([str(p).encode("utf-8", "surrogateescape") for p, _ in clips], dtype=np.bytes_)
+            parts[split] = (paths, np.asarray([label for _, label in clips], dtype=np.int64))
+            self._skipped += folder.skipped
+        if self._skipped:
+            log.warning("%d video(s) skipped as unreadable (data.on_error=fail stops instead)", len(self._skipped))
         return parts, list(classes or [])
+
+    def _decodable(self, clips: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
+        """data.check_clips=decode: the clips whose frames all sample (decoded one at a time, none kept); the others
+        skipped and counted, or the first one fatal with data.on_error=fail."""
+        kept = []
+        for path, label in clips:
+            try:
+                sample_clip_frames(path, self.data_cfg.num_frames)
+            except DataError as exc:
+                if self.data_cfg.on_error == "fail":
+                    raise
+                self._skipped.append((str(path), str(exc).removeprefix(f"{path}: ")))
+                log.warning("skipped %s: %s", path, self._skipped[-1][1])
+                continue
+            kept.append((path, label))
+        if not kept:
+            raise DataError(f"no readable videos among {len(clips)} files")
+        return kept
+
+    def _lazy_splits(self, parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[Splits, list[int], Any]:
+        """Folder splits decoded per item; the mean/std from a spread sample of the training clips."""
+        from modelforge.data.lazy_video import ClipFileDataset, clip_statistics
+
+        cfg = self.data_cfg
+        channels, size = cfg.channels or 3, cfg.image_size or 64
+        sets = {k: ClipFileDataset(paths, labels, cfg.num_frames, channels, size) for k, (paths, labels) in
+                parts.items()}
+        return Splits(sets["train"], sets.get("val"), sets.get("test")), [cfg.num_frames, channels, size, size], \
+            clip_statistics(sets["train"])
+
+    def _memory_splits(self, parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[Splits, list[int], Any]:
+        """The generated clips, held in memory; the mean/std over the whole training split."""
+        tensors = {k: (torch.from_numpy(c), torch.from_numpy(y)) for k, (c, y) in parts.items()}
+        train_x = tensors["train"][0]
+        _, frames, channels, size, _ = train_x.shape
+        stats = train_x.float().div(255).transpose(1, 2).reshape(len(train_x), channels, -1)
+        mean = stats.mean(dim=(0, 2)).tolist()
+        std = stats.std(dim=(0, 2)).clamp_min(1e-6).tolist() if stats.numel() > 1 else [1.0] * channels
+        return Splits.from_tensors(tensors, {}), list(train_x.shape[1:]), (mean, std)
 
     def datasets(self) -> Splits:
         cfg = self.data_cfg
@@ -175,27 +184,21 @@ class VideoClassification(Task):
         if cfg.limit:
             parts["train"] = tuple(a[: cfg.limit] for a in parts["train"])
         check_classifier_splits({k: v[1] for k, v in parts.items()}, classes, cfg.path or f"data.source={cfg.source}")
-        tensors = {k: (torch.from_numpy(c), torch.from_numpy(y)) for k, (c, y) in parts.items()}
-        train_x = tensors["train"][0]
-        _, frames, channels, size, _ = train_x.shape
-        stats = train_x.float().div(255).transpose(1, 2).reshape(len(train_x), channels, -1)
-        self.state_dict_ = {
-            "labels": classes,
-            "channels": int(channels),
-            "image_size": int(size),
-            "num_frames": int(frames),
-            "mean": stats.mean(dim=(0, 2)).tolist(),
-            "std": stats.std(dim=(0, 2)).clamp_min(1e-6).tolist() if stats.numel() > 1 else [1.0] * channels,
-        }
-        summary: dict[str, Any] = {f"{k}_size": len(v[0]) for k, v in tensors.items()}
-        summary.update(classes=len(classes), clip_shape=list(train_x.shape[1:]), skipped=len(self._skipped))
+        build = self._memory_splits if cfg.source == "moving-digits" else self._lazy_splits
+        splits, shape, (mean, std) = build(parts)
+        frames, channels, size = shape[0], shape[1], shape[-1]
+        self.state_dict_ = {"labels": classes, "channels": int(channels), "image_size": int(size),
+                            "num_frames": int(frames), "mean": mean, "std": std}
+        summary: dict[str, Any] = {f"{k}_size": len(v[0]) for k, v in parts.items()}
+        summary.update(classes=len(classes), clip_shape=shape, skipped=len(self._skipped))
         if cfg.source == "folder":
             from modelforge.data.found import class_counts, split_folders_found
 
             counts = class_counts([classes[i] for i in parts["train"][1]], classes)
             summary["found"] = split_folders_found(f"{cfg.path} (one folder per class)", cfg.path, read_splits,
                                                    {k: len(v[0]) for k, v in parts.items()}, counts)
-        return Splits.from_tensors(tensors, summary)
+        splits.summary = summary
+        return splits
 
     # ---- model ------------------------------------------------------------------------------------------------
     @property
