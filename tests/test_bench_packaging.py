@@ -59,3 +59,22 @@ def test_the_build_puts_every_benchmark_script_into_the_package(tmp_path):
     assert shipped == {p.name for p in (REPO / "benchmarks").glob("*.py")} and "gpu_gpt2.py" in shipped
     assert (tmp_path / "out" / "modelforge" / "serve" / "static").is_dir()  # package data still ships
     assert (tmp_path / "out" / "modelforge" / "models" / "decode_precision.py").is_file()
+
+
+def test_bench_runs_a_companion_script_once_by_default_and_on_its_own_when_named(monkeypatch, capsys):
+    import subprocess
+
+    from modelforge import benchmarks_runner
+
+    ran: list[str] = []
+
+    def fake_run(command, **_):
+        ran.append(command[1].rsplit("/", 1)[-1])
+        return subprocess.CompletedProcess(command, 0, stdout="table: x | 1 | 1 | 1.0\n", stderr="")
+
+    monkeypatch.setattr(benchmarks_runner.subprocess, "run", fake_run)
+    assert benchmarks_runner.run_benchmarks([], quick=True) == 0
+    assert "train_speed.py" in ran and "seed_cnn_vs_keras.py" not in ran  # train_speed runs the Keras comparison
+    ran.clear()
+    assert benchmarks_runner.run_benchmarks(["seed_cnn_vs_keras"]) == 0 and ran == ["seed_cnn_vs_keras.py"]
+    capsys.readouterr()
