@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.setup-stamp
 APT_PACKAGES := espeak-ng diatheke sword-text-web sword-text-sparv opencv-doc chromium sox
 
-.PHONY: setup setup-system demo test lint bench clean
+.PHONY: setup setup-system demo test lint bench bench-peers clean
 
 setup: setup-system $(STAMP)
 
@@ -46,5 +46,12 @@ test: setup
 bench: setup
 	$(PY) benchmarks/trainer_overhead.py
 
+# The serving benchmark's BentoML peer in a venv of its own (its pins would move this one's packages); serve_load.py
+# finds it there. Not part of setup: only the benchmark needs it.
+BENTOML_VENV ?= .venv-bentoml
+bench-peers:
+	@test -x $(BENTOML_VENV)/bin/python || $(PYTHON) -m venv $(BENTOML_VENV)
+	$(BENTOML_VENV)/bin/python -m pip install -q "$(TORCH)" bentoml pillow
+
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) $(BENTOML_VENV) runs build *.egg-info

@@ -7,8 +7,9 @@ ratios. Modes: modelforge with batching off (--max-batch-size 1), on (adaptive w
 with --workers 2, and a raw image/png body instead of JSON; and BentoML (with --bentoml-python: a Python whose
 environment has bentoml, torch and Pillow, e.g. a separate venv, since bentoml's dependencies would change the
 project's) serving the same network as TorchScript behind its adaptive batching (@bentoml.api(batchable=True)),
-with the same JSON request bytes (without --bentoml-python: $MODELFORGE_BENTOML_PYTHON, else this Python if it has
-bentoml; when none has it, one line says so and the modelforge modes still run). --server-cpus / --client-cpus pin
+with the same JSON request bytes (without --bentoml-python: $MODELFORGE_BENTOML_PYTHON, else the checkout's
+.venv-bentoml made by `make bench-peers`, else this Python if it has bentoml; when none has it, one line says so and
+the modelforge modes still run). --server-cpus / --client-cpus pin
 the two sides with taskset.
 
 Targets: 0 errors, server CPU per request ≤ 0.4 ms, p99 ≤ 50 ms at 50 clients, batching's p99 ≤ no batching's,
@@ -415,12 +416,20 @@ def report(results: dict[str, LoadResult]) -> None:
         print(f"target {name}: {'met' if ok else 'NOT met'}")
 
 
+PEER_VENV = Path(__file__).resolve().parent.parent / ".venv-bentoml" / "bin" / "python"  # `make bench-peers`
+
+
 def default_bentoml_python() -> str | None:
-    """The BentoML peer's Python when none is given: $MODELFORGE_BENTOML_PYTHON, else this one if it has bentoml
-    (so `modelforge bench`, which passes no options, measures the peer wherever it is installed)."""
+    """The BentoML peer's Python when none is given: $MODELFORGE_BENTOML_PYTHON, else the checkout's
+    .venv-bentoml (`make bench-peers`), else this one if it has bentoml (so `modelforge bench`, which passes no
+    options, measures the peer wherever it is installed)."""
     import importlib.util
 
-    return os.environ.get(BENTOML_ENV) or (sys.executable if importlib.util.find_spec("bentoml") else None)
+    if os.environ.get(BENTOML_ENV):
+        return os.environ[BENTOML_ENV]
+    if PEER_VENV.is_file():
+        return str(PEER_VENV)
+    return sys.executable if importlib.util.find_spec("bentoml") else None
 
 
 def main() -> None:

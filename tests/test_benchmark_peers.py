@@ -59,11 +59,17 @@ def test_with_keras_both_sides_and_the_ratio_print(bench, monkeypatch, capsys):
     assert re.search(r"^table: seed_cnn epoch s vs Keras [\d.]+ \(torch\) \| [\d.]+ \| [\d.]+ \| [\d.]+$", out, re.M)
 
 
-def test_serve_load_finds_the_bentoml_python_without_options(monkeypatch):
+def test_serve_load_finds_the_bentoml_python_without_options(monkeypatch, tmp_path):
     serve_load = benchmark("serve_load")
     monkeypatch.setenv("MODELFORGE_BENTOML_PYTHON", "/opt/bento/bin/python")
     assert serve_load.default_bentoml_python() == "/opt/bento/bin/python"
     monkeypatch.delenv("MODELFORGE_BENTOML_PYTHON")
+    made = tmp_path / ".venv-bentoml" / "bin" / "python"  # what `make bench-peers` makes
+    made.parent.mkdir(parents=True)
+    made.write_text("")
+    monkeypatch.setattr(serve_load, "PEER_VENV", made)
+    assert serve_load.default_bentoml_python() == str(made)
+    monkeypatch.setattr(serve_load, "PEER_VENV", tmp_path / "absent")
     here = sys.executable if importlib.util.find_spec("bentoml") else None
     assert serve_load.default_bentoml_python() == here
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bentoml" else object())
