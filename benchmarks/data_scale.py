@@ -10,7 +10,8 @@ throughput of images decoded by DataLoader workers against the in-memory path.
    ``read_image_folder``) is measured alike for comparison (``rss_ratio_in_memory``, ``startup_ratio_in_memory``).
 2. MNIST digits written as 28×28 grayscale PNGs train ``mnist-cnn`` read lazily with the default workers, against
    the same recipe on the built-in MNIST arrays held in memory: samples/s over the steps after the first few,
-   ``throughput_ratio`` = lazy / in memory.
+   ``throughput_ratio`` = lazy / in memory; ``throughput_ratio_one_thread`` the same with ``OMP_NUM_THREADS=1`` on
+   both sides (on a 2-core machine the worker otherwise takes one of the cores the in-memory path computes on).
 3. If ``benchmarks/data_scale_text.py`` exists, its ``main(quick)`` figures are printed too.
 
     python benchmarks/data_scale.py [--quick] [--n N] [--steps K] [--workdir DIR]
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -109,9 +111,9 @@ def child_decode(spec: dict) -> dict:
     return {"images": len(images.labels), "first_step_s": time.perf_counter() - start, **_peaks()}
 
 
-def measure(kind: str, spec: dict) -> dict:
+def measure(kind: str, spec: dict, env: dict | None = None) -> dict:
     done = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(spec)], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     if done.returncode != 0:
         raise SystemExit(f"{kind} child failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -141,14 +143,16 @@ def scaling(work: Path, n: int, steps: int) -> dict:
             "startup_ratio_in_memory": big["in_memory"]["first_step_s"] / small["in_memory"]["first_step_s"]}
 
 
-def throughput(work: Path, count: int, steps: int) -> dict:
+def throughput(work: Path, count: int, steps: int, env: dict | None = None) -> dict:
     folder = write_mnist_folder(work / "mnist_png", count)
     common = [f"train.max_steps={steps}", "data.val_size=0", "train.progress=off", "train.checkpoint_every_steps=null"]
     lazy = measure("train", {"recipe": "mnist-cnn", "run_dir": str(work / "run_lazy"), "overrides": [
         *common, "data.source=folder", f"data.path={folder}", "data.channels=1", "data.image_size=28",
-        "data.test_size=0"]})
+        "data.test_size=0"]}, env)
     memory = measure("train", {"recipe": "mnist-cnn", "run_dir": str(work / "run_memory"), "overrides": [
-        *common, f"data.limit={count}"]})
+        *common, f"data.limit={count}"]}, env)
+    for run in ("run_lazy", "run_memory"):  # a second measurement (other threads) trains into the same names
+        shutil.rmtree(work / run)
     return {"lazy": lazy, "in_memory": memory, "throughput_ratio": lazy["samples_per_s"] / memory["samples_per_s"]}
 
 
@@ -181,6 +185,9 @@ def main() -> None:
         work = Path(tmp)
         scale = scaling(work, n, steps)
         speed = throughput(work, mnist_count, steps)
+        # on a machine with few cores the decoding workers take a core the in-memory path computes on; with one
+        # compute thread on both sides the ratio isolates what reading from disk itself costs
+        one_thread = throughput(work, mnist_count, steps, {"OMP_NUM_THREADS": "1"})
     for count, row in scale["rows"].items():
         for path, r in row.items():
             print(f"{count:>8} images  {path:<9}  peak RSS {r['peak_rss_mb']:7.1f} MB "
@@ -190,6 +197,8 @@ def main() -> None:
     for key in ("rss_ratio", "startup_ratio", "rss_ratio_in_memory", "startup_ratio_in_memory"):
         print(f"{key}: {scale[key]:.2f}")
     print(f"throughput_ratio: {speed['throughput_ratio']:.2f}")
+    print(f"throughput_ratio_one_thread: {one_thread['throughput_ratio']:.2f}  (OMP_NUM_THREADS=1 on both sides: "
+          f"{one_thread['lazy']['samples_per_s']:.0f} vs {one_thread['in_memory']['samples_per_s']:.0f} samples/s)")
     text = text_figures(args.quick)
     if text is not None:
         for key, value in text.items():
