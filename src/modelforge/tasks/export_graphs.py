@@ -14,8 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
+
+from modelforge.core.errors import ArtifactError
 
 
 @dataclass
@@ -41,3 +44,37 @@ class GraphSet:
     metadata: dict[str, str] = field(default_factory=dict)  # extra ONNX metadata for every file (JSON strings)
     # Called with {role: written file}; raises ArtifactError when onnxruntime disagrees with PyTorch.
     verify: Callable[[dict[str, Path]], Verification] | None = None
+
+
+class EncodeGraph(nn.Module):
+    """The ``encoder`` graph of a model with ``encode(inputs) -> memory`` (captioner, Whisper-style speech)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(inputs)
+
+
+class DecodeGraph(nn.Module):
+    """The ``decoder`` graph of a model with ``decode(tgt_ids, memory) -> logits`` (no KV cache: the whole prefix)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tgt_ids: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(tgt_ids, memory)
+
+
+def checked_difference(actual: np.ndarray, expected: np.ndarray, shapes: str, tolerance: float) -> float:
+    """Largest |onnxruntime − PyTorch| of one check; ArtifactError when the shapes or the values disagree."""
+    if actual.shape != expected.shape:
+        raise ArtifactError(f"ONNX logits have shape {list(actual.shape)}, PyTorch's {list(expected.shape)} on "
+                            f"{shapes}; the export is wrong")
+    diff = float(np.abs(actual - expected).max())
+    if not diff <= tolerance:
+        raise ArtifactError(f"ONNX logits differ from PyTorch by {diff:.3g} (> {tolerance:g}) on {shapes}; "
+                            "the export is wrong")
+    return diff

@@ -22,7 +22,7 @@ from torch import nn
 
 from modelforge.core.errors import ArtifactError, first_line
 from modelforge.tasks.beam_search import CachedStepDecoder, SearchSettings, search
-from modelforge.tasks.export_graphs import GraphSet, OnnxGraph, Verification
+from modelforge.tasks.export_graphs import DecodeGraph, EncodeGraph, GraphSet, OnnxGraph, Verification
 
 META_KEY = "modelforge.captioning"
 TOLERANCE = 1e-4  # as artifacts/export.py: largest |onnxruntime − PyTorch| accepted
@@ -35,24 +35,6 @@ class CaptioningTask(Protocol):
 
     def state(self) -> dict[str, Any]: ...
     def search_settings(self, beam_size: int | None = None, length_penalty: float | None = None) -> SearchSettings: ...
-
-
-class EncoderGraph(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(images)
-
-
-class DecoderGraph(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tgt_ids: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(tgt_ids, memory)
 
 
 def _inputs(state: dict[str, Any], batch: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +50,7 @@ def captioning_graphs(task: CaptioningTask, model: nn.Module) -> GraphSet:
     """The encoder and decoder graphs of a trained ``image_captioner``, with their check."""
     model = getattr(model, "module", model).eval()
     state = task.state()
-    encoder, decoder = EncoderGraph(model).eval(), DecoderGraph(model).eval()
+    encoder, decoder = EncodeGraph(model).eval(), DecodeGraph(model).eval()
     images, ids = _inputs(state, *TRACE, seed=0)
     with torch.no_grad():
         memory = encoder(images)

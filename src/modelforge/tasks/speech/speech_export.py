@@ -25,7 +25,14 @@ import torch
 from torch import nn
 
 from modelforge.core.errors import ArtifactError, first_line
-from modelforge.tasks.export_graphs import GraphSet, OnnxGraph, Verification
+from modelforge.tasks.export_graphs import (
+    DecodeGraph,
+    EncodeGraph,
+    GraphSet,
+    OnnxGraph,
+    Verification,
+    checked_difference,
+)
 
 META_KEY = "modelforge.speech_seq2seq"
 TOLERANCE = 1e-4  # as artifacts/export.py: largest |onnxruntime − PyTorch| accepted
@@ -33,24 +40,6 @@ TRACE = (2, 4)  # batch, target length of the traced examples
 CHECKS = ((3, 2), (1, 6))  # other batch sizes and target lengths, so every dynamic axis is exercised
 TARGET_AXES = {0: "batch", 1: "tgt_len"}
 EXAMPLE_WAVES = 3  # waveforms the greedy loop is checked on
-
-
-class EncoderGraph(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_features: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(input_features)
-
-
-class DecoderGraph(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tgt_ids: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(tgt_ids, memory)
 
 
 def _features(speech: Any, batch: int, seed: int) -> torch.Tensor:
@@ -79,9 +68,9 @@ def speech_seq2seq_graphs(speech: Any, model: nn.Module) -> GraphSet:
     with torch.no_grad():
         memory = model.encode(features)
     graphs = [
-        OnnxGraph("encoder", EncoderGraph(model).eval(), {"input_features": features}, ["memory"],
+        OnnxGraph("encoder", EncodeGraph(model).eval(), {"input_features": features}, ["memory"],
                   {"input_features": {0: "batch"}, "memory": {0: "batch"}}),
-        OnnxGraph("decoder", DecoderGraph(model).eval(),
+        OnnxGraph("decoder", DecodeGraph(model).eval(),
                   {"tgt_ids": _targets(speech, vocab, batch, tgt_len, seed=0), "memory": memory}, ["logits"],
                   {"tgt_ids": TARGET_AXES, "memory": {0: "batch"}, "logits": TARGET_AXES}),
     ]
@@ -129,13 +118,7 @@ def verify(speech: Any, model: nn.Module, contract: dict[str, Any], files: dict[
             actual = decoder.run(None, {"tgt_ids": tgt.numpy(), "memory": memory})[0]
         except Exception as exc:  # the first line says which node failed
             raise ArtifactError(f"onnxruntime cannot run the exported graphs on {shapes}: {first_line(exc)}") from exc
-        if actual.shape != expected.shape:
-            raise ArtifactError(f"ONNX logits have shape {list(actual.shape)}, PyTorch's {list(expected.shape)} on "
-                                f"{shapes}; the export is wrong")
-        diff = max(diff, float(np.abs(actual - expected).max()))
-        if not diff <= TOLERANCE:
-            raise ArtifactError(f"ONNX logits differ from PyTorch by {diff:.3g} (> {TOLERANCE:g}) on {shapes}; "
-                                "the export is wrong")
+        diff = max(diff, checked_difference(actual, expected, shapes, TOLERANCE))
     features = _features(speech, EXAMPLE_WAVES, seed=len(CHECKS) + 1)
     expected_ids = speech.generated_ids(model, features)
     actual_ids = greedy_decode(encoder, decoder, features.numpy(), contract)
