@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from modelforge.data.builtin.scenes import SHAPES, _digit_alpha, _iou, _shape_alpha, write_glyph_splits
-from modelforge.data.cache import cache_dir
+from modelforge.data.builtin.scenes import SHAPES, _digit_alpha, _iou, _shape_alpha, cached_glyph_splits
 from modelforge.data.captions import CaptionedImages, read_rgb
 
-log = logging.getLogger("modelforge.data")
 SPLITS = ("train", "val", "test")
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (230, 40, 40), "green": (40, 200, 60), "blue": (70, 110, 255), "yellow": (240, 220, 40),
@@ -266,12 +263,7 @@ def caption_scenes_dir(params: CaptionSceneParams | None = None, **overrides) ->
         raise ValueError(f"need 0 < min_scale <= max_scale <= 0.45, got {params.min_scale}, {params.max_scale}")
     if not 0 <= params.single_share < 1:
         raise ValueError(f"need 0 <= single_share < 1, got {params.single_share}")
-    root = cache_dir("scenes-captions") / params.key()
-    if (root / "test" / "captions.jsonl").is_file():
-        return root
-    log.info("generating scenes-captions into %s", root)
-    write_glyph_splits(root, params, _write_split)
-    return root
+    return cached_glyph_splits("scenes-captions", params, "captions.jsonl", _write_split)
 
 
 def caption_scenes(params: CaptionSceneParams | None = None, **overrides) -> dict[str, CaptionedImages]:

@@ -197,14 +197,20 @@ def mnist_glyph_sources() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     }
 
 
-def write_glyph_splits(root: Path, params: Any, write_split: Callable[..., None]) -> None:
-    """Write a generated scene set's train/val/test into ``root`` at once (atomically): ``write_split(folder, split,
+def cached_glyph_splits(name: str, params: Any, finished: str, write_split: Callable[..., None]) -> Path:
+    """The generated scene set ``name`` for ``params``: ``cache_dir(name)/<params key>``, written there once (all
+    splits at once, atomically) unless ``test/<finished>`` shows it is already there. ``write_split(folder, split,
     count, glyphs, labels, params)`` draws ``params.num_<split>`` scenes from that split's MNIST glyphs."""
+    root = cache_dir(name) / params.key()
+    if (root / "test" / finished).is_file():
+        return root
+    log.info("generating %s into %s", name, root)
     sources = mnist_glyph_sources()
     counts = {"train": params.num_train, "val": params.num_val, "test": params.num_test}
     with atomic_directory(root) as tmp:
         for split in SPLITS:
             write_split(tmp, split, counts[split], *sources[split], params)
+    return root
 
 
 def scenes_digits(params: SceneParams | None = None, **overrides) -> Path:
@@ -212,9 +218,4 @@ def scenes_digits(params: SceneParams | None = None, **overrides) -> Path:
     params = replace(params or SceneParams(), **overrides)
     if not 1 <= params.min_objects <= params.max_objects:
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {params.min_objects}, {params.max_objects}")
-    root = cache_dir("scenes-digits") / params.key()
-    if (root / "test" / "instances.json").is_file():
-        return root
-    log.info("generating scenes-digits into %s", root)
-    write_glyph_splits(root, params, _write_split)
-    return root
+    return cached_glyph_splits("scenes-digits", params, "instances.json", _write_split)
