@@ -31,11 +31,11 @@ from torch import nn
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ConfigError, DataError
 from modelforge.core.registry import register
-from modelforge.data.split_config import FractionSplitConfig
 from modelforge.data.text_encoding import TOKENIZER_FILE, TokenizerArtifact
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.beam_search import CachedStepDecoder, SearchSettings, next_token_loss, search
 from modelforge.tasks.export_graphs import GraphSet
+from modelforge.tasks.multimodal.caption_files_config import CaptionFilesConfig
 from modelforge.tasks.multimodal.captioning_data import caption_dataset, channel_stats
 from modelforge.tasks.multimodal.captioning_metrics import caption_scores
 
@@ -46,14 +46,8 @@ class CaptionDecodingConfig(StrictConfig):
     compare_greedy: bool = Field(True, description="test: also report greedy-decoding metrics (suffix _greedy)")
 
 
-class CaptioningDataConfig(FractionSplitConfig):
+class CaptioningDataConfig(CaptionFilesConfig):
     source: Literal["scenes-captions", "files"] = "scenes-captions"
-    path: Optional[str] = Field(None, description="files: a captions CSV/TSV/JSONL, a COCO captions_*.json, or a "
-                                                  "folder holding one (or train/ val/ test/ subfolders that do)")
-    images_dir: Optional[str] = Field(None, description="files: folder the image paths are relative to")
-    image_column: str = "image"
-    caption_column: str = "caption"
-    on_error: Literal["skip", "fail"] = Field("skip", description="a missing/unreadable image: skip and count, or fail")
     num_train: int = Field(3000, ge=1, description="scenes-captions: generated training scenes")
     num_val: int = Field(300, ge=1, description="scenes-captions: generated validation scenes")
     num_test: int = Field(300, ge=1, description="scenes-captions: generated test scenes (unseen pairings)")

@@ -32,7 +32,6 @@ from modelforge.core.registry import register
 from modelforge.data.caption_text import encode_for_encoder
 from modelforge.data.captions import CaptionedImages, read_rgb, resize_rgb
 from modelforge.data.padding import pad_rows
-from modelforge.data.split_config import FractionSplitConfig
 from modelforge.data.tensors import TensorDataset
 from modelforge.data.text_encoding import (
     TokenizerArtifact,
@@ -46,20 +45,16 @@ from modelforge.models.layers.masks import length_mask
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.metrics import ranked_labels
 from modelforge.tasks.multimodal import retrieval_data
+from modelforge.tasks.multimodal.caption_files_config import CaptionFilesConfig
 from modelforge.tasks.multimodal.retrieval_metrics import recall_at_k
 
 MAX_PROMPTS = 64  # label prompts per zero-shot call
 MAX_TEMPLATES = 16  # prompt templates per zero-shot call (each label is encoded once per template)
 
 
-class RetrievalDataConfig(FractionSplitConfig):
+class RetrievalDataConfig(CaptionFilesConfig):
     limit: Optional[int] = Field(None, ge=1, description="use only the first N images of every split (quick runs)")
     source: Literal["scenes", "files"] = Field("scenes", description="generated scenes-captions, or your files")
-    path: Optional[str] = Field(None, description="files: captions.csv/.jsonl, captions_*.json, or a folder of them")
-    images_dir: Optional[str] = Field(None, description="files: folder the image paths are relative to")
-    image_column: str = "image"
-    caption_column: str = "caption"
-    on_error: Literal["skip", "fail"] = Field("skip", description="missing/unreadable images: skip (counted) or fail")
     scenes_train: int = Field(3000, ge=1, description="scenes: generated training images")
     scenes_val: int = Field(300, ge=1, description="scenes: generated validation images (seen pairings)")
     scenes_test: int = Field(300, ge=1, description="scenes: generated test images (unseen colour–kind pairings)")
