@@ -95,7 +95,7 @@ def test_pretrained_tokenizer_needs_a_path():
 
 def test_batches_are_padded_with_lengths_and_label_ids(tmp_path):
     task, splits = _classifier(tmp_path, tokenizer={"kind": "word"})
-    ids, lengths, labels = splits.train.tensors
+    ids, lengths, labels = splits.train.get_batch(range(len(splits.train)))
     assert task.labels == ["neg", "pos"] and labels[:2].tolist() == [1, 0]
     assert ids.shape == (len(REVIEWS), int(lengths.max()))
     for row, n in zip(ids, lengths):
@@ -105,7 +105,7 @@ def test_batches_are_padded_with_lengths_and_label_ids(tmp_path):
 
 def test_max_length_truncates_and_counts(tmp_path):
     task, splits = _classifier(tmp_path, max_length=5)
-    assert splits.train.tensors[0].shape[1] == 5
+    assert splits.train[0][0].shape == (5,)
     assert splits.summary["train_truncated"] == 4 * 6  # all but "Great fun!" and "Boring." have > 5 tokens
     assert task.tokenizer.encode("Great fun!").ids and len(task.tokenizer.encode("Boring.").ids) == 2
 
@@ -118,7 +118,7 @@ def test_file_source_hash_split_and_limit(tmp_path):
     assert sum(sizes) == len(REVIEWS) and all(sizes)
     task, limited = _classifier(tmp_path, limit=4)
     assert len(limited.train) == 4
-    assert sorted(limited.train.tensors[2].tolist()) == [0, 0, 1, 1], "spread over the file, not its first rows"
+    assert sorted(limited.train.targets.tolist()) == [0, 0, 1, 1], "spread over the file, not its first rows"
 
 
 def test_a_test_label_unseen_in_training_is_an_error(tmp_path):

@@ -117,17 +117,24 @@ def pad_id_of(tok: Tokenizer) -> int:
     return 0
 
 
+def encode_rows(tok: Tokenizer, texts: list[str], max_length: int, pad_id: int) -> tuple[list[list[int]], int]:
+    """(ids of each text, at most ``max_length``; number truncated); a text that encodes to nothing becomes one
+    [UNK] (the pad id when there is none)."""
+    tok.enable_truncation(max_length)  # the library keeps [CLS]/[SEP] of a pretrained tokenizer when it truncates
+    try:
+        encodings = tok.encode_batch(texts)
+    finally:
+        tok.no_truncation()
+    unk = tok.token_to_id(UNK)
+    fallback = [unk if unk is not None else pad_id]
+    return [enc.ids or fallback for enc in encodings], sum(1 for enc in encodings if enc.overflowing)
+
+
 def encode_padded(
     tok: Tokenizer, texts: list[str], max_length: int, pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(ids (n, longest), lengths (n,), number truncated); a text that encodes to nothing becomes one [UNK]."""
-    tok.enable_truncation(max_length)  # the library keeps [CLS]/[SEP] of a pretrained tokenizer when it truncates
-    encodings = tok.encode_batch(texts)
-    tok.no_truncation()
-    unk = tok.token_to_id(UNK)
-    fallback = [unk if unk is not None else pad_id]
-    rows = [enc.ids or fallback for enc in encodings]
-    truncated = sum(1 for enc in encodings if enc.overflowing)
+    """(ids (n, longest), lengths (n,), number truncated): ``encode_rows`` padded to the longest."""
+    rows, truncated = encode_rows(tok, texts, max_length, pad_id)
     ids, lengths = pad_rows(rows, pad_id, min_width=1)
     return ids, lengths, truncated
 

@@ -16,7 +16,7 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,36 +146,74 @@ def open_token_file(path: Path) -> TokenFile | None:
     return TokenFile(path, meta)
 
 
-class TokenWriter:
-    """Appends ids to a temporary file beside ``path``; ``commit`` renames it into place and writes the sidecar."""
+class ArrayWriter:
+    """Appends a flat array of ``dtype`` to a temporary file beside ``path``; ``finish`` renames it into place."""
 
-    def __init__(self, path: Path, vocab_size: int):
+    def __init__(self, path: Path, dtype: np.dtype | str):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.dtype, self.count = path, token_dtype(vocab_size), 0
+        self.path, self.dtype, self.count = path, np.dtype(dtype), 0
         fd, self.tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         self.fh = os.fdopen(fd, "wb")
 
-    def write(self, ids: Sequence[int]) -> None:
-        array = np.asarray(ids, dtype=np.int64)
-        if array.size and (array.min() < 0 or array.max() >= np.iinfo(self.dtype).max + 1):
-            raise ValueError(f"token id out of range for {self.dtype}")  # a tokenizer larger than it claims
+    def write(self, values: Any) -> None:
+        array = np.asarray(values)
         self.fh.write(array.astype(self.dtype).tobytes())
         self.count += int(array.size)
 
-    def commit(self, meta: dict[str, Any]) -> TokenFile:
+    def finish(self) -> None:
         self.fh.flush()
         os.fsync(self.fh.fileno())
         self.fh.close()
         os.replace(self.tmp, self.path)
-        full = {"format": FORMAT, "dtype": self.dtype.str, "tokens": self.count, **meta}
-        atomic_write_json(sidecar_of(self.path), full)
-        return TokenFile(self.path, full)
 
     def discard(self) -> None:
         if not self.fh.closed:
             self.fh.close()
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
+
+
+class TokenWriter(ArrayWriter):
+    """Appends ids (checked against the dtype's range); ``commit`` renames the file into place and writes the
+    sidecar."""
+
+    def __init__(self, path: Path, vocab_size: int):
+        super().__init__(path, token_dtype(vocab_size))
+
+    def write(self, ids: Sequence[int]) -> None:
+        array = np.asarray(ids, dtype=np.int64)
+        if array.size and (array.min() < 0 or array.max() >= np.iinfo(self.dtype).max + 1):
+            raise ValueError(f"token id out of range for {self.dtype}")  # a tokenizer larger than it claims
+        super().write(array)
+
+    def commit(self, meta: dict[str, Any]) -> TokenFile:
+        self.finish()
+        full = {"format": FORMAT, "dtype": self.dtype.str, "tokens": self.count, **meta}
+        atomic_write_json(sidecar_of(self.path), full)
+        return TokenFile(self.path, full)
+
+
+@contextmanager
+def progress_bar(description: str, total: int, unit: str = "characters") -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr while the block runs (silent off a terminal: stdout may carry a command's
+    JSON); yields ``advance(amount)``. ``unit`` is "characters" (shown as a transfer) or "rows" (m of n)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    counted = [DownloadColumn(), TransferSpeedColumn()] if unit == "characters" else [MofNCompleteColumn()]
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), *counted, TimeRemainingColumn(), console=console,
+                  transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(description, total=max(total, 1))
+        yield lambda amount: bar.advance(task, amount)
 
 
 def line_batches(pieces: Iterable[tuple[str, str]], batch_chars: int = BATCH_CHARS
@@ -216,20 +254,14 @@ def encode_to_file(tokenizer: Any, pieces: Iterable[tuple[str, str]], writer: To
     import time
     from itertools import chain
 
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
     ranges: dict[str, list[int]] = {}
     encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # the same ids, without offsets
     started = time.perf_counter()
-    console = Console(stderr=True)  # stdout may carry a command's JSON; off a terminal the bar stays silent
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task(description, total=max(total_chars, 1))
+    with progress_bar(description, total_chars) as advance:
         for split, lines, size in line_batches(pieces):
             start = ranges.setdefault(split, [writer.count, writer.count])[0]
             encodings = encode(lines)
             writer.write(np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64))
             ranges[split] = [start, writer.count]
-            bar.advance(task, size)
+            advance(size)
     return ranges, time.perf_counter() - started

@@ -19,7 +19,7 @@ fitted by logistic regression (tasks/text/stack_fit.py), not by gradient steps.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +67,7 @@ class InGraphTfidf(nn.Module):
         return buckets, share / norm
 
     @torch.no_grad()
-    def fit_idf(self, rows: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    def fit_idf(self, rows: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> int:
         """Set ``idf`` from the training rows, given as (input_ids, attention_mask) batches: scikit-learn's smooth
         idf ln((1 + n) / (1 + df)) + 1, and 0 for buckets no training row has. Returns the buckets seen."""
         df = torch.zeros(self.size, dtype=torch.float64)

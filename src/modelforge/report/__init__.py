@@ -99,6 +99,8 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, samples:
                 for row in ((f"model {name}", metrics.get(name)), (f"baseline {name}", baseline.get(name)))]
         rows += [("baseline", baseline.get("method")), ("baseline C", baseline.get("C")),
                  ("baseline training rows", baseline.get("train_rows"))]
+        if "test_rows" in baseline:  # fewer than the model's when a split read from disk is over MAX_TRAIN rows
+            rows.append(("baseline test rows", baseline["test_rows"]))
         body = html.paragraph(baseline["verdict"]) + html.key_value_table(rows)
         sections.append(html.Section("Baseline", body))
     data = run.summary.get("data") or {}

@@ -31,9 +31,19 @@ GRID = (0.01, 0.1, 1.0, 10.0, 100.0)  # C values tried on the validation split
 MAX_TRAIN = 20_000  # rows the baseline fits on at most (an evenly spaced subset): seconds, not minutes
 
 
+def baseline_rows(count: int) -> np.ndarray:
+    """The rows of a split of ``count`` the baseline reads when the split is read from disk: at most MAX_TRAIN,
+    evenly spaced. A task that keeps raw inputs only for the baseline (the text classifier's texts) keeps these."""
+    if count <= MAX_TRAIN:
+        return np.arange(count)
+    return np.linspace(0, count - 1, MAX_TRAIN).round().astype(int)
+
+
 def _labels(dataset: Any) -> np.ndarray:
     if hasattr(dataset, "tensors"):
         return dataset.tensors[-1].numpy()
+    if hasattr(dataset.targets, "numpy"):  # a label tensor (the text classifier's token rows)
+        return dataset.targets.numpy()
     return np.asarray([int(t) for t in dataset.targets])
 
 
@@ -89,10 +99,10 @@ def _fit(x: Any, y: np.ndarray, c: float) -> Any:
         return LogisticRegression(C=c, max_iter=300).fit(x, y)
 
 
-def _at_most(dataset: Any, rows: int) -> Any:
-    if hasattr(dataset, "tensors") or not hasattr(dataset, "subset") or len(dataset) <= rows:
+def _at_most(dataset: Any) -> Any:
+    if hasattr(dataset, "tensors") or not hasattr(dataset, "subset") or len(dataset) <= MAX_TRAIN:
         return dataset
-    return dataset.subset(np.linspace(0, len(dataset) - 1, rows).round().astype(int))
+    return dataset.subset(baseline_rows(len(dataset)))
 
 
 def nearest_caption(task: Any, splits: Any) -> dict[str, Any]:
@@ -123,7 +133,7 @@ def run_baseline(task: Any, splits: Any) -> dict[str, Any] | None:
         return nearest_caption(task, splits)
     parts = {"train": splits.train, "test": splits.test, **({"val": splits.val} if splits.val is not None else {})}
     # a split read from disk (``subset``) is decoded for the baseline at most MAX_TRAIN evenly spaced rows at a time
-    parts = {name: _at_most(dataset, MAX_TRAIN) for name, dataset in parts.items()}
+    parts = {name: _at_most(dataset) for name, dataset in parts.items()}
     labels = {name: _labels(dataset) for name, dataset in parts.items()}
     if len(set(labels["train"].tolist())) < 2:
         return None
@@ -136,7 +146,7 @@ def run_baseline(task: Any, splits: Any) -> dict[str, Any] | None:
         best_c = max(scores, key=lambda c: (scores[c], -abs(np.log10(c))))  # ties: the C nearest 1
     model = _fit(x_train, y_train, best_c)
     metrics = classification_metrics(labels["test"], model.predict(features["test"]), len(task.labels))
-    return {"method": METHODS[kind], "C": best_c, "train_rows": int(len(subset)),
+    return {"method": METHODS[kind], "C": best_c, "train_rows": int(len(subset)), "test_rows": int(len(labels["test"])),
             "test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"]}
 
 

@@ -22,12 +22,12 @@ BATCH = 64
 
 
 def _batches(dataset: Any, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(input_ids, attention_mask) batches of a (ids, lengths, labels) split, each trimmed to its longest row."""
-    ids, lengths = dataset.tensors[0], dataset.tensors[1]
-    for start in range(0, len(ids), BATCH):
-        size = lengths[start:start + BATCH]
+    """(input_ids, attention_mask) batches of a (ids, lengths, labels) split in order, each read with ``get_batch``
+    and trimmed to its longest row."""
+    for start in range(0, len(dataset), BATCH):
+        ids, size = dataset.get_batch(range(start, min(start + BATCH, len(dataset))))[:2]
         longest = int(size.max())
-        yield ids[start:start + BATCH, :longest].to(device), length_mask(size, longest).to(device)
+        yield ids[:, :longest].to(device), length_mask(size, longest).to(device)
 
 
 @torch.no_grad()
@@ -56,11 +56,11 @@ def fit_stack(model: TextStackClassifier, splits: Any) -> dict[str, Any]:
     """Fit ``idf`` and both heads on ``splits`` (train; val picks C); returns what the fit chose."""
     device = next(model.parameters()).device
     model.eval()
-    seen = model.tfidf.fit_idf(list(_batches(splits.train, device)))
-    x_train, y_train = stack_features(model, splits.train), splits.train.tensors[-1].numpy()
+    seen = model.tfidf.fit_idf(_batches(splits.train, device))  # batch by batch, never all at once
+    x_train, y_train = stack_features(model, splits.train), splits.train.targets.numpy()
     scores: dict[float, float] = {}
     if splits.val is not None:
-        x_val, y_val = stack_features(model, splits.val), splits.val.tensors[-1].numpy()
+        x_val, y_val = stack_features(model, splits.val), splits.val.targets.numpy()
         scores = {c: float((_fit(x_train, y_train, c).predict(x_val) == y_val).mean()) for c in GRID}
     best = max(scores, key=lambda c: (scores[c], -abs(np.log10(c)))) if scores else 1.0  # ties: the C nearest 1
     _copy_head(model, _fit(x_train, y_train, best))

@@ -1,9 +1,11 @@
 """Text classification: Rotten Tomatoes, BBC News or the user's CSV/TSV/JSONL → any registered text classifier.
 
-Texts are tokenized once into a padded id tensor (each split padded to its own longest text, at most
-``max_length``) plus a length per text; each batch is trimmed to its own longest text before the model sees it, so a
-batch of short reviews never pays for the corpus's longest article. The classifier gets what its ``forward`` asks
-for: ``attention_mask`` (Transformers), ``lengths`` (packed RNNs) or the ids alone.
+Texts are tokenized once into a memory-mapped row token file (``tasks/text/text_rows.py``) that later runs on the
+same data and tokenizer reuse; a split's item is its ids padded to the split's longest text (at most
+``max_length``), its length and its label, read from the file batch by batch. Each batch is trimmed to its own
+longest text before the model sees it, so a batch of short reviews never pays for the corpus's longest article.
+The classifier gets what its ``forward`` asks for: ``attention_mask`` (Transformers), ``lengths`` (packed RNNs) or
+the ids alone.
 
 The tokenizer is trained on the training texts (word, char, BPE or WordPiece) or loaded from a ``tokenizer.json``
 (``pretrained``, e.g. MiniLM's own), saved in the artifact as ``tokenizer.json`` and read back from there, so a
@@ -27,22 +29,22 @@ from torch import nn
 from modelforge.core.errors import ConfigError, DataError
 from modelforge.core.registry import get, register
 from modelforge.data.class_splits import check_classifier_splits
+from modelforge.data.row_tokens import TokenRows
 from modelforge.data.split_config import FractionSplitConfig
-from modelforge.data.tensors import TensorDataset
 from modelforge.data.text_encoding import (
     TOKENIZER_FILE,
     TokenizerArtifact,
     TokenizerConfig,
-    auto_max_length,
-    build_tokenizer,
     encode_padded,
     minilm_dir,
     pad_id_of,
 )
 from modelforge.models.layers.masks import length_mask
 from modelforge.tasks.base import ReportSamples, ServedText, Splits, StepOutput, Task
+from modelforge.tasks.baselines import baseline_rows
 from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
 from modelforge.tasks.text.text_method import METHODS, MethodChoice, choose_method, stack_model_settings
+from modelforge.tasks.text.text_rows import RowSource, prepare_text_rows
 
 log = logging.getLogger("modelforge.data")
 # tokens that are no words of the text: the stack's TF-IDF never counts them
@@ -99,6 +101,7 @@ class TextClassification(TokenizerArtifact, Task):
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
         self._tokenizer: Tokenizer | None = None
+        self._row_source = RowSource([], None)  # a built-in set; the file readers name their files
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _load_tables(self) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
@@ -149,6 +152,8 @@ class TextClassification(TokenizerArtifact, Task):
             table = self._read(path, known=train.label_names)
             parts[split], self._origins[split] = (table.texts, table.labels), Path(path).name
         self._read_what = f"{name} (text column {text_column!r}, label column {label_column!r})"
+        files = [Path(cfg.path).expanduser(), *(Path(getattr(cfg, f"{split}_path")).expanduser() for split in own)]
+        self._row_source = RowSource(files, files[0])
         return parts, train.label_names
 
     def _hold_out(self, texts: list[str], labels: list[str], name: str, own: set[str]
@@ -176,8 +181,8 @@ class TextClassification(TokenizerArtifact, Task):
 
     def _load_records(self, record_format: str) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
         """A Hugging Face dataset or WebDataset shards: its own splits, the rest held out as for a table. The two
-        columns are read into memory (what the classifier's padded tensors need); other columns are never read."""
-        from modelforge.data.formats.records import infer_text_label, open_records
+        columns are read into memory (hold-out and the row token file need them); other columns are never read."""
+        from modelforge.data.formats.records import infer_text_label, open_records, source_files
 
         splits = open_records(self.data_cfg.path, record_format)
         text_column, label_column = infer_text_label(splits["train"], self.data_cfg.text_column,
@@ -196,6 +201,9 @@ class TextClassification(TokenizerArtifact, Task):
         for split in set(read) - {"train"}:
             parts[split], self._origins[split] = read[split], f"{name} ({split})"
         self._read_what = (f"{name} ({record_format}; text column {text_column!r}, label column {label_column!r})")
+        files = source_files(self.data_cfg.path, record_format)
+        self._row_source = RowSource(files, files[0].parent if record_format == "webdataset"
+                                     else Path(self.data_cfg.path).expanduser())
         return parts, sorted(set(read["train"][1]))
 
     def _found(self, parts: dict[str, tuple[list[str], list[str]]], label_names: list[str],
@@ -232,30 +240,29 @@ class TextClassification(TokenizerArtifact, Task):
             parts = {k: _spread(texts, labels, cfg.limit) for k, (texts, labels) in parts.items()}
         check_classifier_splits({k: labels for k, (_, labels) in parts.items()}, label_names,
                                 cfg.path or f"data.source={cfg.source}")
-        self.baseline_texts = {split: texts for split, (texts, _) in parts.items()}
         from modelforge.models.hf_auto import checkpoint_tokenizer  # model.name=hf brings its own tokenizer
 
         # a loaded hf run re-reads its data with the artifact's copy of the checkpoint's tokenizer
         loaded_hf = self.artifact_dir is not None and self.recipe.model.name == "hf"
-        tok = self.tokenizer if loaded_hf else checkpoint_tokenizer(self.recipe.model) or build_tokenizer(
-            cfg.tokenizer, parts["train"][0])
-        self._tokenizer = tok
-        pad_id = pad_id_of(tok)
-        index = {name: i for i, name in enumerate(label_names)}
+        given = self.tokenizer if loaded_hf else checkpoint_tokenizer(self.recipe.model)
+        rows = prepare_text_rows(cfg, parts, given, self._row_source)
+        tok = self._tokenizer = rows.tokenizer
         if cfg.max_length == "auto":
-            self.record_used(max_length=auto_max_length(tok, parts["train"][0], cfg.max_length_cap))
-            cfg = self.data_cfg
+            self.record_used(max_length=rows.max_length)
         choice = self._choose_method(len(parts["train"][0]))
-        tensors, summary = {}, {}
+        # the TF-IDF baseline reads raw text: only the rows it uses are kept (tasks/baselines.py, baseline_rows)
+        self.baseline_texts = {split: [texts[i] for i in baseline_rows(len(texts))] for split, (texts, _) in
+                               parts.items()}
+        pad_id, index = pad_id_of(tok), {name: i for i, name in enumerate(label_names)}
+        datasets, summary = {}, {}
         for split, (texts, labels) in parts.items():
-            ids, lengths, truncated = encode_padded(tok, texts, cfg.max_length, pad_id)
-            tensors[split] = TensorDataset(ids, lengths, torch.tensor([index[y] for y in labels], dtype=torch.long))
-            summary[f"{split}_size"] = len(texts)
-            summary[f"{split}_truncated"] = truncated
-            summary[f"{split}_mean_tokens"] = round(float(lengths.float().mean()), 1)
+            entry = rows.tokens.meta["splits"][split]
+            datasets[split] = TokenRows(rows.tokens, split, torch.tensor([index[y] for y in labels]), pad_id)
+            summary.update({f"{split}_size": len(texts), f"{split}_truncated": entry["truncated"],
+                            f"{split}_mean_tokens": entry["mean_tokens"]})
         self.state_dict_ = {
             "labels": list(label_names),
-            "max_length": cfg.max_length,
+            "max_length": rows.max_length,
             "pad_id": pad_id,
             "vocab_size": tok.get_vocab_size(),
             "tokenizer": TOKENIZER_FILE,
@@ -266,7 +273,7 @@ class TextClassification(TokenizerArtifact, Task):
                        found=self._found(parts, label_names, detail))
         if choice:
             summary["method"] = choice.record()
-        return Splits(train=tensors["train"], val=tensors.get("val"), test=tensors.get("test"), summary=summary)
+        return Splits(train=datasets["train"], val=datasets.get("val"), test=datasets.get("test"), summary=summary)
 
     # ---- model ------------------------------------------------------------------------------------------------
     @property
