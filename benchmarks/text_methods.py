@@ -49,11 +49,10 @@ def _embeddings(task, dataset) -> np.ndarray:
     from modelforge.models.transformer import mean_pool
 
     model = task.build_model().eval()
-    ids, lengths = dataset.tensors[0], dataset.tensors[1]
     rows = []
     with torch.no_grad():
-        for start in range(0, len(ids), 64):
-            batch, size = ids[start : start + 64], lengths[start : start + 64]
+        for start in range(0, len(dataset), 64):
+            batch, size = dataset.get_batch(range(start, min(start + 64, len(dataset))))[:2]
             longest = int(size.max())
             mask = length_mask(size, longest)
             pooled = mean_pool(model.encoder(batch[:, :longest], mask), mask)
@@ -88,7 +87,7 @@ def compare(name: str, workdir: Path, finetune: bool) -> list[str]:
     test_csv = user_tables._write_csv(workdir / f"{name}-test.csv", ("text", "label"), parts["test"])
     task, splits = _splits(train_csv, test_csv)
     datasets = {"train": splits.train, "val": splits.val, "test": splits.test}
-    labels = {k: v.tensors[-1].numpy() for k, v in datasets.items()}
+    labels = {k: v.targets.numpy() for k, v in datasets.items()}
     sizes = "/".join(str(len(labels[k])) for k in ("train", "val", "test"))
     lines = []
     started = time.process_time()

@@ -11,7 +11,7 @@ import torch
 
 from modelforge.data.row_tokens import TokenRows, offsets_path, open_row_tokens
 from modelforge.data.tensors import TensorDataset
-from modelforge.data.text_encoding import TokenizerConfig, encode_padded, pad_id_of
+from modelforge.data.text_encoding import encode_padded, pad_id_of
 from modelforge.tasks.recipes import load_recipe
 from modelforge.tasks.text import text_rows
 from modelforge.tasks.text.text_classification import TextClassification
@@ -49,9 +49,9 @@ def _datasets(path, **data):
     return task, task.datasets()
 
 
-def _padded_in_memory(task, splits_cfg_path, **data):
+def _padded_in_memory(task, path, **data):
     """What the classifier built before token files: each split's texts encoded into one padded tensor."""
-    fresh = TextClassification(_recipe(splits_cfg_path, **data))
+    fresh = TextClassification(_recipe(path, **data))
     parts, label_names = fresh._load_tables()
     index = {name: i for i, name in enumerate(label_names)}
     tok, max_length = task.tokenizer, task.state()["max_length"]

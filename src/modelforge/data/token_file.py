@@ -7,7 +7,8 @@ Layout, for a cache key ``K`` (a hash of the tokenizer and of the source files' 
 sha256, the source files) and whatever the caller stores beside them (the tokenizer's JSON). Token files live next
 to the data (``.modelforge-tokens/`` in the data's folder) or, when that folder is not writable, in the cache
 folder. Both files are written to a temporary name and renamed; the sidecar is renamed last, so a file without its
-sidecar (a killed run) is never trusted and is rebuilt.
+sidecar (a killed run) is never trusted and is rebuilt. A table's texts (one id sequence per row) add an offsets
+file: ``data/row_tokens.py``.
 """
 
 from __future__ import annotations
