@@ -178,3 +178,12 @@ def test_stack_batches_and_baseline_rows_follow_the_split(tmp_path, monkeypatch)
     assert len(task.baseline_texts["train"]) == len(rows) == 10
     result = baselines.run_baseline(task, task.datasets())
     assert result["train_rows"] == 10 and result["test_rows"] == 10
+
+
+def test_gallery_and_report_samples_stack_items_of_one_width(tmp_path):
+    from modelforge.explain.gallery import sample_batch
+
+    task, splits = _datasets(_table(tmp_path))
+    (ids, lengths), truths = sample_batch(task, splits.test, 4)
+    assert ids.shape == (4, splits.test.width) and len(truths) == 4
+    assert task.report_samples(task.build_model().eval(), splits, 3).html
