@@ -67,6 +67,20 @@ def test_a_saved_dataset_trains_the_classifier_with_its_own_validation_split_and
     assert "(val)" in splits.summary["found"] and "hf" in splits.summary["found"]
 
 
+@pytest.mark.parametrize("kind", ["text_classification", "language_modeling"])
+def test_a_saved_dataset_token_file_is_reused_by_the_next_run(tmp_path, kind):
+    """The token files live inside the save_to_disk folder: they must not count as the dataset's files, whose
+    sizes and modification times key them (else every run would key, and build, a new one)."""
+    path = _saved_reviews(tmp_path)
+    model = CLASSIFIER if kind == "text_classification" else {"name": "gpt", "dim": 16, "num_layers": 1,
+                                                              "num_heads": 2, "dropout": 0.0}
+    lm = {"block_size": 8, "text_column": "review"} if kind == "language_modeling" else {}
+    data = {"path": str(path), "test_fraction": 0.0, **lm}
+    for _ in range(2):
+        _task(kind, data, model).datasets()
+    assert len(list((path / ".modelforge-tokens").glob("*.tokens"))) == 1
+
+
 def test_shards_train_the_classifier_with_validation_held_out(tmp_path):
     members = [{"txt": t, "cls": y} for t, y in REVIEWS]
     task = _task("text_classification", {"path": str(_shards(tmp_path, members)), "val_min": 0,

@@ -47,9 +47,12 @@ def data_files(path: Path) -> list[Path]:
 
 
 def dataset_files(path: Path) -> list[Path]:
-    """Every file that makes up the dataset: what a cache key built from sizes and modification times covers."""
+    """Every file that makes up the dataset: what a cache key built from sizes and modification times covers. The
+    token files built from it (``.modelforge-tokens/`` inside a save_to_disk folder) are not part of it."""
     if is_saved_dataset(path):
-        return sorted(p for p in path.rglob("*") if p.is_file())
+        from modelforge.data.token_file import FOLDER
+
+        return sorted(p for p in path.rglob("*") if p.is_file() and FOLDER not in p.relative_to(path).parts)
     return data_files(path)
 
 
