@@ -156,7 +156,7 @@ def test_subsets_and_pickled_copies_read_the_same_rows(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(part.get_batch(range(4)), train.get_batch(picks)))
     assert torch.equal(part.subset([3, 0]).get_batch([0, 1])[0], train.get_batch([0, 9])[0])
     copy = pickle.loads(pickle.dumps(train))
-    assert copy.ids._array is None  # the ids travel as a path, not as an array
+    assert copy.view.ids._array is None  # the ids travel as a path, not as an array
     assert all(torch.equal(a, b) for a, b in zip(copy.get_batch(range(6)), train.get_batch(range(6))))
     with pytest.raises(IndexError):
         train.get_batch([len(train)])
