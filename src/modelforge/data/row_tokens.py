@@ -147,14 +147,14 @@ class RowView:
         rows = self._rows(indices)
         return self.offsets[rows + 1] - self.offsets[rows]
 
-    def gather(self, indices: Sequence[int] | torch.Tensor | np.ndarray, pad_id: int, width: int | None = None
+    def gather(self, indices: Sequence[int] | torch.Tensor | np.ndarray, pad_id: int, trim: bool = False
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ids (n, width) int64 padded with ``pad_id``, lengths (n,)); ``width`` defaults to the column's widest
-        row."""
+        """(ids (n, width) int64 padded with ``pad_id``, lengths (n,)): ``width`` is the column's widest row, or
+        with ``trim`` the widest of these rows."""
         rows = self._rows(indices)
         starts, ends = self.offsets[rows], self.offsets[rows + 1]
         lengths = ends - starts
-        columns = np.arange(self.width if width is None else width)
+        columns = np.arange(int(lengths.max(initial=1)) if trim else self.width)
         inside = columns < lengths[:, None]
         ids = self.ids[np.where(inside, starts[:, None] + columns, 0)].astype(np.int64)
         ids[~inside] = pad_id

@@ -7,8 +7,9 @@ with HF ``tokenizers``: one vocabulary for both languages (``tokenizer.shared``,
 embedding table), or one per side. Targets are ``<bos> … <eos>``; sources and targets are truncated to
 ``max_source_tokens``/``max_target_tokens``, and ``max_train_tokens`` may drop long training pairs (a speed knob).
 
-Each split is one in-memory ``PairDataset`` whose batches are dicts: id tensors trimmed to the batch's longest row,
-plus the raw source and reference texts, which the metrics use (never detokenised ids). Evaluation reports the
+Each split is a ``PairDataset`` (``pair_rows.py``) whose ids come from a memory-mapped row token file, built once
+and reused by later runs; its batches are dicts: id tensors trimmed to the batch's longest row, plus the raw source
+and reference texts (held in memory), which the metrics use (never detokenised ids). Evaluation reports the
 token-level loss of the references and metrics of decoded outputs: sacreBLEU and chrF (the ``sacrebleu`` library)
 here, ROUGE in the summarization subclass. Validation decodes greedily (cheap, once per epoch); test, ``predict`` and
 ``modelforge translate`` use the configured decoding (beam size, length penalty). ``val_limit``/``test_limit``
@@ -30,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from torch.utils.data import Dataset
 
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError
@@ -42,12 +42,11 @@ from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.beam_search import next_token_loss
 from modelforge.tasks.export_graphs import GraphSet
 from modelforge.tasks.seq2seq.decoding import SearchSettings, decode_ids
+from modelforge.tasks.seq2seq.pair_rows import Pairs, pair_datasets, prepare_pair_rows
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 TOKENIZER_FILE = "tokenizer.json"
 TARGET_TOKENIZER_FILE = "tokenizer_target.json"
-
-Pairs = tuple[list[str], list[str]]  # (sources, targets)
 
 
 class Seq2SeqTokenizerConfig(StrictConfig):
@@ -98,33 +97,6 @@ class TranslationDataConfig(Seq2SeqDataConfig):
     source: Literal["bible-en-es", "parallel"] = "bible-en-es"
     bible_range: str = Field("Gen-Rev", description="bible-en-es: diatheke key of the books to use (e.g. Ruth-Job)")
     reverse: bool = Field(False, description="translate target → source (bible-en-es: Spanish → English)")
-
-
-class PairDataset(Dataset):
-    """Encoded pairs of one split; ``get_batch`` gathers a dict batch trimmed to its longest source and target."""
-
-    def __init__(self, split: str, src: list[list[int]], tgt: list[list[int]], sources: list[str],
-                 targets: list[str], pad_id: int):
-        self.split, self.sources, self.targets = split, sources, targets
-        self.src, self.src_lengths = pad_rows(src, pad_id, min_width=1)
-        self.tgt, self.tgt_lengths = pad_rows(tgt, pad_id, min_width=1)
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.get_batch([index])
-
-    def get_batch(self, indices: Any) -> dict[str, Any]:
-        index = torch.as_tensor(indices, dtype=torch.long)
-        src_len, tgt_len = self.src_lengths[index], self.tgt_lengths[index]
-        rows = index.tolist()
-        return {
-            "src": self.src[index, : int(src_len.max())], "src_lengths": src_len,
-            "tgt": self.tgt[index, : int(tgt_len.max())],
-            "sources": [self.sources[i] for i in rows], "references": [self.targets[i] for i in rows],
-            "split": self.split,
-        }
 
 
 def evenly_spaced(count: int, keep: int | None) -> list[int]:
@@ -277,28 +249,14 @@ class Translation(Task):
             if name in parts and keep:
                 summary[f"{name}_pairs_total"] = len(parts[name][0])
                 parts[name] = _subset(parts[name], keep)
-        self._build_tokenizers(*parts["train"])
-        datasets = {}
-        for split, (sources, targets) in parts.items():
-            src, tgt = self.encode_sources(sources), self.encode_targets(targets)
-            if split == "train" and cfg.max_train_tokens:
-                keep = [i for i in range(len(src))
-                        if len(src[i]) <= cfg.max_train_tokens and len(tgt[i]) - 2 <= cfg.max_train_tokens]
-                if not keep:
-                    raise DataError(f"data.max_train_tokens={cfg.max_train_tokens} drops every training pair")
-                summary["train_dropped_long"] = len(src) - len(keep)
-                src, tgt = [src[i] for i in keep], [tgt[i] for i in keep]
-                sources, targets = [sources[i] for i in keep], [targets[i] for i in keep]
-            datasets[split] = PairDataset(split, src, tgt, sources, targets, self.state_dict_["pad_id"])
-            summary[f"{split}_pairs"] = len(src)
-            summary[f"{split}_mean_source_tokens"] = round(sum(map(len, src)) / len(src), 1)
-            summary[f"{split}_mean_target_tokens"] = round(sum(map(len, tgt)) / len(tgt) - 2, 1)
+        datasets = pair_datasets(self, parts, prepare_pair_rows(self, parts), summary)
         summary.update(src_vocab_size=self.state_dict_["src_vocab_size"],
                        tgt_vocab_size=self.state_dict_["tgt_vocab_size"])
         return Splits(train=datasets["train"], val=datasets.get("val"), test=datasets.get("test"), summary=summary)
 
     # ---- tokenizers -------------------------------------------------------------------------------------------
-    def _build_tokenizers(self, sources: list[str], targets: list[str]) -> None:
+    def build_tokenizers(self, sources: list[str], targets: list[str]) -> None:
+        """The tokenizers and state: BPE trained on the training pairs, or the checkpoint's (model.name=hf)."""
         if self.pretrained:  # the checkpoint's tokenizer; a loaded run keeps its decoder start token
             from modelforge.tasks.seq2seq.checkpoint_text import decoder_start
 
@@ -312,11 +270,15 @@ class Translation(Task):
         else:
             source_tok = train_bpe(sources, tcfg.vocab_size, tcfg.min_frequency, SPECIALS)
             target_tok = train_bpe(targets, tcfg.vocab_size, tcfg.min_frequency, SPECIALS)
+        self.set_tokenizers(source_tok, target_tok)
+
+    def set_tokenizers(self, source_tok: Tokenizer, target_tok: Tokenizer) -> None:
+        """Use these BPE tokenizers (trained, or an earlier run's from the token-file cache) and their state."""
         self._tokenizers = {"source": source_tok, "target": target_tok}
         ids = {token: target_tok.token_to_id(token) for token in SPECIALS}
         self.state_dict_ = {
             "tokenizer": TOKENIZER_FILE,
-            "target_tokenizer": None if tcfg.shared else TARGET_TOKENIZER_FILE,
+            "target_tokenizer": None if self.data_cfg.tokenizer.shared else TARGET_TOKENIZER_FILE,
             "src_vocab_size": source_tok.vocab_size,
             "tgt_vocab_size": target_tok.vocab_size,
             "pad_id": ids["<pad>"], "unk_id": ids["<unk>"], "bos_id": ids["<bos>"], "eos_id": ids["<eos>"],
