@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import modelforge
 from modelforge.core.errors import DataError
 from modelforge.data import caption_pixels as pixels_module
-from modelforge.data.caption_pixels import FilePixels, HeldPixels, caption_pixels
+from modelforge.data.caption_pixels import FilePixels, HeldPixels, caption_pixels, stack_images
 from modelforge.data.captions import CaptionedImages
 from modelforge.data.formats.image_captions import read_captions
 from modelforge.tasks.multimodal import captioning_data
@@ -69,10 +69,15 @@ def test_files_decode_per_item_to_the_in_memory_paths_pixels(tmp_path):
     assert store.get([]).shape == (0, 3, 16, 16)
     held = caption_pixels(CaptionedImages([np.zeros((8, 8, 3), np.uint8)] * 2, [["a"], ["b"]], "gen"), 16)
     assert isinstance(held, HeldPixels) and not held.loads_from_disk and held.get([1, 0]).shape == (2, 3, 16, 16)
+    for pixels in (store, held):  # one memory layout however a batch is gathered (from workers: stacked items)
+        assert pixels.get([1, 0]).stride() == stack_images([pixels.one(1), pixels.one(0)]).stride() == old.stride()
 
 
 def test_captioning_batches_are_the_same_from_workers_and_statistics_decode_a_sample(tmp_path, monkeypatch):
-    task = _task("scenes-captioner", caption_folder(tmp_path), CAPTIONER)
+    csv = caption_folder(tmp_path)
+    with csv.open("a") as rows:  # one image with a longer caption: a batch without it is trimmed to a shorter width
+        rows.write("images/000.png,a red square on the right of the dark bar in the middle of the picture\n")
+    task = _task("scenes-captioner", csv, [*CAPTIONER, "data.val_fraction=0", "data.test_fraction=0"])
     splits = task.datasets()
     train = splits.train
     assert train.loads_from_disk and default_workers(train, None) == 0  # small: no workers unless asked
@@ -80,13 +85,14 @@ def test_captioning_batches_are_the_same_from_workers_and_statistics_decode_a_sa
     old = torch.from_numpy(parts["train"].image_batch(range(len(parts["train"])), 16))
     assert task.state()["mean"] == captioning_data.channel_stats(old)[0]
     plan = epoch_order(len(train), 4, seed=1, epoch=0)
-    main = list(iterate(train, plan, task.collate, 0))
-    assert all(torch.equal(a["images"], b["images"]) for a, b in zip(
-        main, (task.collate([train[i] for i in indices.tolist()]) for indices in plan), strict=True))
-    for a, b in zip(main, iterate(train, plan, task.collate, 2), strict=True):
-        assert torch.equal(a["images"], b["images"]) and torch.equal(a["tgt"], b["tgt"])
-        assert torch.equal(a["owner"], b["owner"]) and a["references"] == b["references"] and b["split"] == "train"
+    main = list(iterate(train, plan, task.collate, 0))  # get_batch: index operations in this process
+    assert len({batch["tgt"].shape[1] for batch in main}) == 2
+    for a, b in zip(main, iterate(train, plan, task.collate, 2), strict=True):  # items collated in workers
+        assert torch.equal(a["images"], b["images"]) and a["images"].stride() == b["images"].stride()
+        assert torch.equal(a["tgt"], b["tgt"]) and torch.equal(a["owner"], b["owner"])
+        assert a["references"] == b["references"] and b["split"] == "train"
     assert main[0]["owner"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]  # every caption of each image, as before
+    assert main[0]["images"].dtype == torch.uint8 and main[0]["images"].shape[1:] == (3, 16, 16)
     decoded = []
     real = pixels_module.decode_image
     monkeypatch.setattr(pixels_module, "decode_image", lambda path, *a: decoded.append(path) or real(path, *a))
@@ -102,7 +108,7 @@ def test_retrieval_batches_are_the_same_from_workers_and_report_and_evaluation_g
     plan = epoch_order(len(splits.train), 5, seed=2, epoch=1)
     for a, b in zip(iterate(splits.train, plan, task.collate, 0), iterate(splits.train, plan, task.collate, 2),
                     strict=True):
-        assert len(a) == len(b) == 4 and all(torch.equal(x, y) for x, y in zip(a, b))
+        assert len(a) == len(b) == 4 and all(torch.equal(x, y) and x.stride() == y.stride() for x, y in zip(a, b))
     torch.manual_seed(0)
     model = task.build_model().eval()
     report = task.report_samples(model, splits, count=2)

@@ -5,8 +5,11 @@ and retrieval datasets above them do not care which they hold. ``FilePixels`` ke
 array, which forked DataLoader workers share without copy-on-write) and decodes with ``decode_image``: the same
 Pillow convert-to-RGB and bilinear resize as ``CaptionedImages.image``, so its pixels equal the in-memory path's.
 An item is a pure function of its index (nothing random happens here), so batches are the same with any number of
-workers. A file whose header passed the check while indexing but whose pixels do not decode stops the run at its
-first use with the one-line ``DataError`` naming it.
+workers. Every batch of images is laid out channels-last in memory (``stack_images``), as the in-memory path's
+tensor always was: the values do not depend on it, but float reductions and convolutions over them do in their last
+bits, so one layout whichever way a batch is gathered keeps runs with and without workers bit-identical. A file
+whose header passed the check while indexing but whose pixels do not decode stops the run at its first use with the
+one-line ``DataError`` naming it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ class HeldPixels:
     loads_from_disk = False
 
     def __init__(self, images: torch.Tensor):
-        self.images = images
+        self.images = images.contiguous(memory_format=torch.channels_last)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -64,7 +67,12 @@ class FilePixels:
         picked = torch.as_tensor(indices, dtype=torch.long).tolist()
         if not picked:
             return torch.zeros(0, 3, self.size, self.size, dtype=torch.uint8)
-        return torch.stack([self.one(i) for i in picked])
+        return stack_images([self.one(i) for i in picked])
+
+
+def stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(3, S, S) images → one (n, 3, S, S) batch, channels-last in memory like every batch of these stores."""
+    return torch.stack(list(images)).contiguous(memory_format=torch.channels_last)
 
 
 def caption_pixels(data: CaptionedImages, size: int) -> HeldPixels | FilePixels:

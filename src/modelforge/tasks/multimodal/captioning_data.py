@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from modelforge.data.caption_pixels import FilePixels, HeldPixels, statistics_indices
+from modelforge.data.caption_pixels import FilePixels, HeldPixels, stack_images, statistics_indices
 from modelforge.data.lazy_images import STATISTICS_SAMPLE
 
 
@@ -64,7 +64,7 @@ def collate_captions(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Items of ``CaptionDataset`` → the batch ``get_batch`` gives for the same indices."""
     counts = torch.tensor([len(item["tgt"]) for item in items])
     width = int(max(int(item["lengths"].max()) for item in items))
-    return {"images": torch.stack([item["image"] for item in items]),
+    return {"images": stack_images([item["image"] for item in items]),
             "tgt": torch.cat([item["tgt"] for item in items])[:, :width],
             "owner": torch.repeat_interleave(torch.arange(len(items)), counts),
             "references": [item["references"] for item in items], "split": items[0]["split"]}

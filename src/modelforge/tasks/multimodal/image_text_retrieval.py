@@ -46,7 +46,7 @@ from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.metrics import ranked_labels
 from modelforge.tasks.multimodal import retrieval_data
 from modelforge.tasks.multimodal.caption_files_config import CaptionFilesConfig
-from modelforge.tasks.multimodal.retrieval_data import RetrievalSet
+from modelforge.tasks.multimodal.retrieval_data import RetrievalSet, collate_pairs
 from modelforge.tasks.multimodal.retrieval_metrics import recall_at_k
 
 MAX_PROMPTS = 64  # label prompts per zero-shot call
@@ -105,6 +105,9 @@ class ImageTextRetrieval(TokenizerArtifact, Task):
         summary.update({f"{name}_size": len(data) for name, data in parts.items()},
                        train_captions=parts["train"].num_captions, vocab_size=self.state_dict_["vocab_size"])
         return Splits(tensors["train"], tensors.get("val"), tensors.get("test"), summary)
+
+    def collate(self, items: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+        return collate_pairs(items)
 
     def _check_text_tower(self) -> None:
         cfg = self.data_cfg

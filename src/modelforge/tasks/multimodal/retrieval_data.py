@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from modelforge.core.errors import ConfigError, DataError
-from modelforge.data.caption_pixels import FilePixels, HeldPixels
+from modelforge.data.caption_pixels import FilePixels, HeldPixels, stack_images
 from modelforge.data.captions import CaptionedImages, split_captioned
 from modelforge.data.found import files_found, split_folders_found
 
@@ -77,8 +77,8 @@ def load_splits(cfg: Any) -> tuple[dict[str, CaptionedImages], dict[str, Any]]:
 
 class RetrievalSet(Dataset):
     """Items ``(uint8 image (3, S, S), caption ids (K, L), caption lengths (K,), caption count[, the frozen text
-    tower's pooled features (K, D)])``; ``get_batch`` gathers the same tuple batched (what the default collation of
-    the items gives)."""
+    tower's pooled features (K, D)])``; ``get_batch`` gathers the same tuple batched (as ``collate_pairs`` joins
+    the items)."""
 
     def __init__(self, store: HeldPixels | FilePixels, *text: torch.Tensor):
         if any(len(t) != len(store) for t in text):
@@ -101,3 +101,9 @@ class RetrievalSet(Dataset):
     def get_batch(self, indices: Any) -> tuple[torch.Tensor, ...]:
         index = torch.as_tensor(indices, dtype=torch.long)
         return (self.store.get(index), *(t[index] for t in self.text))
+
+
+def collate_pairs(items: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Items of ``RetrievalSet`` (from DataLoader workers) → the batch ``get_batch`` gives for the same indices."""
+    columns = list(zip(*items))
+    return (stack_images(columns[0]), *(torch.stack(column) for column in columns[1:]))
