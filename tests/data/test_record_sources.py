@@ -90,6 +90,16 @@ def test_shards_train_the_classifier_with_validation_held_out(tmp_path):
     assert len(splits.train) + len(splits.val) == 60 and len(splits.val) == 12
 
 
+def test_shard_rows_with_an_empty_text_or_label_are_skipped_and_counted(tmp_path, caplog):
+    members = [{"txt": t, "cls": y} for t, y in REVIEWS]
+    members[4], members[7] = {"txt": "  ", "cls": "pos"}, {"txt": "fine", "cls": ""}
+    task = _task("text_classification", {"path": str(_shards(tmp_path, members)), "val_min": 0, "val_fraction": 0.0,
+                                         "test_fraction": 0.0}, CLASSIFIER)
+    with caplog.at_level("WARNING", logger="modelforge.data"):
+        splits = task.datasets()
+    assert len(splits.train) == 58 and "skipped 2 row(s) with an empty text or label" in caplog.text
+
+
 def test_the_language_model_reads_a_parquet_folder_into_its_token_file(tmp_path):
     folder = tmp_path / "pq"
     folder.mkdir()

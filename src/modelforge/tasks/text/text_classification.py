@@ -82,6 +82,22 @@ def _spread(texts: list[str], labels: list[str], limit: int) -> tuple[list[str],
     return [texts[i] for i in picks], [labels[i] for i in picks]
 
 
+def _record_columns(records: Any, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
+    """A record split's texts and labels, read row by row into the two lists (no list of rows besides them); rows
+    with an empty text or label are skipped with a warning."""
+    texts, labels, skipped = [], [], 0
+    for row in records.rows([text_column, label_column]):
+        text, label = str(row[text_column]), str(row[label_column])
+        if text.strip() and label.strip():
+            texts.append(text)
+            labels.append(label)
+        else:
+            skipped += 1
+    if skipped:
+        log.warning("%s: skipped %d row(s) with an empty text or label", records.where, skipped)
+    return texts, labels
+
+
 def _forward_params(model: nn.Module) -> set[str]:
     return set(inspect.signature(model.forward).parameters)
 
@@ -189,13 +205,7 @@ class TextClassification(TokenizerArtifact, Task):
                                                      self.data_cfg.label_column)
         self.record_used(text_column=text_column, label_column=label_column,
                          **{f"{split}_fraction": 0.0 for split in ("val", "test") if split in splits})
-        read = {}
-        for split, records in splits.items():
-            rows = [(str(r[text_column]), str(r[label_column])) for r in records.rows([text_column, label_column])]
-            kept = [(t, y) for t, y in rows if t.strip() and y.strip()]
-            if len(kept) < len(rows):
-                log.warning("%s: skipped %d row(s) with an empty text or label", records.where, len(rows) - len(kept))
-            read[split] = ([t for t, _ in kept], [y for _, y in kept])
+        read = {split: _record_columns(records, text_column, label_column) for split, records in splits.items()}
         name = Path(self.data_cfg.path).name
         parts = self._hold_out(*read["train"], name, set(read) - {"train"})
         for split in set(read) - {"train"}:
