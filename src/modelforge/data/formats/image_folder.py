@@ -10,10 +10,12 @@ tinca``) turns WordNet-id folder names into human class names.
 
 from __future__ import annotations
 
+import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
@@ -33,10 +35,20 @@ class ImageSet:
 
 def decode_image(path: Path, channels: int, size: int) -> np.ndarray:
     """One image file → (C, size, size) uint8; DataError naming the file when it is not a readable image."""
+    return _decode(path, str(path), channels, size)
+
+
+def decode_image_bytes(raw: bytes, where: str, channels: int, size: int) -> np.ndarray:
+    """An encoded image held in memory (a shard member, a dataset row) → the pixels ``decode_image`` gives for the
+    same file; DataError naming ``where`` when it is not a readable image."""
+    return _decode(io.BytesIO(raw), where, channels, size)
+
+
+def _decode(source: Path | BinaryIO, where: str, channels: int, size: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             mode = "L" if channels == 1 else "RGB"
             if img.mode != mode:  # skipping the no-op copies saves a fifth of a small PNG's decode time
                 img = img.convert(mode)
@@ -44,9 +56,9 @@ def decode_image(path: Path, channels: int, size: int) -> np.ndarray:
                 img = img.resize((size, size), Image.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)
     except Image.DecompressionBombError as exc:  # not an OSError: Pillow's guard against huge pixel counts
-        raise DataError(f"{path}: refused by Pillow's decompression-bomb guard ({exc})") from None
+        raise DataError(f"{where}: refused by Pillow's decompression-bomb guard ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+        raise DataError(f"{where}: not a readable image ({exc.__class__.__name__}: {exc})") from None
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
@@ -70,25 +82,32 @@ def _known_signature(head: bytes) -> bool:
 def check_image_header(path: Path) -> None:
     """DataError naming the file when it is not an image: a known signature in its first bytes passes (tens of
     microseconds a file); anything else is opened by Pillow, header only, which accepts it or says what is wrong."""
-    from PIL import Image, UnidentifiedImageError
-
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise DataError(f"{path}: not an image file (suffix {path.suffix or 'none'})")
     try:
         with open(path, "rb") as file:
-            if _known_signature(file.read(32)):
-                return
+            head = file.read(32)
     except OSError as exc:
         raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+    check_image_head(head, path, str(path))
+
+
+def check_image_head(head: bytes, whole: Path | Callable[[], bytes], where: str) -> None:
+    """The header check of ``check_image_header`` on an image's first 32 bytes; ``whole`` (the file, or a function
+    returning all its bytes) is opened by Pillow, header only, when the signature is not a known one."""
+    from PIL import Image, UnidentifiedImageError
+
+    if _known_signature(head):
+        return
     try:
-        with Image.open(path) as img:
+        with Image.open(whole if isinstance(whole, Path) else io.BytesIO(whole())) as img:
             width, height = img.size
     except Image.DecompressionBombError as exc:
-        raise DataError(f"{path}: refused by Pillow's decompression-bomb guard ({exc})") from None
+        raise DataError(f"{where}: refused by Pillow's decompression-bomb guard ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+        raise DataError(f"{where}: not a readable image ({exc.__class__.__name__}: {exc})") from None
     if width < 1 or height < 1:
-        raise DataError(f"{path}: not a readable image (size {width}x{height})")
+        raise DataError(f"{where}: not a readable image (size {width}x{height})")
 
 
 def class_dirs(root: Path) -> list[Path]:
@@ -124,7 +143,7 @@ def read_image_folder(
                 if on_error == "fail":
                     raise
                 skipped.append((str(path), str(exc)))
-    _report_skipped(skipped, root)
+    report_skipped(skipped, f"file(s) under {root}")
     if not images:
         raise DataError(f"{root}: no readable images found")
     return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), classes, skipped)
@@ -141,11 +160,12 @@ class ImageIndex:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _report_skipped(skipped: list[tuple[str, str]], root: Path) -> None:
+def report_skipped(skipped: list[tuple[str, str]], where: str) -> None:
+    """One warning per skipped item (its reason names it), then the count: ``N file(s) under ROOT skipped``."""
     for _path, reason in skipped:
         log.warning("skipped %s", reason)
     if skipped:
-        log.warning("%d file(s) under %s skipped (set data.on_error=fail to stop instead)", len(skipped), root)
+        log.warning("%d %s skipped (set data.on_error=fail to stop instead)", len(skipped), where)
 
 
 def index_image_folder(
@@ -175,7 +195,7 @@ def index_image_folder(
                 continue
             paths.append(str(path.relative_to(base)).encode("utf-8", "surrogateescape"))
             labels.append(index[directory.name])
-    _report_skipped(skipped, root)
+    report_skipped(skipped, f"file(s) under {root}")
     if not paths:
         raise DataError(f"{root}: no readable images found")
     return ImageIndex(np.asarray(paths, dtype=np.bytes_), np.asarray(labels, dtype=np.int64), classes, skipped)
