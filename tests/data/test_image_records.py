@@ -174,3 +174,17 @@ def test_the_task_holds_val_and_test_out_of_a_single_split_deterministically(tmp
     assert (len(first.train), len(first.val), len(first.test)) == (26, 6, 8)  # val: a share of what test left
     assert first.test.ids.tolist() == second.test.ids.tolist() and first.val.ids.tolist() == second.val.ids.tolist()
     assert "webdataset" in first.summary["found"] and "2 classes" in first.summary["found"]
+
+
+def test_parquet_files_with_an_image_column_read_like_the_saved_folder(tmp_path):
+    import datasets
+
+    items = encoded_images(20)
+    saved = write_saved_dataset(tmp_path / "saved", {"train": items})
+    (tmp_path / "pq").mkdir()
+    datasets.load_from_disk(str(saved))["train"].to_parquet(str(tmp_path / "pq" / "train-00000.parquet"))
+    assert detect_format(str(tmp_path / "pq")) == "hf"
+    from_saved, from_parquet = (index_image_records(str(p), "hf") for p in (saved, tmp_path / "pq"))
+    assert from_parquet.classes == from_saved.classes and from_parquet.image_column == "image"
+    a, b = (r.make(*r.parts["train"], 3, 8) for r in (from_saved, from_parquet))
+    assert torch.equal(a.pixels(range(20)), b.pixels(range(20))) and torch.equal(a.targets, b.targets)
