@@ -188,3 +188,23 @@ def test_parquet_files_with_an_image_column_read_like_the_saved_folder(tmp_path)
     assert from_parquet.classes == from_saved.classes and from_parquet.image_column == "image"
     a, b = (r.make(*r.parts["train"], 3, 8) for r in (from_saved, from_parquet))
     assert torch.equal(a.pixels(range(20)), b.pixels(range(20))) and torch.equal(a.targets, b.targets)
+
+
+def test_shard_members_chosen_by_extension_or_named(tmp_path):
+    items = encoded_images(12)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with tarfile.open(shards / "shard-000.tar", "w") as tar:
+        for i, (label, name, raw) in enumerate(items):
+            add_member(tar, f"s/{i:03d}.photo.{name.split('.')[1]}", raw)  # key s/000, extension photo.png
+            add_member(tar, f"s/{i:03d}.mask.png", items[0][2])
+            add_member(tar, f"s/{i:03d}.json", f'{{"label": "{label}", "id": {i % 3}}}'.encode())
+    with pytest.raises(DataError, match="more than one image member .* set data.image_column"):
+        index_image_records(str(shards), "webdataset", on_error="fail")
+    records = index_image_records(str(shards), "webdataset", image_column="mask.png", on_error="fail")
+    assert records.classes == ["dark", "light"] and records.label_column == "label"  # the .json field
+    assert index_image_records(str(shards), "webdataset", image_column="mask.png", label_column="id").classes == [
+        "0", "1", "2"]
+    shards_cls = write_shards(tmp_path / "cls", items)
+    records = index_image_records(str(shards_cls), "webdataset")
+    assert (records.image_column, records.label_column) == (None, "cls")  # png and jpg images: no one extension

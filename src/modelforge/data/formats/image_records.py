@@ -128,4 +128,5 @@ def _index_shards(path: str, image_column: str | None, label_column: str | None,
         return TarImageDataset(index.shards, index.shard, index.offset, index.size, index.names, ids, labels,
                                channels, size)
 
-    return ImageRecords("webdataset", parts, classes, image_column, label_column, len(index.skipped), make)
+    return ImageRecords("webdataset", parts, classes, image_column or index.image_column,
+                        label_column or index.label_column, len(index.skipped), make)

@@ -42,6 +42,8 @@ class TarImageIndex:
     names: np.ndarray  # (N,) bytes: the image member's name (for messages)
     labels: list[str]
     skipped: list[tuple[str, str]]
+    image_column: str | None  # the image extension every sample used (None when they differ)
+    label_column: str | None  # the label member's extension or .json field every sample used
 
 
 @dataclass
@@ -87,22 +89,23 @@ def _read(file: BinaryIO, member: _Member, limit: int | None = None) -> bytes:
     return file.read(member.size if limit is None else min(limit, member.size))
 
 
-def _label(file: BinaryIO, members: dict[str, _Member], label_column: str | None, where: str) -> str:
-    label = _label_text(file, members, label_column, where)
+def _label(file: BinaryIO, members: dict[str, _Member], label_column: str | None, where: str) -> tuple[str, str]:
+    label, source = _label_text(file, members, label_column, where)
     if not label:
         raise DataError(f"{where}: the label is empty")
-    return label
+    return label, source
 
 
-def _label_text(file: BinaryIO, members: dict[str, _Member], label_column: str | None, where: str) -> str:
-    """The sample's label text: member ``label_column`` (or a field so named of its .json), else the first of
-    .cls/.txt, else a label/labels/cls field of its .json."""
+def _label_text(file: BinaryIO, members: dict[str, _Member], label_column: str | None, where: str
+                ) -> tuple[str, str]:
+    """(the sample's label text, where it came from): member ``label_column`` (or a field so named of its .json),
+    else the first of .cls/.txt, else a label/labels/cls field of its .json."""
     if label_column and label_column in members:
-        return _text(_read(file, members[label_column]), where, label_column)
+        return _text(_read(file, members[label_column]), where, label_column), label_column
     if not label_column:
         for ext in LABEL_EXTENSIONS[:2]:
             if ext in members:
-                return _text(_read(file, members[ext]), where, ext)
+                return _text(_read(file, members[ext]), where, ext), ext
     if "json" in members:
         try:
             fields = json.loads(_read(file, members["json"]))
@@ -110,7 +113,7 @@ def _label_text(file: BinaryIO, members: dict[str, _Member], label_column: str |
             raise DataError(f"{where}: bad .json member ({exc})") from None
         for name in [label_column] if label_column else JSON_LABEL_FIELDS:
             if isinstance(fields, dict) and fields.get(name) is not None:
-                return str(fields[name]).strip()
+                return str(fields[name]).strip(), name
     wanted = f"a .{label_column} member or .json field {label_column!r}" if label_column else \
         "a .cls, .txt or .json label member"
     raise DataError(f"{where}: no label: the sample has {', '.join('.' + e for e in sorted(members))}, not {wanted}")
@@ -129,7 +132,7 @@ def _image_member(members: dict[str, _Member], image_column: str | None, where: 
             raise DataError(f"{where}: no .{image_column} member (data.image_column); it has "
                             f"{', '.join('.' + e for e in sorted(members))}")
         return members[image_column]
-    images = [members[e] for e in members if e in IMAGE_EXTENSIONS]
+    images = [members[e] for e in members if e.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS]  # seg.png is an image too
     if len(images) != 1:
         raise DataError(f"{where}: {'no' if not images else 'more than one'} image member (.png, .jpg, .webp, …) in "
                         f"{', '.join('.' + e for e in sorted(members))}; set data.image_column to its extension")
@@ -142,6 +145,7 @@ def index_tar_images(shards: list[Path], image_column: str | None = None, label_
     image folder's files, or that has no image or no label, is skipped and counted (``on_error=skip``) or stops
     the run with a one-line DataError naming shard and member (``fail``)."""
     shard_of, offsets, sizes, names, labels, skipped = [], [], [], [], [], []
+    image_sources, label_sources = set(), set()
     for number, shard in enumerate(shards):
         with open(shard, "rb") as file:  # a second handle: reading label and image heads leaves tarfile's alone
             for key, group in _samples(shard):
@@ -151,7 +155,7 @@ def index_tar_images(shards: list[Path], image_column: str | None = None, label_
                     image = _image_member(members, image_column, where)
                     where = f"{shard}: {image.name}"
                     check_image_head(_read(file, image, 32), partial(_read, file, image), where)
-                    label = _label(file, members, label_column, f"{shard}: {key}")
+                    label, label_source = _label(file, members, label_column, f"{shard}: {key}")
                 except DataError as exc:
                     if on_error == "fail":
                         raise
@@ -162,6 +166,13 @@ def index_tar_images(shards: list[Path], image_column: str | None = None, label_
                 sizes.append(image.size)
                 names.append(image.name.encode("utf-8", "surrogateescape"))
                 labels.append(label)
+                image_sources.add(image.ext)
+                label_sources.add(label_source)
     return TarImageIndex(shards, np.asarray(shard_of, dtype=np.int32), np.asarray(offsets, dtype=np.int64),
-                         np.asarray(sizes, dtype=np.int64), np.asarray(names, dtype=np.bytes_), labels, skipped)
+                         np.asarray(sizes, dtype=np.int64), np.asarray(names, dtype=np.bytes_), labels, skipped,
+                         _the_one(image_sources), _the_one(label_sources))
+
+
+def _the_one(values: set[str]) -> str | None:
+    return next(iter(values)) if len(values) == 1 else None
 
