@@ -161,6 +161,8 @@ def test_columns_inferred_or_named(tmp_path):
     assert index_image_records(str(saved), "hf", label_column="other").classes == [str(i) for i in range(10)]
     with pytest.raises(DataError, match="no column 'photo'"):
         index_image_records(str(saved), "hf", image_column="photo")
+    with pytest.raises(DataError, match="column 'cls' .* not images"):
+        index_image_records(str(saved), "hf", image_column="cls")
     assert class_order({"b", "a", "10"}) == ["10", "a", "b"]
 
 
@@ -208,3 +210,19 @@ def test_shard_members_chosen_by_extension_or_named(tmp_path):
     shards_cls = write_shards(tmp_path / "cls", items)
     records = index_image_records(str(shards_cls), "webdataset")
     assert (records.image_column, records.label_column) == (None, "cls")  # png and jpg images: no one extension
+
+
+def test_a_binary_column_of_encoded_images_with_int_labels(tmp_path):
+    import datasets
+
+    items = encoded_images(12)
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_dict({"png": [raw for _, _, raw in items], "label": [i % 2 * 7 for i in range(12)]},
+                               features=datasets.Features({"png": datasets.Value("binary"),
+                                                           "label": datasets.Value("int64")})).save_to_disk(str(saved))
+    records = index_image_records(str(saved), "hf")
+    assert (records.image_column, records.label_column, records.classes) == ("png", "label", ["0", "7"])
+    dataset = records.make(*records.parts["train"], 1, 8)
+    folder = write_folder(tmp_path / "folder", items)
+    assert torch.equal(dataset[3][0], ImageFileDataset(folder, np.asarray([f"light/{items[3][1]}".encode()]),
+                                                       np.zeros(1), 1, 8)[0][0])

@@ -29,16 +29,24 @@ def image_column_of(dataset: Any, given: str | None, where: str) -> str:
     if given:
         if given not in columns:
             raise DataError(f"{where}: no column {given!r} (data.image_column); its columns: {', '.join(columns)}")
+        if not _holds_images(dataset.features[given]):
+            raise DataError(f"{where}: column {given!r} (data.image_column) is {dataset.features[given]}, not images "
+                            "(a datasets.Image or binary column)")
         return given
-    for kind in (datasets.Image, None):
-        found = [c for c in columns if isinstance(dataset.features[c], datasets.Image)] if kind else [
-            c for c in columns if getattr(dataset.features[c], "dtype", None) in ("binary", "large_binary")]
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            raise DataError(f"{where}: several image columns ({', '.join(found)}); set data.image_column")
+    found = [c for c in columns if isinstance(dataset.features[c], datasets.Image)]
+    found = found or [c for c in columns if _holds_images(dataset.features[c])]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise DataError(f"{where}: several image columns ({', '.join(found)}); set data.image_column")
     raise DataError(f"{where}: no image column (datasets.Image or binary) among {', '.join(columns)}; set "
                     "data.image_column")
+
+
+def _holds_images(feature: Any) -> bool:
+    import datasets
+
+    return isinstance(feature, datasets.Image) or getattr(feature, "dtype", None) in ("binary", "large_binary")
 
 
 def label_column_of(dataset: Any, given: str | None, image_column: str, where: str) -> str:
