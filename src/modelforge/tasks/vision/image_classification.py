@@ -165,7 +165,8 @@ class ImageClassification(Task):
 
     def _lazy_splits(self, parts: dict[str, tuple[np.ndarray, np.ndarray]]
                      ) -> tuple[Splits, list[int], tuple[list[float], list[float]]]:
-        """Folder splits read from disk per item; the mean/std from a spread sample of the training images."""
+        """Splits read from disk per item (a folder's files, a dataset's rows or shard members); the mean/std from a
+        spread sample of the training images."""
         from modelforge.data.lazy_images import ImageFileDataset, channel_statistics
 
         cfg = self.data_cfg
