@@ -12,6 +12,7 @@ import torch
 from image_records_data import add_member, encoded_images, write_folder, write_saved_dataset, write_shards
 
 from modelforge.core.errors import DataError
+from modelforge.data.formats import image_folder
 from modelforge.data.formats.image_folder import index_image_folder
 from modelforge.data.formats.image_records import class_order, index_image_records
 from modelforge.data.formats.records import detect_format
@@ -30,12 +31,14 @@ def _by_name(dataset, names):
     return {name: dataset[i] for i, name in enumerate(names)}
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_a_dataset_and_shards_give_the_folders_pixels_and_labels(tmp_path, channels):
+@pytest.mark.parametrize(("channels", "size"), [(1, 9), (3, 9), (3, 10)])  # 10: PNGs that need no resize
+def test_a_dataset_and_shards_give_the_folders_pixels_and_labels(tmp_path, channels, size):
     items = encoded_images(40)
     folder = write_folder(tmp_path / "folder", items)
     index = index_image_folder(folder, folder)
-    from_folder = _by_name(ImageFileDataset(folder, index.paths, index.labels, channels, 9),
+    fast = [image_folder._decode_png_as_is(raw, channels, size) is not None for _, _, raw in items]
+    assert any(fast) == (size == 10)  # OpenCV's path for PNGs that need no change, Pillow's for the rest
+    from_folder = _by_name(ImageFileDataset(folder, index.paths, index.labels, channels, size),
                            [p.decode().split("/")[1] for p in index.paths])
     sources = {"hf": write_saved_dataset(tmp_path / "saved", {"train": items}),
                "webdataset": write_shards(tmp_path / "shards", items)}
@@ -44,12 +47,12 @@ def test_a_dataset_and_shards_give_the_folders_pixels_and_labels(tmp_path, chann
         records = index_image_records(str(path), fmt)
         assert records.classes == index.classes == ["dark", "light"]  # sorted, as a folder's (ClassLabel: light, dark)
         ids, labels = records.parts["train"]
-        dataset = records.make(ids, labels, channels, 9)
+        dataset = records.make(ids, labels, channels, size)
         assert len(dataset) == 40 and dataset.loads_from_disk
         # a row of the dataset is the item of that number; a shard sample is named by its member
         names = [items[i][1] if fmt == "hf" else dataset.encoded(i)[1].split(": ")[-1] for i in ids]
         for name, (x, y) in _by_name(dataset, names).items():
-            assert x.dtype == torch.uint8 and x.shape == (channels, 9, 9)
+            assert x.dtype == torch.uint8 and x.shape == (channels, size, size)
             assert torch.equal(x, from_folder[name][0]), (fmt, name)
             assert int(y) == int(from_folder[name][1]), (fmt, name)
 
