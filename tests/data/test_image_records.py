@@ -229,3 +229,18 @@ def test_a_binary_column_of_encoded_images_with_int_labels(tmp_path):
     folder = write_folder(tmp_path / "folder", items)
     assert torch.equal(dataset[3][0], ImageFileDataset(folder, np.asarray([f"light/{items[3][1]}".encode()]),
                                                        np.zeros(1), 1, 8)[0][0])
+
+
+def test_a_held_out_split_without_labels_is_not_used(tmp_path, caplog):
+    import datasets
+
+    items = encoded_images(24)
+    saved = write_saved_dataset(tmp_path / "saved", {"train": items[:16], "test": items[16:]})
+    unlabelled = datasets.load_from_disk(str(saved))
+    unlabelled["test"] = unlabelled["test"].map(lambda row: {"label": -1})  # the Hub's test splits: label -1
+    unlabelled.save_to_disk(str(tmp_path / "unlabelled"))
+    with caplog.at_level(logging.WARNING, logger="modelforge.data"):
+        records = index_image_records(str(tmp_path / "unlabelled"), "hf", on_error="fail")
+    assert set(records.parts) == {"train"} and records.skipped == 0
+    assert "(test): no labels in this split: not used" in caplog.text
+    assert records.make(*records.parts["train"], 3, 8)[15][0].shape == (3, 8, 8)

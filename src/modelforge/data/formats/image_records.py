@@ -70,13 +70,7 @@ def _index_hf(path: str, image_column: str | None, label_column: str | None, on_
 
     from modelforge.data.cache import cache_dir
     from modelforge.data.formats.hf_dataset import open_hf_splits
-    from modelforge.data.formats.hf_images import (
-        check_images,
-        image_column_of,
-        label_column_of,
-        raw_images,
-        read_labels,
-    )
+    from modelforge.data.formats.hf_images import image_column_of, label_column_of, raw_images
     from modelforge.data.lazy_record_images import ArrowImageDataset
 
     splits = open_hf_splits(Path(path).expanduser(), cache_dir("hf_datasets"))
@@ -84,20 +78,10 @@ def _index_hf(path: str, image_column: str | None, label_column: str | None, on_
     label_column = label_column_of(splits["train"], label_column, image_column, path)
     named, skipped, start = {}, [], 0
     for split, dataset in splits.items():
-        where = f"{path} ({split})"
-        images = raw_images(dataset, image_column)
-        ids, labels = [], []
-        for row, (problem, label) in enumerate(zip(check_images(images, image_column, where),
-                                                   read_labels(dataset, label_column), strict=True)):
-            problem = problem or (None if label is not None else f"{where} row {row}: no label")
-            if problem:
-                if on_error == "fail":
-                    raise DataError(problem)
-                skipped.append((f"{where} row {row}", problem))
-                continue
-            ids.append(start + row)
-            labels.append(label)
-        named[split], start = (ids, labels), start + len(dataset)
+        rows = _labelled_rows(dataset, split, image_column, label_column, f"{path} ({split})", on_error, skipped)
+        if rows is not None:
+            named[split] = ([start + row for row in rows[0]], rows[1])
+        start += len(dataset)  # the concatenated source numbers every split's rows, used or not
     report_skipped(skipped, f"image(s) of {path}")
     parts, classes = _encode(named, path)
     source = datasets.concatenate_datasets([raw_images(d, image_column) for d in splits.values()])
@@ -106,6 +90,31 @@ def _index_hf(path: str, image_column: str | None, label_column: str | None, on_
         return ArrowImageDataset(source, image_column, path, ids, labels, channels, size)
 
     return ImageRecords("hf", parts, classes, image_column, label_column, len(skipped), make)
+
+
+def _labelled_rows(dataset: Any, split: str, image_column: str, label_column: str, where: str, on_error: str,
+                   skipped: list[tuple[str, str]]) -> tuple[list[int], list[str]] | None:
+    """(rows, labels) of one split whose image passes the header check and that have a label; the others skipped
+    (added to ``skipped``) or failing. None for a held-out split without a single label (the Hub's test splits of
+    labels -1), which is then not used: it says nothing about accuracy."""
+    from modelforge.data.formats.hf_images import check_images, raw_images, read_labels
+
+    labels = list(read_labels(dataset, label_column))
+    if split != "train" and all(label is None for label in labels):
+        log.warning("%s: no labels in this split: not used", where)
+        return None
+    rows, kept = [], []
+    for row, (problem, label) in enumerate(zip(check_images(raw_images(dataset, image_column), image_column, where),
+                                               labels, strict=True)):
+        problem = problem or (None if label is not None else f"{where} row {row}: no label")
+        if problem:
+            if on_error == "fail":
+                raise DataError(problem)
+            skipped.append((f"{where} row {row}", problem))
+            continue
+        rows.append(row)
+        kept.append(label)
+    return rows, kept
 
 
 def _index_shards(path: str, image_column: str | None, label_column: str | None, on_error: str) -> ImageRecords:
