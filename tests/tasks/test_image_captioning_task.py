@@ -89,7 +89,9 @@ def test_caption_scores_are_sacrebleu_and_pycocoevalcap_on_normalised_words():
         caption_scores([["a"]], ["a", "b"])
 
 
-def test_nearest_caption_baseline_copies_the_closest_training_images_first_caption():
+def test_nearest_caption_baseline_copies_the_closest_training_images_first_caption(monkeypatch):
+    from modelforge.tasks import baselines
+
     train_images = torch.stack([torch.full((3, 4, 4), v, dtype=torch.uint8) for v in (0, 100, 250)])
     test_images = torch.stack([torch.full((3, 4, 4), v, dtype=torch.uint8) for v in (240, 10, 90)])
     seen = {}
@@ -98,11 +100,19 @@ def test_nearest_caption_baseline_copies_the_closest_training_images_first_capti
         seen.update(references=references, outputs=outputs)
         return {"bleu4": 12.0, "cider": 0.5}
 
-    splits = SimpleNamespace(
-        train=SimpleNamespace(images=train_images, captions=[["dark", "black"], ["grey"], ["white", "bright"]]),
-        test=SimpleNamespace(images=test_images, captions=[["w"], ["d"], ["g"]]))
+    def split(images, captions):
+        return SimpleNamespace(pixels=lambda indices: images[list(indices)], captions=captions)
+
+    splits = SimpleNamespace(train=split(train_images, [["dark", "black"], ["grey"], ["white", "bright"]]),
+                             test=split(test_images, [["w"], ["d"], ["g"]]))
     result = nearest_caption(SimpleNamespace(caption_metrics=metrics), splits)
     assert seen["outputs"] == ["white", "dark", "grey"] and seen["references"] == [["w"], ["d"], ["g"]]
+    monkeypatch.setattr(baselines, "NEAREST_CHUNK_BYTES", 4 * 3 * 4 * 4)  # one training image per chunk
+    nearest_caption(SimpleNamespace(caption_metrics=metrics), splits)
+    assert seen["outputs"] == ["white", "dark", "grey"]
+    tied = split(torch.stack([train_images[1], train_images[1], train_images[0]]), [["first"], ["second"], ["x"]])
+    nearest_caption(SimpleNamespace(caption_metrics=metrics), SimpleNamespace(train=tied, test=splits.test))
+    assert seen["outputs"][2] == "first"  # equally near across chunks: the first, as one argmin would pick
     assert result["test_cider"] == 0.5 and result["test_bleu4"] == 12.0 and result["train_rows"] == 3
     assert result["compared"] == ["test_cider", "test_bleu4"]
     assert verdict({"test_cider": 0.8}, result).startswith("the model beats the baseline (caption of the nearest")

@@ -232,6 +232,19 @@ def test_sigkill_resume_of_clips_read_from_disk_with_other_worker_count_is_bit_i
         "train.checkpoint_every_steps=2", "train.progress=off"])
 
 
+def test_sigkill_resume_of_caption_files_read_from_disk_with_other_worker_count_is_bit_identical(tmp_path):
+    """Retrieval on the user's caption files, images decoded per item; each step's caption pick and dropout come
+    from the restored RNG."""
+    from captioning_data import caption_folder
+
+    _resume_matches_across_worker_counts(tmp_path, "scenes-clip", [
+        f"data.path={caption_folder(tmp_path / 'photos')}", "data.image_size=16", "data.tokenizer.kind=word",
+        "data.init_text_encoder=null", "data.text_tower=train", "model.dim=16", "model.num_layers=1",
+        "model.num_heads=2", "model.mlp_hidden=32", "model.embed_dim=8", "model.image_widths=[4,8]",
+        "model.dropout=0.3", "train.max_steps=12", "train.batch_size=4", "train.early_stopping=null",
+        "train.checkpoint_every_steps=2", "train.progress=off"])
+
+
 def test_plain_sgd_run_resumes_like_an_uninterrupted_one(tmp_path):
     """SGD without momentum keeps no optimiser state; resuming it must still work and end identical."""
     common = ["train.optimizer=sgd", "train.momentum=0", "train.lr=0.05", "train.batch_size=32",

@@ -9,6 +9,7 @@ sees exactly the data of an uninterrupted one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -74,6 +75,37 @@ def spread(n: int, count: int) -> np.ndarray:
 
 def channel_statistics(dataset: ImageFileDataset, sample: int = STATISTICS_SAMPLE) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of pixels / 255 over up to ``sample`` evenly spaced images — the same figures the
-    in-memory path computes over the whole split when the folder holds no more images than that."""
-    x = dataset.pixels(spread(len(dataset), sample)).float() / 255
-    return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+    in-memory path computes over the whole split when the folder holds no more images than that.
+
+    Under torchrun each rank decodes only its contiguous share of the sample and the ranks add up their sums. The
+    sums are exact integers (of uint8 pixels), so every rank, and any world size, gets the same figures bit for bit.
+    """
+    picked = spread(len(dataset), sample)
+    rank, world = _process_group()
+    counts = [0] * (1 + 2 * dataset.channels)  # pixels per channel, then each channel's sum, then its sum of squares
+    for index in np.array_split(picked, world)[rank].tolist():
+        pixels = dataset[index][0].reshape(dataset.channels, -1).to(torch.int64)
+        counts[0] += pixels.shape[1]
+        for c, (total, squares) in enumerate(zip(pixels.sum(1).tolist(), pixels.square().sum(1).tolist())):
+            counts[1 + c] += total
+            counts[1 + dataset.channels + c] += squares
+    if world > 1:
+        import torch.distributed as dist
+
+        gathered: list[list[int]] = [[] for _ in range(world)]
+        dist.all_gather_object(gathered, counts)  # Python ints: no overflow, any backend
+        counts = [sum(column) for column in zip(*gathered)]
+    n, sums, squares = max(counts[0], 1), counts[1 : 1 + dataset.channels], counts[1 + dataset.channels :]
+    mean = [total / n / 255 for total in sums]
+    # the unbiased variance, as torch.std gives, from exact integers: (n Σx² − (Σx)²) / (n (n − 1))
+    std = [math.sqrt((n * sq - total * total) / (n * max(n - 1, 1))) / 255 for total, sq in zip(sums, squares)]
+    return mean, [max(s, 1e-6) for s in std]
+
+
+def _process_group() -> tuple[int, int]:
+    """(rank, world size) of the initialised torch.distributed group; (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1

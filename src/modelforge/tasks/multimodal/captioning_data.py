@@ -1,11 +1,13 @@
-"""The image captioner's in-memory splits: images as one uint8 tensor, captions as padded [BOS] … [EOS] id rows.
+"""The image captioner's splits: images in a pixel store (held in memory, or the user's files decoded per item),
+captions as padded [BOS] … [EOS] id rows in memory.
 
 A row is an image. In a training split a batch brings every caption of its images as teacher-forcing targets, each
 with ``owner`` (its image's place in the batch), so the network encodes each image once and decodes all of its
 captions against that memory; a held-out split's batch brings each image's first caption (the loss target) and
-keeps all of its captions as the references the metrics score against. Batches are dicts gathered with one index
-operation: ``images`` uint8 (B, 3, S, S), ``tgt`` (captions, longest row), ``owner`` (captions,), ``references``
-(B lists of strings), ``split``.
+keeps all of its captions as the references the metrics score against. Batches are dicts: ``images`` uint8
+(B, 3, S, S), ``tgt`` (captions, longest row), ``owner`` (captions,), ``references`` (B lists of strings),
+``split``. ``get_batch`` gathers one with index operations (the trainer's path without workers); DataLoader
+workers fetch items and ``collate_captions`` joins them into the same batch.
 """
 
 from __future__ import annotations
@@ -15,21 +17,35 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from modelforge.data.caption_pixels import FilePixels, HeldPixels, stack_images, statistics_indices
+from modelforge.data.lazy_images import STATISTICS_SAMPLE
+
 
 class CaptionDataset(Dataset):
-    """``images`` (N, 3, S, S) uint8 and ``captions`` (N lists); ``tgt``/``tgt_lengths`` hold the encoded captions
-    image by image, ``first``/``count`` say where each image's rows start and how many are used."""
+    """``store`` holds the N images, ``captions`` their N caption lists; ``tgt``/``tgt_lengths`` hold the encoded
+    captions image by image, ``first``/``count`` say where each image's rows start and how many are used."""
 
-    def __init__(self, split: str, images: torch.Tensor, captions: list[list[str]], tgt: torch.Tensor,
+    def __init__(self, split: str, store: HeldPixels | FilePixels, captions: list[list[str]], tgt: torch.Tensor,
                  tgt_lengths: torch.Tensor, first: torch.Tensor, count: torch.Tensor):
-        self.split, self.images, self.captions = split, images, captions
+        self.split, self.store, self.captions = split, store, captions
         self.tgt, self.tgt_lengths, self.first, self.count = tgt, tgt_lengths, first, count
 
+    @property
+    def loads_from_disk(self) -> bool:  # the trainer gives workers to a split read from files (training/batches.py)
+        return self.store.loads_from_disk
+
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.captions)
+
+    def pixels(self, indices: Any) -> torch.Tensor:
+        """The images at ``indices`` as uint8 (n, 3, S, S)."""
+        return self.store.get(indices)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.get_batch([index])
+        """One image with its caption rows (full width; ``collate_captions`` trims a batch to its longest)."""
+        rows = slice(int(self.first[index]), int(self.first[index] + self.count[index]))
+        return {"image": self.store.one(index), "tgt": self.tgt[rows], "lengths": self.tgt_lengths[rows],
+                "references": self.captions[index], "split": self.split}
 
     def get_batch(self, indices: Any) -> dict[str, Any]:
         index = torch.as_tensor(indices, dtype=torch.long)
@@ -40,11 +56,21 @@ class CaptionDataset(Dataset):
         offsets = torch.arange(len(owner)) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
         rows = starts + offsets
         width = int(self.tgt_lengths[rows].max())
-        return {"images": self.images[index], "tgt": self.tgt[rows, :width], "owner": owner,
+        return {"images": self.store.get(index), "tgt": self.tgt[rows, :width], "owner": owner,
                 "references": [self.captions[i] for i in index.tolist()], "split": self.split}
 
 
-def caption_dataset(split: str, images: torch.Tensor, captions: list[list[str]], encode: Any,
+def collate_captions(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Items of ``CaptionDataset`` → the batch ``get_batch`` gives for the same indices."""
+    counts = torch.tensor([len(item["tgt"]) for item in items])
+    width = int(max(int(item["lengths"].max()) for item in items))
+    return {"images": stack_images([item["image"] for item in items]),
+            "tgt": torch.cat([item["tgt"] for item in items])[:, :width],
+            "owner": torch.repeat_interleave(torch.arange(len(items)), counts),
+            "references": [item["references"] for item in items], "split": items[0]["split"]}
+
+
+def caption_dataset(split: str, store: HeldPixels | FilePixels, captions: list[list[str]], encode: Any,
                     every_caption: bool) -> CaptionDataset:
     """A split's dataset; ``encode(texts) -> (ids, lengths)``; ``every_caption``: a batch decodes every caption of
     its images (training), else each image's first."""
@@ -52,10 +78,16 @@ def caption_dataset(split: str, images: torch.Tensor, captions: list[list[str]],
     sizes = torch.tensor([len(caps) for caps in captions], dtype=torch.long)
     first = sizes.cumsum(0) - sizes
     count = sizes if every_caption else torch.ones_like(sizes)
-    return CaptionDataset(split, images, captions, ids, lengths, first, count)
+    return CaptionDataset(split, store, captions, ids, lengths, first, count)
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation of uint8 images (N, C, H, W), in [0, 1] units."""
     x = images.float().div(255).transpose(0, 1).flatten(1)
     return x.mean(dim=1).tolist(), x.std(dim=1).clamp(min=1e-3).tolist()
+
+
+def training_stats(store: HeldPixels | FilePixels) -> tuple[list[float], list[float]]:
+    """``channel_stats`` of the training images: all of them in memory, a spread sample of STATISTICS_SAMPLE files
+    (every file of a smaller split, so the figures equal the in-memory path's)."""
+    return channel_stats(store.get(statistics_indices(store, STATISTICS_SAMPLE)))

@@ -4,7 +4,9 @@ Data: the generated ``scenes-captions`` set (CLEVR-style scenes of coloured digi
 colour–kind pairs never drawn in training, so a model must compose words rather than recall them), or the user's
 ``files`` (a captions CSV/TSV/JSONL beside the images, or COCO ``captions_*.json``; with ``train/ val/ test/``
 subfolders, or one set split by a hash of each image's name). Readers and the caption vocabulary live in
-``data/captions.py``, ``data/formats/image_captions.py`` and ``data/caption_text.py``.
+``data/captions.py``, ``data/formats/image_captions.py`` and ``data/caption_text.py``. The user's images are
+decoded per item from disk (``data/caption_pixels.py``; DataLoader workers by default), the generated scenes are
+held in memory.
 
 Model: ``image_captioner`` (``models/captioner.py``), trained with teacher forcing: the cross-entropy of each caption
 word given the image and the words before it; a training batch of images decodes every caption of each image
@@ -31,12 +33,13 @@ from torch import nn
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ConfigError, DataError
 from modelforge.core.registry import register
+from modelforge.data.caption_pixels import caption_pixels
 from modelforge.data.text_encoding import TOKENIZER_FILE, TokenizerArtifact
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.beam_search import CachedStepDecoder, SearchSettings, next_token_loss, search
 from modelforge.tasks.export_graphs import GraphSet
 from modelforge.tasks.multimodal.caption_files_config import CaptionFilesConfig
-from modelforge.tasks.multimodal.captioning_data import caption_dataset, channel_stats
+from modelforge.tasks.multimodal.captioning_data import caption_dataset, collate_captions, training_stats
 from modelforge.tasks.multimodal.captioning_metrics import caption_scores
 
 
@@ -132,10 +135,10 @@ class ImageCaptioning(TokenizerArtifact, Task):
                 summary[f"{name}_images_total"] = len(parts[name])
                 parts[name] = parts[name].subset(_spread(len(parts[name]), keep))
         self._tokenizer = build_caption_vocabulary(parts["train"].all_captions(), cfg.min_word_frequency)
-        images = {name: torch.from_numpy(p.image_batch(range(len(p)), cfg.image_size)) for name, p in parts.items()}
-        mean, std = channel_stats(images["train"])
+        stores = {name: caption_pixels(p, cfg.image_size) for name, p in parts.items()}  # files: decoded per item
+        mean, std = training_stats(stores["train"])
         self._set_state(mean, std)
-        datasets = {name: caption_dataset(name, images[name], p.captions, self.encode_captions, name == "train")
+        datasets = {name: caption_dataset(name, stores[name], p.captions, self.encode_captions, name == "train")
                     for name, p in parts.items()}
         for name, p in parts.items():
             summary[f"{name}_images"] = len(p)
@@ -143,6 +146,9 @@ class ImageCaptioning(TokenizerArtifact, Task):
             summary[f"{name}_origin"] = p.origin
         summary["vocab_size"] = self.state_dict_["vocab_size"]
         return Splits(datasets["train"], datasets.get("val"), datasets.get("test"), summary)
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate_captions(items)
 
     def _set_state(self, mean: list[float], std: list[float]) -> None:
         from modelforge.data.caption_text import BOS, EOS
@@ -249,7 +255,7 @@ class ImageCaptioning(TokenizerArtifact, Task):
         if dataset is None or count <= 0:
             return ReportSamples(note="no held-out split to show samples from")
         picks = spread(len(dataset.captions), count)
-        images = dataset.images[picks]
+        images = dataset.pixels(picks)
         device = next(model.parameters()).device
         outputs = self.generate(model, images.to(device), self.search_settings())
         rows = [[f"#{i}", output, " | ".join(dataset.captions[i])] for i, output in zip(picks, outputs)]

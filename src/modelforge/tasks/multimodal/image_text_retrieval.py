@@ -1,10 +1,10 @@
 """Image–text retrieval (CLIP-style): an image tower and a text tower trained with the symmetric contrastive loss.
 
 Data: the generated ``scenes-captions`` set (``data/builtin/caption_scenes.py``: its test split names colour–kind
-pairs never drawn in training) or the user's image–caption files (``data/formats/image_captions.py``). Each training
-step pairs every image of the batch with one of its captions, drawn from the global torch RNG (so a resumed run
-draws the same ones). Metrics: recall@1/5/10 image→text and text→image over every caption of the split
-(``retrieval_metrics.py``).
+pairs never drawn in training; held in memory) or the user's image–caption files (``data/formats/image_captions.py``;
+images decoded per item, ``retrieval_data.RetrievalSet``). Each training step pairs every image of the batch with
+one of its captions, drawn from the global torch RNG (so a resumed run draws the same ones). Metrics: recall@1/5/10
+image→text and text→image over every caption of the split (``retrieval_metrics.py``).
 
 Predictions take an image each and answer, by the per-call options:
 
@@ -29,10 +29,10 @@ from torch import nn
 
 from modelforge.core.errors import ConfigError, DataError
 from modelforge.core.registry import register
+from modelforge.data.caption_pixels import caption_pixels
 from modelforge.data.caption_text import encode_for_encoder
 from modelforge.data.captions import CaptionedImages, read_rgb, resize_rgb
 from modelforge.data.padding import pad_rows
-from modelforge.data.tensors import TensorDataset
 from modelforge.data.text_encoding import (
     TokenizerArtifact,
     TokenizerConfig,
@@ -46,6 +46,7 @@ from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.metrics import ranked_labels
 from modelforge.tasks.multimodal import retrieval_data
 from modelforge.tasks.multimodal.caption_files_config import CaptionFilesConfig
+from modelforge.tasks.multimodal.retrieval_data import RetrievalSet, collate_pairs
 from modelforge.tasks.multimodal.retrieval_metrics import recall_at_k
 
 MAX_PROMPTS = 64  # label prompts per zero-shot call
@@ -105,6 +106,9 @@ class ImageTextRetrieval(TokenizerArtifact, Task):
                        train_captions=parts["train"].num_captions, vocab_size=self.state_dict_["vocab_size"])
         return Splits(tensors["train"], tensors.get("val"), tensors.get("test"), summary)
 
+    def collate(self, items: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+        return collate_pairs(items)
+
     def _check_text_tower(self) -> None:
         cfg = self.data_cfg
         if cfg.text_tower == "frozen" and not cfg.init_text_encoder:
@@ -113,20 +117,19 @@ class ImageTextRetrieval(TokenizerArtifact, Task):
         if cfg.text_tower == "frozen" and self.recipe.adapter is not None:
             raise ConfigError("adapter: adapts the text tower, which data.text_tower=frozen never trains; drop one")
 
-    def _tensors(self, data: CaptionedImages) -> TensorDataset:
-        """(uint8 images (N, 3, S, S), caption ids (N, K, L), caption lengths (N, K), caption counts (N,)[, the
-        frozen tower's pooled features (N, K, D)]); an image with fewer than K captions repeats its first one in the
-        unused slots (never drawn: counts say so)."""
+    def _tensors(self, data: CaptionedImages) -> RetrievalSet:
+        """(uint8 images (N, 3, S, S) — read per item from the user's files —, caption ids (N, K, L), caption
+        lengths (N, K), caption counts (N,)[, the frozen tower's pooled features (N, K, D)]); an image with fewer
+        than K captions repeats its first one in the unused slots (never drawn: counts say so)."""
         k = self.state_dict_["max_captions"]
         kept = [caps[:k] for caps in data.captions]
         flat = [caps[i] if i < len(caps) else caps[0] for caps in kept for i in range(k)]
         ids, lengths = encode_for_encoder(self.tokenizer, flat, self.state_dict_["max_length"])
-        images = torch.from_numpy(data.image_batch(range(len(data)), self.state_dict_["image_size"]))
         counts = torch.tensor([len(caps) for caps in kept])
-        tensors = [images, ids.view(len(data), k, -1), lengths.view(len(data), k), counts]
+        tensors = [ids.view(len(data), k, -1), lengths.view(len(data), k), counts]
         if self.data_cfg.text_tower == "frozen":
             tensors.append(self._frozen_features(ids, lengths).view(len(data), k, -1))
-        return TensorDataset(*tensors)
+        return RetrievalSet(caption_pixels(data, self.state_dict_["image_size"]), *tensors)
 
     @torch.no_grad()
     def _frozen_features(self, ids: torch.Tensor, lengths: torch.Tensor, chunk: int = 256) -> torch.Tensor:

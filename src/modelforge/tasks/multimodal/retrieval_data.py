@@ -3,6 +3,9 @@
 Files: ``train/``, ``val/``, ``test/`` subfolders are read as they are; a split that is missing is held out of the
 training images by a hash of each image's name (``data.val_fraction`` / ``data.test_fraction``), so every caption
 of one image stays in one split. The found line says what was read and where each split came from.
+
+``RetrievalSet`` is one split as the trainer reads it: the images in a pixel store (the user's files decoded per
+item, DataLoader workers by default; the generated scenes held in memory) beside the encoded captions in memory.
 """
 
 from __future__ import annotations
@@ -10,7 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch.utils.data import Dataset
+
 from modelforge.core.errors import ConfigError, DataError
+from modelforge.data.caption_pixels import FilePixels, HeldPixels, stack_images
 from modelforge.data.captions import CaptionedImages, split_captioned
 from modelforge.data.found import files_found, split_folders_found
 
@@ -66,3 +73,37 @@ def load_splits(cfg: Any) -> tuple[dict[str, CaptionedImages], dict[str, Any]]:
     if cfg.limit:
         parts = {name: data.limit(cfg.limit) for name, data in parts.items()}
     return parts, summary
+
+
+class RetrievalSet(Dataset):
+    """Items ``(uint8 image (3, S, S), caption ids (K, L), caption lengths (K,), caption count[, the frozen text
+    tower's pooled features (K, D)])``; ``get_batch`` gathers the same tuple batched (as ``collate_pairs`` joins
+    the items)."""
+
+    def __init__(self, store: HeldPixels | FilePixels, *text: torch.Tensor):
+        if any(len(t) != len(store) for t in text):
+            raise ValueError("RetrievalSet needs one row of caption tensors per image")
+        self.store, self.text = store, text
+
+    @property
+    def loads_from_disk(self) -> bool:  # the trainer gives workers to a split read from files (training/batches.py)
+        return self.store.loads_from_disk
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def pixels(self, indices: Any) -> torch.Tensor:
+        return self.store.get(indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        return (self.store.one(index), *(t[index] for t in self.text))
+
+    def get_batch(self, indices: Any) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return (self.store.get(index), *(t[index] for t in self.text))
+
+
+def collate_pairs(items: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Items of ``RetrievalSet`` (from DataLoader workers) → the batch ``get_batch`` gives for the same indices."""
+    columns = list(zip(*items))
+    return (stack_images(columns[0]), *(torch.stack(column) for column in columns[1:]))

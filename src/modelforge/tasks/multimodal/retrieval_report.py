@@ -1,11 +1,11 @@
 """The report's sample view of a retrieval run: held-out captions used as text queries, with the images they rank
-first (green: the caption's own image) and, per query, the rank its own image got among the split's images."""
+first (green: the caption's own image) and, per query, the rank its own image got among the split's images. The
+split's image embeddings are computed batch by batch; only the pictures shown are decoded for the grid."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -36,17 +36,17 @@ def retrieval_samples(task: Any, model: nn.Module, splits: Splits, count: int) -
     sims = (text_emb @ image_emb.T).cpu()  # (queries, images)
     order = sims.argsort(dim=1, descending=True)
     top = min(TOP, len(dataset))
-    all_images = dataset.get_batch(range(len(dataset)))[0].numpy()
-    grid, titles, right, rows = [], [], [], []
+    shown, titles, right, rows = [], [], [], []
     for q, (own, query) in enumerate(zip(picks, queries)):
         rank = int((order[q] == own).nonzero()[0, 0]) + 1
         rows.append((q + 1, query, rank))
         for place, index in enumerate(order[q, :top].tolist()):
-            grid.append(all_images[index])
+            shown.append(index)
             titles.append(f"query {q + 1}: #{place + 1}")
             right.append(index == own)
+    grid = dataset.pixels(shown).numpy()  # only the pictures shown are decoded (the split may be read from disk)
     note = (f"{name} captions as text queries against its {len(dataset)} images: the top {top} of each "
             "(green = the caption's own image)")
     html = samples.table(["query", "caption", f"rank of its image (of {len(dataset)})"], rows,
                          [rank == 1 for _, _, rank in rows])
-    return ReportSamples(png=plots.image_grid(np.stack(grid), titles, right, columns=top), html=html, note=note)
+    return ReportSamples(png=plots.image_grid(grid, titles, right, columns=top), html=html, note=note)

@@ -1,0 +1,138 @@
+"""Under torchrun each rank reads only its own share of the data: 2-process DDP runs of the real CLI
+(`modelforge train RECIPE --nproc 2`, gloo on CPU) with every item read recorded per rank — an image folder decoded
+from disk per item, and the language model's windows gathered from its memory-mapped token file.
+
+The trace comes from the test side only (read_trace.py, installed by a ``sitecustomize`` on the run's PYTHONPATH):
+it wraps the datasets' item reads in every process, DataLoader workers included, and labels each read with the
+phase it happened in (training, evaluation, the image statistics, anything else).
+
+Asserted for the training split: each rank reads exactly its contiguous share of every planned batch (the
+single-process plan of ``epoch_order`` with the run's seed), nothing twice; the two ranks' sets are disjoint and
+together exactly the items of the steps trained (with DataLoader workers, plus at most the batches they prefetched
+after the last step — still each rank its own share); neither rank reads the whole split. The image folder's
+mean/std sample is split between the ranks too (disjoint, together the whole sample).
+
+Evaluation is not sharded: every rank evaluates the whole validation split (docs/distributed.md), so each rank reads
+every validation item at every evaluation — asserted as the documented behaviour, not as a share.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from modelforge.data.lazy_images import STATISTICS_SAMPLE, spread
+from modelforge.tasks import get_task
+from modelforge.tasks.recipes import load_recipe
+from modelforge.training.batches import PREFETCH_BATCHES, epoch_order
+
+sys.path.insert(0, str(Path(__file__).parent))
+import read_trace  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES, VAL_SIZE, BATCH, STEPS, EVAL_EVERY = 200, 0.2, 32, 4, 2  # 160 training images: 5 batches an epoch
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(IMAGES):
+        label, value = ("light", 190) if i % 2 else ("dark", 60)
+        (root / label).mkdir(exist_ok=True)
+        Image.fromarray(np.clip(rng.normal(value, 30, (16, 16, 3)), 0, 255).astype(np.uint8)).save(
+            root / label / f"{i:03d}.png")
+    return root
+
+
+def _traced_ddp_run(tmp_path, recipe, *overrides):
+    """`modelforge train RECIPE ... --nproc 2` with the read trace on; returns (reads by (rank, phase), summary,
+    the run's train.seed, the run directory)."""
+    trace, run_dir = tmp_path / "trace", tmp_path / "run"
+    trace.mkdir()
+    hook = read_trace.write_sitecustomize(tmp_path / "hook")
+    path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, read_trace.ENV: str(trace), "PYTHONUNBUFFERED": "1"}
+    args = ["train", recipe, *overrides, f"train.max_steps={STEPS}", f"train.eval_every_steps={EVAL_EVERY}",
+            "train.strategy=ddp", "train.progress=off", "--run-dir", str(run_dir), "--nproc", "2"]
+    result = subprocess.run([sys.executable, "-m", "modelforge", *args], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((run_dir / "results.json").read_text())["summary"]
+    assert summary["steps"] == STEPS and summary["world_size"] == 2
+    seed = yaml.safe_load((run_dir / "recipe.yaml").read_text())["train"]["seed"]
+    return read_trace.reads(trace), summary, seed, run_dir
+
+
+def _check_training_shares(reads, plan, workers=0):
+    """Each rank read exactly its share of the first STEPS planned batches (with workers, of up to the batches
+    they prefetch after the last step), nothing twice; the ranks' sets are disjoint and together the steps' items."""
+    assert len(plan) > STEPS  # the run stops inside the first epoch: some of the split is never trained on
+    phases = {phase for _, phase in reads}
+    assert {p for p in phases if p.startswith("train")} == {"train:0"}, phases
+    trained = [reads.get((rank, "train:0"), []) for rank in (0, 1)]
+    total = sum(len(b) for b in plan)
+    for rank, mine in enumerate(trained):
+        assert len(mine) == len(set(mine)), f"rank {rank} read an item twice"
+        # each worker keeps PREFETCH_BATCHES batches decoded ahead: a stop mid-epoch may leave those decoded
+        ahead = min(len(plan), STEPS + workers * PREFETCH_BATCHES)
+        shares = [sorted(i for b in plan[:k] for i in _share(b, rank)) for k in range(STEPS, ahead + 1)]
+        assert sorted(mine) in shares, f"rank {rank} read items outside its share of the planned batches"
+        assert len(mine) < total, f"rank {rank} read the whole training split"
+    assert not set(trained[0]) & set(trained[1]), "the ranks read overlapping items"
+    steps_items = {i for b in plan[:STEPS] for i in b.tolist()}
+    union = set(trained[0]) | set(trained[1])
+    assert steps_items <= union and (workers or union == steps_items)
+
+
+def _share(batch, rank):
+    return batch.tensor_split(2)[rank].tolist()
+
+
+def test_each_rank_decodes_a_disjoint_share_of_an_image_folder(photos, tmp_path):
+    """Decoded by two DataLoader workers per rank (the default for large folders); the path without workers is the
+    language model's below."""
+    workers = 2
+    reads, summary, seed, run_dir = _traced_ddp_run(
+        tmp_path, "image-classifier", f"data.path={photos}", "data.image_size=16", f"data.val_size={VAL_SIZE}",
+        "data.test_size=0", "model.name=mlp", "model.hidden=[16]", f"train.batch_size={BATCH}",
+        "train.early_stopping=null", f"train.num_workers={workers}")
+    n_train, n_val = summary["data"]["train_size"], summary["data"]["val_size"]
+    _check_training_shares(reads, epoch_order(n_train, BATCH, seed, 0), workers)
+
+    sampled = [reads.get((rank, "statistics"), []) for rank in (0, 1)]
+    assert sampled[0] and sampled[1] and not set(sampled[0]) & set(sampled[1]), sampled
+    assert sorted(sampled[0] + sampled[1]) == spread(n_train, STATISTICS_SAMPLE).tolist()
+    task = get_task("image_classification")(load_recipe(str(run_dir / "recipe.yaml")))
+    task.datasets()  # one process: the whole sample decoded here
+    saved = json.loads((run_dir / "model" / "task.json").read_text())
+    assert (saved["mean"], saved["std"]) == (task.state_dict_["mean"], task.state_dict_["std"])  # bit for bit
+
+    evaluations = STEPS // EVAL_EVERY
+    for rank in (0, 1):  # documented: every rank evaluates the whole validation split
+        assert Counter(reads[rank, "evaluate"]) == {i: evaluations for i in range(n_val)}
+    assert not reads.get((1, "other")), "rank 1 decoded items outside training, evaluation and statistics"
+
+
+def test_each_rank_reads_a_disjoint_share_of_the_language_models_token_windows(tmp_path):
+    """The corpus is tokenized once into a memory-mapped token file; each rank gathers only its windows from it."""
+    words = np.random.default_rng(0).choice(["the", "rank", "reads", "its", "own", "share", "of", "windows"], 4000)
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("\n".join(" ".join(words[i : i + 10]) for i in range(0, len(words), 10)) + "\n")
+    block, batch = 16, 8
+    reads, summary, seed, _ = _traced_ddp_run(
+        tmp_path, "language-model", f"data.path={corpus}", "data.tokenizer.kind=char", f"data.block_size={block}",
+        "data.eval_windows=8", "data.test_fraction=0", "model.dim=16", "model.num_layers=1", "model.num_heads=2",
+        f"train.batch_size={batch}", "train.eval_batch_size=8")
+    _check_training_shares(reads, epoch_order(summary["data"]["train_windows"], batch, seed, 0))
+    evaluations = STEPS // EVAL_EVERY
+    for rank in (0, 1):  # documented: every rank evaluates the whole (evenly spaced) validation windows
+        assert Counter(reads[rank, "evaluate"]) == {i: evaluations for i in range(summary["data"]["val_windows"])}
+    assert not reads.get((1, "other")), "rank 1 read windows outside training and evaluation"
