@@ -152,3 +152,14 @@ def test_pixel_baseline_decodes_at_most_max_train_rows_of_a_folder_read_from_dis
 
     result = baselines.run_baseline(_Task(), Splits(dataset, test=dataset.subset(range(16))))
     assert result["train_rows"] == 6 and len(decoded) == 12 and result["test_accuracy"] == 1.0
+
+
+def test_pixel_baseline_decodes_fewer_rows_of_large_pictures(tmp_path):
+    from modelforge.tasks import baselines
+
+    root = _folder(tmp_path / "d", per_class=2)
+    index = index_image_folder(root, root)
+    small, large = (ImageFileDataset(root, index.paths, index.labels, 3, size) for size in (28, 224))
+    assert baselines._rows_for("pixels", small) == baselines.MAX_TRAIN
+    assert baselines._rows_for("pixels", large) == baselines.PIXEL_VALUES // (3 * 224 * 224)  # 1,328, not 20,000
+    assert baselines._rows_for("text", large) == baselines.MAX_TRAIN

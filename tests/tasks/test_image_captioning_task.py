@@ -119,6 +119,27 @@ def test_nearest_caption_baseline_copies_the_closest_training_images_first_capti
     assert "LOSES" in verdict({"test_cider": 0.2}, result) and "no test_cider" in verdict({}, result)
 
 
+def test_nearest_caption_compares_at_most_max_train_candidates_each_decoded_once_per_query_chunk(monkeypatch):
+    from modelforge.tasks import baselines
+
+    train_images = torch.stack([torch.full((3, 4, 4), v, dtype=torch.uint8) for v in (0, 60, 120, 180, 240)])
+    decoded: list[int] = []
+
+    def pixels(indices):
+        decoded.extend(indices)
+        return train_images[list(indices)]
+
+    train = SimpleNamespace(pixels=pixels, captions=[[f"v{v}"] for v in (0, 60, 120, 180, 240)])
+    test = SimpleNamespace(pixels=lambda i: train_images[[4, 1, 0]][list(i)], captions=[["a"], ["b"], ["c"]])
+    seen = {}
+    monkeypatch.setattr(baselines, "MAX_TRAIN", 3)  # candidates: training images 0, 2 and 4
+    monkeypatch.setattr(baselines, "NEAREST_QUERIES", 2)  # two query chunks
+    result = nearest_caption(SimpleNamespace(caption_metrics=lambda r, o: seen.update(outputs=o) or {"cider": 0.1}),
+                             SimpleNamespace(train=train, test=test))
+    assert result["train_rows"] == 3 and seen["outputs"] == ["v240", "v0", "v0"]  # image 1 (60) is no candidate
+    assert sorted(decoded) == [0, 0, 0, 2, 2, 4, 4]  # the probe of image 0, then each candidate once per chunk
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from modelforge.tasks import get_task

@@ -184,6 +184,19 @@ def _resume_matches_across_worker_counts(tmp_path, recipe, overrides):
         assert torch.equal(expected[name], actual[name]), name
 
 
+def test_sigkill_resume_of_webdataset_shards_with_other_worker_count_is_bit_identical(tmp_path, monkeypatch):
+    """Images read from tar shards at their indexed offsets, in the random batch plan; shifts and dropout come from
+    the restored RNG."""
+    from image_records_data import encoded_images, write_shards
+
+    monkeypatch.setenv("MODELFORGE_CACHE", str(tmp_path / "cache"))
+    shards = write_shards(tmp_path / "shards", encoded_images(64), count=3)
+    _resume_matches_across_worker_counts(tmp_path, "image-classifier", [
+        f"data.path={shards}", "data.image_size=8", "data.shift=1", "model.name=mlp", "model.hidden=[32]",
+        "model.dropout=0.3", "train.max_steps=12", "train.batch_size=8", "train.early_stopping=null",
+        "train.checkpoint_every_steps=2", "train.progress=off"])
+
+
 def test_sigkill_resume_of_wavs_read_from_disk_with_other_worker_count_is_bit_identical(tmp_path):
     """WAVs decoded per item; the batch's noise, speed perturbation, SpecAugment and dropout come from the restored
     RNG."""

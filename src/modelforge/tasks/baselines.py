@@ -30,14 +30,16 @@ METHODS = {
 GRID = (0.01, 0.1, 1.0, 10.0, 100.0)  # C values tried on the validation split
 MAX_TRAIN = 20_000  # rows the baseline fits on at most (an evenly spaced subset): seconds, not minutes
 NEAREST_CHUNK_BYTES = 256 * 2**20  # training pixels (as floats) nearest_caption compares at once: 3,000 64² scenes
+NEAREST_QUERIES = 2048  # test images nearest_caption holds at once (each pass decodes the candidates again)
+PIXEL_VALUES = 200_000_000  # pixel values per split the pixel baseline holds as floats at most (800 MB)
+MIN_PIXEL_ROWS = 500  # however large the pictures, the pixel baseline fits on at least this many rows
 
 
-def baseline_rows(count: int) -> np.ndarray:
-    """The rows of a split of ``count`` the baseline reads when the split is read from disk: at most MAX_TRAIN,
-    evenly spaced. A task that keeps raw inputs only for the baseline (the text classifier's texts) keeps these."""
-    if count <= MAX_TRAIN:
-        return np.arange(count)
-    return np.linspace(0, count - 1, MAX_TRAIN).round().astype(int)
+def baseline_rows(count: int, at_most: int = MAX_TRAIN) -> np.ndarray:
+    """The rows of a split of ``count`` the baseline reads when the split is read from disk: at most ``at_most``
+    (MAX_TRAIN but for large pictures), evenly spaced. A task that keeps raw inputs only for the baseline (the text
+    classifier's texts) keeps these."""
+    return _evenly_spaced(count, at_most)
 
 
 def _labels(dataset: Any) -> np.ndarray:
@@ -100,48 +102,64 @@ def _fit(x: Any, y: np.ndarray, c: float) -> Any:
         return LogisticRegression(C=c, max_iter=300).fit(x, y)
 
 
-def _at_most(dataset: Any) -> Any:
-    if hasattr(dataset, "tensors") or not hasattr(dataset, "subset") or len(dataset) <= MAX_TRAIN:
+def _at_most(dataset: Any, rows: int) -> Any:
+    if hasattr(dataset, "tensors") or not hasattr(dataset, "subset") or len(dataset) <= rows:
         return dataset
-    return dataset.subset(baseline_rows(len(dataset)))
+    return dataset.subset(baseline_rows(len(dataset), rows))
 
 
 def nearest_caption(task: Any, splits: Any) -> dict[str, Any]:
     """The nearest-neighbour caption baseline: each test image gets the first caption of the training image with the
     smallest pixel distance; scored by ``task.caption_metrics(references, outputs)``. Both splits are read through
-    ``pixels(indices)`` a chunk at a time (a split read from disk is never decoded whole)."""
+    ``pixels(indices)`` a chunk at a time (a split read from disk is never decoded whole); the candidates are at most
+    MAX_TRAIN evenly spaced training images, each decoded once per NEAREST_QUERIES test images."""
     train, test = splits.train, splits.test
+    candidates = _evenly_spaced(len(train.captions), MAX_TRAIN)
     rows = max(1, NEAREST_CHUNK_BYTES // (4 * train.pixels([0])[0].numel()))
     picks: list[int] = []
-    for start in range(0, len(test.captions), 256):  # bounded memory: 256 × train distances at a time
-        chunk = _unit_rows(test.pixels(range(start, min(start + 256, len(test.captions)))))
-        picks += _nearest(chunk, train, rows).tolist()
+    for start in range(0, len(test.captions), NEAREST_QUERIES):
+        chunk = _unit_rows(test.pixels(range(start, min(start + NEAREST_QUERIES, len(test.captions)))))
+        picks += candidates[_nearest(chunk, train, candidates, rows)].tolist()
     outputs = [train.captions[j][0] for j in picks]
     scores = task.caption_metrics(test.captions, outputs)
-    return {"method": METHODS["nearest_caption"], "train_rows": len(train.captions),
+    return {"method": METHODS["nearest_caption"], "train_rows": len(candidates),
             **{f"test_{name}": value for name, value in scores.items()},
             "compared": [f"test_{name}" for name in ("cider", "bleu4") if name in scores]}
+
+
+def _evenly_spaced(n: int, at_most: int) -> np.ndarray:
+    return np.linspace(0, n - 1, min(n, at_most)).round().astype(int) if n else np.zeros(0, dtype=int)
 
 
 def _unit_rows(images: Any) -> Any:
     return images.flatten(1).float() / 255
 
 
-def _nearest(queries: Any, train: Any, rows: int) -> Any:
-    """Index of the training image nearest each query row, over training chunks of ``rows`` images (the first
-    of equally near ones, as one argmin over the whole split would pick)."""
+def _nearest(queries: Any, train: Any, candidates: np.ndarray, rows: int) -> np.ndarray:
+    """Position in ``candidates`` of the training image nearest each query row, over chunks of ``rows`` candidates
+    (the first of equally near ones, as one argmin over all of them would pick)."""
     import torch
 
     best = torch.full((len(queries),), float("inf"))
     found = torch.zeros(len(queries), dtype=torch.long)
-    total = len(train.captions)
-    for start in range(0, total, rows):
-        distances = torch.cdist(queries, _unit_rows(train.pixels(range(start, min(start + rows, total)))))
+    for start in range(0, len(candidates), rows):
+        pixels = train.pixels(candidates[start:start + rows].tolist())
+        distances = torch.cdist(queries, _unit_rows(pixels))
         index = distances.argmin(dim=1)
         value = distances.gather(1, index[:, None])[:, 0]
         closer = value < best
         best, found = torch.where(closer, value, best), torch.where(closer, index + start, found)
-    return found
+    return found.numpy()
+
+
+def _rows_for(kind: str, dataset: Any) -> int:
+    """How many rows of a split read from disk the baseline decodes: MAX_TRAIN, fewer for large pictures so their
+    float features stay within PIXEL_VALUES (20,000 rows of 224² RGB would be 12 GB)."""
+    if kind != "pixels" or hasattr(dataset, "tensors") or not len(dataset):
+        return MAX_TRAIN
+    shape = (getattr(dataset, "channels", None), getattr(dataset, "size", None))
+    per_row = shape[0] * shape[1] ** 2 if None not in shape else dataset[0][0].numel()  # no decode when declared
+    return min(MAX_TRAIN, max(MIN_PIXEL_ROWS, PIXEL_VALUES // per_row))
 
 
 def run_baseline(task: Any, splits: Any) -> dict[str, Any] | None:
@@ -153,8 +171,9 @@ def run_baseline(task: Any, splits: Any) -> dict[str, Any] | None:
     if kind == "nearest_caption":
         return nearest_caption(task, splits)
     parts = {"train": splits.train, "test": splits.test, **({"val": splits.val} if splits.val is not None else {})}
-    # a split read from disk (``subset``) is decoded for the baseline at most MAX_TRAIN evenly spaced rows at a time
-    parts = {name: _at_most(dataset) for name, dataset in parts.items()}
+    # a split read from disk (``subset``) is decoded for the baseline at most MAX_TRAIN evenly spaced rows (fewer
+    # for large pictures)
+    parts = {name: _at_most(dataset, _rows_for(kind, dataset)) for name, dataset in parts.items()}
     labels = {name: _labels(dataset) for name, dataset in parts.items()}
     if len(set(labels["train"].tolist())) < 2:
         return None

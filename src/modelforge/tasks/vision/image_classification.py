@@ -1,4 +1,5 @@
-"""Image classification: MNIST, scikit-learn digits, or the user's image folder → any registered classifier."""
+"""Image classification: MNIST, scikit-learn digits, or the user's images (an image folder, a Hugging Face dataset or
+WebDataset shards) → any registered classifier."""
 
 from __future__ import annotations
 
@@ -30,7 +31,16 @@ def _holdout(n: int, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 class ImageDataConfig(HeldOutSplitConfig):
     source: Literal["mnist", "digits", "folder", "imagenet"] = Field(
         "mnist", description="imagenet: no training images; the 1,000 ImageNet labels for a pretrained network")
-    path: Optional[str] = Field(None, description="folder source: root/<class>/<image> or root/{train,val,test}/…")
+    path: Optional[str] = Field(None, description="folder source: root/<class>/<image> or root/{train,val,test}/…, "
+                                              "a Hugging Face dataset or .tar shards")
+    format: Optional[Literal["folder", "hf", "webdataset"]] = Field(
+        None, description="folder source: what data.path holds (default: detected — a save_to_disk folder or "
+                          ".parquet/.arrow files are hf, .tar shards webdataset, else an image folder)")
+    image_column: Optional[str] = Field(
+        None, description="hf: the image column (default: the datasets.Image one); webdataset: the image extension")
+    label_column: Optional[str] = Field(
+        None, description="hf: default the ClassLabel column or one named label/labels/cls; webdataset: the label "
+                          "member's extension or .json field (default cls, txt, then json's label)")
     image_size: Optional[int] = Field(None, ge=8, description="square side after resizing (default: source's own)")
     channels: Optional[Literal[1, 3]] = Field(None, description="1 = grayscale, 3 = RGB (default: source's own)")
     shift: int = Field(0, ge=0, description="augmentation: random translation of up to N pixels while training")
@@ -76,10 +86,14 @@ class ImageClassification(Task):
         """The folder's index: per split, file paths relative to data.path (not pixels) and labels; the class names
         come from a synset map beside the folders when there is one (ImageNet's WordNet-id folders)."""
         from modelforge.data.formats.image_folder import index_image_folder, read_synset_names
+        from modelforge.data.formats.records import detect_format
 
         cfg = self.data_cfg
         if not cfg.path:
             raise DataError("data.source=folder needs data.path=DIR (a folder of <class>/<image> sub-folders)")
+        record_format = cfg.format or detect_format(cfg.path) or "folder"
+        if record_format != "folder":
+            return self._load_records(record_format)
         root = Path(cfg.path).expanduser()
         if (root / "train").is_dir():
             train = index_image_folder(root / "train", root, on_error=cfg.on_error)
@@ -95,6 +109,24 @@ class ImageClassification(Task):
         self._origins = {"train": root.name}
         return {"all": (everything.paths, everything.labels)}, read_synset_names(root, everything.classes) or \
             everything.classes
+
+    def _load_records(self, record_format: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
+        """A Hugging Face dataset or WebDataset shards: per split, the items' positions in the source (not pixels)
+        and labels; the source's own val/test splits are kept, the rest held out as from a folder."""
+        from modelforge.data.formats.image_records import index_image_records
+
+        cfg = self.data_cfg
+        records = index_image_records(cfg.path, record_format, cfg.image_column, cfg.label_column, cfg.on_error)
+        self._records = records
+        own = [split for split in ("val", "test") if split in records.parts]
+        self.record_used(format=record_format, image_column=records.image_column,
+                         label_column=records.label_column, **{f"{split}_size": 0.0 for split in own})
+        name = Path(cfg.path).name
+        self._origins = {"train": f"{name} (train)" if own else name, **{s: f"{name} ({s})" for s in own}}
+        parts = dict(records.parts)
+        if not own:  # one split: test and validation are held out of it, as from a folder without train/
+            parts["all"] = parts.pop("train")
+        return parts, records.classes
 
     def datasets(self) -> Splits:
         cfg = self.data_cfg
@@ -133,13 +165,18 @@ class ImageClassification(Task):
 
     def _lazy_splits(self, parts: dict[str, tuple[np.ndarray, np.ndarray]]
                      ) -> tuple[Splits, list[int], tuple[list[float], list[float]]]:
-        """Folder splits read from disk per item; the mean/std from a spread sample of the training images."""
+        """Splits read from disk per item (a folder's files, a dataset's rows or shard members); the mean/std from a
+        spread sample of the training images."""
         from modelforge.data.lazy_images import ImageFileDataset, channel_statistics
 
         cfg = self.data_cfg
         size, channels = cfg.image_size or 64, cfg.channels or 3
-        base = Path(cfg.path).expanduser()
-        sets = {k: ImageFileDataset(base, paths, labels, channels, size) for k, (paths, labels) in parts.items()}
+        records = getattr(self, "_records", None)
+        if records is not None:  # positions in a Hugging Face dataset or in shards
+            sets = {k: records.make(ids, labels, channels, size) for k, (ids, labels) in parts.items()}
+        else:
+            base = Path(cfg.path).expanduser()
+            sets = {k: ImageFileDataset(base, paths, labels, channels, size) for k, (paths, labels) in parts.items()}
         stats = channel_statistics(sets["train"])
         return Splits(sets["train"], sets.get("val"), sets.get("test")), [channels, size, size], stats
 
@@ -163,8 +200,13 @@ class ImageClassification(Task):
         for split in ("val", "test"):
             where[split] = origins.get(split, f"split off {base}")
         read = f"{cfg.path} (one folder per class)" if cfg.source == "folder" else f"the built-in {cfg.source} data"
+        records, detail = getattr(self, "_records", None), None
+        if records is not None:
+            read = f"{cfg.path} ({records.format}; image {records.image_column or 'member'}, label " \
+                   f"{records.label_column or 'member'})"
+            detail = f"{records.skipped} unreadable skipped" if records.skipped else None
         splits = {k: (len(parts[k][0]), where[k]) for k in ("train", "val", "test") if k in parts}
-        return found_line(read, class_counts([classes[i] for i in parts["train"][1]], classes), splits)
+        return found_line(read, class_counts([classes[i] for i in parts["train"][1]], classes), splits, detail)
 
     def _to_tensors(self, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.ascontiguousarray(images))
