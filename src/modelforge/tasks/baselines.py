@@ -35,11 +35,11 @@ PIXEL_VALUES = 200_000_000  # pixel values per split the pixel baseline holds as
 MIN_PIXEL_ROWS = 500  # however large the pictures, the pixel baseline fits on at least this many rows
 
 
-def baseline_rows(count: int, at_most: int = MAX_TRAIN) -> np.ndarray:
+def baseline_rows(count: int, at_most: int | None = None) -> np.ndarray:
     """The rows of a split of ``count`` the baseline reads when the split is read from disk: at most ``at_most``
-    (MAX_TRAIN but for large pictures), evenly spaced. A task that keeps raw inputs only for the baseline (the text
-    classifier's texts) keeps these."""
-    return _evenly_spaced(count, at_most)
+    (default MAX_TRAIN; fewer for large pictures), evenly spaced. A task that keeps raw inputs only for the baseline
+    (the text classifier's texts) keeps these."""
+    return _evenly_spaced(count, MAX_TRAIN if at_most is None else at_most)
 
 
 def _labels(dataset: Any) -> np.ndarray:
