@@ -140,12 +140,20 @@ def test_a_file_without_its_sidecar_or_offsets_is_rebuilt(tmp_path):
 def test_a_set_without_a_file_goes_to_the_cache_folder(cache):
     cfg = _recipe("unused.csv", tokenizer={"kind": "word"}).data
     parts = {"train": (["a fine film", "dull"], ["pos", "neg"]), "val": (["great cast"], ["pos"])}
-    rows = text_rows.prepare_text_rows(cfg, parts, None, text_rows.RowSource([], None))
+
+    def prepare(parts):
+        source = text_rows.RowSource([], None, text_rows.content_identity(parts))
+        places = {split: (split, np.arange(len(texts))) for split, (texts, _) in parts.items()}
+        read = text_rows.ReadRows(parts, ["neg", "pos"], {}, places)
+        return text_rows.prepare_text_rows(cfg, text_rows.settings_key(cfg), None, source, lambda: read)
+
+    rows = prepare(parts)
     assert rows.built and rows.tokens.path.parent == cache / "token_files"
-    again = text_rows.prepare_text_rows(cfg, parts, None, text_rows.RowSource([], None))
+    again = prepare(parts)
     assert not again.built and again.tokens.path == rows.tokens.path
+    assert again.labels("train").tolist() == [1, 0] and again.labels("val").tolist() == [1]
     other = {**parts, "val": (["great cast!"], ["pos"])}  # a built-in set is keyed by its content
-    assert text_rows.prepare_text_rows(cfg, other, None, text_rows.RowSource([], None)).built
+    assert prepare(other).built
 
 
 def test_subsets_and_pickled_copies_read_the_same_rows(tmp_path):

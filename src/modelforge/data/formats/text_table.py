@@ -16,16 +16,19 @@ Every problem surfaces while the file is read, never deep in training:
 
 from __future__ import annotations
 
+import bz2
 import csv
 import difflib
+import gzip
 import io
 import json
 import logging
+import lzma
 import sys
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from modelforge.core.errors import DataError
 from modelforge.data.formats.text_corpus import check_encoding, decode_text, read_bytes
@@ -41,6 +44,7 @@ _SUFFIX_FORMATS: dict[str, TableFormat] = {
     ".ndjson": "jsonl",
 }
 _COMPRESSION_SUFFIXES = {".gz", ".bz2", ".xz"}
+_STREAM_OPENERS: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 # Reviews or articles longer than the csv module's default 128 KiB field limit are legitimate; raise it (process-wide,
 # but only ever upwards).
@@ -115,9 +119,9 @@ def _missing_column_error(path: Path, column: str, present: Sequence[str], where
     return DataError(f"{path}{where}: no column {column!r}{guess}; columns present: {shown}")
 
 
-def _csv_rows(text: str, path: Path, columns: Sequence[str], delimiter: str) -> Iterator[TableRow]:
+def _csv_rows(lines: Iterable[str], path: Path, columns: Sequence[str], delimiter: str) -> Iterator[TableRow]:
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=True)
     try:
         header = next(reader, None)
         while header is not None and not any(h.strip() for h in header):
@@ -161,9 +165,9 @@ def _scalar_text(value: object) -> str | None:
     return None
 
 
-def _jsonl_rows(text: str, path: Path, columns: Sequence[str]) -> Iterator[TableRow]:
+def _jsonl_rows(lines: Iterable[str], path: Path, columns: Sequence[str]) -> Iterator[TableRow]:
     seen_any = False
-    for number, line in enumerate(text.split("\n"), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         seen_any = True
@@ -201,13 +205,31 @@ def read_table_rows(
     text = decode_text(read_bytes(path), path, encoding)
     if not text.strip():
         raise DataError(f"{path}: file is empty; expected {'JSON lines' if fmt == 'jsonl' else 'a header and rows'}")
-    if fmt == "jsonl":
-        rows = list(_jsonl_rows(text, path, columns))
-    else:
-        rows = list(_csv_rows(text, path, columns, "," if fmt == "csv" else "\t"))
+    rows = list(_rows_of(io.StringIO(text, newline=""), path, columns, fmt))
     if not rows:
         raise DataError(f"{path}: has a header but no data rows")
     return rows
+
+
+def _rows_of(lines: Iterable[str], path: Path, columns: Sequence[str], fmt: TableFormat) -> Iterator[TableRow]:
+    if fmt == "jsonl":
+        return _jsonl_rows(lines, path, columns)
+    return _csv_rows(lines, path, columns, "," if fmt == "csv" else "\t")
+
+
+def stream_text_rows(path: str | Path, text_column: str, label_column: str, format: TableFormat | None = None,
+                     encoding: str = "utf-8") -> Iterator[tuple[str, str]]:
+    """The (text, label) rows ``read_text_table`` keeps, in order, read line by line from the (decompressed)
+    file instead of decoding it whole: for a file already read once (its problems were reported then)."""
+    path = Path(path)
+    fmt, codec = table_format(path, format), check_encoding(encoding)
+    opener = _STREAM_OPENERS.get(path.suffix.lower(), open)
+    # newline=None turns \r\n and \r into \n, as decode_text does; utf-8-sig drops a byte-order mark as it does
+    with opener(path, "rt", encoding="utf-8-sig" if codec == "utf-8" else codec, newline=None) as lines:
+        for row in _rows_of(lines, path, [text_column, label_column], fmt):
+            text, label = row.values[text_column].strip(), row.values[label_column].strip()
+            if text and label:
+                yield text, label
 
 
 def read_text_table(

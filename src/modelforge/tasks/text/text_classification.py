@@ -17,9 +17,11 @@ from __future__ import annotations
 import inspect
 import logging
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -44,7 +46,16 @@ from modelforge.tasks.base import ReportSamples, ServedText, Splits, StepOutput,
 from modelforge.tasks.baselines import baseline_rows
 from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
 from modelforge.tasks.text.text_method import METHODS, MethodChoice, choose_method, stack_model_settings
-from modelforge.tasks.text.text_rows import RowSource, prepare_text_rows
+from modelforge.tasks.text.text_rows import (
+    Parts,
+    ReadRows,
+    RowSource,
+    TextRows,
+    content_identity,
+    prepare_text_rows,
+    settings_key,
+    texts_at,
+)
 
 log = logging.getLogger("modelforge.data")
 # tokens that are no words of the text: the stack's TF-IDF never counts them
@@ -74,27 +85,39 @@ class TextDataConfig(FractionSplitConfig):
     )
 
 
-def _spread(texts: list[str], labels: list[str], limit: int) -> tuple[list[str], list[str]]:
-    """``limit`` rows evenly spaced over a split: files sorted by label (BBC News is) still give every label."""
-    if len(texts) <= limit:
-        return texts, labels
-    picks = [round(i * (len(texts) - 1) / max(limit - 1, 1)) for i in range(limit)]
-    return [texts[i] for i in picks], [labels[i] for i in picks]
+def _spread(count: int, limit: int | None) -> list[int] | None:
+    """``limit`` rows evenly spaced over a split of ``count`` (files sorted by label, as BBC News is, still give every
+    label); None: all of them."""
+    if not limit or count <= limit:
+        return None
+    return [round(i * (count - 1) / max(limit - 1, 1)) for i in range(limit)]
 
 
-def _record_columns(records: Any, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
-    """A record split's texts and labels, read row by row into the two lists (no list of rows besides them); rows
-    with an empty text or label are skipped with a warning."""
-    texts, labels, skipped = [], [], 0
+def record_pairs(records: Any, text_column: str, label_column: str) -> Iterator[tuple[str, str]]:
+    """A record split's (text, label) rows, read as a stream; rows with an empty text or label are skipped with a
+    warning at the end."""
+    skipped = 0
     for row in records.rows([text_column, label_column]):
         text, label = str(row[text_column]), str(row[label_column])
         if text.strip() and label.strip():
-            texts.append(text)
-            labels.append(label)
+            yield text, label
         else:
             skipped += 1
     if skipped:
         log.warning("%s: skipped %d row(s) with an empty text or label", records.where, skipped)
+
+
+def _baseline_of(parts: Parts) -> dict[str, list[str]]:
+    """The texts the TF-IDF baseline reads (tasks/baselines.py, baseline_rows): only these are kept."""
+    return {split: [texts[i] for i in baseline_rows(len(texts))] for split, (texts, _) in parts.items()}
+
+
+def _record_columns(records: Any, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
+    """A record split's texts and labels, read row by row into the two lists (no list of rows besides them)."""
+    texts, labels = [], []
+    for text, label in record_pairs(records, text_column, label_column):
+        texts.append(text)
+        labels.append(label)
     return texts, labels
 
 
@@ -117,23 +140,72 @@ class TextClassification(TokenizerArtifact, Task):
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
         self._tokenizer: Tokenizer | None = None
-        self._row_source = RowSource([], None)  # a built-in set; the file readers name their files
+        self._loaded: tuple[Parts, list[str]] | None = None  # a built-in set, read before its key (its content)
+        self._source_rows: dict[str, tuple[str, np.ndarray]] = {}  # split → (its source, each row's place there)
+        self._origins: dict[str, str] = {}
+        self._used: dict[str, Any] = {}  # data settings the reading decided (recorded in the recipe)
+        self._rows: TextRows | None = None
+        self._baseline: dict[str, list[str]] | None = None
 
     # ---- data -------------------------------------------------------------------------------------------------
-    def _load_tables(self) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
+    def _load_tables(self) -> tuple[Parts, list[str]]:
         """{split: (texts, labels)} and the label names."""
         cfg = self.data_cfg
         if cfg.source == "rotten_tomatoes":
             from modelforge.data.builtin.rotten_tomatoes import load_rotten_tomatoes
 
             tables = load_rotten_tomatoes()
-            return {k: (t.texts, t.labels) for k, t in tables.items()}, tables["train"].label_names
-        if cfg.source == "bbc_news":
+            parts, names = {k: (t.texts, t.labels) for k, t in tables.items()}, tables["train"].label_names
+        elif cfg.source == "bbc_news":
             from modelforge.data.builtin.bbc_news import TOPICS, load_bbc_news
 
             articles = load_bbc_news()
-            return {k: ([a.text for a in v], [a.topic for a in v]) for k, v in articles.items()}, list(TOPICS)
-        return self._load_files()
+            parts, names = {k: ([a.text for a in v], [a.topic for a in v]) for k, v in articles.items()}, list(TOPICS)
+        else:
+            return self._load_files()
+        self._source_rows = {split: (split, np.arange(len(texts))) for split, (texts, _) in parts.items()}
+        return parts, names
+
+    def _resolve(self, **values: Any) -> None:
+        """Record settings the reading decided, in the recipe and in the token file (a reused file reads nothing)."""
+        self.record_used(**values)
+        self._used.update(values)
+
+    def _record_format(self) -> str | None:
+        from modelforge.data.formats.records import RECORD_FORMATS, detect_format
+
+        cfg = self.data_cfg
+        if not cfg.path:
+            raise ConfigError("data.source=file needs data.path=FILE (a CSV, TSV or JSONL table of text and label)")
+        return cfg.format if cfg.format in RECORD_FORMATS else None if cfg.format else detect_format(cfg.path)
+
+    def _own_files(self) -> list[str]:
+        """The held-out splits given as files of their own, in a fixed order."""
+        return [split for split in ("val", "test") if getattr(self.data_cfg, f"{split}_path")]
+
+    def _row_source(self) -> RowSource:
+        """Where the rows come from, named without reading a row of the user's files (a built-in set is small: it is
+        read here, and its content is its identity)."""
+        cfg = self.data_cfg
+        if cfg.source != "file":
+            self._loaded = self._limited(*self._load_tables())
+            return RowSource([], None, content_identity(self._loaded[0]))
+        record_format = self._record_format()
+        if record_format:
+            from modelforge.data.formats.records import source_files
+
+            files = source_files(cfg.path, record_format)
+            return RowSource(files, files[0].parent if record_format == "webdataset" else Path(cfg.path).expanduser())
+        files = [self._table_path(source) for source in ("train", *self._own_files())]
+        for file in files:
+            if not file.is_file():
+                problem = "is a directory, expected a file" if file.is_dir() else (
+                    f"file not found; check the path (relative paths start at {Path.cwd()})")
+                raise DataError(f"{file}: {problem}")
+        return RowSource(files, files[0])
+
+    def _table_path(self, source: str) -> Path:
+        return Path(getattr(self.data_cfg, "path" if source == "train" else f"{source}_path")).expanduser()
 
     def _read(self, path: str, known: list[str] | None = None):
         from modelforge.data.formats.text_table import read_text_table
@@ -142,89 +214,133 @@ class TextClassification(TokenizerArtifact, Task):
         return read_text_table(Path(path).expanduser(), cfg.text_column, cfg.label_column, cfg.format, cfg.encoding,
                                known_labels=known)
 
-    def _load_files(self) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
+    def _load_files(self) -> tuple[Parts, list[str]]:
         from modelforge.data.formats.table_columns import infer_columns
 
         cfg = self.data_cfg
-        if not cfg.path:
-            raise ConfigError("data.source=file needs data.path=FILE (a CSV, TSV or JSONL table of text and label)")
-        from modelforge.data.formats.records import RECORD_FORMATS, detect_format
-
-        record_format = cfg.format if cfg.format in RECORD_FORMATS else None if cfg.format else detect_format(cfg.path)
+        record_format = self._record_format()
         if record_format:
             return self._load_records(record_format)
         text_column, label_column = infer_columns(Path(cfg.path).expanduser(), cfg.text_column, cfg.label_column,
                                                   cfg.format, cfg.encoding)
+        own = self._own_files()
         # the recipe saved with the run says what was used: the columns found, no share held out for a given file
-        self.record_used(text_column=text_column, label_column=label_column,
-                          **{f"{split}_fraction": 0.0 for split in ("val", "test") if getattr(cfg, f"{split}_path")})
-        cfg = self.data_cfg
-        train = self._read(cfg.path)
+        self._resolve(text_column=text_column, label_column=label_column, **{f"{s}_fraction": 0.0 for s in own})
+        train = self._read(self.data_cfg.path)
         name = Path(cfg.path).name
-        own = {split for split in ("val", "test") if getattr(cfg, f"{split}_path")}
-        parts = self._hold_out(train.texts, train.labels, name, own)
+        parts = self._hold_out(train.texts, train.labels, name, set(own))
         for split in own:
             path = getattr(cfg, f"{split}_path")
             table = self._read(path, known=train.label_names)
             parts[split], self._origins[split] = (table.texts, table.labels), Path(path).name
+            self._source_rows[split] = (split, np.arange(len(table.texts)))
         self._read_what = f"{name} (text column {text_column!r}, label column {label_column!r})"
-        files = [Path(cfg.path).expanduser(), *(Path(getattr(cfg, f"{split}_path")).expanduser() for split in own)]
-        self._row_source = RowSource(files, files[0])
         return parts, train.label_names
 
-    def _hold_out(self, texts: list[str], labels: list[str], name: str, own: set[str]
-                  ) -> dict[str, tuple[list[str], list[str]]]:
+    def _hold_out(self, texts: list[str], labels: list[str], name: str, own: set[str]) -> Parts:
         """Test (by hash) and validation (stratified) rows split off the training rows, unless ``own`` has them."""
         from modelforge.data.splits import split_by_hash, stratified_holdout
 
         cfg = self.data_cfg
-        parts, self._origins = {"train": (texts, labels)}, {"train": name}
+        rows, self._origins = {"train": list(range(len(texts)))}, {"train": name}
         if "test" not in own and cfg.test_fraction > 0:  # by hash: duplicates never straddle train and test
-            idx = split_by_hash(texts, {"train": 1 - cfg.test_fraction, "test": cfg.test_fraction}, cfg.split_seed)
-            for split in ("train", "test"):
-                parts[split] = ([texts[i] for i in idx[split]], [labels[i] for i in idx[split]])
+            rows = split_by_hash(texts, {"train": 1 - cfg.test_fraction, "test": cfg.test_fraction}, cfg.split_seed)
             self._origins["test"] = f"{cfg.test_fraction:.0%} split off {name} by hash"
         if "val" not in own and cfg.val_fraction > 0:
-            texts, labels = parts["train"]
-            size = max(round(cfg.val_fraction * len(texts)), min(cfg.val_min, len(texts) // 4))
-            keep, held = stratified_holdout(labels, size, cfg.split_seed)
-            parts["train"] = ([texts[i] for i in keep], [labels[i] for i in keep])
-            parts["val"] = ([texts[i] for i in held], [labels[i] for i in held])
+            train = rows["train"]
+            size = max(round(cfg.val_fraction * len(train)), min(cfg.val_min, len(train) // 4))
+            keep, held = stratified_holdout([labels[i] for i in train], size, cfg.split_seed)
+            rows["train"], rows["val"] = [train[i] for i in keep], [train[i] for i in held]
             self._origins["val"] = f"split off {name}, stratified"
-        if not parts["train"][0]:
+        if not rows["train"]:
             raise DataError(f"{cfg.path}: no training rows left after holding out val/test; lower the fractions")
-        return parts
+        self._source_rows = {split: ("train", np.asarray(picked, dtype=np.int64)) for split, picked in rows.items()}
+        return {split: ([texts[i] for i in picked], [labels[i] for i in picked]) for split, picked in rows.items()}
 
-    def _load_records(self, record_format: str) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
+    def _load_records(self, record_format: str) -> tuple[Parts, list[str]]:
         """A Hugging Face dataset or WebDataset shards: its own splits, the rest held out as for a table. The two
         columns are read into memory (hold-out and the row token file need them); other columns are never read."""
-        from modelforge.data.formats.records import infer_text_label, open_records, source_files
+        from modelforge.data.formats.records import infer_text_label, open_records
 
         splits = open_records(self.data_cfg.path, record_format)
         text_column, label_column = infer_text_label(splits["train"], self.data_cfg.text_column,
                                                      self.data_cfg.label_column)
-        self.record_used(text_column=text_column, label_column=label_column,
-                         **{f"{split}_fraction": 0.0 for split in ("val", "test") if split in splits})
-        read = {split: _record_columns(records, text_column, label_column) for split, records in splits.items()}
+        own = [split for split in ("val", "test") if split in splits]
+        self._resolve(text_column=text_column, label_column=label_column, **{f"{s}_fraction": 0.0 for s in own})
+        read = {split: _record_columns(splits[split], text_column, label_column) for split in ["train", *own]}
         name = Path(self.data_cfg.path).name
-        parts = self._hold_out(*read["train"], name, set(read) - {"train"})
-        for split in set(read) - {"train"}:
+        parts = self._hold_out(*read["train"], name, set(own))
+        for split in own:
             parts[split], self._origins[split] = read[split], f"{name} ({split})"
-        self._read_what = (f"{name} ({record_format}; text column {text_column!r}, label column {label_column!r})")
-        files = source_files(self.data_cfg.path, record_format)
-        self._row_source = RowSource(files, files[0].parent if record_format == "webdataset"
-                                     else Path(self.data_cfg.path).expanduser())
+            self._source_rows[split] = (split, np.arange(len(read[split][0])))
+        self._read_what = f"{name} ({record_format}; text column {text_column!r}, label column {label_column!r})"
         return parts, sorted(set(read["train"][1]))
 
-    def _found(self, parts: dict[str, tuple[list[str], list[str]]], label_names: list[str],
-               detail: str | None = None) -> str:
-        from modelforge.data.found import class_counts, found_line
+    def _limited(self, parts: Parts, label_names: list[str]) -> tuple[Parts, list[str]]:
+        """``data.limit`` rows of every split, evenly spaced (their places in the source follow)."""
+        for split, (texts, labels) in list(parts.items()):
+            picks = _spread(len(texts), self.data_cfg.limit)
+            if picks is not None:
+                parts[split] = ([texts[i] for i in picks], [labels[i] for i in picks])
+                source, rows = self._source_rows[split]
+                self._source_rows[split] = (source, rows[picks])
+        return parts, label_names
 
+    def _read_rows(self) -> ReadRows:
+        """The splits, read (on the first run only; later runs take all of this from the token file)."""
         cfg = self.data_cfg
-        read = getattr(self, "_read_what", f"the built-in {cfg.source} data")
-        origins = getattr(self, "_origins", {})
-        splits = {k: (len(v[0]), origins.get(k, f"{cfg.source} {k} split")) for k, v in parts.items()}
-        return found_line(read, class_counts(parts["train"][1], label_names), splits, detail)
+        parts, label_names = self._loaded or self._limited(*self._load_tables())
+        check_classifier_splits({k: labels for k, (_, labels) in parts.items()}, label_names,
+                                cfg.path or f"data.source={cfg.source}")
+        self._baseline = _baseline_of(parts)
+        origins = {split: self._origins.get(split, f"{cfg.source} {split} split") for split in parts}
+        meta = {"read_what": getattr(self, "_read_what", f"the built-in {cfg.source} data"), "origins": origins,
+                "used": self._used}
+        return ReadRows(parts, label_names, meta, self._source_rows)
+
+    @property
+    def baseline_texts(self) -> dict[str, list[str]]:
+        """The TF-IDF baseline's texts (at most MAX_TRAIN evenly spaced rows a split): kept when the rows were read,
+        else read again from the source as a stream, keeping only those."""
+        if self._baseline is None:
+            if self._loaded is not None:
+                self._baseline = _baseline_of(self._loaded[0])
+            elif self._rows is not None:
+                self._baseline = self._reread_baseline(self._rows)
+            else:
+                raise RuntimeError("baseline_texts is known once datasets() has run")
+        return self._baseline
+
+    def _source_stream(self, source: str) -> Iterator[tuple[str, str]]:
+        """The (text, label) rows of one source (the table or record split a split was read from), streamed."""
+        cfg = self.data_cfg
+        record_format = self._record_format()
+        if record_format:
+            from modelforge.data.formats.records import open_records
+
+            return record_pairs(open_records(cfg.path, record_format)[source], cfg.text_column, cfg.label_column)
+        from modelforge.data.formats.text_table import stream_text_rows
+
+        return stream_text_rows(self._table_path(source), cfg.text_column, cfg.label_column, cfg.format, cfg.encoding)
+
+    def _reread_baseline(self, rows: TextRows) -> dict[str, list[str]]:
+        wanted = {split: rows.source_rows(split, baseline_rows(rows.size(split))) for split in rows.meta["splits"]}
+        texts = {}
+        for source in dict.fromkeys(source for source, _ in wanted.values()):  # each source read once
+            mine = {split: places for split, (origin, places) in wanted.items() if origin == source}
+            every = np.unique(np.concatenate(list(mine.values())))
+            found = dict(zip(every.tolist(), texts_at(self._source_stream(source), every)))
+            texts.update({split: [found[p] for p in places.tolist()] for split, places in mine.items()})
+        return {split: texts[split] for split in wanted}
+
+    @staticmethod
+    def _found(rows: TextRows, train_labels: torch.Tensor, detail: str | None = None) -> str:
+        from modelforge.data.found import found_line
+
+        names = rows.meta["classes"]
+        counts = torch.bincount(train_labels, minlength=len(names)).tolist()
+        splits = {split: (rows.size(split), rows.meta["origins"][split]) for split in rows.meta["splits"]}
+        return found_line(rows.meta["read_what"], dict(zip(names, counts)), splits, detail)
 
     def _choose_method(self, rows: int) -> MethodChoice | None:
         """Resolve ``model.method`` (auto | finetune | stack) for ``rows`` training texts at the chosen max_length and
@@ -245,33 +361,28 @@ class TextClassification(TokenizerArtifact, Task):
 
     def datasets(self) -> Splits:
         cfg = self.data_cfg
-        parts, label_names = self._load_tables()
-        if cfg.limit:
-            parts = {k: _spread(texts, labels, cfg.limit) for k, (texts, labels) in parts.items()}
-        check_classifier_splits({k: labels for k, (_, labels) in parts.items()}, label_names,
-                                cfg.path or f"data.source={cfg.source}")
+        settings = settings_key(cfg)  # as the recipe gives them: a reused file's key needs no row
         from modelforge.models.hf_auto import checkpoint_tokenizer  # model.name=hf brings its own tokenizer
 
         # a loaded hf run re-reads its data with the artifact's copy of the checkpoint's tokenizer
         loaded_hf = self.artifact_dir is not None and self.recipe.model.name == "hf"
         given = self.tokenizer if loaded_hf else checkpoint_tokenizer(self.recipe.model)
-        rows = prepare_text_rows(cfg, parts, given, self._row_source)
+        rows = self._rows = prepare_text_rows(cfg, settings, given, self._row_source(), self._read_rows)
+        if rows.read is None and rows.meta["used"]:
+            self.record_used(**rows.meta["used"])  # what the first run's reading decided
         tok = self._tokenizer = rows.tokenizer
         if cfg.max_length == "auto":
             self.record_used(max_length=rows.max_length)
-        choice = self._choose_method(len(parts["train"][0]))
-        # the TF-IDF baseline reads raw text: only the rows it uses are kept (tasks/baselines.py, baseline_rows)
-        self.baseline_texts = {split: [texts[i] for i in baseline_rows(len(texts))] for split, (texts, _) in
-                               parts.items()}
-        pad_id, index = pad_id_of(tok), {name: i for i, name in enumerate(label_names)}
+        label_names = list(rows.meta["classes"])
+        choice = self._choose_method(rows.size("train"))
+        pad_id = pad_id_of(tok)
         datasets, summary = {}, {}
-        for split, (texts, labels) in parts.items():
-            entry = rows.tokens.meta["splits"][split]
-            datasets[split] = TokenRows(rows.tokens, split, torch.tensor([index[y] for y in labels]), pad_id)
-            summary.update({f"{split}_size": len(texts), f"{split}_truncated": entry["truncated"],
+        for split, entry in rows.meta["splits"].items():
+            datasets[split] = TokenRows(rows.tokens, split, torch.from_numpy(rows.labels(split)), pad_id)
+            summary.update({f"{split}_size": rows.size(split), f"{split}_truncated": entry["truncated"],
                             f"{split}_mean_tokens": entry["mean_tokens"]})
         self.state_dict_ = {
-            "labels": list(label_names),
+            "labels": label_names,
             "max_length": rows.max_length,
             "pad_id": pad_id,
             "vocab_size": tok.get_vocab_size(),
@@ -280,7 +391,7 @@ class TextClassification(TokenizerArtifact, Task):
         }
         detail = f"method {choice.method} ({choice.reason})" if choice else None
         summary.update(classes=len(label_names), vocab_size=tok.get_vocab_size(),
-                       found=self._found(parts, label_names, detail))
+                       found=self._found(rows, datasets["train"].targets, detail))
         if choice:
             summary["method"] = choice.record()
         return Splits(train=datasets["train"], val=datasets.get("val"), test=datasets.get("test"), summary=summary)
