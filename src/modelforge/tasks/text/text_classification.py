@@ -324,7 +324,7 @@ class TextClassification(TokenizerArtifact, Task):
         return stream_text_rows(self._table_path(source), cfg.text_column, cfg.label_column, cfg.format, cfg.encoding)
 
     def _reread_baseline(self, rows: TextRows) -> dict[str, list[str]]:
-        wanted = {split: rows.source_rows(split, baseline_rows(rows.size(split))) for split in rows.meta["splits"]}
+        wanted = {split: rows.source_rows(split, baseline_rows(rows.size(split))) for split in rows.splits}
         texts = {}
         for source in dict.fromkeys(source for source, _ in wanted.values()):  # each source read once
             mine = {split: places for split, (origin, places) in wanted.items() if origin == source}
@@ -339,7 +339,7 @@ class TextClassification(TokenizerArtifact, Task):
 
         names = rows.meta["classes"]
         counts = torch.bincount(train_labels, minlength=len(names)).tolist()
-        splits = {split: (rows.size(split), rows.meta["origins"][split]) for split in rows.meta["splits"]}
+        splits = {split: (rows.size(split), rows.meta["origins"][split]) for split in rows.splits}
         return found_line(rows.meta["read_what"], dict(zip(names, counts)), splits, detail)
 
     def _choose_method(self, rows: int) -> MethodChoice | None:
@@ -377,7 +377,8 @@ class TextClassification(TokenizerArtifact, Task):
         choice = self._choose_method(rows.size("train"))
         pad_id = pad_id_of(tok)
         datasets, summary = {}, {}
-        for split, entry in rows.meta["splits"].items():
+        for split in rows.splits:
+            entry = rows.meta["splits"][split]
             datasets[split] = TokenRows(rows.tokens, split, torch.from_numpy(rows.labels(split)), pad_id)
             summary.update({f"{split}_size": rows.size(split), f"{split}_truncated": entry["truncated"],
                             f"{split}_mean_tokens": entry["mean_tokens"]})

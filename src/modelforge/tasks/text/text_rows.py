@@ -77,6 +77,10 @@ class TextRows:
     def meta(self) -> dict[str, Any]:
         return self.tokens.meta
 
+    @property
+    def splits(self) -> list[str]:
+        return list(self.meta["split_order"])
+
     def size(self, split: str) -> int:
         start, end = self.meta["splits"][split]["rows"]
         return end - start
@@ -110,7 +114,7 @@ def settings_key(cfg: Any) -> str:
 
 def _complete(found: TokenFile | None) -> bool:
     """True when the labels and sources files the sidecar vouches for are both there."""
-    if found is None or "sources_of" not in found.meta:
+    if found is None or "split_order" not in found.meta:
         return False
     try:
         sizes = [found.path.with_suffix(suffix).stat().st_size for suffix in (".labels", ".sources")]
@@ -157,7 +161,9 @@ def _write_side_files(path: Path, read: ReadRows) -> dict[str, Any]:
         labels.discard()
         sources.discard()
         raise
-    return {"classes": list(read.label_names), "sources_of": {k: v[0] for k, v in read.source_rows.items()},
+    # the splits' order (train, then held out, then given) is kept: the sidecar's keys are sorted
+    return {"classes": list(read.label_names), "split_order": list(read.parts),
+            "sources_of": {k: v[0] for k, v in read.source_rows.items()},
             **read.meta}
 
 
