@@ -160,3 +160,46 @@ def test_a_saved_dataset_is_not_read_again_by_the_second_run(tmp_path, monkeypat
     _same_splits(first, second)
     monkeypatch.setattr(records.Records, "rows", real_rows)
     assert task.baseline_texts == expected and set(expected) == {"train", "test", "val"}
+
+
+def test_a_record_source_is_tokenized_as_a_stream_into_the_same_rows_as_its_table(tmp_path, monkeypatch):
+    from modelforge.data import row_tokens
+    from modelforge.tasks.text import record_texts
+
+    rows = [(text, label) for text, label in _rows(300) if text.strip()]
+    train = datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]})
+    datasets.DatasetDict({"train": train}).save_to_disk(str(tmp_path / "saved"))
+    table = tmp_path / "table"
+    table.mkdir()
+    _csv(table / "reviews.csv", rows)
+    monkeypatch.setattr(row_tokens, "BATCH_ROWS", 16)
+    out, encoded = [0], []  # texts handed out by the streams; at each batch, how many were out unencoded
+    real_iter, real_encode = record_texts.SourceTexts.__iter__, row_tokens.encode_rows
+
+    def counted(self):
+        for text in real_iter(self):
+            out[0] += 1
+            yield text
+
+    def encode(tok, texts, **kwargs):
+        encoded.append((len(texts), out[0] - sum(n for n, _ in encoded)))
+        return real_encode(tok, texts, **kwargs)
+
+    def write(*args, **kwargs):
+        out[0] = 0  # the tokenizer's training pass read the training texts already
+        return real_write(*args, **kwargs)
+
+    real_write = text_rows.write_row_tokens
+    monkeypatch.setattr(record_texts.SourceTexts, "__iter__", counted)
+    monkeypatch.setattr(row_tokens, "encode_rows", encode)
+    monkeypatch.setattr(text_rows, "write_row_tokens", write)
+    streamed = _task({"path": str(tmp_path / "saved"), "text_column": "text", "label_column": "label"}).datasets()
+    assert sum(n for n, _ in encoded) == len(rows) and len(encoded) >= len(rows) // 16
+    assert all(size <= 16 and unencoded == size for size, unencoded in encoded)  # one batch out at a time
+    monkeypatch.undo()
+    read = _task({"path": str(table / "reviews.csv"), "text_column": "review", "label_column": "sentiment"})
+    listed = read.datasets()
+    for split in ("train", "val", "test"):
+        a, b = getattr(streamed, split), getattr(listed, split)
+        assert len(a) == len(b) > 0
+        assert all(torch.equal(x, y) for x, y in zip(a.get_batch(range(len(a))), b.get_batch(range(len(b)))))

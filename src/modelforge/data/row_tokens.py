@@ -11,7 +11,7 @@ to the split's widest row, length, label), and ``get_batch`` gathers a batch wit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from itertools import chain
 from pathlib import Path
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from modelforge.data.text_encoding import encode_rows
+from modelforge.data.text_encoding import SizedTexts, encode_rows
 from modelforge.data.token_file import (
     BATCH_CHARS,
     ArrayWriter,
@@ -42,7 +42,7 @@ def offsets_path(path: Path) -> Path:
     return path.with_suffix(".rows")
 
 
-def _text_batches(texts: Sequence[str]) -> Iterator[list[str]]:
+def _text_batches(texts: Iterable[str]) -> Iterator[list[str]]:
     batch: list[str] = []
     size = 0
     for text in texts:
@@ -55,7 +55,7 @@ def _text_batches(texts: Sequence[str]) -> Iterator[list[str]]:
         yield batch
 
 
-def _write_column(texts: Sequence[str], encode: Encode, ids: TokenWriter, offsets: ArrayWriter,
+def _write_column(texts: Iterable[str], encode: Encode, ids: TokenWriter, offsets: ArrayWriter,
                   advance: Callable[[int], None]) -> dict[str, Any]:
     """Encode one column's texts into the two writers; returns its sidecar entry."""
     first_row, truncated, lengths = offsets.count - 1, 0, []
@@ -73,7 +73,7 @@ def _write_column(texts: Sequence[str], encode: Encode, ids: TokenWriter, offset
             "truncated": truncated, "mean_tokens": round(float(counts.float().mean()), 1)}
 
 
-def write_rows(path: Path, vocab_size: int, columns: Mapping[str, tuple[Sequence[str], Encode]],
+def write_rows(path: Path, vocab_size: int, columns: Mapping[str, tuple[SizedTexts, Encode]],
                meta: dict[str, Any]) -> TokenFile:
     """Encode every column (a name → its texts and the encoder giving their id rows and truncated count) into
     ``path`` and its offsets, with a progress bar; the sidecar (``meta`` plus the columns' entries, under
@@ -94,7 +94,7 @@ def write_rows(path: Path, vocab_size: int, columns: Mapping[str, tuple[Sequence
         raise
 
 
-def write_row_tokens(path: Path, tok: Any, splits: Mapping[str, Sequence[str]], max_length: int, pad_id: int,
+def write_row_tokens(path: Path, tok: Any, splits: Mapping[str, SizedTexts], max_length: int, pad_id: int,
                      meta: dict[str, Any]) -> TokenFile:
     """Every split's texts encoded by the ``tokenizers`` tokenizer ``tok`` and truncated to ``max_length``
     (``encode_rows``: what ``encode_padded`` pads)."""

@@ -5,9 +5,9 @@ travels in its artifact as tokenizer.json."""
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Protocol
 
 import torch
 from pydantic import Field
@@ -164,11 +164,22 @@ class TokenizerArtifact:
         return {TOKENIZER_FILE: self.tokenizer.to_str().encode("utf-8")}
 
 
-def auto_max_length(tok: Tokenizer, texts: list[str], cap: int) -> int:
+class SizedTexts(Protocol):
+    """Texts of known number: a list, or a stream read again on each iteration."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[str]: ...
+
+
+def auto_max_length(tok: Tokenizer, texts: SizedTexts, cap: int) -> int:
     """The 95th percentile of the texts' token counts (from a sample of at most 5,000), between 8 and ``cap``: long
-    enough for nearly every text, without padding every batch to the rare longest one."""
+    enough for nearly every text, without padding every batch to the rare longest one. ``texts`` is only iterated
+    (once), so a stream of known length does."""
+    from itertools import islice
+
     import numpy as np
 
-    sample = texts[:: max(1, len(texts) // 5000)]
+    sample = list(islice(texts, 0, None, max(1, len(texts) // 5000)))
     counts = [len(enc.ids) for enc in tok.encode_batch(sample)]
     return int(min(cap, max(8, np.ceil(np.percentile(counts, 95))))) if counts else cap

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import logging
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -45,6 +45,7 @@ from modelforge.models.layers.masks import length_mask
 from modelforge.tasks.base import ReportSamples, ServedText, Splits, StepOutput, Task
 from modelforge.tasks.baselines import baseline_rows
 from modelforge.tasks.metrics import classifier_evaluation, ranked_labels
+from modelforge.tasks.text.record_texts import Pairs, SourceTexts, labels_and_keys, record_pairs
 from modelforge.tasks.text.text_method import METHODS, MethodChoice, choose_method, stack_model_settings
 from modelforge.tasks.text.text_rows import (
     Parts,
@@ -93,32 +94,9 @@ def _spread(count: int, limit: int | None) -> list[int] | None:
     return [round(i * (count - 1) / max(limit - 1, 1)) for i in range(limit)]
 
 
-def record_pairs(records: Any, text_column: str, label_column: str) -> Iterator[tuple[str, str]]:
-    """A record split's (text, label) rows, read as a stream; rows with an empty text or label are skipped with a
-    warning at the end."""
-    skipped = 0
-    for row in records.rows([text_column, label_column]):
-        text, label = str(row[text_column]), str(row[label_column])
-        if text.strip() and label.strip():
-            yield text, label
-        else:
-            skipped += 1
-    if skipped:
-        log.warning("%s: skipped %d row(s) with an empty text or label", records.where, skipped)
-
-
 def _baseline_of(parts: Parts) -> dict[str, list[str]]:
     """The texts the TF-IDF baseline reads (tasks/baselines.py, baseline_rows): only these are kept."""
     return {split: [texts[i] for i in baseline_rows(len(texts))] for split, (texts, _) in parts.items()}
-
-
-def _record_columns(records: Any, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
-    """A record split's texts and labels, read row by row into the two lists (no list of rows besides them)."""
-    texts, labels = [], []
-    for text, label in record_pairs(records, text_column, label_column):
-        texts.append(text)
-        labels.append(label)
-    return texts, labels
 
 
 def _forward_params(model: nn.Module) -> set[str]:
@@ -239,13 +217,22 @@ class TextClassification(TokenizerArtifact, Task):
 
     def _hold_out(self, texts: list[str], labels: list[str], name: str, own: set[str]) -> Parts:
         """Test (by hash) and validation (stratified) rows split off the training rows, unless ``own`` has them."""
+        rows = self._held_out_rows(texts, labels, name, own)
+        return {split: ([texts[i] for i in picked], [labels[i] for i in picked]) for split, picked in rows.items()}
+
+    def _held_out_rows(self, keys: Iterable[str], labels: list[str], name: str, own: set[str]
+                       ) -> dict[str, list[int]]:
+        """The training rows' places in each split: ``keys`` (the texts, iterated once: they may fill ``labels`` as
+        they pass) are hashed for the test rows; the validation rows are stratified by label."""
         from modelforge.data.splits import split_by_hash, stratified_holdout
 
         cfg = self.data_cfg
-        rows, self._origins = {"train": list(range(len(texts)))}, {"train": name}
+        self._origins = {"train": name}
         if "test" not in own and cfg.test_fraction > 0:  # by hash: duplicates never straddle train and test
-            rows = split_by_hash(texts, {"train": 1 - cfg.test_fraction, "test": cfg.test_fraction}, cfg.split_seed)
+            rows = split_by_hash(keys, {"train": 1 - cfg.test_fraction, "test": cfg.test_fraction}, cfg.split_seed)
             self._origins["test"] = f"{cfg.test_fraction:.0%} split off {name} by hash"
+        else:
+            rows = {"train": [i for i, _ in enumerate(keys)]}
         if "val" not in own and cfg.val_fraction > 0:
             train = rows["train"]
             size = max(round(cfg.val_fraction * len(train)), min(cfg.val_min, len(train) // 4))
@@ -255,11 +242,11 @@ class TextClassification(TokenizerArtifact, Task):
         if not rows["train"]:
             raise DataError(f"{cfg.path}: no training rows left after holding out val/test; lower the fractions")
         self._source_rows = {split: ("train", np.asarray(picked, dtype=np.int64)) for split, picked in rows.items()}
-        return {split: ([texts[i] for i in picked], [labels[i] for i in picked]) for split, picked in rows.items()}
+        return rows
 
     def _load_records(self, record_format: str) -> tuple[Parts, list[str]]:
-        """A Hugging Face dataset or WebDataset shards: its own splits, the rest held out as for a table. The two
-        columns are read into memory (hold-out and the row token file need them); other columns are never read."""
+        """A Hugging Face dataset or WebDataset shards: its own splits, the rest held out as for a table. Only the
+        labels are kept in memory; each split's texts are a stream of the two columns (``record_texts.py``)."""
         from modelforge.data.formats.records import infer_text_label, open_records
 
         splits = open_records(self.data_cfg.path, record_format)
@@ -267,21 +254,29 @@ class TextClassification(TokenizerArtifact, Task):
                                                      self.data_cfg.label_column)
         own = [split for split in ("val", "test") if split in splits]
         self._resolve(text_column=text_column, label_column=label_column, **{f"{s}_fraction": 0.0 for s in own})
-        read = {split: _record_columns(splits[split], text_column, label_column) for split in ["train", *own]}
+
+        def pairs(split: str, warn: bool = False) -> Pairs:
+            return lambda: record_pairs(splits[split], text_column, label_column, warn)
+
+        labels: list[str] = []
         name = Path(self.data_cfg.path).name
-        parts = self._hold_out(*read["train"], name, set(own))
+        rows = self._held_out_rows(labels_and_keys(pairs("train", True)(), labels), labels, name, set(own))
+        parts: Parts = {split: (SourceTexts(pairs("train"), self._source_rows[split][1], len(picked)),
+                                [labels[i] for i in picked]) for split, picked in rows.items()}
         for split in own:
-            parts[split], self._origins[split] = read[split], f"{name} ({split})"
-            self._source_rows[split] = (split, np.arange(len(read[split][0])))
+            own_labels = [label for _, label in pairs(split, True)()]
+            parts[split] = (SourceTexts(pairs(split), None, len(own_labels)), own_labels)
+            self._origins[split], self._source_rows[split] = f"{name} ({split})", (split, np.arange(len(own_labels)))
         self._read_what = f"{name} ({record_format}; text column {text_column!r}, label column {label_column!r})"
-        return parts, sorted(set(read["train"][1]))
+        return parts, sorted(set(labels))
 
     def _limited(self, parts: Parts, label_names: list[str]) -> tuple[Parts, list[str]]:
         """``data.limit`` rows of every split, evenly spaced (their places in the source follow)."""
         for split, (texts, labels) in list(parts.items()):
             picks = _spread(len(texts), self.data_cfg.limit)
             if picks is not None:
-                parts[split] = ([texts[i] for i in picks], [labels[i] for i in picks])
+                kept = texts.subset(picks) if isinstance(texts, SourceTexts) else [texts[i] for i in picks]
+                parts[split] = (kept, [labels[i] for i in picks])
                 source, rows = self._source_rows[split]
                 self._source_rows[split] = (source, rows[picks])
         return parts, label_names
@@ -292,7 +287,8 @@ class TextClassification(TokenizerArtifact, Task):
         parts, label_names = self._loaded or self._limited(*self._load_tables())
         check_classifier_splits({k: labels for k, (_, labels) in parts.items()}, label_names,
                                 cfg.path or f"data.source={cfg.source}")
-        self._baseline = _baseline_of(parts)
+        if all(isinstance(texts, list) for texts, _ in parts.values()):  # a record source's are streams: read later
+            self._baseline = _baseline_of(parts)
         origins = {split: self._origins.get(split, f"{cfg.source} {split} split") for split in parts}
         meta = {"read_what": getattr(self, "_read_what", f"the built-in {cfg.source} data"), "origins": origins,
                 "used": self._used}
@@ -318,7 +314,8 @@ class TextClassification(TokenizerArtifact, Task):
         if record_format:
             from modelforge.data.formats.records import open_records
 
-            return record_pairs(open_records(cfg.path, record_format)[source], cfg.text_column, cfg.label_column)
+            return record_pairs(open_records(cfg.path, record_format)[source], cfg.text_column, cfg.label_column,
+                                warn=False)
         from modelforge.data.formats.text_table import stream_text_rows
 
         return stream_text_rows(self._table_path(source), cfg.text_column, cfg.label_column, cfg.format, cfg.encoding)

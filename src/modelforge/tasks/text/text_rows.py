@@ -31,14 +31,14 @@ from tokenizers import Tokenizer
 from modelforge.core.atomic import atomic_write_text
 from modelforge.core.errors import DataError
 from modelforge.data.row_tokens import open_row_tokens, write_row_tokens
-from modelforge.data.text_encoding import auto_max_length, build_tokenizer, load_tokenizer, pad_id_of
+from modelforge.data.text_encoding import SizedTexts, auto_max_length, build_tokenizer, load_tokenizer, pad_id_of
 from modelforge.data.token_file import ArrayWriter, TokenFile, build_lock, cache_key, source_stats, token_folder
 
 log = logging.getLogger("modelforge.data")
 # data settings that do not change the rows' ids (the files are keyed by their stats, the tokenizer by itself)
 _NOT_KEYED = {"path", "val_path", "test_path", "tokenizer", "init_encoder"}
 LABEL_DTYPE, SOURCE_DTYPE = "<i4", "<i8"
-Parts = dict[str, tuple[list[str], list[str]]]  # split → (texts, labels)
+Parts = dict[str, tuple[SizedTexts, list[str]]]  # split → (texts: a list, or a stream of known length; labels)
 
 
 @dataclass
