@@ -365,7 +365,8 @@ class TextClassification(TokenizerArtifact, Task):
         loaded_hf = self.artifact_dir is not None and self.recipe.model.name == "hf"
         given = self.tokenizer if loaded_hf else checkpoint_tokenizer(self.recipe.model)
         rows = self._rows = prepare_text_rows(cfg, settings, given, self._row_source(), self._read_rows)
-        if rows.read is None and rows.meta["used"]:
+        self._source_rows = {}  # kept in the file
+        if not rows.built and rows.meta["used"]:
             self.record_used(**rows.meta["used"])  # what the first run's reading decided
         tok = self._tokenizer = rows.tokenizer
         if cfg.max_length == "auto":

@@ -67,11 +67,7 @@ class TextRows:
     tokens: TokenFile
     tokenizer: Tokenizer
     max_length: int
-    read: ReadRows | None  # the rows read and tokenized by this call; None: an earlier run's file was reused
-
-    @property
-    def built(self) -> bool:
-        return self.read is not None
+    built: bool  # read and tokenized by this call (False: an earlier run's file was reused; no row was read)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -142,7 +138,7 @@ def prepare_text_rows(cfg: Any, settings: str, given: Tokenizer | None, source: 
         if _complete(found) and tok_file.is_file():
             tok = given or load_tokenizer(tok_file.read_text(encoding="utf-8"), str(tok_file))
             log.info("token ids of the texts: %s (reused)", path)
-            return TextRows(found, tok, int(found.meta["max_length"]), None)
+            return TextRows(found, tok, int(found.meta["max_length"]), built=False)
         return _build(cfg, read(), given, path, tok_file, source)
 
 
@@ -181,7 +177,7 @@ def _build(cfg: Any, read: ReadRows, given: Tokenizer | None, path: Path, tok_fi
     tokens = write_row_tokens(path, tok, {split: texts for split, (texts, _) in read.parts.items()}, max_length,
                               pad_id_of(tok), meta)
     log.info("token ids of the texts: %s (%d rows)", path, tokens.meta["row_count"])
-    return TextRows(tokens, tok, max_length, read)
+    return TextRows(tokens, tok, max_length, built=True)  # the texts read are dropped with ``read``
 
 
 def texts_at(rows: Iterator[tuple[str, str]], wanted: np.ndarray) -> list[str]:
