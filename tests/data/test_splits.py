@@ -115,3 +115,33 @@ def test_bad_fractions_are_config_errors(fractions, message):
         check_fractions(fractions)
     with pytest.raises(ConfigError):
         split_indices(5, fractions)
+
+
+def _stratified_by_tuples(labels, size, seed):
+    """stratified_holdout as first written (a sorted list of (key, index) tuples): the arrays must agree with it."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    by_label = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    keyed = []
+    for members in by_label.values():
+        order = rng.permutation(len(members))
+        offset = rng.random()
+        keyed += [((rank + offset) / len(members), members[j]) for rank, j in enumerate(order)]
+    keyed.sort()
+    held = sorted(i for _, i in keyed[: max(0, min(size, len(labels) - 1))])
+    return [i for i in range(len(labels)) if i not in set(held)], held
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_stratified_holdout_gives_what_the_tuple_sort_gave(seed):
+    import numpy as np
+
+    from modelforge.data.splits import stratified_holdout
+
+    rng = np.random.default_rng(seed)
+    for n, classes, size in ((500, 3, 60), (97, 5, 10), (40, 1, 39), (12, 4, 0), (1, 1, 5), (0, 1, 3), (300, 2, 400)):
+        labels = [f"c{int(k)}" for k in rng.integers(0, classes, size=n)]
+        assert stratified_holdout(labels, size, seed) == _stratified_by_tuples(labels, size, seed)

@@ -151,17 +151,22 @@ def holdout_split(n: int, size: float, seed: int, what: str = "samples") -> tupl
 
 def stratified_holdout(labels: Sequence[Hashable], size: int, seed: int = 0) -> tuple[list[int], list[int]]:
     """(kept, held out): ``size`` items held out with every label in proportion to its count (systematic sampling
-    over each label's seeded shuffle), so a small validation set still has the label mix of the data."""
+    over each label's seeded shuffle), so a small validation set still has the label mix of the data. Item ``i``
+    of a label with ``n`` items whose seeded shuffle puts it at ``rank`` gets the key ``(rank + offset) / n``; the
+    ``size`` smallest keys (ties: the lower index) are held out. NumPy arrays, not a Python object per item."""
     rng = np.random.default_rng(seed)
-    by_label: dict[Hashable, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_label.setdefault(label, []).append(i)
-    keyed = []
-    for members in by_label.values():
-        order = rng.permutation(len(members))
+    codes: dict[Hashable, int] = {}  # labels in order of first appearance, as their shuffles are drawn
+    ids = np.fromiter((codes.setdefault(label, len(codes)) for label in labels), dtype=np.int64, count=len(labels))
+    grouped = np.argsort(ids, kind="stable")  # each label's items, ascending, label after label
+    keys, start = np.empty(len(ids)), 0
+    for count in np.bincount(ids, minlength=len(codes)).tolist():
+        members = grouped[start:start + count]
+        order = rng.permutation(count)
         offset = rng.random()
-        keyed += [((rank + offset) / len(members), members[j]) for rank, j in enumerate(order)]
-    keyed.sort()
-    held = sorted(i for _, i in keyed[: max(0, min(size, len(labels) - 1))])
-    chosen = set(held)
-    return [i for i in range(len(labels)) if i not in chosen], held
+        keys[members[order]] = (np.arange(count) + offset) / count
+        start += count
+    ranked = np.lexsort((np.arange(len(ids)), keys))  # by key, then by index
+    held = np.sort(ranked[: max(0, min(size, len(ids) - 1))])
+    kept = np.ones(len(ids), dtype=bool)
+    kept[held] = False
+    return np.flatnonzero(kept).tolist(), held.tolist()

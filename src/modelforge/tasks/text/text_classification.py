@@ -217,11 +217,11 @@ class TextClassification(TokenizerArtifact, Task):
 
     def _hold_out(self, texts: list[str], labels: list[str], name: str, own: set[str]) -> Parts:
         """Test (by hash) and validation (stratified) rows split off the training rows, unless ``own`` has them."""
-        rows = self._held_out_rows(texts, labels, name, own)
+        rows = {split: picked.tolist() for split, picked in self._held_out_rows(texts, labels, name, own).items()}
         return {split: ([texts[i] for i in picked], [labels[i] for i in picked]) for split, picked in rows.items()}
 
     def _held_out_rows(self, keys: Iterable[str], labels: list[str], name: str, own: set[str]
-                       ) -> dict[str, list[int]]:
+                       ) -> dict[str, np.ndarray]:
         """The training rows' places in each split: ``keys`` (the texts, iterated once: they may fill ``labels`` as
         they pass) are hashed for the test rows; the validation rows are stratified by label."""
         from modelforge.data.splits import split_by_hash, stratified_holdout
@@ -229,19 +229,20 @@ class TextClassification(TokenizerArtifact, Task):
         cfg = self.data_cfg
         self._origins = {"train": name}
         if "test" not in own and cfg.test_fraction > 0:  # by hash: duplicates never straddle train and test
-            rows = split_by_hash(keys, {"train": 1 - cfg.test_fraction, "test": cfg.test_fraction}, cfg.split_seed)
+            fractions = {"train": 1 - cfg.test_fraction, "test": cfg.test_fraction}
+            rows = {k: np.asarray(v, dtype=np.int64) for k, v in split_by_hash(keys, fractions, cfg.split_seed).items()}
             self._origins["test"] = f"{cfg.test_fraction:.0%} split off {name} by hash"
         else:
-            rows = {"train": [i for i, _ in enumerate(keys)]}
+            rows = {"train": np.arange(sum(1 for _ in keys), dtype=np.int64)}
         if "val" not in own and cfg.val_fraction > 0:
             train = rows["train"]
             size = max(round(cfg.val_fraction * len(train)), min(cfg.val_min, len(train) // 4))
-            keep, held = stratified_holdout([labels[i] for i in train], size, cfg.split_seed)
-            rows["train"], rows["val"] = [train[i] for i in keep], [train[i] for i in held]
+            keep, held = stratified_holdout([labels[i] for i in train.tolist()], size, cfg.split_seed)
+            rows["train"], rows["val"] = (train[np.asarray(part, dtype=np.int64)] for part in (keep, held))
             self._origins["val"] = f"split off {name}, stratified"
-        if not rows["train"]:
+        if len(rows["train"]) == 0:
             raise DataError(f"{cfg.path}: no training rows left after holding out val/test; lower the fractions")
-        self._source_rows = {split: ("train", np.asarray(picked, dtype=np.int64)) for split, picked in rows.items()}
+        self._source_rows = {split: ("train", picked) for split, picked in rows.items()}
         return rows
 
     def _load_records(self, record_format: str) -> tuple[Parts, list[str]]:
@@ -262,7 +263,7 @@ class TextClassification(TokenizerArtifact, Task):
         name = Path(self.data_cfg.path).name
         rows = self._held_out_rows(labels_and_keys(pairs("train", True)(), labels), labels, name, set(own))
         parts: Parts = {split: (SourceTexts(pairs("train"), self._source_rows[split][1], len(picked)),
-                                [labels[i] for i in picked]) for split, picked in rows.items()}
+                                [labels[i] for i in picked.tolist()]) for split, picked in rows.items()}
         for split in own:
             own_labels = [label for _, label in pairs(split, True)()]
             parts[split] = (SourceTexts(pairs(split), None, len(own_labels)), own_labels)
