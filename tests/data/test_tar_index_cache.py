@@ -200,3 +200,15 @@ def test_processes_started_together_walk_each_shard_once(tmp_path, monkeypatch):
     assert sorted(line.split()[1] for line in log.read_text().splitlines()) == ["shard-000.tar", "shard-001.tar"]
     offsets = [np.load(tmp_path / f"{i}.npy") for i in range(3)]
     assert all(np.array_equal(offsets[0], o) for o in offsets[1:]) and len(offsets[0]) == 8
+
+
+def test_saved_skip_messages_name_the_shard_as_this_run_does(tmp_path, monkeypatch):
+    shards = write_shards(tmp_path / "shards", encoded_images(4), count=1)
+    with tarfile.open(shards / "shard-000.tar", "a") as tar:
+        add_member(tar, "lost.cls", b"dark")  # a label without an image
+    absolute = index_tar_images([shards / "shard-000.tar"])
+    assert absolute.skipped[0][1].startswith(f"{shards / 'shard-000.tar'}: lost: no image member")
+    monkeypatch.chdir(tmp_path)
+    _no_tar_reading(monkeypatch)
+    (where, message), = index_tar_images([shards.relative_to(tmp_path) / "shard-000.tar"]).skipped
+    assert where == "shards/shard-000.tar: lost" and message.startswith("shards/shard-000.tar: lost: no image member")
