@@ -1,6 +1,8 @@
-"""The seq2seq tasks' row token file: the same batches as the padded in-memory tensors gave, built once and reused
-(no BPE trained again), rebuilt for other pairs or settings."""
+"""The seq2seq tasks' row token file: the same batches as the padded in-memory tensors and text lists gave (ids,
+sources, references, and what evaluation reads), built once and reused (no BPE trained again), rebuilt for other
+pairs or settings or when it lacks the texts, pickled as paths."""
 
+import json
 import pickle
 
 import numpy as np
@@ -8,9 +10,11 @@ import pytest
 import torch
 
 from modelforge.data.padding import pad_rows
+from modelforge.data.row_tokens import TextRows
 from modelforge.tasks.recipes import load_recipe
 from modelforge.tasks.seq2seq import pair_rows
 from modelforge.tasks.seq2seq.translation import Translation
+from modelforge.training.batches import eval_loader
 
 
 @pytest.fixture(autouse=True)
@@ -40,6 +44,11 @@ def _task(path, **data):
     }))
 
 
+def _texts(dataset, rows):
+    batch = dataset.get_batch(rows)
+    return batch["sources"], batch["references"]
+
+
 def _padded_in_memory(task, parts, most):
     """What the task built before token files: every split encoded into padded tensors, long pairs dropped."""
     old = {}
@@ -64,13 +73,15 @@ def test_batches_are_those_of_the_padded_tensors(tmp_path, settings):
     old = _padded_in_memory(task, parts, settings.get("max_train_tokens"))
     for split, (src, src_len, tgt, tgt_len, sources, targets) in old.items():
         now = getattr(splits, split)
-        assert len(now) == len(sources) and now.sources == sources
+        assert len(now) == len(sources) and now.sources == sources and now.targets == targets
+        assert isinstance(now.sources, TextRows) and list(now.targets) == targets
         for batch in torch.randperm(len(now), generator=torch.Generator().manual_seed(2)).split(5):
             got = now.get_batch(batch)
             assert torch.equal(got["src"], src[batch, :int(src_len[batch].max())])
             assert torch.equal(got["src_lengths"], src_len[batch])
             assert torch.equal(got["tgt"], tgt[batch, :int(tgt_len[batch].max())])
             assert got["references"] == [targets[i] for i in batch.tolist()] and got["split"] == split
+            assert got["sources"] == [sources[i] for i in batch.tolist()]
         assert splits.summary[f"{split}_mean_source_tokens"] == round(sum(src_len.tolist()) / len(src_len), 1)
         assert torch.equal(now.tgt_lengths, tgt_len)
     if settings:
@@ -94,14 +105,45 @@ def test_a_second_run_reuses_the_ids_and_the_tokenizers(tmp_path, monkeypatch):
     assert again.state() == first.state() and a.summary == b.summary
     assert again.tokenizer("target").backend.to_str() == first.tokenizer("target").backend.to_str()
     assert torch.equal(a.train.get_batch(range(6))["tgt"], b.train.get_batch(range(6))["tgt"])
+    assert list(b.train.sources) == list(a.train.sources) and _texts(b.test, [1, 0]) == _texts(a.test, [1, 0])
     monkeypatch.undo()
     _task(path, max_source_tokens=5).datasets()  # another truncation: another file
     _task(path, limit=20).datasets()  # other pairs: another file
     assert len(list(folder.glob("*.tokens"))) == 3
 
 
+def test_a_file_without_texts_is_rebuilt(tmp_path):
+    path = _tsv(tmp_path)
+    _task(path).datasets()
+    sidecar = next(p for p in (tmp_path / ".modelforge-tokens").glob("*.json") if "tokenizer" not in p.name)
+    meta = json.loads(sidecar.read_text())
+    for name in ("texts", "text_rows", "text_bytes"):  # as written before the texts were stored
+        del meta[name]
+    sidecar.write_text(json.dumps(meta))
+    splits = _task(path).datasets()
+    assert "texts" in json.loads(sidecar.read_text()) and splits.train.sources[0] == _task(path).load_pairs()[
+        "train"][0][0]
+
+
 def test_pair_datasets_pickle_as_paths(tmp_path):
-    splits = _task(_tsv(tmp_path)).datasets()
-    copy = pickle.loads(pickle.dumps(splits.val))
-    assert copy.src_view.ids._array is None
-    assert torch.equal(copy.get_batch([3, 1])["src"], splits.val.get_batch([3, 1])["src"])
+    splits = _task(_tsv(tmp_path, rows=400)).datasets()
+    assert splits.train.get_batch([0])["sources"]  # maps opened before pickling stay behind
+    data = pickle.dumps(splits.train)
+    copy = pickle.loads(data)
+    assert copy.src_view.ids._array is None and copy.sources.data._array is None
+    assert len(data) < 4000 and splits.train.sources[7].encode() not in data  # paths, not the texts or ids
+    assert _texts(copy, [3, 1]) == _texts(splits.train, [3, 1])
+    assert torch.equal(copy.get_batch([3, 1])["src"], splits.train.get_batch([3, 1])["src"])
+
+
+def test_evaluation_reads_the_same_sources_and_references(tmp_path, monkeypatch):
+    task = _task(_tsv(tmp_path), decoding={"max_new_tokens": 2})
+    splits = task.datasets()
+    parts = {k: v for k, v in task.load_pairs().items() if v[0]}
+    seen = []
+    monkeypatch.setattr(task, "text_metrics", lambda s, r, o: seen.append((s, r)) or {})
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    for split in ("val", "test"):
+        metrics = task.evaluate(model, eval_loader(getattr(splits, split), 4, task.collate))
+        assert seen.pop() == parts[split] and metrics["samples"][0]["source"] == parts[split][0][0]

@@ -7,6 +7,11 @@ offsets[r + 1]]`` — one array for all columns, each column (a classifier's spl
 texts and its mean length. ``RowView`` reads one column (padded ids and lengths of any rows, by numpy indexing on
 the maps); ``TokenRows`` is a classifier's split as the in-memory padded tensor gave it: item ``i`` is (ids padded
 to the split's widest row, length, label), and ``get_batch`` gathers a batch with one index operation.
+
+With ``keep_texts`` the raw texts of every column are stored too (for a task whose metrics read texts): their UTF-8
+bytes in ``K.texts`` and little-endian int64 byte offsets in ``K.text_rows`` — the same layout, row ``r`` being
+``bytes[offsets[r]:offsets[r + 1]]``, each column a row range under ``texts`` in the sidecar. Both are renamed into
+place before the sidecar; ``open_row_tokens`` checks their sizes. ``TextRows`` reads one column as a list of str.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -40,6 +45,11 @@ Encode = Callable[[list[str]], tuple[list[list[int]], int]]  # texts → (their 
 
 def offsets_path(path: Path) -> Path:
     return path.with_suffix(".rows")
+
+
+def text_paths(path: Path) -> tuple[Path, Path]:
+    """The UTF-8 bytes of the stored texts and their int64 byte offsets."""
+    return path.with_suffix(".texts"), path.with_suffix(".text_rows")
 
 
 def _text_batches(texts: Iterable[str]) -> Iterator[list[str]]:
@@ -73,24 +83,62 @@ def _write_column(texts: Iterable[str], encode: Encode, ids: TokenWriter, offset
             "truncated": truncated, "mean_tokens": round(float(counts.float().mean()), 1)}
 
 
+class TextWriter:
+    """Appends columns of texts as UTF-8 rows (``K.texts``) with their byte offsets (``K.text_rows``)."""
+
+    def __init__(self, path: Path):
+        data, offsets = text_paths(path)
+        self.data, self.offsets = ArrayWriter(data, np.uint8), ArrayWriter(offsets, OFFSET_DTYPE)
+        self.offsets.write(np.zeros(1, dtype=np.int64))
+
+    def write_column(self, texts: Iterable[str]) -> list[int]:
+        """Appends the texts; returns their ``[start, end)`` row range."""
+        first_row = self.offsets.count - 1
+        for batch in _text_batches(texts):
+            # surrogatepass: a text read with surrogate escapes comes back exactly as it was
+            encoded = [text.encode("utf-8", errors="surrogatepass") for text in batch]
+            sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+            before = self.data.count
+            self.data.write(np.frombuffer(b"".join(encoded), dtype=np.uint8))
+            self.offsets.write(before + sizes.cumsum())
+        return [first_row, self.offsets.count - 1]
+
+    def finish(self) -> dict[str, Any]:
+        """Renames both files into place; returns the sidecar's counts."""
+        self.data.finish()
+        self.offsets.finish()
+        return {"text_rows": self.offsets.count - 1, "text_bytes": self.data.count}
+
+    def discard(self) -> None:
+        self.data.discard()
+        self.offsets.discard()
+
+
 def write_rows(path: Path, vocab_size: int, columns: Mapping[str, tuple[SizedTexts, Encode]],
-               meta: dict[str, Any]) -> TokenFile:
+               meta: dict[str, Any], keep_texts: bool = False) -> TokenFile:
     """Encode every column (a name → its texts and the encoder giving their id rows and truncated count) into
-    ``path`` and its offsets, with a progress bar; the sidecar (``meta`` plus the columns' entries, under
-    ``splits``) is written last."""
+    ``path`` and its offsets, with a progress bar; with ``keep_texts`` the raw texts are stored too (under
+    ``texts``). The sidecar (``meta`` plus the columns' entries, under ``splits``) is written last."""
     ids, offsets = TokenWriter(path, vocab_size), ArrayWriter(offsets_path(path), OFFSET_DTYPE)
+    texts_out = TextWriter(path) if keep_texts else None
     try:
         offsets.write(np.zeros(1, dtype=np.int64))
-        entries = {}
+        entries, text_entries = {}, {}
         total = sum(len(texts) for texts, _ in columns.values())
         with progress_bar("tokenizing the texts", total, "rows") as advance:
             for name, (texts, encode) in columns.items():
                 entries[name] = _write_column(texts, encode, ids, offsets, advance)
+                if texts_out is not None:
+                    text_entries[name] = texts_out.write_column(texts)
         offsets.finish()
+        if texts_out is not None:
+            meta = {**meta, **texts_out.finish(), "texts": text_entries}
         return ids.commit({**meta, "kind": KIND, "row_count": offsets.count - 1, "splits": entries})
     except BaseException:
         ids.discard()
         offsets.discard()
+        if texts_out is not None:
+            texts_out.discard()
         raise
 
 
@@ -112,6 +160,11 @@ def open_row_tokens(path: Path) -> TokenFile | None:
         expected = (int(found.meta["row_count"]) + 1) * np.dtype(OFFSET_DTYPE).itemsize
         if offsets_path(path).stat().st_size != expected:
             return None
+        if "texts" in found.meta:
+            data, text_offsets = text_paths(path)
+            expected = (int(found.meta["text_rows"]) + 1) * np.dtype(OFFSET_DTYPE).itemsize
+            if data.stat().st_size != int(found.meta["text_bytes"]) or text_offsets.stat().st_size != expected:
+                return None
     except (OSError, KeyError, TypeError, ValueError):
         return None
     return found
@@ -162,6 +215,69 @@ class RowView:
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> RowView:
         return RowView(self.tokens, self.column, self._rows(indices))
+
+
+class TextRows(Sequence[str]):
+    """One text column of a row token file stored with ``keep_texts`` (optionally only the ``rows`` chosen, in that
+    order), read like a list of str: ``[i]`` decodes one row, a slice or ``take`` a list, iteration reads the rows in
+    order a block at a time. Memory-mapped on first use; pickling carries the paths, not the texts."""
+
+    BLOCK = 4096  # rows whose offsets iteration reads at once
+
+    def __init__(self, tokens: TokenFile, column: str, rows: np.ndarray | None = None):
+        start, end = tokens.meta["texts"][column]
+        data, offsets = text_paths(tokens.path)
+        self.tokens, self.column, self.rows = tokens, column, rows
+        self.data = TokenSpan(data, "u1", 0, int(tokens.meta["text_bytes"]))
+        self.offsets = TokenSpan(offsets, OFFSET_DTYPE, start, end + 1)
+        self.count = end - start if rows is None else len(rows)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _rows(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        local = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(local) and (local.min() < -self.count or local.max() >= self.count):
+            raise IndexError(f"text row index out of range for {self.count} rows")
+        local = local % max(self.count, 1)
+        return local if self.rows is None else self.rows[local]
+
+    def _decode(self, start: int, end: int) -> str:
+        return self.data[start:end].tobytes().decode("utf-8", errors="surrogatepass")
+
+    def take(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> list[str]:
+        """The texts of these rows, in this order."""
+        rows = self._rows(indices)
+        starts, ends = self.offsets[rows].tolist(), self.offsets[rows + 1].tolist()
+        return [self._decode(a, b) for a, b in zip(starts, ends)]
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return self.take(range(*index.indices(self.count)))
+        return self.take([index])[0]
+
+    def __iter__(self) -> Iterator[str]:
+        for first in range(0, self.count, self.BLOCK):
+            yield from self.take(range(first, min(first + self.BLOCK, self.count)))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (TextRows, list, tuple)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]  # compared by content, like a list
+
+    def __repr__(self) -> str:
+        return f"TextRows({self.column!r}, {self.count} rows)"
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> TextRows:
+        return TextRows(self.tokens, self.column, self._rows(indices))
 
 
 class TokenRows(Dataset):

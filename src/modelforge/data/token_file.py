@@ -58,9 +58,9 @@ def cache_key(*parts: str) -> str:
     return digest.hexdigest()[:24]
 
 
-def token_folder(data_path: Path | None) -> Path:
-    """``.modelforge-tokens`` beside the data (in a data folder, or in a data file's folder), or the cache folder
-    when there is no data path or its folder is not writable."""
+def token_folder(data_path: Path | None, fallback: str = "token_files") -> Path:
+    """``.modelforge-tokens`` beside the data (in a data folder, or in a data file's folder), or the cache folder's
+    ``fallback`` when there is no data path or its folder is not writable."""
     if data_path is not None:
         base = data_path if data_path.is_dir() else data_path.parent
         folder = base / FOLDER
@@ -70,7 +70,7 @@ def token_folder(data_path: Path | None) -> Path:
                 return folder
         except OSError:
             pass  # a read-only data folder (a mounted dataset): fall back to the cache
-    return cache_dir("token_files")
+    return cache_dir(fallback)
 
 
 class TokenSpan:

@@ -5,7 +5,8 @@ not only in shard order. ``index_tar_images`` walks each shard's tar headers onc
 module — which seeks over member data without reading it — and keeps per sample the shard, byte offset and size of
 its image member, plus its label (the small ``.cls``/``.txt``/``.json`` member, read while walking). A sample is
 the run of consecutive members sharing a key: the name up to the first dot of its last path part (webdataset's
-rule: ``a/0001.seg.png`` → key ``a/0001``, extension ``seg.png``).
+rule: ``a/0001.seg.png`` → key ``a/0001``, extension ``seg.png``). Each shard's index is saved beside it and
+reused while the shard is unchanged (tar_index_cache.py), so the headers are walked once, not on every run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from modelforge.core.errors import DataError
 from modelforge.data.formats.image_folder import IMAGE_SUFFIXES, check_image_head
+from modelforge.data.formats.tar_index_cache import ShardIndex, cached_shard_index
 
 IMAGE_EXTENSIONS = tuple(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES))
 LABEL_EXTENSIONS = ("cls", "txt", "json")  # the label member, in order of preference
@@ -141,36 +143,60 @@ def _image_member(members: dict[str, _Member], image_column: str | None, where: 
 
 def index_tar_images(shards: list[Path], image_column: str | None = None, label_column: str | None = None,
                      on_error: str = "skip") -> TarImageIndex:
-    """Index every sample of ``shards`` (see the module docstring). A sample whose image fails the header check of an
-    image folder's files, or that has no image or no label, is skipped and counted (``on_error=skip``) or stops
-    the run with a one-line DataError naming shard and member (``fail``)."""
-    shard_of, offsets, sizes, names, labels, skipped = [], [], [], [], [], []
+    """Index every sample of ``shards`` (see the module docstring), each shard's index read from its saved entry
+    when the shard is unchanged (tar_index_cache.py). A sample whose image fails the header check of an image
+    folder's files, or that has no image or no label, is skipped and counted (``on_error=skip``) or stops the run
+    with a one-line DataError naming shard and member (``fail``; a saved entry's first skipped sample is that
+    error)."""
+    rules = {"image_column": image_column, "label_column": label_column, "images": IMAGE_EXTENSIONS,
+             "labels": LABEL_EXTENSIONS, "json_fields": JSON_LABEL_FIELDS}
+    parts = []
+    for shard in shards:
+        part = cached_shard_index(shard, rules, partial(index_shard, shard, image_column, label_column, on_error))
+        if on_error == "fail" and part.skipped:
+            raise DataError(part.skipped[0][1])
+        parts.append(part)
+    counts = [len(part.labels) for part in parts]
+    image_sources = {ext for part in parts for ext in part.image_sources}
+    label_sources = {source for part in parts for source in part.label_sources}
+    return TarImageIndex(
+        shards, np.repeat(np.arange(len(shards), dtype=np.int32), counts),
+        _joined([part.offset for part in parts], np.int64), _joined([part.size for part in parts], np.int64),
+        _joined([part.names for part in parts], np.bytes_), [y for part in parts for y in part.labels],
+        [s for part in parts for s in part.skipped], _the_one(image_sources), _the_one(label_sources))
+
+
+def _joined(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
+
+
+def index_shard(shard: Path, image_column: str | None, label_column: str | None, on_error: str) -> ShardIndex:
+    """Walk one shard's tar headers: its usable samples and the skipped ones (``on_error=fail`` raises instead)."""
+    offsets, sizes, names, labels, skipped = [], [], [], [], []
     image_sources, label_sources = set(), set()
-    for number, shard in enumerate(shards):
-        with open(shard, "rb") as file:  # a second handle: reading label and image heads leaves tarfile's alone
-            for key, group in _samples(shard):
-                members = {m.ext: m for m in group}
-                where = f"{shard}: {key}"
-                try:
-                    image = _image_member(members, image_column, where)
-                    where = f"{shard}: {image.name}"
-                    check_image_head(_read(file, image, 32), partial(_read, file, image), where)
-                    label, label_source = _label(file, members, label_column, f"{shard}: {key}")
-                except DataError as exc:
-                    if on_error == "fail":
-                        raise
-                    skipped.append((where, str(exc)))
-                    continue
-                shard_of.append(number)
-                offsets.append(image.offset)
-                sizes.append(image.size)
-                names.append(image.name.encode("utf-8", "surrogateescape"))
-                labels.append(label)
-                image_sources.add(image.ext)
-                label_sources.add(label_source)
-    return TarImageIndex(shards, np.asarray(shard_of, dtype=np.int32), np.asarray(offsets, dtype=np.int64),
-                         np.asarray(sizes, dtype=np.int64), np.asarray(names, dtype=np.bytes_), labels, skipped,
-                         _the_one(image_sources), _the_one(label_sources))
+    with open(shard, "rb") as file:  # a second handle: reading label and image heads leaves tarfile's alone
+        for key, group in _samples(shard):
+            members = {m.ext: m for m in group}
+            where = f"{shard}: {key}"
+            try:
+                image = _image_member(members, image_column, where)
+                where = f"{shard}: {image.name}"
+                check_image_head(_read(file, image, 32), partial(_read, file, image), where)
+                label, label_source = _label(file, members, label_column, f"{shard}: {key}")
+            except DataError as exc:
+                if on_error == "fail":
+                    raise
+                skipped.append((where, str(exc)))
+                continue
+            offsets.append(image.offset)
+            sizes.append(image.size)
+            names.append(image.name.encode("utf-8", "surrogateescape"))
+            labels.append(label)
+            image_sources.add(image.ext)
+            label_sources.add(label_source)
+    return ShardIndex(np.asarray(offsets, dtype=np.int64), np.asarray(sizes, dtype=np.int64),
+                      np.asarray(names, dtype=np.bytes_), labels, skipped, sorted(image_sources),
+                      sorted(label_sources))
 
 
 def _the_one(values: set[str]) -> str | None:

@@ -7,9 +7,9 @@ with HF ``tokenizers``: one vocabulary for both languages (``tokenizer.shared``,
 embedding table), or one per side. Targets are ``<bos> … <eos>``; sources and targets are truncated to
 ``max_source_tokens``/``max_target_tokens``, and ``max_train_tokens`` may drop long training pairs (a speed knob).
 
-Each split is a ``PairDataset`` (``pair_rows.py``) whose ids come from a memory-mapped row token file, built once
-and reused by later runs; its batches are dicts: id tensors trimmed to the batch's longest row, plus the raw source
-and reference texts (held in memory), which the metrics use (never detokenised ids). Evaluation reports the
+Each split is a ``PairDataset`` (``pair_rows.py``) whose ids and raw texts come from a memory-mapped row token file,
+built once and reused by later runs; its batches are dicts: id tensors trimmed to the batch's longest row, plus the
+raw source and reference texts (read per batch), which the metrics use (never detokenised ids). Evaluation reports the
 token-level loss of the references and metrics of decoded outputs: sacreBLEU and chrF (the ``sacrebleu`` library)
 here, ROUGE in the summarization subclass. Validation decodes greedily (cheap, once per epoch); test, ``predict`` and
 ``modelforge translate`` use the configured decoding (beam size, length penalty). ``val_limit``/``test_limit``
@@ -249,7 +249,7 @@ class Translation(Task):
             if name in parts and keep:
                 summary[f"{name}_pairs_total"] = len(parts[name][0])
                 parts[name] = _subset(parts[name], keep)
-        datasets = pair_datasets(self, parts, prepare_pair_rows(self, parts), summary)
+        datasets = pair_datasets(self, list(parts), prepare_pair_rows(self, parts), summary)
         summary.update(src_vocab_size=self.state_dict_["src_vocab_size"],
                        tgt_vocab_size=self.state_dict_["tgt_vocab_size"])
         return Splits(train=datasets["train"], val=datasets.get("val"), test=datasets.get("test"), summary=summary)
