@@ -203,3 +203,16 @@ def test_a_record_source_is_tokenized_as_a_stream_into_the_same_rows_as_its_tabl
         a, b = getattr(streamed, split), getattr(listed, split)
         assert len(a) == len(b) > 0
         assert all(torch.equal(x, y) for x, y in zip(a.get_batch(range(len(a))), b.get_batch(range(len(b)))))
+
+
+def test_a_loaded_runs_recipe_with_the_resolved_settings_finds_the_file_without_reading(tmp_path, monkeypatch):
+    path = _csv(tmp_path / "reviews.csv", _rows())
+    first_task = _task({"path": str(path), "max_length": "auto", "max_length_cap": 16})
+    first = first_task.datasets()
+    saved = first_task.recipe  # what recipe.yaml says: the columns inferred, max_length computed
+    assert saved.data.text_column == "review" and isinstance(saved.data.max_length, int)
+    _refuse_reading(monkeypatch)
+    monkeypatch.setattr(text_rows, "build_tokenizer", lambda *a, **k: pytest.fail("tokenized again"))
+    task = TextClassification(saved)
+    _same_splits(first, task.datasets())
+    assert len(list((tmp_path / ".modelforge-tokens").glob("*.tokens"))) == 1

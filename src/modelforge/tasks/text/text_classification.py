@@ -372,6 +372,7 @@ class TextClassification(TokenizerArtifact, Task):
         tok = self._tokenizer = rows.tokenizer
         if cfg.max_length == "auto":
             self.record_used(max_length=rows.max_length)
+        rows.alias_as(settings_key(self.data_cfg))  # a loaded run's recipe names what this run resolved
         label_names = list(rows.meta["classes"])
         choice = self._choose_method(rows.size("train"))
         pad_id = pad_id_of(tok)

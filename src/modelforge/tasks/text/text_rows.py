@@ -68,6 +68,16 @@ class TextRows:
     tokenizer: Tokenizer
     max_length: int
     built: bool  # read and tokenized by this call (False: an earlier run's file was reused; no row was read)
+    tokenizer_id: str = ""  # with ``identity``, what keys the file besides the settings
+    identity: str = ""
+
+    def alias_as(self, settings: str) -> None:
+        """Let a recipe whose settings are ``settings`` (this run's, resolved: the columns inferred, max_length=auto
+        computed — what a loaded run's recipe.yaml says) find this file without reading its rows (``K.alias``)."""
+        path = self.tokens.path.parent / f"{cache_key('text-rows', self.tokenizer_id, self.identity, settings)}.tokens"
+        alias = path.with_suffix(".alias")
+        if path != self.tokens.path and not alias.is_file():
+            atomic_write_text(alias, self.tokens.path.name)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -130,16 +140,24 @@ def prepare_text_rows(cfg: Any, settings: str, given: Tokenizer | None, source: 
         given = build_tokenizer(cfg.tokenizer, [])
     tokenizer_id = given.to_str() if given is not None else cfg.tokenizer.model_dump_json()
     identity = source.identity or json.dumps(source_stats(source.files))
-    key = cache_key("text-rows", tokenizer_id, identity, settings)
     folder = token_folder(source.home)
-    path, tok_file = folder / f"{key}.tokens", folder / f"{key}.tokenizer.json"
+    path = folder / f"{cache_key('text-rows', tokenizer_id, identity, settings)}.tokens"
     with build_lock(path):  # under torchrun one rank reads and tokenizes; the others wait, then map the file
-        found = open_row_tokens(path)
-        if _complete(found) and tok_file.is_file():
-            tok = given or load_tokenizer(tok_file.read_text(encoding="utf-8"), str(tok_file))
-            log.info("token ids of the texts: %s (reused)", path)
-            return TextRows(found, tok, int(found.meta["max_length"]), built=False)
-        return _build(cfg, read(), given, path, tok_file, source)
+        for candidate in (path, _aliased(path)):
+            found = open_row_tokens(candidate) if candidate is not None else None
+            tok_file = candidate.with_suffix(".tokenizer.json") if candidate is not None else None
+            if _complete(found) and tok_file.is_file():
+                tok = given or load_tokenizer(tok_file.read_text(encoding="utf-8"), str(tok_file))
+                log.info("token ids of the texts: %s (reused)", candidate)
+                return TextRows(found, tok, int(found.meta["max_length"]), False, tokenizer_id, identity)
+        tokens = _build(cfg, read(), given, path, path.with_suffix(".tokenizer.json"), source)
+        return TextRows(tokens.tokens, tokens.tokenizer, tokens.max_length, True, tokenizer_id, identity)
+
+
+def _aliased(path: Path) -> Path | None:
+    """The token file ``K.alias`` names (a file built under other settings that resolved to these), if any."""
+    alias = path.with_suffix(".alias")
+    return alias.parent / alias.read_text(encoding="utf-8").strip() if alias.is_file() else None
 
 
 def _write_side_files(path: Path, read: ReadRows) -> dict[str, Any]:
