@@ -23,7 +23,25 @@ from modelforge.data.transforms import load_image
 STATISTICS_SAMPLE = 512  # images decoded to estimate the training mean/std (all of them in a smaller folder)
 
 
-class ImageFileDataset(Dataset):
+class LabelledPixels(Dataset):
+    """What every labelled image dataset read per item shares: ``labels`` (int64 numpy), ``channels``, ``size`` and
+    a ``__getitem__`` giving ``(uint8 (C, size, size), label)``."""
+
+    labels: np.ndarray
+    channels: int
+    size: int
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return torch.from_numpy(self.labels)
+
+    def pixels(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """The decoded images at ``indices`` as one (n, C, size, size) uint8 tensor."""
+        return torch.stack([self[int(i)][0] for i in indices]) if len(indices) else torch.zeros(
+            0, self.channels, self.size, self.size, dtype=torch.uint8)
+
+
+class ImageFileDataset(LabelledPixels):
     """``(uint8 (C, size, size) tensor, int64 label)`` per item, decoded from ``base / paths[i]`` when asked."""
 
     loads_from_disk = True  # the trainer gives such datasets DataLoader workers by default (train.num_workers)
@@ -51,19 +69,11 @@ class ImageFileDataset(Dataset):
             pixels = decode_center_crop(load_image(self.path(index)), self.size, self.resize)
         return torch.tensor(pixels), torch.tensor(self.labels[index])  # a copy: Pillow's buffer is read-only
 
-    @property
-    def targets(self) -> torch.Tensor:
-        return torch.from_numpy(self.labels)
-
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageFileDataset:
         picked = np.asarray(indices, dtype=np.int64)
         return ImageFileDataset(self.base, self.paths[picked], self.labels[picked], self.channels, self.size,
                                 self.resize)
 
-    def pixels(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
-        """The decoded images at ``indices`` as one (n, C, size, size) uint8 tensor."""
-        return torch.stack([self[int(i)][0] for i in indices]) if len(indices) else torch.zeros(
-            0, self.channels, self.size, self.size, dtype=torch.uint8)
 
 
 def spread(n: int, count: int) -> np.ndarray:

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from modelforge.data.formats.image_folder import decode_image_bytes
+from modelforge.data.lazy_images import LabelledPixels
 
 
-class EncodedImageDataset(Dataset):
+class EncodedImageDataset(LabelledPixels):
     """``(uint8 (C, size, size) tensor, int64 label)`` per item; ``ids[i]`` is the item's position in the source."""
 
     loads_from_disk = True  # the trainer gives such datasets DataLoader workers by default (train.num_workers)
@@ -44,20 +44,12 @@ class EncodedImageDataset(Dataset):
         pixels = decode_image_bytes(raw, where, self.channels, self.size)
         return torch.tensor(pixels), torch.tensor(self.labels[index])  # a copy: Pillow's buffer is read-only
 
-    @property
-    def targets(self) -> torch.Tensor:
-        return torch.from_numpy(self.labels)
-
     def subset(self, indices: Sequence[int] | np.ndarray) -> EncodedImageDataset:
         picked = np.asarray(indices, dtype=np.int64)
         part = copy.copy(self)  # shares the source (a memory map, or the shard index)
         part.ids, part.labels = self.ids[picked], self.labels[picked]
         return part
 
-    def pixels(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
-        """The decoded images at ``indices`` as one (n, C, size, size) uint8 tensor."""
-        return torch.stack([self[int(i)][0] for i in indices]) if len(indices) else torch.zeros(
-            0, self.channels, self.size, self.size, dtype=torch.uint8)
 
 
 class ArrowImageDataset(EncodedImageDataset):
