@@ -56,3 +56,19 @@ def test_a_truncated_png_keeps_pillows_one_line_error(tmp_path):
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match=r"cut\.png: not a readable image"):
         decode_image(tmp_path / "cut.png", 3, 10)
+
+
+def test_a_huge_or_truncated_png_never_reaches_opencv(tmp_path, monkeypatch):
+    """A decompression bomb's header (or a cut file) goes to Pillow, which refuses it in one line; OpenCV would
+    allocate the bomb's pixels and print libpng's complaint on stderr."""
+    import cv2
+
+    Image.fromarray(RNG.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    huge = data[:16] + (20_000).to_bytes(4, "big") * 2 + data[24:]  # IHDR claims 20,000²
+    (tmp_path / "huge.png").write_bytes(huge)
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: pytest.fail("OpenCV was given the file"))
+    for name in ("huge.png", "cut.png"):  # asked at the size the model wants, as predict and training do
+        with pytest.raises(DataError, match=f"{name}: (not a readable image|refused by Pillow)"):
+            decode_image(tmp_path / name, 3, 10)

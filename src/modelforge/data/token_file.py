@@ -120,12 +120,25 @@ def build_lock(path: Path) -> Iterator[None]:
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / ".build.lock", "a") as handle:
+    lock = path.parent / ".build.lock"
+    with open(lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
+        except Exception:
+            _remove_if_only_the_lock(path.parent, lock)  # bad data found while building leaves no folder behind
+            raise
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_if_only_the_lock(folder: Path, lock: Path) -> None:
+    try:
+        if [entry.name for entry in folder.iterdir()] == [lock.name]:
+            lock.unlink()
+            folder.rmdir()
+    except OSError:
+        pass  # another process is using the folder: leave it
 
 
 def sidecar_of(path: Path) -> Path:

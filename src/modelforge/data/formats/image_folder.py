@@ -79,7 +79,7 @@ def _decode_png_as_is(source: Path | bytes, channels: int, size: int) -> np.ndar
         data = source.read_bytes() if isinstance(source, Path) else source
     except OSError:
         return None
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+    if not _plain_png(data, channels, size):
         return None
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None or pixels.dtype != np.uint8 or pixels.shape[:2] != (size, size):
@@ -89,6 +89,18 @@ def _decode_png_as_is(source: Path | bytes, channels: int, size: int) -> np.ndar
     if channels == 3 and pixels.ndim == 3 and pixels.shape[2] == 3:
         return np.ascontiguousarray(pixels[:, :, ::-1].transpose(2, 0, 1))  # OpenCV's BGR → RGB, channels first
     return None
+
+
+def _plain_png(data: bytes, channels: int, size: int) -> bool:
+    """The PNG's header says ``size``×``size`` grey (channels 1) or 8-bit RGB / palette (channels 3), and the file
+    ends with its IEND chunk. Checked before OpenCV sees the bytes, so it never allocates a decompression bomb's
+    pixels nor reports a truncated file on stderr: those go to Pillow, which refuses them with one line."""
+    if len(data) < 45 or not data.startswith(b"\x89PNG\r\n\x1a\n") or data[12:16] != b"IHDR" or data[-8:-4] != b"IEND":
+        return False
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    depth, colour = data[24], data[25]
+    wanted = colour == 0 and depth <= 8 if channels == 1 else (colour == 2 and depth == 8) or colour == 3
+    return width == height == size and wanted
 
 
 @lru_cache(maxsize=1)
