@@ -57,7 +57,7 @@ def _padded_in_memory(task, path, **data):
     tok, max_length = task.tokenizer, task.state()["max_length"]
     old = {}
     for split, (texts, labels) in parts.items():
-        ids, lengths, truncated = encode_padded(tok, texts, max_length, pad_id_of(tok))
+        ids, lengths, truncated = encode_padded(tok, list(texts), max_length, pad_id_of(tok))  # a table's: a stream
         labels = torch.tensor([index[y] for y in labels])
         old[split] = (TensorDataset(ids, lengths, labels), truncated, round(float(lengths.float().mean()), 1))
     return old

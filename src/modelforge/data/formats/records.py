@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from modelforge.core.errors import DataError
+from modelforge.data.formats.table_columns import PROFILE_ROWS
 
 RecordFormat = Literal["hf", "webdataset"]
 RECORD_FORMATS = ("hf", "webdataset")
-PROFILE_ROWS = 2000  # rows looked at to infer which columns hold the text and the label
 
 
 def detect_format(path: str) -> RecordFormat | None:

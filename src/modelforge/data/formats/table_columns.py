@@ -4,19 +4,34 @@ A classification table usually has one column of running text (many distinct, mu
 few distinct values (the label); other columns (ids, dates, scores) are ignored. When exactly one column of each
 kind is found, they are used; when it is ambiguous, the error lists every column with what it looks like, so the
 user can name the right ones with ``data.text_column`` / ``data.label_column``.
+
+A table is judged on its first ``PROFILE_ROWS`` rows (a record source's too), read as a stream: inferring the
+columns never reads a large file whole. A column that looks different further down (a label column whose later rows
+bring it past 100 distinct values) is judged by its head; name the columns to settle it.
 """
 
 from __future__ import annotations
 
 import csv
-import io
+import itertools
 import json
+from collections.abc import Iterable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 from modelforge.core.errors import DataError
-from modelforge.data.formats.text_corpus import decode_text, read_bytes
-from modelforge.data.formats.text_table import TableFormat, read_table_rows, table_format
+from modelforge.data.formats.text_corpus import check_file
+from modelforge.data.formats.text_table import (
+    TableFormat,
+    TableRow,
+    open_lines,
+    reading_errors,
+    stream_table_rows,
+    table_format,
+)
+
+PROFILE_ROWS = 2000  # rows looked at to infer which columns hold the text and the label
 
 # Names that settle a tie between look-alike columns, most specific first.
 _TEXT_NAMES = ("text", "sentence", "review", "body", "content", "document", "message", "comment")
@@ -42,37 +57,53 @@ class ColumnProfile:
 
 
 def table_columns(path: Path, format: TableFormat | None = None, encoding: str = "utf-8") -> list[str]:
-    """The column names: the CSV/TSV header, or the keys of the first JSON object."""
-    fmt = table_format(path, format)
-    text = decode_text(read_bytes(path), path, encoding)
+    """The column names: the CSV/TSV header, or the keys of the first JSON object (read from the file's head)."""
+    path, fmt = check_file(path), table_format(path, format)
+    with reading_errors(path, encoding), open_lines(path, encoding) as lines:
+        return _header(lines, fmt)
+
+
+def _header(lines: Iterable[str], fmt: TableFormat) -> list[str]:
     if fmt == "jsonl":
-        for line in text.split("\n"):
+        for line in lines:
             if line.strip():
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
-                    break  # read_table_rows reports it with the line number
+                    break  # reading the rows reports it with the line number
                 return list(record) if isinstance(record, dict) else []
         return []
     quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",", quoting=quoting)
-    for header in reader:
+    for header in csv.reader(lines, delimiter="\t" if fmt == "tsv" else ",", quoting=quoting):
         if any(h.strip() for h in header):
             return [h.strip() for h in header]
     return []
 
 
-def profile_columns(path: Path, format: TableFormat | None = None, encoding: str = "utf-8") -> list[ColumnProfile]:
+def profile_columns(path: Path, format: TableFormat | None = None, encoding: str = "utf-8",
+                    limit: int = PROFILE_ROWS) -> tuple[list[ColumnProfile], int]:
+    """Each column's profile over the table's first ``limit`` rows, and how many rows that was."""
     columns = table_columns(path, format, encoding)
     if not columns:
         raise DataError(f"{path}: no columns found; expected a header row (CSV/TSV) or JSON objects")
-    rows = read_table_rows(path, columns, format, encoding)
+    with closing(stream_table_rows(path, columns, format, encoding)) as stream:  # closes the file when cut short
+        rows: list[TableRow] = list(itertools.islice(stream, limit))
     profiles = []
     for column in columns:
         values = [row.values[column].strip() for row in rows]
         words = sum(len(v.split()) for v in values) / max(len(values), 1)
         profiles.append(ColumnProfile(column, len(set(values) - {""}), words))
-    return profiles
+    return profiles, len(rows)
+
+
+def check_inferred_label(where: str, column: str, distinct: int, rows: int) -> None:
+    """A label column inferred from the first ``PROFILE_ROWS`` rows of a longer table (of ``rows`` usable rows,
+    ``distinct`` labels) must still look like one over all of it: a date column shows few values in its head and
+    hundreds over the table."""
+    if rows > PROFILE_ROWS and not ColumnProfile(column, distinct, 0.0).looks_like_label(rows):
+        raise DataError(f"{where}: column {column!r} looked like the label in the first {PROFILE_ROWS} rows, but the "
+                        f"whole table has {distinct} distinct values in it; set data.label_column and "
+                        "data.text_column to the columns to use")
 
 
 def _one_of(candidates: list[ColumnProfile], names: tuple[str, ...]) -> ColumnProfile | None:
@@ -90,8 +121,7 @@ def infer_columns(path: Path, text_column: str | None, label_column: str | None,
     """(text column, label column): the given names, or the one text-like / label-like column of the table."""
     if text_column and label_column:
         return text_column, label_column
-    profiles = profile_columns(path, format, encoding)
-    rows = len(read_table_rows(path, [profiles[0].name], format, encoding))
+    profiles, rows = profile_columns(path, format, encoding)
     return pick_columns(profiles, rows, text_column, label_column, str(path))
 
 

@@ -28,17 +28,34 @@ _DECOMPRESSORS = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.de
 
 def read_bytes(path: str | Path) -> bytes:
     """The file's bytes, transparently decompressed when it ends in .gz, .bz2 or .xz."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found; check the path (relative paths start at {Path.cwd()})")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a file")
+    path = check_file(path)
     try:
         data = path.read_bytes()
         decompress = _DECOMPRESSORS.get(path.suffix.lower())
         return decompress(data) if decompress else data
     except (OSError, EOFError, lzma.LZMAError) as exc:
-        raise DataError(f"{path}: cannot read the file ({exc}); check that it is not truncated or corrupt") from None
+        raise unreadable(path, exc) from None
+
+
+def check_file(path: str | Path) -> Path:
+    """``path``, once it is known to be a file (else the one-line error saying what it is)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found; check the path (relative paths start at {Path.cwd()})")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a file")
+    return path
+
+
+def unreadable(path: str | Path, exc: Exception) -> DataError:
+    """The error for a file whose bytes (or decompression) fail."""
+    return DataError(f"{path}: cannot read the file ({exc}); check that it is not truncated or corrupt")
+
+
+def undecodable(path: str | Path, encoding: str, start: int, line: int, byte: bytes) -> DataError:
+    """The error for the first byte at ``start`` (on ``line``) that ``encoding`` cannot decode."""
+    return DataError(f"{path}: byte {start} (line {line}) is not valid {encoding} ({byte!r}); "
+                     f"pass the file's real encoding, e.g. encoding='latin-1' or 'cp1252'")
 
 
 def check_encoding(encoding: str) -> str:
@@ -59,10 +76,7 @@ def decode_text(data: bytes, path: str | Path, encoding: str = "utf-8") -> str:
         text = data.decode(codec)
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(
-            f"{path}: byte {exc.start} (line {line}) is not valid {encoding} ({data[exc.start : exc.start + 1]!r}); "
-            f"pass the file's real encoding, e.g. encoding='latin-1' or 'cp1252'"
-        ) from None
+        raise undecodable(path, encoding, exc.start, line, data[exc.start : exc.start + 1]) from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 

@@ -17,21 +17,31 @@ Every problem surfaces while the file is read, never deep in training:
 from __future__ import annotations
 
 import bz2
+import codecs
 import csv
 import difflib
 import gzip
 import io
+import itertools
 import json
 import logging
 import lzma
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from modelforge.core.errors import DataError
-from modelforge.data.formats.text_corpus import check_encoding, decode_text, read_bytes
+from modelforge.data.formats.text_corpus import (
+    check_encoding,
+    check_file,
+    decode_text,
+    read_bytes,
+    undecodable,
+    unreadable,
+)
 
 log = logging.getLogger("modelforge.data")
 
@@ -217,19 +227,121 @@ def _rows_of(lines: Iterable[str], path: Path, columns: Sequence[str], fmt: Tabl
     return _csv_rows(lines, path, columns, "," if fmt == "csv" else "\t")
 
 
+def open_lines(path: Path, encoding: str) -> Any:
+    """The (decompressed) file as text lines, decoded as ``decode_text`` does: newline=None turns \\r\\n and \\r
+    into \\n, utf-8-sig drops a byte-order mark."""
+    codec = check_encoding(encoding)
+    opener = _STREAM_OPENERS.get(path.suffix.lower(), open)
+    return opener(path, "rt", encoding="utf-8-sig" if codec == "utf-8" else codec, newline=None)
+
+
 def stream_text_rows(path: str | Path, text_column: str, label_column: str, format: TableFormat | None = None,
                      encoding: str = "utf-8") -> Iterator[tuple[str, str]]:
     """The (text, label) rows ``read_text_table`` keeps, in order, read line by line from the (decompressed)
     file instead of decoding it whole: for a file already read once (its problems were reported then)."""
     path = Path(path)
-    fmt, codec = table_format(path, format), check_encoding(encoding)
-    opener = _STREAM_OPENERS.get(path.suffix.lower(), open)
-    # newline=None turns \r\n and \r into \n, as decode_text does; utf-8-sig drops a byte-order mark as it does
-    with opener(path, "rt", encoding="utf-8-sig" if codec == "utf-8" else codec, newline=None) as lines:
+    fmt = table_format(path, format)
+    with open_lines(path, encoding) as lines:
         for row in _rows_of(lines, path, [text_column, label_column], fmt):
             text, label = row.values[text_column].strip(), row.values[label_column].strip()
             if text and label:
                 yield text, label
+
+
+def stream_table_rows(path: str | Path, columns: Sequence[str], format: TableFormat | None = None,
+                      encoding: str = "utf-8") -> Iterator[TableRow]:
+    """``read_table_rows``'s rows, with its one-line errors, read line by line rather than decoded whole (so a
+    problem is raised when the stream reaches it)."""
+    path = check_file(path)
+    fmt = table_format(path, format)
+    with reading_errors(path, encoding), open_lines(path, encoding) as lines:
+        head = []
+        for line in lines:  # the lines up to the first that is not blank: none means an empty file
+            head.append(line)
+            if line.strip():
+                break
+        else:
+            raise DataError(f"{path}: file is empty; expected "
+                            f"{'JSON lines' if fmt == 'jsonl' else 'a header and rows'}")
+        any_row = False
+        for row in _rows_of(itertools.chain(head, lines), path, columns, fmt):
+            any_row = True
+            yield row
+        if not any_row:
+            raise DataError(f"{path}: has a header but no data rows")
+
+
+@contextmanager
+def reading_errors(path: Path, encoding: str) -> Iterator[None]:
+    """A text stream's decoding and decompression failures as ``decode_text``'s and ``read_bytes``'s errors."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise _decode_error(path, encoding) from None
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        raise unreadable(path, exc) from None
+
+
+def _decode_error(path: Path, encoding: str) -> DataError:
+    """``decode_text``'s error for the file's first undecodable byte, found by decoding its bytes again in chunks
+    (the text stream does not say where it failed)."""
+    codec = check_encoding(encoding)
+    decoder = codecs.getincrementaldecoder("utf-8-sig" if codec == "utf-8" else codec)()
+    end = newlines = 0
+    with _STREAM_OPENERS.get(path.suffix.lower(), open)(path, "rb") as raw:
+        while True:
+            chunk = raw.read(1 << 20)
+            end, newlines = end + len(chunk), newlines + chunk.count(b"\n")
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:  # exc.object: the bytes decoded, ending where this chunk ends
+                rest = exc.object[exc.start:]
+                return undecodable(path, encoding, end - len(rest), newlines - rest.count(b"\n") + 1, rest[:1])
+            if not chunk:
+                return DataError(f"{path}: is not valid {encoding}; pass the file's real encoding")
+
+
+def checked_text_rows(path: str | Path, text_column: str, label_column: str, format: TableFormat | None = None,
+                      encoding: str = "utf-8", known_labels: Collection[str] | None = None
+                      ) -> Iterator[tuple[str, str]]:
+    """The (text, label) rows ``read_text_table`` keeps, with its checks, warnings and errors, streamed: the
+    first pass over a table whose rows are not held in memory."""
+    path = Path(path)
+    known = set(known_labels) if known_labels is not None else None
+    rows = stream_table_rows(path, [text_column, label_column], format, encoding)
+    for text, label, _ in _kept_rows(rows, path, text_column, label_column, known, "error", {}):
+        yield text, label or ""
+
+
+def _kept_rows(rows: Iterable[TableRow], path: Path, text_column: str, label_column: str | None,
+               known: set[str] | None, unknown_labels: str, skipped: dict[str, list[int]]
+               ) -> Iterator[tuple[str, str | None, int]]:
+    """(text, label, line) of the usable ``rows``; the skipped rows' lines are put in ``skipped`` and logged at
+    the end; no usable row at all is an error."""
+    skipped.update(text=[], label=[], unknown=[])
+    kept = 0
+    for row in rows:
+        text = row.values[text_column].strip()
+        label = row.values[label_column].strip() if label_column else None
+        if not text:
+            skipped["text"].append(row.line)
+        elif label == "":
+            skipped["label"].append(row.line)
+        elif label is not None and known is not None and label not in known:
+            if unknown_labels == "error":
+                raise DataError(
+                    f"{path}: line {row.line}: label {label!r} does not occur in the training data "
+                    f"(known: {sorted(known)[:20]}); fix the label or set unknown_labels='skip'"
+                )
+            skipped["unknown"].append(row.line)
+        else:
+            kept += 1
+            yield text, label, row.line
+    _log_skips(path, skipped["text"], "empty text")
+    _log_skips(path, skipped["label"], f"empty label in column {label_column!r}")
+    _log_skips(path, skipped["unknown"], "label not in the training labels")
+    if not kept:
+        raise DataError(f"{path}: no usable rows (every row has an empty text or label); check text_column")
 
 
 def read_text_table(
@@ -253,31 +365,13 @@ def read_text_table(
     columns = [text_column] + ([label_column] if label_column else [])
     known = set(known_labels) if known_labels is not None else None
     table = TextTable(texts=[], labels=[] if label_column else None, label_names=[], path=path)
-    skipped: dict[str, list[int]] = {"text": [], "label": [], "unknown": []}
-    for row in read_table_rows(path, columns, format, encoding):
-        text = row.values[text_column].strip()
-        label = row.values[label_column].strip() if label_column else None
-        if not text:
-            skipped["text"].append(row.line)
-        elif label == "":
-            skipped["label"].append(row.line)
-        elif label is not None and known is not None and label not in known:
-            if unknown_labels == "error":
-                raise DataError(
-                    f"{path}: line {row.line}: label {label!r} does not occur in the training data "
-                    f"(known: {sorted(known)[:20]}); fix the label or set unknown_labels='skip'"
-                )
-            skipped["unknown"].append(row.line)
-        else:
-            table.texts.append(text)
-            table.lines.append(row.line)
-            if table.labels is not None and label is not None:
-                table.labels.append(label)
-    _log_skips(path, skipped["text"], "empty text")
-    _log_skips(path, skipped["label"], f"empty label in column {label_column!r}")
-    _log_skips(path, skipped["unknown"], "label not in the training labels")
-    if not table.texts:
-        raise DataError(f"{path}: no usable rows (every row has an empty text or label); check text_column")
+    skipped: dict[str, list[int]] = {}
+    rows = read_table_rows(path, columns, format, encoding)
+    for text, label, line in _kept_rows(rows, path, text_column, label_column, known, unknown_labels, skipped):
+        table.texts.append(text)
+        table.lines.append(line)
+        if table.labels is not None and label is not None:
+            table.labels.append(label)
     table.label_names = sorted(set(table.labels or []))
     table.skipped_empty_text, table.skipped_empty_label = len(skipped["text"]), len(skipped["label"])
     table.skipped_unknown_label = len(skipped["unknown"])

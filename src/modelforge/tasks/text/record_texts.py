@@ -1,8 +1,10 @@
-"""A record source's texts for the text classifier, read as streams rather than held as lists.
+"""A source's texts for the text classifier — a record split or a CSV/TSV/JSONL table — read as streams rather than
+held as lists.
 
 Holding out the validation and test rows needs only each row's label and the hash of its text, so the first pass
-over a record split keeps the labels alone; the texts of a split are then a ``SourceTexts``: its length and the
-places of its rows in the source, read again (only the two columns) whenever it is iterated — by the tokenizer's
+over a source (for a table, ``text_table.checked_text_rows``: the table reader's checks and warnings) keeps the
+labels alone; the texts of a split are then a ``SourceTexts``: its length and the places of its rows in the source,
+read again (only the two columns; for a table, ``stream_text_rows``) whenever it is iterated — by the tokenizer's
 training, ``max_length=auto``'s sample and the row token file's writer, which hold one batch at a time.
 """
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import logging
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -185,15 +185,11 @@ class TextClassification(TokenizerArtifact, Task):
     def _table_path(self, source: str) -> Path:
         return Path(getattr(self.data_cfg, "path" if source == "train" else f"{source}_path")).expanduser()
 
-    def _read(self, path: str, known: list[str] | None = None):
-        from modelforge.data.formats.text_table import read_text_table
-
-        cfg = self.data_cfg
-        return read_text_table(Path(path).expanduser(), cfg.text_column, cfg.label_column, cfg.format, cfg.encoding,
-                               known_labels=known)
-
     def _load_files(self) -> tuple[Parts, list[str]]:
-        from modelforge.data.formats.table_columns import infer_columns
+        """A CSV/TSV/JSONL table (and its own val/test tables), streamed as a record source is: the columns are
+        inferred from the first rows, one checked pass keeps the labels, and the texts are read again as streams."""
+        from modelforge.data.formats.table_columns import check_inferred_label, infer_columns
+        from modelforge.data.formats.text_table import checked_text_rows, stream_text_rows
 
         cfg = self.data_cfg
         record_format = self._record_format()
@@ -204,21 +200,36 @@ class TextClassification(TokenizerArtifact, Task):
         own = self._own_files()
         # the recipe saved with the run says what was used: the columns found, no share held out for a given file
         self._resolve(text_column=text_column, label_column=label_column, **{f"{s}_fraction": 0.0 for s in own})
-        train = self._read(self.data_cfg.path)
-        name = Path(cfg.path).name
-        parts = self._hold_out(train.texts, train.labels, name, set(own))
-        for split in own:
-            path = getattr(cfg, f"{split}_path")
-            table = self._read(path, known=train.label_names)
-            parts[split], self._origins[split] = (table.texts, table.labels), Path(path).name
-            self._source_rows[split] = (split, np.arange(len(table.texts)))
-        self._read_what = f"{name} (text column {text_column!r}, label column {label_column!r})"
-        return parts, train.label_names
+        labels: list[str] = []  # the training rows' labels, filled by the first pass over the training table
 
-    def _hold_out(self, texts: list[str], labels: list[str], name: str, own: set[str]) -> Parts:
-        """Test (by hash) and validation (stratified) rows split off the training rows, unless ``own`` has them."""
-        rows = {split: picked.tolist() for split, picked in self._held_out_rows(texts, labels, name, own).items()}
-        return {split: ([texts[i] for i in picked], [labels[i] for i in picked]) for split, picked in rows.items()}
+        def pairs(split: str, first: bool = False) -> Pairs:
+            path, read = self._table_path(split), (text_column, label_column, cfg.format, cfg.encoding)
+            if first:  # read_text_table's checks; a given val/test table may hold only the training labels
+                known = None if split == "train" else sorted(set(labels))
+                return lambda: checked_text_rows(path, *read, known_labels=known)
+            return lambda: stream_text_rows(path, *read)
+
+        name, inferred = Path(cfg.path).name, cfg.label_column is None
+        parts, label_names = self._streamed_parts(pairs, labels, name, own)
+        if inferred:  # the columns were inferred from the table's head: the label column must hold over all of it
+            check_inferred_label(cfg.path, label_column, len(label_names), len(labels))
+        self._origins.update({split: Path(getattr(cfg, f"{split}_path")).name for split in own})
+        self._read_what = f"{name} (text column {text_column!r}, label column {label_column!r})"
+        return parts, label_names
+
+    def _streamed_parts(self, pairs: Callable[[str, bool], Pairs], labels: list[str], name: str, own: list[str]
+                        ) -> tuple[Parts, list[str]]:
+        """The splits of a source whose ``pairs(split, first)`` streams (text, label) rows (``first``: the checked
+        first pass): val/test held out of the training rows by their labels and text hashes alone (``labels`` is
+        filled as they pass), the ``own`` splits read for their labels; every split's texts stay a stream."""
+        rows = self._held_out_rows(labels_and_keys(pairs("train", True)(), labels), labels, name, set(own))
+        parts: Parts = {split: (SourceTexts(pairs("train", False), self._source_rows[split][1], len(picked)),
+                                [labels[i] for i in picked.tolist()]) for split, picked in rows.items()}
+        for split in own:
+            own_labels = [label for _, label in pairs(split, True)()]
+            parts[split] = (SourceTexts(pairs(split, False), None, len(own_labels)), own_labels)
+            self._source_rows[split] = (split, np.arange(len(own_labels)))
+        return parts, sorted(set(labels))
 
     def _held_out_rows(self, keys: Iterable[str], labels: list[str], name: str, own: set[str]
                        ) -> dict[str, np.ndarray]:
@@ -256,20 +267,14 @@ class TextClassification(TokenizerArtifact, Task):
         own = [split for split in ("val", "test") if split in splits]
         self._resolve(text_column=text_column, label_column=label_column, **{f"{s}_fraction": 0.0 for s in own})
 
-        def pairs(split: str, warn: bool = False) -> Pairs:
-            return lambda: record_pairs(splits[split], text_column, label_column, warn)
+        def pairs(split: str, first: bool = False) -> Pairs:  # warnings of skipped rows on the first pass only
+            return lambda: record_pairs(splits[split], text_column, label_column, warn=first)
 
-        labels: list[str] = []
         name = Path(self.data_cfg.path).name
-        rows = self._held_out_rows(labels_and_keys(pairs("train", True)(), labels), labels, name, set(own))
-        parts: Parts = {split: (SourceTexts(pairs("train"), self._source_rows[split][1], len(picked)),
-                                [labels[i] for i in picked.tolist()]) for split, picked in rows.items()}
-        for split in own:
-            own_labels = [label for _, label in pairs(split, True)()]
-            parts[split] = (SourceTexts(pairs(split), None, len(own_labels)), own_labels)
-            self._origins[split], self._source_rows[split] = f"{name} ({split})", (split, np.arange(len(own_labels)))
+        parts, label_names = self._streamed_parts(pairs, [], name, own)
+        self._origins.update({split: f"{name} ({split})" for split in own})
         self._read_what = f"{name} ({record_format}; text column {text_column!r}, label column {label_column!r})"
-        return parts, sorted(set(labels))
+        return parts, label_names
 
     def _limited(self, parts: Parts, label_names: list[str]) -> tuple[Parts, list[str]]:
         """``data.limit`` rows of every split, evenly spaced (their places in the source follow)."""
