@@ -254,3 +254,22 @@ def test_corpus_encodings_and_errors(tmp_path):
     (tmp_path / "blank" / "x.txt").write_text("\n", encoding="utf-8")
     with pytest.raises(DataError, match="every file is empty"):
         read_text_corpus(tmp_path / "blank")
+
+
+def test_a_corrupt_gzip_body_is_one_line_naming_the_file(tmp_path):
+    """gzip raises zlib.error (not an OSError) for a damaged deflate stream behind a valid header."""
+    from modelforge.data.formats.corpus_stream import corpus_blocks
+    from modelforge.data.formats.text_table import stream_text_rows
+
+    data = bytearray(gzip.compress(("text,label\n" + "a fine review,pos\n" * 400).encode()))
+    data[20:60] = bytes(range(40))  # the header stays, the deflate blocks do not
+    for name in ("reviews.csv.gz", "corpus.txt.gz"):
+        (tmp_path / name).write_bytes(bytes(data))
+    readers = [lambda: read_text_table(tmp_path / "reviews.csv.gz"),
+               lambda: read_text_corpus(tmp_path / "corpus.txt.gz"),
+               lambda: list(stream_text_rows(tmp_path / "reviews.csv.gz", "text", "label")),
+               lambda: list(corpus_blocks([tmp_path / "corpus.txt.gz"]))]
+    for read in readers:
+        with pytest.raises(DataError, match=r"\.gz: ") as caught:
+            read()
+        assert "\n" not in str(caught.value)

@@ -12,6 +12,7 @@ import bz2
 import codecs
 import gzip
 import lzma
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -48,7 +49,7 @@ def _decoded_blocks(path: Path, encoding: str) -> Iterator[str]:
     except UnicodeDecodeError:
         read_text(path, encoding)  # the whole-file reader names the byte offset and the line of the bad byte
         raise
-    except (OSError, EOFError, lzma.LZMAError) as exc:
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:  # zlib: a corrupt gzip body
         raise DataError(f"{path}: cannot read the file ({exc}); check that it is not truncated or corrupt") from None
 
 

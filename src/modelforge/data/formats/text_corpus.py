@@ -14,6 +14,7 @@ import codecs
 import gzip
 import logging
 import lzma
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ def read_bytes(path: str | Path) -> bytes:
         data = path.read_bytes()
         decompress = _DECOMPRESSORS.get(path.suffix.lower())
         return decompress(data) if decompress else data
-    except (OSError, EOFError, lzma.LZMAError) as exc:
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:  # zlib: a corrupt gzip body
         raise unreadable(path, exc) from None
 
 

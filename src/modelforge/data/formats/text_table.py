@@ -27,6 +27,7 @@ import json
 import logging
 import lzma
 import sys
+import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -241,7 +242,7 @@ def stream_text_rows(path: str | Path, text_column: str, label_column: str, form
     file instead of decoding it whole: for a file already read once (its problems were reported then)."""
     path = Path(path)
     fmt = table_format(path, format)
-    with open_lines(path, encoding) as lines:
+    with reading_errors(path, encoding), open_lines(path, encoding) as lines:  # the file may have changed since
         for row in _rows_of(lines, path, [text_column, label_column], fmt):
             text, label = row.values[text_column].strip(), row.values[label_column].strip()
             if text and label:
@@ -278,7 +279,7 @@ def reading_errors(path: Path, encoding: str) -> Iterator[None]:
         yield
     except UnicodeDecodeError:
         raise _decode_error(path, encoding) from None
-    except (OSError, EOFError, lzma.LZMAError) as exc:
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:  # zlib: a corrupt gzip body
         raise unreadable(path, exc) from None
 
 
