@@ -88,3 +88,17 @@ def statistics_indices(pixels: HeldPixels | FilePixels, sample: int) -> np.ndarr
     """The images a per-channel mean/std is computed over: every one held in memory (as before), else up to
     ``sample`` evenly spaced files (all of them in a split no larger than that)."""
     return spread(len(pixels), sample) if pixels.loads_from_disk else np.arange(len(pixels))
+
+
+class ImagesOnAStore(torch.utils.data.Dataset):
+    """A caption split whose images sit in ``self.store`` (HeldPixels or FilePixels): it is read from disk when the
+    store is, and ``pixels(indices)`` gives the images as uint8 (n, 3, S, S)."""
+
+    store: HeldPixels | FilePixels
+
+    @property
+    def loads_from_disk(self) -> bool:  # the trainer gives workers to a split read from files (training/batches.py)
+        return self.store.loads_from_disk
+
+    def pixels(self, indices: Sequence[int]) -> torch.Tensor:
+        return self.store.get(indices)

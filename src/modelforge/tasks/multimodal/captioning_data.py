@@ -15,13 +15,18 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
-from modelforge.data.caption_pixels import FilePixels, HeldPixels, stack_images, statistics_indices
+from modelforge.data.caption_pixels import (
+    FilePixels,
+    HeldPixels,
+    ImagesOnAStore,
+    stack_images,
+    statistics_indices,
+)
 from modelforge.data.lazy_images import STATISTICS_SAMPLE
 
 
-class CaptionDataset(Dataset):
+class CaptionDataset(ImagesOnAStore):
     """``store`` holds the N images, ``captions`` their N caption lists; ``tgt``/``tgt_lengths`` hold the encoded
     captions image by image, ``first``/``count`` say where each image's rows start and how many are used."""
 
@@ -30,16 +35,8 @@ class CaptionDataset(Dataset):
         self.split, self.store, self.captions = split, store, captions
         self.tgt, self.tgt_lengths, self.first, self.count = tgt, tgt_lengths, first, count
 
-    @property
-    def loads_from_disk(self) -> bool:  # the trainer gives workers to a split read from files (training/batches.py)
-        return self.store.loads_from_disk
-
     def __len__(self) -> int:
         return len(self.captions)
-
-    def pixels(self, indices: Any) -> torch.Tensor:
-        """The images at ``indices`` as uint8 (n, 3, S, S)."""
-        return self.store.get(indices)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """One image with its caption rows (full width; ``collate_captions`` trims a batch to its longest)."""

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
 from modelforge.core.errors import ConfigError, DataError
-from modelforge.data.caption_pixels import FilePixels, HeldPixels, stack_images
+from modelforge.data.caption_pixels import FilePixels, HeldPixels, ImagesOnAStore, stack_images
 from modelforge.data.captions import CaptionedImages, split_captioned
 from modelforge.data.found import files_found, split_folders_found
 
@@ -75,7 +74,7 @@ def load_splits(cfg: Any) -> tuple[dict[str, CaptionedImages], dict[str, Any]]:
     return parts, summary
 
 
-class RetrievalSet(Dataset):
+class RetrievalSet(ImagesOnAStore):
     """Items ``(uint8 image (3, S, S), caption ids (K, L), caption lengths (K,), caption count[, the frozen text
     tower's pooled features (K, D)])``; ``get_batch`` gathers the same tuple batched (as ``collate_pairs`` joins
     the items)."""
@@ -85,15 +84,8 @@ class RetrievalSet(Dataset):
             raise ValueError("RetrievalSet needs one row of caption tensors per image")
         self.store, self.text = store, text
 
-    @property
-    def loads_from_disk(self) -> bool:  # the trainer gives workers to a split read from files (training/batches.py)
-        return self.store.loads_from_disk
-
     def __len__(self) -> int:
         return len(self.store)
-
-    def pixels(self, indices: Any) -> torch.Tensor:
-        return self.store.get(indices)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         return (self.store.one(index), *(t[index] for t in self.text))
