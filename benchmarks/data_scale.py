@@ -8,10 +8,13 @@ throughput of images decoded by DataLoader workers against the in-memory path.
    seconds from the start of loading the data (imports done) to the end of the first optimiser step, and the
    ratios 10×N / N: ``rss_ratio`` and ``startup_ratio``. The old path (every image decoded into memory,
    ``read_image_folder``) is measured alike for comparison (``rss_ratio_in_memory``, ``startup_ratio_in_memory``).
-2. MNIST digits written as 28×28 grayscale PNGs train ``mnist-cnn`` read lazily with the default workers, against
-   the same recipe on the built-in MNIST arrays held in memory: samples/s over the steps after the first few,
-   ``throughput_ratio`` = lazy / in memory; ``throughput_ratio_one_thread`` the same with ``OMP_NUM_THREADS=1`` on
-   both sides (on a 2-core machine the worker otherwise takes one of the cores the in-memory path computes on).
+2. MNIST digits written as 28×28 grayscale PNGs train ``mnist-cnn`` read lazily with the default workers for the
+   machine, against the same recipe on the built-in MNIST arrays held in memory: samples/s over the steps after
+   the first few, ``throughput_ratio`` = lazy / in memory. On 1–2 CPUs the default is no worker (the training
+   process decodes between steps), so two more ratios show what a worker does there:
+   ``throughput_ratio_one_worker`` (``train.num_workers=1``, two compute threads) and
+   ``throughput_ratio_one_thread`` (one worker, ``OMP_NUM_THREADS=1`` on both sides, so that the worker has a
+   core of its own).
 3. If ``benchmarks/data_scale_text.py`` exists, its ``main(quick)`` figures are printed too.
 
     python benchmarks/data_scale.py [--quick] [--n N] [--steps K] [--workdir DIR]
@@ -143,12 +146,14 @@ def scaling(work: Path, n: int, steps: int) -> dict:
             "startup_ratio_in_memory": big["in_memory"]["first_step_s"] / small["in_memory"]["first_step_s"]}
 
 
-def throughput(work: Path, count: int, steps: int, env: dict | None = None) -> dict:
-    folder = write_mnist_folder(work / "mnist_png", count)
+def throughput(work: Path, count: int, steps: int, env: dict | None = None, workers: int | None = None) -> dict:
+    folder = work / "mnist_png"
+    if not folder.exists():
+        write_mnist_folder(folder, count)
     common = [f"train.max_steps={steps}", "data.val_size=0", "train.progress=off", "train.checkpoint_every_steps=null"]
     lazy = measure("train", {"recipe": "mnist-cnn", "run_dir": str(work / "run_lazy"), "overrides": [
         *common, "data.source=folder", f"data.path={folder}", "data.channels=1", "data.image_size=28",
-        "data.test_size=0"]}, env)
+        "data.test_size=0", *([] if workers is None else [f"train.num_workers={workers}"])]}, env)
     memory = measure("train", {"recipe": "mnist-cnn", "run_dir": str(work / "run_memory"), "overrides": [
         *common, f"data.limit={count}"]}, env)
     for run in ("run_lazy", "run_memory"):  # a second measurement (other threads) trains into the same names
@@ -185,9 +190,10 @@ def main() -> None:
         work = Path(tmp)
         scale = scaling(work, n, steps)
         speed = throughput(work, mnist_count, steps)
-        # on a machine with few cores the decoding workers take a core the in-memory path computes on; with one
-        # compute thread on both sides the ratio isolates what reading from disk itself costs
-        one_thread = throughput(work, mnist_count, steps, {"OMP_NUM_THREADS": "1"})
+        # on a machine with few cores a decoding worker takes a core the in-memory path computes on; with one
+        # compute thread on both sides the ratio isolates what reading from disk in a worker itself costs
+        one_worker = throughput(work, mnist_count, steps, workers=1)
+        one_thread = throughput(work, mnist_count, steps, {"OMP_NUM_THREADS": "1"}, workers=1)
     for count, row in scale["rows"].items():
         for path, r in row.items():
             print(f"{count:>8} images  {path:<9}  peak RSS {r['peak_rss_mb']:7.1f} MB "
@@ -196,8 +202,12 @@ def main() -> None:
         print(f"MNIST {mnist_count} PNGs  {path:<9}  {speed[path]['samples_per_s']:8.1f} samples/s")
     for key in ("rss_ratio", "startup_ratio", "rss_ratio_in_memory", "startup_ratio_in_memory"):
         print(f"{key}: {scale[key]:.2f}")
-    print(f"throughput_ratio: {speed['throughput_ratio']:.2f}")
-    print(f"throughput_ratio_one_thread: {one_thread['throughput_ratio']:.2f}  (OMP_NUM_THREADS=1 on both sides: "
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"throughput_ratio: {speed['throughput_ratio']:.2f}  (the default workers for {cpus} usable CPUs)")
+    print(f"throughput_ratio_one_worker: {one_worker['throughput_ratio']:.2f}  (train.num_workers=1: "
+          f"{one_worker['lazy']['samples_per_s']:.0f} vs {one_worker['in_memory']['samples_per_s']:.0f} samples/s)")
+    print(f"throughput_ratio_one_thread: {one_thread['throughput_ratio']:.2f}  (one worker, OMP_NUM_THREADS=1 on "
+          "both sides: "
           f"{one_thread['lazy']['samples_per_s']:.0f} vs {one_thread['in_memory']['samples_per_s']:.0f} samples/s)")
     text = text_figures(args.quick)
     if text is not None:

@@ -3,6 +3,7 @@ the same files in an image folder, the sources' own splits and sorted labels, ba
 failing with one line naming shard and member (or row), random access by the tar index, workers, cheap pickling."""
 
 import logging
+import os
 import pickle
 import tarfile
 
@@ -244,3 +245,25 @@ def test_a_held_out_split_without_labels_is_not_used(tmp_path, caplog):
     assert set(records.parts) == {"train"} and records.skipped == 0
     assert "(test): no labels in this split: not used" in caplog.text
     assert records.make(*records.parts["train"], 3, 8)[15][0].shape == (3, 8, 8)
+
+
+def test_an_image_folder_is_told_from_a_dataset_without_walking_it(tmp_path, monkeypatch):
+    from modelforge.data.formats import hf_dataset
+
+    folder = tmp_path / "images"
+    for label in ("cat", "dog"):
+        (folder / label).mkdir(parents=True)
+        for i in range(50):
+            (folder / label / f"{i}.png").write_bytes(b"")
+    (folder / "dog" / "notes").mkdir()
+    (folder / "dog" / "notes" / "extra.jsonl").write_text("{}\n")  # below the images: an image folder still
+    listed = []
+    real = os.scandir
+    monkeypatch.setattr(hf_dataset.os, "scandir", lambda path: listed.append(path) or real(path))
+    assert detect_format(str(folder)) is None
+    inside = [path for path in map(str, listed) if path.startswith(f"{folder}/")]
+    assert len(inside) == 1  # one class folder listed: the walk stops at the first image
+    nested = tmp_path / "hub" / "plain_text" / "train"
+    nested.mkdir(parents=True)
+    (nested / "0000.parquet").write_bytes(b"")
+    assert hf_dataset.holds_data_files(tmp_path / "hub") and detect_format(str(tmp_path / "hub")) == "hf"

@@ -1,7 +1,9 @@
-"""Image folders read lazily: the index checks headers only, pixels are decoded per item (in workers or not), the
-synset map names WordNet-id folders, and an ImageNet-layout folder trains through transfer-mobilenetv2."""
+"""Image folders read lazily: the index lists files without opening one, pixels are decoded per item (in workers or
+not), unreadable files are found at first touch, the synset map names WordNet-id folders, and an ImageNet-layout
+folder trains through transfer-mobilenetv2."""
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -50,7 +52,8 @@ def test_statistics_decode_only_a_spread_sample(tmp_path, monkeypatch):
     dataset = ImageFileDataset(root, index.paths, index.labels, 1, 8)
     decoded = []
     real = lazy_images.decode_image
-    monkeypatch.setattr(lazy_images, "decode_image", lambda path, *a: decoded.append(path.name) or real(path, *a))
+    monkeypatch.setattr(lazy_images, "decode_image",
+                        lambda path, *a: decoded.append(os.fsdecode(os.path.basename(path))) or real(path, *a))
     mean, std = channel_statistics(dataset, sample=3)
     assert decoded == ["dark_0.png", "dark_4.png", "light_4.png"] and len(mean) == len(std) == 1
     x = torch.from_numpy(read_image_folder(root, 1, 8).images).float() / 255
@@ -58,26 +61,57 @@ def test_statistics_decode_only_a_spread_sample(tmp_path, monkeypatch):
     assert mean == pytest.approx(x.mean(dim=(0, 2, 3)).tolist()) and std == pytest.approx(x.std(dim=(0, 2, 3)).tolist())
 
 
-def test_bad_files_found_by_the_header_check_with_the_same_messages(tmp_path, caplog):
+def test_the_index_opens_no_file_and_skips_only_what_is_not_named_an_image(tmp_path, caplog, monkeypatch):
     root = _folder(tmp_path / "d")
     (root / "dark" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     (root / "light" / "notes.txt").write_text("hello")
+    (root / "light" / ".hidden.png").write_bytes(b"not an image either")
+    (root / "light" / "more").mkdir()
+    _folder(root / "light" / "more", classes=("deeper",), per_class=1)
+    monkeypatch.setattr("builtins.open", lambda *a, **k: pytest.fail("the index opened a file"))
+    monkeypatch.setattr("os.open", lambda *a, **k: pytest.fail("the index opened a file"))
     with caplog.at_level(logging.WARNING, logger="modelforge.data"):
         index = index_image_folder(root, root, on_error="skip")
-    assert len(index.skipped) == 2 and len(index.paths) == 10
-    assert "2 file(s)" in caplog.text and "broken.png: not a readable image" in caplog.text
-    assert "notes.txt: not an image file" in caplog.text
-    with pytest.raises(DataError, match="broken.png"):
+    monkeypatch.undo()
+    assert [s[0].rsplit("/", 1)[-1] for s in index.skipped] == ["notes.txt"] and len(index.paths) == 12
+    assert "1 file(s)" in caplog.text and "notes.txt: not an image file (suffix .txt)" in caplog.text
+    # the order of sorted(Path.rglob): path parts compared in turn, sub-folders where their names sort
+    assert index.paths[:2].tolist() == [b"dark/broken.png", b"dark/dark_0.png"]
+    assert index.paths[6:9].tolist() == [b"light/light_0.png", b"light/light_1.png", b"light/light_2.png"]
+    assert index.paths[-2:].tolist() == [b"light/light_4.png", b"light/more/deeper/deeper_0.png"]
+    with pytest.raises(DataError, match="notes.txt: not an image file"):
         index_image_folder(root, root, on_error="fail")
 
 
-def test_a_file_that_fails_only_when_decoded_stops_with_one_line_also_from_a_worker(tmp_path):
+def test_an_unreadable_file_is_found_at_first_touch_reported_once_and_replaced(tmp_path, caplog):
+    root = _folder(tmp_path / "d", per_class=3)
+    (root / "dark" / "dark_1.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    index = index_image_folder(root, root)
+    assert len(index.paths) == 6  # listed: the index opens nothing
+    reference = ImageFileDataset(root, index.paths, index.labels, 3, 8, on_error="skip")
+    plan = epoch_order(6, 2, 0, 0, shuffle=False)
+    for workers in (0, 2):
+        dataset = ImageFileDataset(root, index.paths, index.labels, 3, 8, on_error="skip")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="modelforge.data"):
+            epochs = [list(iterate(dataset, plan, torch.utils.data.default_collate, workers)) for _ in range(2)]
+        broken = [r for r in caplog.records if "dark_1.png: not a readable image" in r.getMessage()]
+        assert len(broken) == 1, caplog.text  # once, whichever process and epoch met it
+        assert "1 file(s) under" in caplog.text and dataset.skips.count == 1
+        x, y = epochs[0][0]  # item 1 is item 2's pixels and label: the next readable one
+        assert torch.equal(x[1], reference[2][0]) and y.tolist() == [0, 0]
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(epochs[0], epochs[1], strict=True))
+    with pytest.raises(DataError, match="no readable images"):
+        ImageFileDataset(root, index.paths[[1]], index.labels[[1]], 3, 8, on_error="skip")[0]
+
+
+def test_a_file_that_fails_when_decoded_stops_with_one_line_also_from_a_worker(tmp_path):
     root = _folder(tmp_path / "d", per_class=2)
     whole = (root / "light" / "light_1.png").read_bytes()
     (root / "light" / "light_1.png").write_bytes(whole[: len(whole) // 2])  # the header survives, the pixels don't
-    index = index_image_folder(root, root)
-    assert len(index.paths) == 4  # passes the header check
-    dataset = ImageFileDataset(root, index.paths, index.labels, 3, 8)
+    index = index_image_folder(root, root, on_error="fail")
+    assert len(index.paths) == 4
+    dataset = ImageFileDataset(root, index.paths, index.labels, 3, 8, on_error="fail")
     for workers in (0, 1):
         with pytest.raises(DataError) as info:
             list(iterate(dataset, epoch_order(4, 2, 0, 0, shuffle=False), torch.utils.data.default_collate, workers))
@@ -102,8 +136,26 @@ def test_default_workers_only_for_data_read_from_disk(tmp_path, monkeypatch):
     assert default_workers(lazy, None) == 4 and default_workers(lazy, 1) == 1
     assert default_workers(lazy.subset(range(999)), None) == 0  # too few items to be worth starting workers
     assert default_workers(TensorDataset(torch.zeros(2000, 1)), None) == 0
+    monkeypatch.setattr("modelforge.training.batches.usable_cpus", lambda: 3)
+    assert default_workers(lazy, None) == 2
     monkeypatch.setattr("modelforge.training.batches.usable_cpus", lambda: 2)
-    assert default_workers(lazy, None) == 1
+    assert default_workers(lazy, None) == 0  # a worker would take a core the step computes on
+
+
+def test_a_batch_read_at_once_equals_the_items_one_by_one(tmp_path):
+    root = _folder(tmp_path / "d")
+    (root / "dark" / "dark_3.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    index = index_image_folder(root, root)
+    dataset = ImageFileDataset(root, index.paths, index.labels, 3, 8, on_error="skip")
+    picked = [9, 3, 0, 3]
+    batch = dataset.__getitems__(picked)
+    one_by_one = [dataset[i] for i in picked]
+    assert all(torch.equal(a[0], b[0]) and a[1].dtype == b[1].dtype == torch.int64 and int(a[1]) == int(b[1])
+               for a, b in zip(batch, one_by_one, strict=True))
+    assert torch.equal(batch[1][0], dataset[4][0])  # the unreadable item's substitute: the next readable one
+    plan = [torch.tensor(picked)]  # the training process reads a batch the same way when it decodes itself
+    (x, y), = iterate(dataset, plan, torch.utils.data.default_collate, 0)
+    assert torch.equal(x, torch.stack([b[0] for b in one_by_one])) and y.tolist() == [1, 0, 0, 0]
 
 
 def test_synset_map_names_wordnet_folders(tmp_path):

@@ -29,7 +29,8 @@ def _pillow_only(path, channels, size, monkeypatch):
 def test_fast_path_pixels_equal_pillows(tmp_path, monkeypatch, name, pixels, mode, channels):
     image = Image.fromarray(pixels)
     (image.convert(mode) if mode else image).save(tmp_path / name)
-    assert image_folder._decode_png_as_is(tmp_path / name, channels, 10) is not None  # the fast path was taken
+    raw = (tmp_path / name).read_bytes()
+    assert image_folder._decode_png_as_is(raw, channels, 10) is not None  # the fast path was taken
     fast = decode_image(tmp_path / name, channels, 10)
     slow = _pillow_only(tmp_path / name, channels, 10, monkeypatch)
     assert fast.dtype == np.uint8 and fast.shape == (channels, 10, 10) and fast.flags.c_contiguous
@@ -45,7 +46,7 @@ def test_fast_path_pixels_equal_pillows(tmp_path, monkeypatch, name, pixels, mod
 ])
 def test_files_that_need_pillow_take_its_path(tmp_path, monkeypatch, name, pixels, channels, size):
     Image.fromarray(pixels).save(tmp_path / name)
-    assert image_folder._decode_png_as_is(tmp_path / name, channels, size) is None
+    assert image_folder._decode_png_as_is((tmp_path / name).read_bytes(), channels, size) is None
     np.testing.assert_array_equal(decode_image(tmp_path / name, channels, size),
                                   _pillow_only(tmp_path / name, channels, size, monkeypatch))
 

@@ -4,10 +4,11 @@ A test writes a ``sitecustomize.py`` that calls ``install()`` into a folder on t
 ``READ_TRACE_DIR``. Every Python process of the run (the CLI, torchrun's ranks; DataLoader workers inherit the
 patches when they fork) then wraps, as soon as the modules are imported:
 
-- ``ImageFileDataset.__getitem__`` and the language model's ``TokenWindows.__getitem__`` / ``get_batch``: one JSON
-  line per item read — rank, phase, index, pid;
-- ``Trainer._run_epoch`` / ``Trainer.evaluate`` / ``lazy_images.channel_statistics``: the phase (``train:<epoch>``,
-  ``evaluate``, ``statistics``; ``other`` outside them: data set-up, the baseline, the report).
+- ``ImageFileDataset.__getitem__`` / ``__getitems__`` and the language model's ``TokenWindows.__getitem__`` /
+  ``get_batch``: one JSON line per item read — rank, phase, index, pid;
+- ``Trainer._run_epoch`` / ``Trainer.evaluate`` / ``lazy_images.channel_statistics`` / ``touch_sample``: the phase
+  (``train:<epoch>``, ``evaluate``, ``statistics``, ``touch``; ``other`` outside them: data set-up, the baseline,
+  the report).
 
 Each line is appended with one ``write`` to a file per process (O_APPEND), so forked workers never share a buffer.
 """
@@ -50,8 +51,9 @@ def _in_phase(name, function):
 
 
 def _trace_reads(cls) -> None:
-    """Record every item ``cls`` reads: one by one (``__getitem__``) or gathered (``get_batch``)."""
-    getitem, get_batch = cls.__getitem__, getattr(cls, "get_batch", None)
+    """Record every item ``cls`` reads: one by one (``__getitem__``) or gathered (``get_batch``, or
+    ``__getitems__``, which reads its items without calling ``__getitem__``)."""
+    getitem, get_batch, get_items = cls.__getitem__, getattr(cls, "get_batch", None), getattr(cls, "__getitems__", None)
 
     def traced_item(self, index):
         _record([index])
@@ -61,14 +63,21 @@ def _trace_reads(cls) -> None:
         _record(list(indices))
         return get_batch(self, indices)
 
+    def traced_items(self, indices):
+        _record(list(indices))
+        return get_items(self, indices)
+
     cls.__getitem__ = traced_item
     if get_batch is not None:
         cls.get_batch = traced_batch
+    if get_items is not None:
+        cls.__getitems__ = traced_items
 
 
 def _patch_lazy_images(module) -> None:
     _trace_reads(module.ImageFileDataset)
     module.channel_statistics = _in_phase("statistics", module.channel_statistics)
+    module.touch_sample = _in_phase("touch", module.touch_sample)
 
 
 def _patch_language_modeling(module) -> None:

@@ -115,6 +115,9 @@ def test_each_rank_decodes_a_disjoint_share_of_an_image_folder(photos, tmp_path)
     saved = json.loads((run_dir / "model" / "task.json").read_text())
     assert (saved["mean"], saved["std"]) == (task.state_dict_["mean"], task.state_dict_["std"])  # bit for bit
 
+    touched = [reads.get((rank, "touch"), []) for rank in (0, 1)]  # the validation images checked at start-up
+    assert not set(touched[0]) & set(touched[1]) and sorted(touched[0] + touched[1]) == list(range(n_val))
+
     evaluations = STEPS // EVAL_EVERY
     for rank in (0, 1):  # documented: every rank evaluates the whole validation split
         assert Counter(reads[rank, "evaluate"]) == {i: evaluations for i in range(n_val)}

@@ -94,7 +94,8 @@ class TrainConfig(StrictConfig):
     seed: int = 0
     num_workers: Optional[int] = Field(
         None, ge=0, description="DataLoader worker processes; unset: min(4, usable CPUs - 1) for data read from disk "
-                                "(image, sound and video folders, COCO files), 0 for data held in memory")
+                                "(image, sound and video folders, COCO files) on 3+ CPUs, 0 for data held in memory "
+                                "and on 1-2 CPUs")
     progress: Literal["auto", "on", "off"] = "auto"
     output_dir: str = Field("runs", description="runs go to <output_dir>/<recipe name>")
 

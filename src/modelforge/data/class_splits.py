@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from modelforge.core.errors import DataError
 
 HELD_OUT_HINT = "raise data.val_size/data.test_size (or set it to 0 for no such split), or add data"
@@ -28,7 +30,11 @@ def check_classifier_splits(labels: Mapping[str, Sequence[Hashable] | Any], clas
         if len(values) == 0:
             hint = "lower data.val_size/data.test_size or add data" if split == "train" else HELD_OUT_HINT
             raise DataError(f"{source}: the {split} split is empty; {hint}")
-    distinct = {_plain(v) for v in labels["train"]}
+    train = labels["train"]
+    if isinstance(train, np.ndarray):  # a large split's labels: counted in C, not item by item
+        distinct = {_plain(v) for v in np.unique(train)}
+    else:
+        distinct = {_plain(v) for v in train}
     if len(distinct) < 2:
         only = next(iter(distinct))
         name = classes[only] if isinstance(only, int) and 0 <= only < len(classes) else only

@@ -10,13 +10,17 @@ sees exactly the data of an uninterrupted one.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from modelforge.core.errors import DataError
+from modelforge.data.first_touch import SkippedAtFirstTouch
 from modelforge.data.formats.image_folder import decode_center_crop, decode_image
 from modelforge.data.transforms import load_image
 
@@ -42,12 +46,18 @@ class LabelledPixels(Dataset):
 
 
 class ImageFileDataset(LabelledPixels):
-    """``(uint8 (C, size, size) tensor, int64 label)`` per item, decoded from ``base / paths[i]`` when asked."""
+    """``(uint8 (C, size, size) tensor, int64 label)`` per item, decoded from ``base / paths[i]`` when asked.
+
+    The index opened no file, so a file that is not a readable image is found here. ``on_error="fail"``: the
+    DataError naming it. ``"skip"``: it is reported once (``skips``) and the item is the next readable one in index
+    order with its label — the same substitute in every epoch, process and resumed run, and the split keeps its
+    size (a skipped evaluation image counts its neighbour twice)."""
 
     loads_from_disk = True  # the trainer gives such datasets DataLoader workers by default (train.num_workers)
 
     def __init__(self, base: Path, paths: np.ndarray, labels: np.ndarray, channels: int, size: int,
-                 resize: int | None = None):
+                 resize: int | None = None, on_error: Literal["skip", "fail"] = "fail",
+                 skips: SkippedAtFirstTouch | None = None):
         """``resize``: shorter side to it, then the centre ``size`` square (ImageNet evaluation); None: the whole
         image resized to the square."""
         if len(paths) != len(labels):
@@ -55,6 +65,9 @@ class ImageFileDataset(LabelledPixels):
         self.base, self.channels, self.size, self.resize = Path(base), channels, size, resize
         self.paths = np.asarray(paths, dtype=np.bytes_)
         self.labels = np.asarray(labels, dtype=np.int64)
+        self._base_bytes = os.fsencode(self.base) + b"/"
+        self.on_error = on_error
+        self.skips = skips or SkippedAtFirstTouch(f"file(s) under {self.base}")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -63,17 +76,46 @@ class ImageFileDataset(LabelledPixels):
         return self.base / self.paths[index].decode("utf-8", "surrogateescape")
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.resize is None:
-            pixels = decode_image(self.path(index), self.channels, self.size)
-        else:
-            pixels = decode_center_crop(load_image(self.path(index)), self.size, self.resize)
-        return torch.tensor(pixels), torch.tensor(self.labels[index])  # a copy: Pillow's buffer is read-only
+        pixels, label = self._item(index)
+        # Pillow's buffer is read-only: copied; OpenCV's is this item's own
+        return (torch.from_numpy(pixels) if pixels.flags.writeable else torch.tensor(pixels),
+                torch.scalar_tensor(label, dtype=torch.int64))
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The items of one batch (what a DataLoader worker asks for), equal to ``[self[i] for i in indices]``:
+        decoded into one array, the tensors views of it — a tensor per item costs more than a small PNG's decode."""
+        pixels = np.empty((len(indices), self.channels, self.size, self.size), dtype=np.uint8)
+        labels = np.empty(len(indices), dtype=np.int64)
+        for row, index in enumerate(indices):
+            pixels[row], labels[row] = self._item(index)
+        return list(zip(torch.from_numpy(pixels).unbind(0), torch.from_numpy(labels).unbind(0)))
+
+    def _item(self, index: int) -> tuple[np.ndarray, int]:
+        """(pixels, label) of ``index``, or with ``on_error="skip"`` of the next readable item (class docstring)."""
+        for at in _from(index, len(self)):
+            try:
+                return self._decode(at), int(self.labels[at])
+            except DataError as exc:
+                if self.on_error == "fail":
+                    raise
+                self.skips.found(str(exc))
+        raise DataError(f"{self.base}: no readable images found")
+
+    def _decode(self, index: int) -> np.ndarray:
+        if self.resize is None:  # the path as bytes: no Path object per item
+            return decode_image(self._base_bytes + self.paths[index], self.channels, self.size)
+        return decode_center_crop(load_image(self.path(index)), self.size, self.resize)
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageFileDataset:
         picked = np.asarray(indices, dtype=np.int64)
         return ImageFileDataset(self.base, self.paths[picked], self.labels[picked], self.channels, self.size,
-                                self.resize)
+                                self.resize, self.on_error, self.skips)
 
+
+def _from(index: int, n: int) -> Iterator[int]:
+    """``index``, then the indices after it, wrapping round: where a skipped item's substitute is looked for."""
+    yield from range(index, n)
+    yield from range(index)
 
 
 def spread(n: int, count: int) -> np.ndarray:
@@ -110,6 +152,16 @@ def channel_statistics(dataset: ImageFileDataset, sample: int = STATISTICS_SAMPL
     # the unbiased variance, as torch.std gives, from exact integers: (n Σx² − (Σx)²) / (n (n − 1))
     std = [math.sqrt((n * sq - total * total) / (n * max(n - 1, 1))) / 255 for total, sq in zip(sums, squares)]
     return mean, [max(s, 1e-6) for s in std]
+
+
+def touch_sample(dataset: LabelledPixels, sample: int = STATISTICS_SAMPLE) -> None:
+    """Decode up to ``sample`` evenly spaced items of a held-out split (this rank's share under torchrun), as the
+    training statistics do for the training split: a folder's unreadable files are otherwise found at first touch,
+    and in a small folder — every image decoded here — this reports them, or fails the run, before the run folder
+    is made. The cost does not grow with the folder."""
+    rank, world = _process_group()
+    for index in np.array_split(spread(len(dataset), sample), world)[rank].tolist():
+        dataset[index]
 
 
 def _process_group() -> tuple[int, int]:

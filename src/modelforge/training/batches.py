@@ -25,15 +25,19 @@ MIN_ITEMS_FOR_WORKERS = 1000  # smaller sets read from disk decode in the main p
 
 
 def default_workers(dataset: Dataset, requested: int | None) -> int:
-    """``train.num_workers``, or when unset: min(4, usable CPUs - 1) for a dataset read from disk, 0 for one in
-    memory (gathering a batch from tensors is faster than shipping it from another process) and for one of fewer
-    than MIN_ITEMS_FOR_WORKERS items (workers start anew each epoch and evaluation, which costs more than decoding a
-    few hundred images: a small folder trained for hundreds of one-batch epochs would spend its time forking)."""
+    """``train.num_workers``, or when unset: min(4, usable CPUs - 1) for a dataset read from disk on a machine of
+    3 or more CPUs; 0 for one in memory (gathering a batch from tensors is faster than shipping it from another
+    process), for one of fewer than MIN_ITEMS_FOR_WORKERS items (workers start anew each epoch and evaluation, which
+    costs more than decoding a few hundred images: a small folder trained for hundreds of one-batch epochs would
+    spend its time forking) and on 1-2 CPUs, where a worker takes a core the step's compute threads are using: on
+    2 cores, 28×28 PNGs decoded by one worker trained at 0.78-0.83 of the in-memory speed, decoded between steps in
+    the training process at 0.9 and more (benchmarks/data_scale.py)."""
     if requested is not None:
         return requested
     if not getattr(dataset, "loads_from_disk", False) or len(dataset) < MIN_ITEMS_FOR_WORKERS:
         return 0
-    return max(0, min(4, usable_cpus() - 1))
+    cpus = usable_cpus()
+    return 0 if cpus <= 2 else min(4, cpus - 1)
 
 
 def usable_cpus() -> int:
@@ -60,23 +64,44 @@ def _worker_error(exc: Exception) -> DataError | None:
     return DataError(lines[-1].split("DataError: ", 1)[-1] if lines else str(exc))
 
 
+class _WithSkips:
+    """A worker's collate that also hands back the files its dataset skipped since the last batch (see
+    data/first_touch.py); a class, not a closure, so that it pickles for any worker start method."""
+
+    def __init__(self, collate: Callable[[list[Any]], Any], skips: Any):
+        self.collate, self.skips = collate, skips
+
+    def __call__(self, items: list[Any]) -> tuple[Any, list[str]]:
+        return self.collate(items), self.skips.take()
+
+
 def iterate(
     dataset: Dataset, batches: list[torch.Tensor], collate: Callable[[list[Any]], Any], num_workers: int = 0,
     pin_memory: bool = False,
 ) -> Iterator[Any]:
     """Yield batches; in-memory datasets with ``get_batch`` gather each batch with one index operation."""
     if num_workers > 0 and batches:
-        loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], collate_fn=collate,
+        skips = getattr(dataset, "skips", None)  # files found unreadable in a worker travel back with the batch
+        loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches],
+                            collate_fn=collate if skips is None else _WithSkips(collate, skips),
                             num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=PREFETCH_BATCHES,
                             generator=torch.Generator().manual_seed(0))
         try:
-            yield from loader
+            for batch in loader:
+                if skips is not None:
+                    batch, found = batch
+                    skips.note(found)
+                yield batch
         except DataError as exc:
             raise _worker_error(exc) from None
         return
     get_batch = getattr(dataset, "get_batch", None)
+    get_items = getattr(dataset, "__getitems__", None)  # a batch at once, as DataLoader asks its workers
     for indices in batches:
-        yield get_batch(indices) if get_batch else collate([dataset[i] for i in indices.tolist()])
+        if get_batch:
+            yield get_batch(indices)
+        else:
+            yield collate(get_items(indices.tolist()) if get_items else [dataset[i] for i in indices.tolist()])
 
 
 def eval_loader(dataset: Dataset, batch_size: int, collate: Callable[[list[Any]], Any], num_workers: int = 0,

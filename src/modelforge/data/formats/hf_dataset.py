@@ -10,6 +10,7 @@ of a split one of ``world_size`` processes reads (``datasets.distributed.split_d
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,6 @@ SPLIT_NAMES = {"train": "train", "validation": "val", "valid": "val", "val": "va
 
 
 def _datasets() -> Any:
-    import os
-
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local data only: nothing is downloaded at run time
     try:
         import datasets
@@ -44,6 +43,26 @@ def data_files(path: Path) -> list[Path]:
         return [path] if path.suffix.lower() in BUILDERS else []
     found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".parquet", ".arrow"))
     return found or sorted(p for p in path.rglob("*.jsonl") if p.is_file())
+
+
+def holds_data_files(folder: Path) -> bool:
+    """Whether ``folder`` holds Parquet/Arrow/JSON Lines files anywhere below it, as ``data_files`` finds them —
+    answered without walking an image folder: the walk stops at the first image file (loose images make an image
+    folder, not a dataset of tables), so detecting the format of 200,000 images reads a folder or two."""
+    from modelforge.data.formats.image_folder import IMAGE_SUFFIX_TUPLE
+
+    pending = [str(folder)]
+    while pending:
+        with os.scandir(pending.pop(0)) as entries:  # breadth first: a dataset's files sit near the top
+            for entry in entries:
+                name = entry.name.lower()
+                if name.endswith((".parquet", ".arrow", ".jsonl")) and entry.is_file():
+                    return True
+                if name.endswith(IMAGE_SUFFIX_TUPLE):
+                    return False
+                if entry.is_dir():
+                    pending.append(entry.path)
+    return False
 
 
 def dataset_files(path: Path) -> list[Path]:

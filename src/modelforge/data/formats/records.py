@@ -23,7 +23,7 @@ RECORD_FORMATS = ("hf", "webdataset")
 
 def detect_format(path: str) -> RecordFormat | None:
     """``hf`` or ``webdataset`` when ``path`` holds such a dataset, else None (a plain file format)."""
-    from modelforge.data.formats.hf_dataset import data_files, is_saved_dataset
+    from modelforge.data.formats.hf_dataset import holds_data_files, is_saved_dataset
     from modelforge.data.formats.webdataset_shards import is_shard_source
 
     if is_shard_source(path):
@@ -31,7 +31,7 @@ def detect_format(path: str) -> RecordFormat | None:
     root = Path(path).expanduser()
     if is_saved_dataset(root) or root.suffix.lower() in (".parquet", ".arrow"):
         return "hf"
-    if root.is_dir() and data_files(root):
+    if root.is_dir() and holds_data_files(root):
         return "hf"
     return None
 

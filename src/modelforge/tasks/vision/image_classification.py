@@ -167,7 +167,8 @@ class ImageClassification(Task):
                      ) -> tuple[Splits, list[int], tuple[list[float], list[float]]]:
         """Splits read from disk per item (a folder's files, a dataset's rows or shard members); the mean/std from a
         spread sample of the training images."""
-        from modelforge.data.lazy_images import ImageFileDataset, channel_statistics
+        from modelforge.data.first_touch import SkippedAtFirstTouch
+        from modelforge.data.lazy_images import ImageFileDataset, channel_statistics, touch_sample
 
         cfg = self.data_cfg
         size, channels = cfg.image_size or 64, cfg.channels or 3
@@ -176,8 +177,13 @@ class ImageClassification(Task):
             sets = {k: records.make(ids, labels, channels, size) for k, (ids, labels) in parts.items()}
         else:
             base = Path(cfg.path).expanduser()
-            sets = {k: ImageFileDataset(base, paths, labels, channels, size) for k, (paths, labels) in parts.items()}
+            skips = SkippedAtFirstTouch(f"file(s) under {base}")  # one report for the three splits
+            sets = {k: ImageFileDataset(base, paths, labels, channels, size, on_error=cfg.on_error, skips=skips)
+                    for k, (paths, labels) in parts.items()}
         stats = channel_statistics(sets["train"])
+        for held_out in ("val", "test"):
+            if held_out in sets:
+                touch_sample(sets[held_out])
         return Splits(sets["train"], sets.get("val"), sets.get("test")), [channels, size, size], stats
 
     def _use_checkpoint_statistics(self, previous: dict[str, Any]) -> None:
@@ -254,7 +260,8 @@ class ImageClassification(Task):
         index = index_image_folder(folder, folder, imagenet_class_order(folder, len(self.labels)),
                                    on_error=self.data_cfg.on_error)
         self._imagenet_folder, self._imagenet_skipped = folder, len(index.skipped)
-        return ImageFileDataset(folder, index.paths, index.labels, 3, size, resize=resize)
+        return ImageFileDataset(folder, index.paths, index.labels, 3, size, resize=resize,
+                                on_error=self.data_cfg.on_error)
 
     def _imagenet_found(self, test: Any) -> str:
         from modelforge.data.found import found_line
