@@ -12,8 +12,12 @@ together exactly the items of the steps trained (with DataLoader workers, plus a
 after the last step — still each rank its own share); neither rank reads the whole split. The image folder's
 mean/std sample is split between the ranks too (disjoint, together the whole sample).
 
-Evaluation is not sharded: every rank evaluates the whole validation split (docs/distributed.md), so each rank reads
-every validation item at every evaluation — asserted as the documented behaviour, not as a share.
+Evaluation of a classifier (``Task.evaluation_gathers_ranks``) is sharded too: at every evaluation each rank reads
+only its contiguous share of the validation batches (rank 0 the first, rank 1 the second), the shares are disjoint
+and together every validation item once, and the logged validation metrics equal a single-process evaluation of the
+saved model over the whole split. The language model's evaluation is not sharded: every rank evaluates the whole
+validation split (docs/distributed.md), so each rank reads every validation window at every evaluation — asserted
+as the documented behaviour, not as a share.
 """
 
 import json
@@ -28,6 +32,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from modelforge import api
 from modelforge.data.lazy_images import STATISTICS_SAMPLE, spread
 from modelforge.tasks import get_task
 from modelforge.tasks.recipes import load_recipe
@@ -98,11 +103,12 @@ def _share(batch, rank):
 
 def test_each_rank_decodes_a_disjoint_share_of_an_image_folder(photos, tmp_path):
     """Decoded by two DataLoader workers per rank (the default for large folders); the path without workers is the
-    language model's below."""
+    language model's below. The model has BatchNorm, whose running statistics each rank updates from its own share
+    of a batch: the evaluation must still score the saved model's (rank 0's)."""
     workers = 2
     reads, summary, seed, run_dir = _traced_ddp_run(
         tmp_path, "image-classifier", f"data.path={photos}", "data.image_size=16", f"data.val_size={VAL_SIZE}",
-        "data.test_size=0", "model.name=mlp", "model.hidden=[16]", f"train.batch_size={BATCH}",
+        "data.test_size=0", "model.name=resnet20", "model.width=4", f"train.batch_size={BATCH}",
         "train.early_stopping=null", f"train.num_workers={workers}")
     n_train, n_val = summary["data"]["train_size"], summary["data"]["val_size"]
     _check_training_shares(reads, epoch_order(n_train, BATCH, seed, 0), workers)
@@ -118,10 +124,26 @@ def test_each_rank_decodes_a_disjoint_share_of_an_image_folder(photos, tmp_path)
     touched = [reads.get((rank, "touch"), []) for rank in (0, 1)]  # the validation images checked at start-up
     assert not set(touched[0]) & set(touched[1]) and sorted(touched[0] + touched[1]) == list(range(n_val))
 
-    evaluations = STEPS // EVAL_EVERY
-    for rank in (0, 1):  # documented: every rank evaluates the whole validation split
-        assert Counter(reads[rank, "evaluate"]) == {i: evaluations for i in range(n_val)}
+    _check_evaluation_shares(reads, run_dir, n_val)
     assert not reads.get((1, "other")), "rank 1 decoded items outside training, evaluation and statistics"
+
+
+def _check_evaluation_shares(reads, run_dir, n_val):
+    """Each rank read its own run of whole validation batches at every evaluation (two batches: one each), and the
+    metrics logged at the last evaluation (of the final weights) are those of one process over the whole split."""
+    assert n_val == IMAGES * VAL_SIZE and BATCH < n_val < 2 * BATCH  # batches of 32 and 8 rows
+    evaluations = STEPS // EVAL_EVERY
+    shares = [range(0, BATCH), range(BATCH, n_val)]
+    for rank in (0, 1):
+        assert Counter(reads[rank, "evaluate"]) == {i: evaluations for i in shares[rank]}, f"rank {rank}"
+    logged = [row for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+              if row["event"] == "eval"]
+    assert [row["step"] for row in logged] == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
+    single = api.evaluate(run_dir, split="val")  # this process: no process group, the whole split
+    last = logged[-1]
+    assert last["val_accuracy"] == single["val_accuracy"] and last["val_accuracy_se"] == single["val_accuracy_se"]
+    for key in ("val_loss", "val_loss_se", "val_macro_f1"):
+        assert last[key] == pytest.approx(single[key], rel=1e-5), key
 
 
 def test_each_rank_reads_a_disjoint_share_of_the_language_models_token_windows(tmp_path):

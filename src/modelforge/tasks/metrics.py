@@ -1,8 +1,12 @@
-"""Metrics shared by tasks (computed with scikit-learn) and the classifiers' shared output format."""
+"""Metrics shared by tasks (computed with scikit-learn), the classifiers' shared evaluation (gathered over the ranks
+of a sharded evaluation) and their shared output format."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,11 +23,48 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
     }
 
 
+@dataclass
+class RankGather:
+    """An open ``gathering_ranks()``: ``gathers`` counts the evaluations inside it that gathered the ranks' rows."""
+
+    gathers: int = 0
+
+
+_gathering: ContextVar[RankGather | None] = ContextVar("modelforge_gathering_ranks", default=None)
+
+
+@contextlib.contextmanager
+def gathering_ranks() -> Iterator[RankGather]:
+    """Within it, ``classifier_evaluation`` treats its batches as this process's share of a split sharded over the
+    ranks of the initialised process group: it gathers every rank's rows (in rank order) before computing any metric,
+    so every rank returns the figures of the whole split. Every rank must call it, each with its contiguous share, in
+    rank order (an empty share still takes part). Outside it, or without a process group of more than one process,
+    an evaluation covers exactly the batches it was given. The Trainer opens it when it shards an evaluation
+    (``Task.evaluation_gathers_ranks``); an evaluation called elsewhere is never gathered."""
+    gather = RankGather()
+    token = _gathering.set(gather)
+    try:
+        yield gather
+    finally:
+        _gathering.reset(token)
+
+
 def classifier_evaluation(batches: Iterable[tuple[Any, Any]], num_classes: int) -> dict[str, Any]:
     """Mean cross-entropy ``loss`` plus ``classification_metrics`` over ``(logits, labels)`` batches: the
     evaluation of every classifier task (each only says how its batches become logits). ``loss_se`` and
     ``accuracy_se`` are their standard errors over the rows: how far one evaluation's figure moves by chance
-    (early stopping reads them so that a few dozen validation rows cannot stop a run on noise)."""
+    (early stopping reads them so that a few dozen validation rows cannot stop a run on noise). Inside
+    ``gathering_ranks()`` the rows of every rank are gathered first (see there)."""
+    per_row, y_true, y_pred = _across_ranks(*_classifier_rows(batches))
+    if len(y_true) == 0:
+        raise ValueError("classifier_evaluation: the evaluated split has no rows")
+    metrics = classification_metrics(y_true, y_pred, num_classes)
+    return {"loss": float(per_row.mean()), "loss_se": standard_error(per_row),
+            **metrics, "accuracy_se": standard_error(y_true == y_pred)}
+
+
+def _classifier_rows(batches: Iterable[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(per-row cross-entropy as float64, true labels, predicted labels) of ``batches``; empty arrays for none."""
     import torch
     import torch.nn.functional as F
 
@@ -33,11 +74,24 @@ def classifier_evaluation(batches: Iterable[tuple[Any, Any]], num_classes: int) 
         losses.append(F.cross_entropy(logits, labels, reduction="none"))
         preds.append(logits.argmax(1))
         targets.append(labels)
-    y_true, y_pred = torch.cat(targets).cpu().numpy(), torch.cat(preds).cpu().numpy()
+    if not targets:  # an empty share of a sharded split: it still takes part in the gather
+        return np.empty(0, np.float64), np.empty(0, np.int64), np.empty(0, np.int64)
     per_row = torch.cat(losses).double().cpu().numpy()
-    metrics = classification_metrics(y_true, y_pred, num_classes)
-    return {"loss": float(per_row.mean()), "loss_se": standard_error(per_row),
-            **metrics, "accuracy_se": standard_error(y_true == y_pred)}
+    return per_row, torch.cat(targets).cpu().numpy(), torch.cat(preds).cpu().numpy()
+
+
+def _across_ranks(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``arrays`` concatenated over every rank in rank order inside ``gathering_ranks()`` under a process group of
+    more than one process (a collective: every rank calls it); otherwise ``arrays`` themselves."""
+    import torch.distributed as dist
+
+    gather = _gathering.get()
+    if gather is None or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return arrays
+    shares: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(shares, arrays)
+    gather.gathers += 1
+    return tuple(np.concatenate([share[i] for share in shares]) for i in range(len(arrays)))
 
 
 def standard_error(values: np.ndarray) -> float:

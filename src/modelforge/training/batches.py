@@ -105,9 +105,17 @@ def iterate(
 
 
 def eval_loader(dataset: Dataset, batch_size: int, collate: Callable[[list[Any]], Any], num_workers: int = 0,
-                pin_memory: bool = False) -> list[Any] | Iterator[Any]:
-    batches = epoch_order(len(dataset), batch_size, 0, 0, shuffle=False)
+                pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> list[Any] | Iterator[Any]:
+    """The batches of ``dataset`` in order; with ``world_size`` > 1, only rank ``rank``'s share: see eval_share."""
+    batches = eval_share(epoch_order(len(dataset), batch_size, 0, 0, shuffle=False), rank, world_size)
     return iterate(dataset, batches, collate, num_workers, pin_memory)
+
+
+def eval_share(batches: list[torch.Tensor], rank: int, world_size: int) -> list[torch.Tensor]:
+    """Rank ``rank``'s contiguous run of whole ``batches`` (shares differ by at most one batch; a rank may get none
+    when there are fewer batches than ranks). The shares one after another are ``batches``: each rank runs exactly
+    the batches one process runs, so a gathered evaluation equals the single-process one row for row."""
+    return [batches[i] for i in torch.arange(len(batches)).tensor_split(world_size)[rank].tolist()]
 
 
 def move_to(batch: Any, device: torch.device) -> Any:

@@ -135,6 +135,18 @@ def all_reduce_mean(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return value / env.world_size
 
 
+def broadcast_buffers(model: nn.Module, env: DistEnv) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank (collective). Each rank's training forwards
+    update its own from its share of the batch; DDP copies rank 0's over them at the start of its next forward, so
+    a forward of the plain module in between would otherwise run with this rank's own figures rather than those of
+    rank 0, which checkpoints and the artifact hold."""
+    if not env.enabled:
+        return
+    with torch.no_grad():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def barrier(env: DistEnv) -> None:
     if env.enabled:
         dist.barrier()

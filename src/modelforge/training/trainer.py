@@ -2,7 +2,8 @@
 
 It owns the optimiser and schedule, gradient accumulation and clipping, bf16/fp16 autocast, evaluation every epoch
 (and every N steps), early stopping, the progress display, ``metrics.jsonl``, atomic checkpoints with exact resume,
-and — under torchrun — DDP or FSDP2 with a data order identical to a single process. Weights, optimiser state, RNG
+and — under torchrun — DDP or FSDP2 with a data order identical to a single process (under DDP a classifier's
+evaluation is sharded over the ranks and gathered; see ``Trainer.evaluate``). Weights, optimiser state, RNG
 states and the data-order position are all restored on resume, so a run killed at any step and resumed ends
 bit-identical to an uninterrupted one.
 """
@@ -24,6 +25,7 @@ from modelforge.core.config import TrainConfig
 from modelforge.core.errors import ConfigError, TrainingError
 from modelforge.core.seed import rng_state, set_rng_state
 from modelforge.tasks.base import Splits, Task
+from modelforge.tasks.metrics import gathering_ranks
 from modelforge.training import checkpoint as ckpt
 from modelforge.training import distributed as dist_utils
 from modelforge.training import privacy
@@ -182,18 +184,34 @@ class Trainer:
 
     # ---- evaluation and early stopping ------------------------------------------------------------------------
     def evaluate(self, dataset: Any, prefix: str = "val") -> dict[str, Any]:
-        """Every rank evaluates the whole set (identical results; FSDP needs all ranks in each forward)."""
+        """Metrics of ``dataset``, identical on every rank. Under torchrun with DDP, a task that declares
+        ``evaluation_gathers_ranks`` has each rank run only its contiguous share of the evaluation batches, with the
+        plain module (no DDP collective can then wait on a rank with fewer batches), and its ``classifier_evaluation``
+        gathers every rank's rows inside ``gathering_ranks()``. Otherwise every rank evaluates the whole set (FSDP
+        needs all ranks in each forward; other tasks' metrics are not gathered)."""
         batch_size = self.cfg.eval_batch_size or self.cfg.batch_size
-        batches = eval_loader(dataset, batch_size, self.task.collate, *self._loading(dataset))
+        sharded = self._shards_evaluation()
+        share = (self.env.rank, self.env.world_size) if sharded else (0, 1)
+        batches = eval_loader(dataset, batch_size, self.task.collate, *self._loading(dataset), *share)
         loader = (self._to_device(b) for b in batches)
-        was_training = self.model.training
-        self.train_model.eval()
+        model = self.model if sharded else self.train_model
+        if sharded:  # what DDP's first evaluation forward would have done: every rank evaluates rank 0's buffers
+            dist_utils.broadcast_buffers(self.model, self.env)
+        was_training = model.training
+        model.eval()
         try:
-            with self._autocast():
-                metrics = self.task.evaluate(self.train_model, loader)
+            with self._autocast(), (gathering_ranks() if sharded else contextlib.nullcontext()) as gather:
+                metrics = self.task.evaluate(model, loader)
         finally:
-            self.train_model.train(was_training)
+            model.train(was_training)
+        if sharded and gather.gathers != 1:  # every rank fails alike: the task's evaluate is deterministic code
+            raise TrainingError(f"task {self.task.name!r} declares evaluation_gathers_ranks, but its evaluate gathered "
+                                f"the ranks' rows {gather.gathers} times instead of once (classifier_evaluation)")
         return {f"{prefix}_{k}": v for k, v in metrics.items()}
+
+    def _shards_evaluation(self) -> bool:
+        """Whether each rank evaluates only its share (see ``evaluate``)."""
+        return self.env.enabled and self.cfg.strategy == "ddp" and self.task.evaluation_gathers_ranks
 
     def _log_eval(self, metrics: dict[str, Any]) -> dict[str, float]:
         self.last_eval = metrics

@@ -52,6 +52,7 @@ class AudioClassification(Task):
     name = "audio_classification"
     explain_kind = "audio"
     validation_metric = ("val_accuracy", "maximize")
+    evaluation_gathers_ranks = True  # evaluate goes only through classifier_evaluation: a rank may take a share
     DataConfig = AudioClassificationDataConfig
     input_kind = "audio"
     baseline = "audio"

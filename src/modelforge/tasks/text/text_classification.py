@@ -110,6 +110,7 @@ class TextClassification(TokenizerArtifact, Task):
     name = "text_classification"
     explain_kind = "text"
     validation_metric = ("val_accuracy", "maximize")
+    evaluation_gathers_ranks = True  # evaluate goes only through classifier_evaluation: a rank may take a share
     DataConfig = TextDataConfig
     input_kind = "text"
     baseline = "text"

@@ -56,6 +56,7 @@ class ImageClassification(Task):
     name = "image_classification"
     explain_kind = "image"
     validation_metric = ("val_accuracy", "maximize")
+    evaluation_gathers_ranks = True  # evaluate goes only through classifier_evaluation: a rank may take a share
     DataConfig = ImageDataConfig
     input_kind = "image"
     frame_result = "label"

@@ -68,6 +68,7 @@ class VideoClassification(Task):
 
     name = "video_classification"
     validation_metric = ("val_accuracy", "maximize")
+    evaluation_gathers_ranks = True  # evaluate goes only through classifier_evaluation: a rank may take a share
     DataConfig = VideoDataConfig
     # served: the server decodes an uploaded video into frames (serve.inputs.check_video), which reach preprocess
     # as an array; `modelforge predict RUN clip.avi` and `modelforge video` read files
