@@ -1,5 +1,6 @@
 """Distributed training on CPU with gloo, launched through the real CLI (`--nproc`, which runs torchrun)."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,27 @@ def test_ddp_two_processes_equal_one_process(single_and_ddp):
     _close(single, ddp, atol=1e-5)
     lines = (root / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len([line for line in lines if '"event": "train"' in line]) == 8  # rank 0 alone writes the log
+
+
+def test_ddp_evaluations_equal_one_process(single_and_ddp):
+    """Each rank evaluates its share of the validation and test splits (144 and 359 rows: shares of 3 and 2, 6 and 6
+    batches) and the gathered metrics are those of one process over the whole split."""
+    root, _, _ = single_and_ddp
+    single, ddp = (_evaluations(root / name) for name in ("single", "ddp"))
+    assert [row["step"] for row in ddp] == [row["step"] for row in single] and {row["event"] for row in ddp} == {
+        "eval", "test"}
+    for one, two in zip(single, ddp, strict=True):
+        accuracy = next(key for key in one if key.endswith("_accuracy"))
+        assert two[accuracy] == one[accuracy], (one["step"], accuracy)
+        for key in (k for k in one if k.endswith(("_loss", "_loss_se", "_macro_f1"))):
+            assert two[key] == pytest.approx(one[key], rel=1e-3), (one["step"], key)
+    results = [json.loads((root / name / "results.json").read_text())["metrics"] for name in ("single", "ddp")]
+    assert results[1]["test_confusion_matrix"] == results[0]["test_confusion_matrix"]
+
+
+def _evaluations(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row for row in rows if row["event"] in ("eval", "test")]
 
 
 def test_ddp_resumed_halfway_equals_uninterrupted(cli, single_and_ddp, tmp_path):
