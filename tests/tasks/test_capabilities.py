@@ -67,3 +67,9 @@ def test_get_task_imports_only_the_task_asked_for():
             "print(sorted(m for m in sys.modules if m.startswith('modelforge.tasks.vision')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_tasks_that_shard_their_evaluation_over_ddp_ranks_are_the_classifiers():
+    """Declared only by tasks whose evaluate goes through classifier_evaluation, which gathers the ranks' rows."""
+    sharded = {name for name in task_names() if get_task(name).evaluation_gathers_ranks}
+    assert sharded == {"image_classification", "text_classification", "audio_classification", "video_classification"}
