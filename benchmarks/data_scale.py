@@ -10,14 +10,14 @@ throughput of images decoded by DataLoader workers against the in-memory path.
    ``read_image_folder``) is measured alike for comparison (``rss_ratio_in_memory``, ``startup_ratio_in_memory``).
 2. MNIST digits written as 28×28 grayscale PNGs train ``mnist-cnn`` read lazily with the default workers for the
    machine, against the same recipe on the built-in MNIST arrays held in memory: samples/s over the steps after
-   the first few, ``throughput_ratio`` = lazy / in memory. On 1–2 CPUs the default is no worker (the training
-   process decodes between steps), so two more ratios show what a worker does there:
-   ``throughput_ratio_one_worker`` (``train.num_workers=1``, two compute threads) and
+   the first few (the median of three alternated runs per path), ``throughput_ratio`` = lazy / in memory. On 1–2
+   CPUs the default is no worker (the training process decodes between steps), so two more ratios show what a
+   worker does there: ``throughput_ratio_one_worker`` (``train.num_workers=1``, two compute threads) and
    ``throughput_ratio_one_thread`` (one worker, ``OMP_NUM_THREADS=1`` on both sides, so that the worker has a
    core of its own).
 3. If ``benchmarks/data_scale_text.py`` exists, its ``main(quick)`` figures are printed too.
 
-    python benchmarks/data_scale.py [--quick] [--n N] [--steps K] [--workdir DIR]
+    python benchmarks/data_scale.py [--quick] [--n N] [--steps K] [--workdir DIR] [--no-text]
 
 ``--quick``: N=600 (→ 6,000 images), 1,000 MNIST PNGs, 15 steps; under two minutes on two cores. The full run
 (N=20,000 → 200,000 images, 20,000 MNIST PNGs, 200 steps) needs about 1.5 GB of disk and some tens of minutes.
@@ -40,6 +40,7 @@ import numpy as np
 
 CLASSES = 10
 WARMUP_STEPS = 5  # steps left out of the throughput (workers starting, first batches)
+REPEATS = 3  # throughput runs per path and setting; the median is reported
 
 
 def write_folder(root: Path, count: int, size: int = 32) -> Path:
@@ -151,14 +152,23 @@ def throughput(work: Path, count: int, steps: int, env: dict | None = None, work
     if not folder.exists():
         write_mnist_folder(folder, count)
     common = [f"train.max_steps={steps}", "data.val_size=0", "train.progress=off", "train.checkpoint_every_steps=null"]
-    lazy = measure("train", {"recipe": "mnist-cnn", "run_dir": str(work / "run_lazy"), "overrides": [
-        *common, "data.source=folder", f"data.path={folder}", "data.channels=1", "data.image_size=28",
-        "data.test_size=0", *([] if workers is None else [f"train.num_workers={workers}"])]}, env)
-    memory = measure("train", {"recipe": "mnist-cnn", "run_dir": str(work / "run_memory"), "overrides": [
-        *common, f"data.limit={count}"]}, env)
-    for run in ("run_lazy", "run_memory"):  # a second measurement (other threads) trains into the same names
-        shutil.rmtree(work / run)
+    runs: dict[str, list[dict]] = {"lazy": [], "in_memory": []}
+    for _ in range(REPEATS):  # alternated, so that a slow spell of a shared machine falls on both paths alike
+        runs["lazy"].append(measure("train", {"recipe": "mnist-cnn", "run_dir": str(work / "run_lazy"), "overrides": [
+            *common, "data.source=folder", f"data.path={folder}", "data.channels=1", "data.image_size=28",
+            "data.test_size=0", *([] if workers is None else [f"train.num_workers={workers}"])]}, env))
+        runs["in_memory"].append(measure("train", {"recipe": "mnist-cnn", "run_dir": str(work / "run_memory"),
+                                                   "overrides": [*common, f"data.limit={count}"]}, env))
+        for run in ("run_lazy", "run_memory"):  # the next measurement trains into the same names
+            shutil.rmtree(work / run)
+    lazy, memory = (median_run(runs[path]) for path in ("lazy", "in_memory"))
     return {"lazy": lazy, "in_memory": memory, "throughput_ratio": lazy["samples_per_s"] / memory["samples_per_s"]}
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run of median samples/s, with every run's figure beside it (``all_samples_per_s``)."""
+    ordered = sorted(runs, key=lambda run: run["samples_per_s"])
+    return {**ordered[len(ordered) // 2], "all_samples_per_s": [round(run["samples_per_s"]) for run in runs]}
 
 
 def text_figures(quick: bool) -> dict | None:
@@ -177,6 +187,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, help="images in the smaller folder (the larger holds 10x)")
     parser.add_argument("--steps", type=int, help="optimiser steps per training run")
     parser.add_argument("--workdir", help="where the folders are written (default: a temporary folder)")
+    parser.add_argument("--no-text", action="store_true", help="leave out the text corpus figures (a full run of "
+                        "benchmarks/data_scale_text.py takes about 15 minutes on 2 cores)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -199,7 +211,8 @@ def main() -> None:
             print(f"{count:>8} images  {path:<9}  peak RSS {r['peak_rss_mb']:7.1f} MB "
                   f"(workers {r['workers_peak_rss_mb']:6.1f})  to first step {r['first_step_s']:6.2f} s")
     for path in ("lazy", "in_memory"):
-        print(f"MNIST {mnist_count} PNGs  {path:<9}  {speed[path]['samples_per_s']:8.1f} samples/s")
+        print(f"MNIST {mnist_count} PNGs  {path:<9}  {speed[path]['samples_per_s']:8.1f} samples/s  (median of "
+              f"{speed[path]['all_samples_per_s']})")
     for key in ("rss_ratio", "startup_ratio", "rss_ratio_in_memory", "startup_ratio_in_memory"):
         print(f"{key}: {scale[key]:.2f}")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -209,7 +222,7 @@ def main() -> None:
     print(f"throughput_ratio_one_thread: {one_thread['throughput_ratio']:.2f}  (one worker, OMP_NUM_THREADS=1 on "
           "both sides: "
           f"{one_thread['lazy']['samples_per_s']:.0f} vs {one_thread['in_memory']['samples_per_s']:.0f} samples/s)")
-    text = text_figures(args.quick)
+    text = None if args.no_text else text_figures(args.quick)
     if text is not None:
         for key, value in text.items():
             print(f"{key}: {value}")

@@ -145,8 +145,11 @@ def test_default_workers_only_for_data_read_from_disk(tmp_path, monkeypatch):
 def test_a_batch_read_at_once_equals_the_items_one_by_one(tmp_path):
     root = _folder(tmp_path / "d")
     (root / "dark" / "dark_3.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    at_size = np.random.default_rng(2).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(at_size).save(root / "light" / "light_4.png")  # a plain 8×8 PNG: OpenCV's fast path
     index = index_image_folder(root, root)
     dataset = ImageFileDataset(root, index.paths, index.labels, 3, 8, on_error="skip")
+    assert torch.equal(dataset.__getitems__([9])[0][0], torch.from_numpy(at_size.transpose(2, 0, 1).copy()))
     picked = [9, 3, 0, 3]
     batch = dataset.__getitems__(picked)
     one_by_one = [dataset[i] for i in picked]
