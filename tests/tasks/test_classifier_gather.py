@@ -1,4 +1,4 @@
-"""``classifier_evaluation`` inside ``gathering_ranks()`` in a real 2-process gloo group (forked processes): every
+"""``classifier_evaluation`` inside ``gathering_ranks()`` in a real 2-process gloo group (spawned processes): every
 rank returns the metrics of the whole split, equal to one process evaluating every batch — with uneven shares and with
 a rank whose share is empty; outside ``gathering_ranks()`` the same group gathers nothing (each rank scores exactly
 what it was given), and without a process group ``gathering_ranks()`` changes nothing."""
@@ -52,7 +52,8 @@ def _rank(rank: int, world_size: int, init_file: str, out: str) -> None:
 
 def test_two_ranks_gather_the_metrics_of_the_whole_split(tmp_path):
     assert _shares(2) == [[0, 1, 2], [3, 4, 5]]
-    mp.start_processes(_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="fork")
+    # spawned, not forked: a fork of a process whose OpenMP threads already ran (an earlier test's forward) can hang
+    mp.start_processes(_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="spawn")
     whole = classifier_evaluation(_batches(), CLASSES)
     batches = _batches()
     for rank in (0, 1):
