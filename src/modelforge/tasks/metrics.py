@@ -35,12 +35,12 @@ _gathering: ContextVar[RankGather | None] = ContextVar("modelforge_gathering_ran
 
 @contextlib.contextmanager
 def gathering_ranks() -> Iterator[RankGather]:
-    """Within it, ``classifier_evaluation`` treats its batches as this process's share of a split sharded over the
-    ranks of the initialised process group: it gathers every rank's rows (in rank order) before computing any metric,
-    so every rank returns the figures of the whole split. Every rank must call it, each with its contiguous share, in
-    rank order (an empty share still takes part). Outside it, or without a process group of more than one process,
-    an evaluation covers exactly the batches it was given. The Trainer opens it when it shards an evaluation
-    (``Task.evaluation_gathers_ranks``); an evaluation called elsewhere is never gathered."""
+    """Within it, ``classifier_evaluation`` treats its batches as this process's share of a split sharded over the ranks
+    of the initialised process group: it gathers every rank's rows (in rank order) before computing any metric, so every
+    rank returns the figures of the whole split. Every rank must evaluate inside it, each its contiguous share, the
+    shares in rank order making up the split (an empty share still takes part). Outside it, or without a process group
+    of more than one process, an evaluation covers exactly the batches it was given. The Trainer opens it when it shards
+    an evaluation (``Task.evaluation_gathers_ranks``); an evaluation called elsewhere is never gathered."""
     gather = RankGather()
     token = _gathering.set(gather)
     try:
