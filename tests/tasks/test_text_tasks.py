@@ -340,3 +340,24 @@ def test_classifier_evaluation_reports_the_standard_errors_of_loss_and_accuracy(
     assert metrics["accuracy_se"] == pytest.approx(math.sqrt(0.75 * 0.25 / 4 * 4 / 3))  # binomial, n/(n-1)
     assert metrics["loss"] == pytest.approx(float(per_row.mean()))
     assert metrics["loss_se"] == pytest.approx(float(per_row.std() / 2))
+
+
+def test_a_wrapped_network_still_gets_its_lengths_under_ddp_and_opacus(tmp_path):
+    """DDP and Opacus wrap the network in a module whose forward takes ``*args, **kwargs``: the lengths (or the
+    attention mask) must still reach the network inside, or padding changes a text's logits while training."""
+    import torch.distributed as dist
+    from opacus import GradSampleModule
+    from torch.nn.parallel import DistributedDataParallel
+
+    task, _ = _classifier(tmp_path)
+    net = task.build_model().eval()
+    ids, lengths = task.preprocess(["great fun", "a mess of a movie , badly acted and badly written"])
+    with torch.no_grad():
+        plain = task._logits(net, ids, lengths)
+        assert torch.equal(task._logits(GradSampleModule(net), ids, lengths), plain)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        with torch.no_grad():
+            assert torch.equal(task._logits(DistributedDataParallel(net), ids, lengths), plain)
+    finally:
+        dist.destroy_process_group()

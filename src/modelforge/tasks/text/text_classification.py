@@ -100,6 +100,13 @@ def _baseline_of(parts: Parts) -> dict[str, list[str]]:
 
 
 def _forward_params(model: nn.Module) -> set[str]:
+    """The parameters of the network's own forward: through DDP's ``module`` and Opacus' ``_module`` wrappers,
+    whose forward takes ``*args, **kwargs`` — read off the wrapper, the lengths or attention mask would be left
+    out and padding would change the logits of a run trained under torchrun or with DP-SGD."""
+    for wrapped in ("module", "_module"):
+        inner = getattr(model, wrapped, None)
+        if isinstance(inner, nn.Module):
+            return _forward_params(inner)
     return set(inspect.signature(model.forward).parameters)
 
 
