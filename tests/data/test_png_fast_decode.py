@@ -73,3 +73,12 @@ def test_a_huge_or_truncated_png_never_reaches_opencv(tmp_path, monkeypatch):
     for name in ("huge.png", "cut.png"):  # asked at the size the model wants, as predict and training do
         with pytest.raises(DataError, match=f"{name}: (not a readable image|refused by Pillow)"):
             decode_image(tmp_path / name, 3, 10)
+
+
+def test_a_file_is_read_whole_whatever_its_size(tmp_path):
+    for size in (0, 1, 5_000, 3_000_000):
+        data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+        (tmp_path / f"{size}.bin").write_bytes(data)
+        assert image_folder._read_file(tmp_path / f"{size}.bin") == data
+        assert image_folder._read_file(bytes(tmp_path / f"{size}.bin")) == data
+    assert image_folder._read_file(tmp_path / "missing.png") is None
