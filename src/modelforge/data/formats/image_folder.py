@@ -165,33 +165,16 @@ def _known_signature(head: bytes) -> bool:
             or (head.startswith(b"RIFF") and head[8:12] == b"WEBP"))
 
 
-def check_image_header(path: Path | str) -> None:
-    """DataError naming the file when it is not an image: a known signature in its first bytes passes (a few
-    microseconds a file); anything else is opened by Pillow, header only, which accepts it or says what is wrong.
-    A str path is taken as it is (no Path object per file while indexing a large folder)."""
-    suffix = os.path.splitext(path)[1]
-    if suffix.lower() not in IMAGE_SUFFIXES:
-        raise DataError(f"{path}: not an image file (suffix {suffix or 'none'})")
-    try:  # os-level calls: a Python file object costs more than the read itself on a folder of 200,000 files
-        handle = os.open(path, os.O_RDONLY)
-        try:
-            head = os.read(handle, 32)
-        finally:
-            os.close(handle)
-    except OSError as exc:
-        raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
-    check_image_head(head, path, str(path))
-
-
-def check_image_head(head: bytes, whole: Path | str | Callable[[], bytes], where: str) -> None:
-    """The header check of ``check_image_header`` on an image's first 32 bytes; ``whole`` (the file, or a function
-    returning all its bytes) is opened by Pillow, header only, when the signature is not a known one."""
+def check_image_head(head: bytes, whole: Path | Callable[[], bytes], where: str) -> None:
+    """DataError naming ``where`` when an image's first 32 bytes are not an image's: a known signature passes (a
+    few microseconds); anything else is opened by Pillow, header only — ``whole`` is the file, or a function
+    returning all its bytes — which accepts it or says what is wrong."""
     if _known_signature(head):
         return
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(whole if isinstance(whole, (Path, str)) else io.BytesIO(whole())) as img:
+        with Image.open(whole if isinstance(whole, Path) else io.BytesIO(whole())) as img:
             width, height = img.size
     except Image.DecompressionBombError as exc:
         raise DataError(f"{where}: refused by Pillow's decompression-bomb guard ({exc})") from None
