@@ -343,8 +343,9 @@ def test_classifier_evaluation_reports_the_standard_errors_of_loss_and_accuracy(
 
 
 def test_a_wrapped_network_still_gets_its_lengths_under_ddp_and_opacus(tmp_path):
-    """DDP and Opacus wrap the network in a module whose forward takes ``*args, **kwargs``: the lengths (or the
-    attention mask) must still reach the network inside, or padding changes a text's logits while training."""
+    """DDP (and an Opacus GradSampleModule, though the trainer calls the plain model under DP-SGD) wraps the network
+    in a module whose forward takes ``*args, **kwargs``: the lengths (or the attention mask) must still reach the
+    network inside, or padding changes a text's logits while training under torchrun."""
     import torch.distributed as dist
     from opacus import GradSampleModule
     from torch.nn.parallel import DistributedDataParallel

@@ -100,9 +100,9 @@ def _baseline_of(parts: Parts) -> dict[str, list[str]]:
 
 
 def _forward_params(model: nn.Module) -> set[str]:
-    """The parameters of the network's own forward: through DDP's ``module`` and Opacus' ``_module`` wrappers,
-    whose forward takes ``*args, **kwargs`` — read off the wrapper, the lengths or attention mask would be left
-    out and padding would change the logits of a run trained under torchrun or with DP-SGD."""
+    """The parameters of the network's own forward, through wrappers whose forward takes ``*args, **kwargs`` (DDP's
+    ``module``, an Opacus GradSampleModule's ``_module``): read off the wrapper, the lengths or attention mask were
+    left out and padding changed the logits of a text classifier trained under torchrun."""
     for wrapped in ("module", "_module"):
         inner = getattr(model, wrapped, None)
         if isinstance(inner, nn.Module):
