@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from modelforge.core.errors import DataError
 from modelforge.data.first_touch import SkippedAtFirstTouch
-from modelforge.data.formats.image_folder import decode_center_crop, decode_image, decode_plain_png_at
+from modelforge.data.formats.image_folder import decode_center_crop, decode_image
 from modelforge.data.transforms import load_image
 
 STATISTICS_SAMPLE = 512  # images decoded to estimate the training mean/std (all of them in a smaller folder)
@@ -87,14 +87,10 @@ class ImageFileDataset(LabelledPixels):
         pixels = np.empty((len(indices), self.channels, self.size, self.size), dtype=np.uint8)
         labels = self.labels[indices]
         for row, index in enumerate(indices):
-            # the fast path inline (a plain PNG: a read and OpenCV), everything else through _item and its errors;
-            # per image the layers in between cost as much as a 28×28 decode
-            fast = None if self.resize else decode_plain_png_at(self._base_bytes + self.paths[index], self.channels,
-                                                                self.size)
-            if fast is None:
+            try:  # the readable item straight into its row; an unreadable one fails or finds its substitute
+                pixels[row] = self._decode(index)
+            except DataError:
                 pixels[row], labels[row] = self._item(index)
-            else:
-                pixels[row] = fast
         return list(zip(torch.from_numpy(pixels).unbind(0), torch.from_numpy(labels).unbind(0)))
 
     def _item(self, index: int) -> tuple[np.ndarray, int]:

@@ -47,14 +47,8 @@ def decode_image(path: Path | bytes, channels: int, size: int) -> np.ndarray:
     if fast is not None:
         return fast
     where = Path(os.fsdecode(path)) if isinstance(path, bytes) else path
-    return _decode(where, str(where), channels, size)
-
-
-def decode_plain_png_at(path: bytes, channels: int, size: int) -> np.ndarray | None:
-    """``decode_image``'s fast path alone (a PNG needing no conversion, decoded by OpenCV), else None — for a batch
-    reader that sends every other file through ``decode_image`` and its errors."""
-    data = _read_file(path)
-    return None if data is None else _decode_png_as_is(data, channels, size)
+    # Pillow decodes the bytes already read; a file that could not be read is opened again for Pillow's message
+    return _decode(where if data is None else io.BytesIO(data), str(where), channels, size)
 
 
 def _read_file(path: Path | bytes) -> bytes | None:
