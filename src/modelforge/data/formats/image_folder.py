@@ -209,6 +209,20 @@ def files_under(directory: Path, base: Path) -> tuple[list[bytes], list[bytes]]:
     return images, others
 
 
+def _image_files(directory: Path, base: Path, on_error: Literal["skip", "fail"],
+                 skipped: list[tuple[str, str]]) -> list[bytes]:
+    """The image files under ``directory`` (``files_under``); every other file fails (``on_error="fail"``) or is
+    added to ``skipped`` with its message."""
+    images, others = files_under(directory, base)
+    for other in others:
+        path = base / os.fsdecode(other)
+        problem = f"{path}: not an image file (suffix {path.suffix or 'none'})"
+        if on_error == "fail":
+            raise DataError(problem)
+        skipped.append((str(path), problem))
+    return images
+
+
 def class_dirs(root: Path) -> list[Path]:
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not dirs:
@@ -232,11 +246,8 @@ def read_image_folder(
     for directory in dirs:
         if directory.name not in index:
             raise DataError(f"{directory}: class {directory.name!r} is not among the training classes {classes}")
-        images_found, others = files_under(directory, root)
-        for path in (root / os.fsdecode(name) for name in sorted(images_found + others, key=lambda n: n.split(b"/"))):
+        for path in (root / os.fsdecode(name) for name in _image_files(directory, root, on_error, skipped)):
             try:
-                if path.suffix.lower() not in IMAGE_SUFFIXES:
-                    raise DataError(f"{path}: not an image file (suffix {path.suffix or 'none'})")
                 images.append(decode_image(path, channels, size))
                 labels.append(index[directory.name])
             except DataError as exc:
@@ -289,13 +300,7 @@ def index_image_folder(
     for directory in dirs:
         if directory.name not in index:
             raise DataError(f"{directory}: class {directory.name!r} is not among the training classes {classes}")
-        images, others = files_under(directory, base)
-        for other in others:
-            path = base / os.fsdecode(other)
-            problem = f"{path}: not an image file (suffix {path.suffix or 'none'})"
-            if on_error == "fail":
-                raise DataError(problem)
-            skipped.append((str(path), problem))
+        images = _image_files(directory, base, on_error, skipped)
         paths += images
         labels += [index[directory.name]] * len(images)
     report_skipped(skipped, f"file(s) under {root}")
