@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from modelforge.tasks.metrics import classifier_evaluation, gathering_ranks
+from modelforge.tasks.metrics import across_ranks, classifier_evaluation, gathering_ranks
 from modelforge.training.batches import epoch_order, eval_share
 
 ROWS, BATCH, CLASSES = 22, 4, 3  # 6 batches, the last one of 2 rows
@@ -44,6 +45,9 @@ def _rank(rank: int, world_size: int, init_file: str, out: str) -> None:
                 results[case] = classifier_evaluation(iter(mine), CLASSES)
             results[f"{case}_gathers"] = gather.gathers
         results["outside"] = classifier_evaluation([batches[i] for i in _shares(world_size)[rank]], CLASSES)
+        with gathering_ranks():  # what other tasks gather: sums as one-row arrays, texts as lists (rank 1's empty)
+            sums, texts = across_ranks(np.array([rank + 0.5]), [f"rank {rank}"] * (1 - rank))
+        results["joined"] = [sums.tolist(), texts]
         with open(f"{out}/rank{rank}.json", "w") as fh:
             json.dump(results, fh)
     finally:
@@ -64,6 +68,7 @@ def test_two_ranks_gather_the_metrics_of_the_whole_split(tmp_path):
         own = classifier_evaluation([batches[i] for i in _shares(2)[rank]], CLASSES)
         assert _same(results["outside"], own) and sum(map(sum, own["confusion_matrix"])) == (12, 10)[rank]
         assert results["outside"]["loss"] != pytest.approx(whole["loss"])  # the shares really differ from the whole
+        assert results["joined"] == [[0.5, 1.5], ["rank 0"]]
 
 
 def _same(found: dict, expected: dict) -> bool:
@@ -76,6 +81,14 @@ def test_without_a_process_group_gathering_changes_nothing():
     with gathering_ranks() as gather:
         inside = classifier_evaluation(_batches(), CLASSES)
     assert inside == classifier_evaluation(_batches(), CLASSES) and gather.gathers == 0
+
+
+def test_across_ranks_refuses_what_it_cannot_join_in_one_line():
+    from modelforge.tasks.metrics import _joined
+
+    assert _joined([[1], [], [2, 3]]) == [1, 2, 3]
+    with pytest.raises(TypeError, match="joins numpy arrays and lists, not dict"):
+        _joined([{}, {}])
 
 
 def test_an_empty_split_is_refused_in_one_line():

@@ -156,10 +156,11 @@ class Task:
         """Metrics over a loader; float values are logged, others (e.g. a confusion matrix) only saved."""
         raise NotImplementedError
 
-    # True when ``evaluate`` computes its metrics only through ``classifier_evaluation`` (tasks/metrics.py), so that
-    # it may be handed one rank's share of a split: under torchrun with train.strategy=ddp the Trainer then gives
-    # each rank a contiguous share of the evaluation batches and runs ``evaluate`` inside ``gathering_ranks()``,
-    # where the ranks' rows are gathered before any metric is computed. False: every rank evaluates the whole split.
+    # True when ``evaluate`` gathers what it read from its batches exactly once through ``across_ranks`` (or
+    # ``classifier_evaluation``, tasks/metrics.py) before computing any metric, so that it may be handed one rank's
+    # share of a split: under torchrun with train.strategy=ddp the Trainer then gives each rank a contiguous share of
+    # the evaluation batches and runs ``evaluate`` inside ``gathering_ranks()``. False: every rank evaluates the
+    # whole split.
     evaluation_gathers_ranks: ClassVar[bool] = False
 
     def batch_size_of(self, batch: Any) -> int:

@@ -35,11 +35,12 @@ _gathering: ContextVar[RankGather | None] = ContextVar("modelforge_gathering_ran
 
 @contextlib.contextmanager
 def gathering_ranks() -> Iterator[RankGather]:
-    """Within it, ``classifier_evaluation`` treats its batches as this process's share of a split sharded over the ranks
-    of the initialised process group: it gathers every rank's rows (in rank order) before computing any metric, so every
-    rank returns the figures of the whole split. Every rank must evaluate inside it, each its contiguous share, the
-    shares in rank order making up the split (an empty share still takes part). Outside it, or without a process group
-    of more than one process, an evaluation covers exactly the batches it was given. The Trainer opens it when it shards
+    """Within it, an evaluation treats its batches as this process's share of a split sharded over the ranks of the
+    initialised process group: it gathers every rank's rows (``across_ranks``, in rank order; ``classifier_evaluation``
+    does so for the classifiers) before computing any metric, so every rank returns the figures of the whole split.
+    Every rank must evaluate inside it, each its contiguous share, the shares in rank order making up the split (an
+    empty share still takes part). Outside it, or without a process group of more than one process, an evaluation
+    covers exactly the batches it was given. The Trainer opens it when it shards
     an evaluation (``Task.evaluation_gathers_ranks``); an evaluation called elsewhere is never gathered."""
     gather = RankGather()
     token = _gathering.set(gather)
@@ -55,7 +56,7 @@ def classifier_evaluation(batches: Iterable[tuple[Any, Any]], num_classes: int) 
     ``accuracy_se`` are their standard errors over the rows: how far one evaluation's figure moves by chance
     (early stopping reads them so that a few dozen validation rows cannot stop a run on noise). Inside
     ``gathering_ranks()`` the rows of every rank are gathered first (see there)."""
-    per_row, y_true, y_pred = _across_ranks(*_classifier_rows(batches))
+    per_row, y_true, y_pred = across_ranks(*_classifier_rows(batches))
     if len(y_true) == 0:
         raise ValueError("classifier_evaluation: the evaluated split has no rows")
     metrics = classification_metrics(y_true, y_pred, num_classes)
@@ -80,18 +81,28 @@ def _classifier_rows(batches: Iterable[tuple[Any, Any]]) -> tuple[np.ndarray, np
     return per_row, torch.cat(targets).cpu().numpy(), torch.cat(preds).cpu().numpy()
 
 
-def _across_ranks(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    """``arrays`` concatenated over every rank in rank order inside ``gathering_ranks()`` under a process group of
-    more than one process (a collective: every rank calls it); otherwise ``arrays`` themselves."""
+def across_ranks(*parts: Any) -> tuple[Any, ...]:
+    """Each of ``parts`` joined over every rank in rank order inside ``gathering_ranks()`` under a process group of
+    more than one process: numpy arrays are concatenated (along the first axis), lists chained. Otherwise ``parts``
+    themselves. A collective: every rank calls it, once per evaluation, with parts of the same kinds (a rank with an
+    empty share passes empty arrays/lists). Sums travel as one-row arrays and are added up after the call."""
     import torch.distributed as dist
 
     gather = _gathering.get()
     if gather is None or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return arrays
+        return parts
     shares: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(shares, arrays)
+    dist.all_gather_object(shares, parts)
     gather.gathers += 1
-    return tuple(np.concatenate([share[i] for share in shares]) for i in range(len(arrays)))
+    return tuple(_joined([share[i] for share in shares]) for i in range(len(parts)))
+
+
+def _joined(pieces: list[Any]) -> Any:
+    if isinstance(pieces[0], np.ndarray):
+        return np.concatenate(pieces)
+    if isinstance(pieces[0], list):
+        return [item for piece in pieces for item in piece]
+    raise TypeError(f"across_ranks joins numpy arrays and lists, not {type(pieces[0]).__name__}")
 
 
 def standard_error(values: np.ndarray) -> float:

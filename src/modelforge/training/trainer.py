@@ -186,9 +186,9 @@ class Trainer:
     def evaluate(self, dataset: Any, prefix: str = "val") -> dict[str, Any]:
         """Metrics of ``dataset``, identical on every rank. Under torchrun with DDP, a task that declares
         ``evaluation_gathers_ranks`` has each rank run only its contiguous share of the evaluation batches, with the
-        plain module (no DDP collective can then wait on a rank with fewer batches), and its ``classifier_evaluation``
-        gathers every rank's rows inside ``gathering_ranks()``. Otherwise every rank evaluates the whole set (FSDP
-        needs all ranks in each forward; other tasks' metrics are not gathered)."""
+        plain module (no DDP collective can then wait on a rank with fewer batches), and its ``evaluate`` gathers every
+        rank's rows (``across_ranks``) inside ``gathering_ranks()``. Otherwise every rank evaluates the whole set (FSDP
+        needs all ranks in each forward; a task that does not declare it does not gather)."""
         batch_size = self.cfg.eval_batch_size or self.cfg.batch_size
         sharded = self._shards_evaluation()
         share = (self.env.rank, self.env.world_size) if sharded else (0, 1)
@@ -206,7 +206,7 @@ class Trainer:
             model.train(was_training)
         if sharded and gather.gathers != 1:  # every rank fails alike: the task's evaluate is deterministic code
             raise TrainingError(f"task {self.task.name!r} declares evaluation_gathers_ranks, but its evaluate gathered "
-                                f"the ranks' rows {gather.gathers} times instead of once (classifier_evaluation)")
+                                f"the ranks' rows {gather.gathers} times instead of once (tasks.metrics.across_ranks)")
         return {f"{prefix}_{k}": v for k, v in metrics.items()}
 
     def _shards_evaluation(self) -> bool:
