@@ -105,6 +105,16 @@ def _joined(pieces: list[Any]) -> Any:
     raise TypeError(f"across_ranks joins numpy arrays and lists, not {type(pieces[0]).__name__}")
 
 
+def summed_in_order(values: np.ndarray) -> float:
+    """The running ``+=`` of ``values`` in their order, from 0.0: what an evaluation adding up its batches one by one
+    computes, so a gathered evaluation of per-batch sums gives the single-process figure bit for bit (``np.sum``
+    adds pairwise and, from Python 3.12, ``sum`` compensates: both can differ in the last bits)."""
+    total = 0.0
+    for value in np.asarray(values, dtype=np.float64).tolist():
+        total += value
+    return total
+
+
 def standard_error(values: np.ndarray) -> float:
     """Standard error of the mean of ``values`` (sample standard deviation / sqrt(n); 0 for fewer than 2 rows).
     For 0/1 values (correct or not) it is the binomial standard error of an accuracy, sqrt(p(1-p)/n) up to the

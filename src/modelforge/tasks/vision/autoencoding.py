@@ -28,6 +28,7 @@ from modelforge.data.split_config import HeldOutSplitConfig, ValSize
 from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.metrics import across_ranks, summed_in_order
 from modelforge.tasks.vision.image_metrics import psnr_ssim
 
 PCA_FIT_LIMIT = 20000  # training images the PCA baseline is fitted on (enough for 784-pixel covariance; seconds)
@@ -70,6 +71,7 @@ class Autoencoding(Task):
     name = "autoencoding"
     DataConfig = AutoencoderDataConfig
     input_kind = "image"
+    evaluation_gathers_ranks = True  # evaluate gathers its images and batch sums once (across_ranks)
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _load(self) -> dict[str, np.ndarray]:
@@ -160,19 +162,27 @@ class Autoencoding(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
-        noisy_all, clean_all, recon_all, sq_error, count = [], [], [], 0.0, 0
+        """MSE ``loss`` per pixel, PSNR/SSIM of the reconstructions and of the PCA baseline (inside
+        ``gathering_ranks()``: every rank's images and batch sums gathered first)."""
+        noisy_all, clean_all, recon_all, sq_errors, counts = [], [], [], [], []
         for noisy, clean in loader:
             x, target = noisy.float() / 255, clean.float() / 255
             recon = model(x).float().clamp(0, 1)
-            sq_error += float(F.mse_loss(recon, target, reduction="sum"))
-            count += target.numel()
+            sq_errors.append(float(F.mse_loss(recon, target, reduction="sum")))
+            counts.append(target.numel())
             noisy_all.append(x.cpu().numpy())
             clean_all.append(target.cpu().numpy())
             recon_all.append(recon.cpu().numpy())
-        inputs, clean, recon = (np.concatenate(a).astype(np.float64) for a in (noisy_all, clean_all, recon_all))
+        side = self.state_dict_["image_size"]  # an empty share still sends arrays of the images' shape
+        none = np.empty((0, self.state_dict_["channels"], side, side), dtype=np.float32)
+        *images, sq_error, count = across_ranks(
+            *(np.concatenate(a) if a else none for a in (noisy_all, clean_all, recon_all)),
+            np.array(sq_errors, dtype=np.float64), np.array(counts, dtype=np.int64))
+        inputs, clean, recon = (a.astype(np.float64) for a in images)
         psnr, ssim = psnr_ssim(clean, recon)
         pca_psnr, pca_ssim = psnr_ssim(clean, self.pca_reconstruct(inputs))
-        metrics = {"loss": sq_error / count, "psnr": psnr, "ssim": ssim, "pca_psnr": pca_psnr, "pca_ssim": pca_ssim}
+        metrics = {"loss": summed_in_order(sq_error) / int(count.sum()), "psnr": psnr, "ssim": ssim,
+                   "pca_psnr": pca_psnr, "pca_ssim": pca_ssim}
         if self.data_cfg.noise != "none":
             metrics["noisy_psnr"], metrics["noisy_ssim"] = psnr_ssim(clean, inputs)  # doing nothing scores this
         return metrics

@@ -34,10 +34,14 @@ from modelforge.data.formats.coco import (
 from modelforge.data.split_config import HeldOutSplitConfig, TestSize
 from modelforge.models.detector import CenterNet
 from modelforge.tasks.base import PredictionPicture, ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.metrics import across_ranks, summed_in_order
 from modelforge.tasks.vision.detection_targets import centernet_loss, decode, encode_targets
 
 STRIDE = CenterNet.stride
 EVAL_SCORE_THRESHOLD = 0.01  # COCOeval needs the low-score tail to trace the whole precision/recall curve
+# what evaluate keeps of one image: width, height, ground truth (category id, xywh, area, crowd), the detections'
+# xyxy boxes in its original pixels, their scores and category ids
+SeenImage = tuple[int, int, list[tuple[int, list[float], float, int]], np.ndarray, list[float], list[int]]
 
 
 class DetectionDataConfig(HeldOutSplitConfig):
@@ -152,6 +156,7 @@ class Detection(Task):
     DataConfig = DetectionDataConfig
     input_kind = "image"
     frame_result = "boxes"
+    evaluation_gathers_ranks = True  # evaluate gathers its batch sums and per-image boxes once (across_ranks)
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _coco_splits(self) -> dict[str, CocoDataset]:
@@ -306,31 +311,48 @@ class Detection(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
+        """Mean loss over the images and COCOeval's mAP of the detections mapped back to each image's original pixels
+        (inside ``gathering_ranks()``: every rank's batch sums and per-image ground truth and detections gathered
+        first, then the images and annotations numbered over the whole split)."""
         from modelforge.data.boxes import clip_boxes
         from modelforge.data.transforms import unletterbox_boxes
 
         category_ids = self.state_dict_["category_ids"]
-        categories = [CocoCategory(cid, name) for cid, name in zip(category_ids, self.labels, strict=True)]
-        gt_images: list[CocoImage] = []
-        results: list[dict[str, Any]] = []
-        loss_sum, count = 0.0, 0
+        seen: list[SeenImage] = []
+        batch_losses, batch_sizes = [], []  # per batch: loss × images, images
         for batch in loader:
             outputs = model(self.normalize(batch["image"]))
             loss, _ = self._loss(outputs, batch["boxes"], batch["labels"])
-            loss_sum, count = loss_sum + float(loss) * len(batch["image"]), count + len(batch["image"])
+            batch_losses.append(float(loss) * len(batch["image"]))
+            batch_sizes.append(len(batch["image"]))
             for det, record in zip(self._decode(outputs, EVAL_SCORE_THRESHOLD), batch["records"], strict=True):
-                image = CocoImage(len(gt_images) + 1, "", record["width"], record["height"])
-                for category_id, bbox, area, crowd in record["gt"]:
-                    ann_id = sum(len(im.annotations) for im in gt_images) + len(image.annotations) + 1
-                    image.annotations.append(CocoAnnotation(ann_id, image.id, category_id, tuple(bbox), area, crowd))
-                gt_images.append(image)
                 boxes = clip_boxes(unletterbox_boxes(det.boxes.cpu(), record["letterbox"]),
                                    (record["height"], record["width"]))  # fmt: skip
-                cats = [category_ids[i] for i in det.labels.tolist()]
-                results += detections_to_results(image.id, boxes, det.scores.tolist(), cats)
-        stats = evaluate_coco(CocoDataset(gt_images, categories), results)
-        return {"loss": loss_sum / max(count, 1), "map": stats["mAP"], "map50": stats["mAP50"],
-                "map75": stats["mAP75"], "ar100": stats["AR100"]}  # fmt: skip
+                seen.append((record["width"], record["height"], record["gt"], np.asarray(boxes, dtype=np.float64),
+                             det.scores.tolist(), [category_ids[i] for i in det.labels.tolist()]))
+        losses, sizes, seen = across_ranks(np.array(batch_losses, dtype=np.float64),
+                                           np.array(batch_sizes, dtype=np.int64), seen)
+        stats = evaluate_coco(*self._coco_truth(seen))
+        return {"loss": summed_in_order(losses) / max(int(sizes.sum()), 1), "map": stats["mAP"],
+                "map50": stats["mAP50"], "map75": stats["mAP75"], "ar100": stats["AR100"]}  # fmt: skip
+
+    def _coco_truth(self, seen: list[SeenImage]) -> tuple[CocoDataset, list[dict[str, Any]]]:
+        """The evaluated images' ground truth as one COCO dataset and their detections as COCO results, from what
+        evaluate saw of each image in split order: images numbered 1, 2, … and annotations 1, 2, … over the whole
+        split, as one process evaluating every batch numbers them."""
+        categories = [CocoCategory(cid, name) for cid, name in zip(self.state_dict_["category_ids"], self.labels,
+                                                                   strict=True)]
+        images: list[CocoImage] = []
+        results: list[dict[str, Any]] = []
+        annotations = 0
+        for width, height, truth, boxes, scores, cats in seen:
+            image = CocoImage(len(images) + 1, "", width, height)
+            for category_id, bbox, area, crowd in truth:
+                annotations += 1
+                image.annotations.append(CocoAnnotation(annotations, image.id, category_id, tuple(bbox), area, crowd))
+            images.append(image)
+            results += detections_to_results(image.id, boxes, scores, cats)
+        return CocoDataset(images, categories), results
 
     # ---- report -----------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -35,6 +35,7 @@ from modelforge.data.splits import holdout_split
 from modelforge.data.tensors import TensorDataset
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.export_graphs import GraphSet, OnnxGraph, Verification
+from modelforge.tasks.metrics import across_ranks, summed_in_order
 
 EXPORT_TOLERANCE = 1e-4  # as artifacts/export.py: largest |onnxruntime − PyTorch| accepted
 EVAL_SEED = 1234  # fixed latents for evaluation: every evaluation scores the same points of the latent space
@@ -123,6 +124,7 @@ class ImageGeneration(Task):
     """Generate images with a GAN (DCGAN on MNIST digits); the Trainer alternates discriminator/generator steps."""
 
     name = "image_generation"
+    evaluation_gathers_ranks = True  # evaluate gathers its real-image batch sums once (across_ranks)
     capabilities = frozenset({"sample"})
     DataConfig = GenerationDataConfig
 
@@ -235,12 +237,17 @@ class ImageGeneration(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
-        real_correct, real_loss, n_real = 0.0, 0.0, 0
+        """The discriminator on the held-out real images (inside ``gathering_ranks()``: every rank's batch sums
+        gathered first) and on ``eval_samples`` generated ones — drawn from EVAL_SEED, so the same on every rank."""
+        correct, losses, sizes = [], [], []  # per batch of real images
         for (images,) in loader:
             logits = model.discriminator(self.scale(images)).float()
-            real_correct += float((logits > 0).sum())
-            real_loss += float(F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="sum"))
-            n_real += len(images)
+            correct.append(float((logits > 0).sum()))
+            losses.append(float(F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="sum")))
+            sizes.append(len(images))
+        real_correct, real_loss, n_real = across_ranks(*(np.array(v, dtype=np.float64) for v in (correct, losses)),
+                                                       np.array(sizes, dtype=np.int64))
+        real_correct, real_loss, n_real = summed_in_order(real_correct), summed_in_order(real_loss), int(n_real.sum())
         fakes = self.generate(model, self.data_cfg.eval_samples, EVAL_SEED)
         fake_logits = torch.cat([model.discriminator(chunk) for chunk in fakes.split(256)]).float()
         metrics = {

@@ -25,6 +25,7 @@ from modelforge.core.errors import DataError
 from modelforge.core.registry import register
 from modelforge.data.split_config import HeldOutSplitConfig, TestSize
 from modelforge.tasks.base import PredictionPicture, ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.metrics import across_ranks, summed_in_order
 from modelforge.tasks.vision.segmentation_metrics import confusion_matrix, segmentation_scores
 
 Arrays = tuple[list[np.ndarray], list[np.ndarray]]
@@ -75,6 +76,7 @@ class Segmentation(Task):
     name = "segmentation"
     DataConfig = SegmentationDataConfig
     input_kind = "image"
+    evaluation_gathers_ranks = True  # evaluate gathers its batch sums and confusion matrix once (across_ranks)
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _generated(self) -> tuple[dict[str, Arrays], list[str], float]:
@@ -250,16 +252,21 @@ class Segmentation(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
+        """Mean loss over the images, Dice/IoU from the pixel confusion matrix summed over the split (inside
+        ``gathering_ranks()``: every rank's batch sums and confusion matrix gathered first)."""
         classes = len(self.labels)
         confusion = np.zeros((classes, classes), dtype=np.int64)
-        loss_sum, count = 0.0, 0
+        batch_losses, batch_sizes = [], []  # per batch: loss × images, images
         for x, y in loader:
             y = y.long()
             logits = model(self.normalize(x))
-            loss_sum += float(self._loss(logits, y)) * len(x)
-            count += len(x)
+            batch_losses.append(float(self._loss(logits, y)) * len(x))
+            batch_sizes.append(len(x))
             confusion += confusion_matrix(logits.argmax(1), y, classes)
-        return {"loss": loss_sum / max(count, 1), **segmentation_scores(confusion, self.labels)}
+        losses, sizes, confusions = across_ranks(np.array(batch_losses, dtype=np.float64),
+                                                 np.array(batch_sizes, dtype=np.int64), confusion[None])
+        count = int(sizes.sum())
+        return {"loss": summed_in_order(losses) / max(count, 1), **segmentation_scores(confusions.sum(0), self.labels)}
 
     # ---- report -----------------------------------------------------------------------------------------------
     @torch.no_grad()
