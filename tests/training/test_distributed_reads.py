@@ -18,6 +18,11 @@ and together every validation item once, and the logged validation metrics equal
 saved model over the whole split. The language model's evaluation is not sharded: every rank evaluates the whole
 validation split (docs/distributed.md), so each rank reads every validation window at every evaluation — asserted
 as the documented behaviour, not as a share.
+
+The other formats read from disk — COCO detection, segmentation folders (pictures and DICOM scans), video folders —
+split their statistics sample the same way; no training is needed to see it, so a spawned 2-process gloo group (not
+torchrun) loads their data with the same trace on the datasets' item reads: each rank decodes its contiguous share,
+and every rank gets the statistics one process computes, bit for bit.
 """
 
 import json
@@ -25,10 +30,13 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import yaml
 from PIL import Image
 
@@ -161,3 +169,98 @@ def test_each_rank_reads_a_disjoint_share_of_the_language_models_token_windows(t
     for rank in (0, 1):  # documented: every rank evaluates the whole (evenly spaced) validation windows
         assert Counter(reads[rank, "evaluate"]) == {i: evaluations for i in range(summary["data"]["val_windows"])}
     assert not reads.get((1, "other")), "rank 1 read windows outside training and evaluation"
+
+
+def _statistics_folders(root: Path) -> dict[str, Path]:
+    """Small folders of each format whose statistics are sampled from disk: 5 training images (COCO), 7 training
+    pairs (segmentation pictures), 4 training scans (DICOM), 4 training clips (video)."""
+    from modelforge.data.builtin.moving_digits import ClipParams, render_clip
+    from modelforge.data.builtin.phantoms import write_dicom
+    from modelforge.data.formats.segmentation_folder import write_mask, write_segmentation_folder
+    from modelforge.data.formats.video import write_video
+
+    rng = np.random.default_rng(0)
+    (root / "coco" / "images").mkdir(parents=True)
+    images, annotations = [], []
+    for i in range(7):
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3)).astype(np.uint8)).save(root / "coco" / "images" / f"{i}.png")
+        images.append({"id": i + 1, "file_name": f"{i}.png", "width": 40, "height": 30})
+        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [4, 4, 16, 12], "area": 192})
+    (root / "coco" / "instances.json").write_text(json.dumps(
+        {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "box"}]}))
+    masks = [(rng.random((20, 24)) < 0.3).astype(np.uint8) for _ in range(9)]
+    write_segmentation_folder(root / "pictures", [rng.integers(0, 256, (20, 24, 3)).astype(np.uint8) for _ in masks],
+                              masks, class_names=["background", "spot"])
+    (root / "scans").mkdir()
+    for i, peak in enumerate([900, 2500, 1200, 700, 1800, 1500]):
+        write_dicom(root / "scans" / f"{i}.dcm", rng.integers(0, peak, (20, 20)).astype(np.uint16), uid_seed="reads",
+                    instance_number=i + 1)
+        write_mask(root / "scans" / f"{i}_mask.png", masks[i][:, :20])
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[6:22, 8:20] = 255
+    for label, name in ((2, "right"), (9, "static")):
+        for i in range(3):
+            write_video(root / "clips" / name / f"clip_{i}.mkv",
+                        render_clip(np.random.default_rng(i), digit, label, ClipParams(frames=8, size=24)))
+    return {"detection": root / "coco", "segmentation": root / "pictures", "dicom": root / "scans",
+            "video": root / "clips"}
+
+
+def _statistics_tasks(folders: dict[str, Path]) -> dict[str, object]:
+    held_out = ["data.val_size=1", "data.test_size=1"]
+    recipes = {
+        "detection": load_recipe("detector", [f"data.annotations={folders['detection'] / 'instances.json'}",
+                                              "data.image_size=32", *held_out]),
+        "segmentation": load_recipe("segmenter", [f"data.path={folders['segmentation']}", "data.image_size=16",
+                                                  *held_out]),
+        "dicom": load_recipe("segmenter", [f"data.path={folders['dicom']}", "data.image_size=16", *held_out]),
+        "video": load_recipe("video-classifier", [f"data.path={folders['video']}", "data.num_frames=4",
+                                                  "data.image_size=16", "data.val_size=0", "data.test_size=2"]),
+    }
+    return {name: get_task(recipe.task)(recipe) for name, recipe in recipes.items()}
+
+
+def _statistics_rank(rank: int, world_size: int, init_file: str, folders: dict[str, Path], trace: str) -> None:
+    from modelforge.data.lazy_segmentation import SegmentationFileSet
+    from modelforge.data.lazy_video import ClipFileDataset
+    from modelforge.tasks.vision.detection import CocoImageSet
+
+    os.environ.update({"RANK": str(rank), read_trace.ENV: trace})
+    for dataset_class in (CocoImageSet, SegmentationFileSet, ClipFileDataset):
+        read_trace._trace_reads(dataset_class)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
+                            timeout=timedelta(seconds=60))
+    try:
+        states = {}
+        for name, task in _statistics_tasks(folders).items():
+            read_trace._phase[0] = name  # the only items datasets() decodes are its statistics sample's
+            splits = task.datasets()
+            states[name] = {**task.state_dict_, "train_size": len(splits.train)}
+        (Path(trace) / f"states{rank}.json").write_text(json.dumps(states))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_each_rank_decodes_a_disjoint_share_of_the_statistics_sample_of_coco_segmentation_and_video(tmp_path):
+    folders, trace = _statistics_folders(tmp_path / "data"), tmp_path / "trace"
+    trace.mkdir()
+    # spawned, not forked: a fork of a process whose OpenMP threads already ran (an earlier test's forward) can hang
+    group = mp.start_processes(_statistics_rank, args=(2, str(tmp_path / "init"), folders, str(trace)), nprocs=2,
+                               join=False, start_method="spawn")
+    try:  # one process, no process group: the whole sample decoded here
+        single = {}
+        for name, task in _statistics_tasks(folders).items():
+            splits = task.datasets()
+            single[name] = {**task.state_dict_, "train_size": len(splits.train)}
+    finally:
+        while not group.join():
+            pass
+    reads = read_trace.reads(trace)
+    assert {name: state["train_size"] for name, state in single.items()} == {
+        "detection": 5, "segmentation": 7, "dicom": 4, "video": 4}
+    for name, state in single.items():
+        sample = spread(state["train_size"], STATISTICS_SAMPLE)  # every training item: the folders are small
+        for rank in (0, 1):
+            assert sorted(reads[rank, name]) == np.array_split(sample, 2)[rank].tolist(), (name, rank)
+            assert json.loads((trace / f"states{rank}.json").read_text())[name] == state, (name, rank)  # bit for bit
+    assert single["dicom"]["value_max"] == 2499.0 and single["segmentation"]["channels"] == 3

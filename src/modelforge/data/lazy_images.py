@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -130,30 +130,29 @@ def spread(n: int, count: int) -> np.ndarray:
 
 def channel_statistics(dataset: ImageFileDataset, sample: int = STATISTICS_SAMPLE) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of pixels / 255 over up to ``sample`` evenly spaced images — the same figures the
-    in-memory path computes over the whole split when the folder holds no more images than that.
+    in-memory path computes over the whole split when the folder holds no more images than that. Under torchrun each
+    rank decodes only its share of the sample (``pixel_statistics``)."""
+    return pixel_statistics(lambda index: dataset[index][0], len(dataset), dataset.channels, sample)
 
-    Under torchrun each rank decodes only its contiguous share of the sample and the ranks add up their sums. The
-    sums are exact integers (of uint8 pixels), so every rank, and any world size, gets the same figures bit for bit.
-    """
-    picked = spread(len(dataset), sample)
-    rank, world = _process_group()
-    counts = [0] * (1 + 2 * dataset.channels)  # pixels per channel, then each channel's sum, then its sum of squares
-    for index in np.array_split(picked, world)[rank].tolist():
-        pixels = dataset[index][0].reshape(dataset.channels, -1).to(torch.int64)
-        counts[0] += pixels.shape[1]
-        for c, (total, squares) in enumerate(zip(pixels.sum(1).tolist(), pixels.square().sum(1).tolist())):
-            counts[1 + c] += total
-            counts[1 + dataset.channels + c] += squares
-    if world > 1:
-        import torch.distributed as dist
 
-        gathered: list[list[int]] = [[] for _ in range(world)]
-        dist.all_gather_object(gathered, counts)  # Python ints: no overflow, any backend
-        counts = [sum(column) for column in zip(*gathered)]
-    n, sums, squares = max(counts[0], 1), counts[1 : 1 + dataset.channels], counts[1 + dataset.channels :]
-    mean = [total / n / 255 for total in sums]
+def pixel_statistics(pixels_of: Callable[[int], torch.Tensor], items: int, channels: int,
+                     sample: int = STATISTICS_SAMPLE) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (unbiased) std of uint8 pixels / 255 over up to ``sample`` evenly spaced items of
+    ``range(items)``; ``pixels_of(i)`` decodes item i's pixels, channels first ``(C, ...)``.
+
+    Under torchrun each rank decodes only its contiguous share of the sample and the ranks' sums are gathered
+    (``rows_over_ranks``). The sums are exact integers (of uint8 pixels), so every rank, and any world size, gets the
+    same figures bit for bit."""
+
+    def sums(index: int) -> list[int]:  # pixels per channel, each channel's sum, then its sum of squares
+        pixels = pixels_of(index).reshape(channels, -1).to(torch.int64)
+        return [pixels.shape[1], *pixels.sum(1).tolist(), *pixels.square().sum(1).tolist()]
+
+    counts = [sum(column) for column in zip(*rows_over_ranks(spread(items, sample), sums))] or [0] * (1 + 2 * channels)
+    n, totals, squares = max(counts[0], 1), counts[1 : 1 + channels], counts[1 + channels :]  # Python ints: exact
+    mean = [total / n / 255 for total in totals]
     # the unbiased variance, as torch.std gives, from exact integers: (n Σx² − (Σx)²) / (n (n − 1))
-    std = [math.sqrt((n * sq - total * total) / (n * max(n - 1, 1))) / 255 for total, sq in zip(sums, squares)]
+    std = [math.sqrt((n * sq - total * total) / (n * max(n - 1, 1))) / 255 for total, sq in zip(totals, squares)]
     return mean, [max(s, 1e-6) for s in std]
 
 
@@ -162,9 +161,30 @@ def touch_sample(dataset: LabelledPixels, sample: int = STATISTICS_SAMPLE) -> No
     training statistics do for the training split: a folder's unreadable files are otherwise found at first touch,
     and in a small folder — every image decoded here — this reports them, or fails the run, before the run folder
     is made. The cost does not grow with the folder."""
-    rank, world = _process_group()
-    for index in np.array_split(spread(len(dataset), sample), world)[rank].tolist():
+    for index in rank_share(spread(len(dataset), sample)).tolist():
         dataset[index]
+
+
+def rank_share(indices: np.ndarray) -> np.ndarray:
+    """This process's contiguous share of ``indices`` under torchrun (the ranks' shares in rank order make up
+    ``indices``; they differ in length by at most one); all of them without a process group."""
+    rank, world = _process_group()
+    return np.array_split(indices, world)[rank]
+
+
+def rows_over_ranks(indices: np.ndarray, row: Callable[[int], list[Any]]) -> list[list[Any]]:
+    """``row(i)`` for every index of ``indices``, in their order: under torchrun each rank computes (decodes) only
+    its ``rank_share`` and the ranks' rows are gathered, so every rank returns what one process computes. A
+    collective: every rank of the group calls it, in the same order as its other collectives."""
+    rows = [row(index) for index in rank_share(indices).tolist()]
+    world = _process_group()[1]
+    if world == 1:
+        return rows
+    import torch.distributed as dist
+
+    gathered: list[list[list[Any]]] = [[] for _ in range(world)]
+    dist.all_gather_object(gathered, rows)  # Python objects: exact ints, any backend
+    return [r for share in gathered for r in share]
 
 
 def _process_group() -> tuple[int, int]:

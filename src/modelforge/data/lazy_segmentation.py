@@ -7,6 +7,7 @@ map that the in-memory path builds with ``pair_tensors``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from modelforge.core.errors import DataError
 from modelforge.data.formats.segmentation_folder import read_mask
 from modelforge.data.transforms import load_image
 
@@ -83,3 +85,52 @@ class SegmentationFileSet(Dataset):
     def get_batch(self, indices: Sequence[int] | torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         items = [self[int(i)] for i in indices]
         return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+
+
+@dataclass
+class PairStatistics:
+    """What the training images and masks say for normalisation and the summary: channels, (H, W), per-channel mean
+    and std of the pixels, and the pixels of each class index (``class_pixels[k]``; the array ends at the highest
+    class seen)."""
+
+    channels: int
+    image_size: list[int]
+    mean: list[float]
+    std: list[float]
+    class_pixels: np.ndarray
+
+    @classmethod
+    def of_tensors(cls, images: torch.Tensor, masks: torch.Tensor) -> PairStatistics:
+        """Over a whole split held in memory: float (N, C, H, W) images, (N, H, W) masks."""
+        return cls(int(images.shape[1]), list(images.shape[-2:]), images.mean(dim=(0, 2, 3)).tolist(),
+                   images.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(), np.bincount(masks.flatten().numpy()))
+
+    @classmethod
+    def of_sample(cls, dataset: SegmentationFileSet, sample: int) -> PairStatistics:
+        """Over up to ``sample`` evenly spaced pairs read from disk; under torchrun each rank decodes only its share
+        (lazy_images.rows_over_ranks) and every rank adds the gathered per-pair sums up in the sample's order, so
+        all ranks, and any world size, get the same figures bit for bit."""
+        from modelforge.data.lazy_images import rows_over_ranks, spread
+
+        def sums(index: int) -> list[Any]:  # (C, H, W), each channel's sum and sum of squares, pixels per class
+            x, y = dataset[index]
+            x = x.double()
+            return [list(x.shape), x.sum((1, 2)).tolist(), x.square().sum((1, 2)).tolist(),
+                    np.bincount(y.flatten().numpy()).tolist()]
+
+        rows = rows_over_ranks(spread(len(dataset), sample), sums)
+        if len({tuple(shape) for shape, *_ in rows}) > 1:
+            raise DataError(f"the training images decode to several shapes {sorted({tuple(r[0]) for r in rows})[:3]}"
+                            f"; set data.channels")
+        (channels, *size), n = rows[0][0], sum(shape[1] * shape[2] for shape, *_ in rows)
+        totals, squares = [0.0] * channels, [0.0] * channels
+        class_pixels = np.zeros(max(len(r[3]) for r in rows), dtype=np.int64)
+        for _, row_totals, row_squares, row_classes in rows:  # in the sample's order: the same sums on every rank
+            totals = [a + b for a, b in zip(totals, row_totals, strict=True)]
+            squares = [a + b for a, b in zip(squares, row_squares, strict=True)]
+            class_pixels[: len(row_classes)] += row_classes
+        mean = [total / n for total in totals]
+        # the unbiased variance, as torch.std gives: (Σx² − (Σx)²/n) / (n − 1)
+        std = [max(float(np.sqrt(max(sq - total * total / n, 0.0) / max(n - 1, 1))), 1e-6)
+               for total, sq in zip(totals, squares, strict=True)]
+        return cls(channels, size, mean, std, class_pixels)

@@ -87,16 +87,10 @@ class ClipFileDataset(Dataset):
 
 def clip_statistics(dataset: ClipFileDataset, sample: int = STATISTICS_SAMPLE) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of pixels / 255 over up to ``sample`` evenly spaced clips, decoded one at a time —
-    the figures the in-memory path computed over the whole split when the folder holds no more clips than that."""
-    from modelforge.data.lazy_images import spread
+    the figures the in-memory path computed over the whole split when the folder holds no more clips than that. Under
+    torchrun each rank decodes only its share of the sample (lazy_images.pixel_statistics: exact integer sums, so the
+    same figures on every rank)."""
+    from modelforge.data.lazy_images import pixel_statistics
 
-    total = torch.zeros(dataset.channels, dtype=torch.float64)
-    squares = torch.zeros(dataset.channels, dtype=torch.float64)
-    count = 0
-    for index in spread(len(dataset), sample).tolist():
-        pixels = dataset[index][0].transpose(0, 1).reshape(dataset.channels, -1).double() / 255
-        total, squares, count = total + pixels.sum(1), squares + pixels.square().sum(1), count + pixels.shape[1]
-    mean = total / count
-    # the unbiased variance, as torch.std over all pixels gives
-    variance = ((squares - count * mean.square()) / max(count - 1, 1)).clamp_min(0)
-    return mean.tolist(), variance.sqrt().clamp_min(1e-6).tolist() if count > 1 else [1.0] * dataset.channels
+    # a clip is (frames, channels, size, size): channels first for the statistics
+    return pixel_statistics(lambda index: dataset[index][0].transpose(0, 1), len(dataset), dataset.channels, sample)

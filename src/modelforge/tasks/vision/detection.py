@@ -232,14 +232,9 @@ class Detection(Task):
             if coco.category_ids != train.category_ids:
                 raise DataError(f"the {split} split's COCO categories differ from the training split's")
         sets = {split: self._to_set(coco) for split, coco in parts.items()}
-        pixels = self._statistics_sample(sets["train"]).float() / 255
-        self.state_dict_ = {
-            "labels": train.class_names,
-            "category_ids": train.category_ids,
-            "image_size": cfg.image_size,
-            "mean": pixels.mean(dim=(0, 2, 3)).tolist(),
-            "std": pixels.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
-        }
+        mean, std = self._statistics(sets["train"])
+        self.state_dict_ = {"labels": train.class_names, "category_ids": train.category_ids,
+                            "image_size": cfg.image_size, "mean": mean, "std": std}
         summary: dict[str, Any] = {f"{k}_size": len(v) for k, v in sets.items()}
         summary.update(classes=len(train.class_names), image_size=cfg.image_size,
                        train_objects=self._objects(sets["train"]), **problems)  # fmt: skip
@@ -253,13 +248,15 @@ class Detection(Task):
         return Splits(sets["train"], sets.get("val"), sets.get("test"), summary)
 
     @staticmethod
-    def _statistics_sample(dataset: DetectionSet | CocoImageSet) -> torch.Tensor:
-        """The images the mean/std come from: all in memory; up to 512 evenly spaced ones read from disk."""
+    def _statistics(dataset: DetectionSet | CocoImageSet) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the pixels / 255: over every image in memory; over up to 512 evenly spaced
+        ones read from disk, each rank under torchrun decoding only its share (lazy_images.pixel_statistics)."""
         if isinstance(dataset, DetectionSet):
-            return dataset.images
-        from modelforge.data.lazy_images import STATISTICS_SAMPLE, spread
+            pixels = dataset.images.float() / 255
+            return pixels.mean(dim=(0, 2, 3)).tolist(), pixels.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+        from modelforge.data.lazy_images import pixel_statistics
 
-        return dataset.get_batch(spread(len(dataset), STATISTICS_SAMPLE))["image"]
+        return pixel_statistics(lambda index: dataset[index]["image"][0], len(dataset), 3)
 
     @staticmethod
     def _objects(dataset: DetectionSet | CocoImageSet) -> int:

@@ -4,9 +4,10 @@ Sources: ``medical-phantoms`` (generated DICOM scans with lesion masks), ``road-
 ``folder`` (the user's images with ``<name>_mask.png`` next to each; DICOM ``.dcm`` images are read with pydicom)
 and ``coco`` (COCO polygons/RLE painted into class masks). The user's folders and COCO images are read per item
 from disk (data/lazy_segmentation.py; mean, std and class fractions from up to 512 evenly spaced training pairs;
-DICOM scans scaled by the largest stored value, found in one streaming pass); the generated sources are drawn into
-memory. With ``image_size`` both images and masks are resized to a square (masks by
-nearest neighbour, so class indices stay exact), and a prediction is resized back to the input picture's own size.
+DICOM scans scaled by the largest stored value, found in one streaming pass; under torchrun each rank decodes only its
+share of both); the generated sources are drawn into memory. With ``image_size`` both images and masks are resized
+to a square (masks by nearest neighbour, so class indices stay exact), and a prediction is resized back to the input
+picture's own size.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 
 from modelforge.core.errors import DataError
 from modelforge.core.registry import register
+from modelforge.data.lazy_segmentation import PairStatistics
 from modelforge.data.split_config import HeldOutSplitConfig, TestSize
 from modelforge.tasks.base import PredictionPicture, ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.metrics import across_ranks, summed_in_order
@@ -57,6 +59,15 @@ def _hold_out(images: list, masks: list, size: float, seed: int) -> tuple[Arrays
     keep = [i for i in range(len(images)) if i not in held]
     pick = sorted(held)
     return ([images[i] for i in keep], [masks[i] for i in keep]), ([images[i] for i in pick], [masks[i] for i in pick])
+
+
+def _largest(read: Any, paths: list[Path]) -> float:
+    """The largest value in any of the files ``read`` decodes, one at a time; under torchrun each rank reads only its
+    share of them (data/lazy_images.rows_over_ranks)."""
+    from modelforge.data.lazy_images import rows_over_ranks
+
+    rows = rows_over_ranks(np.arange(len(paths)), lambda index: [float(read(paths[index]).max())])
+    return max((value for value, in rows), default=0.0)
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -117,11 +128,11 @@ class Segmentation(Task):
         if names is None:
             from modelforge.data.formats.segmentation_folder import read_mask
 
-            top = max(int(read_mask(m).max()) for _, split_masks in parts.values() for m in split_masks)
-            names = ["background"] + [f"class_{i}" for i in range(1, max(top, 1) + 1)]
-        # DICOM scans are scaled by the largest value stored in any of them: one streaming pass, nothing kept
-        value_max = max([1.0] + [float(read_dicom(image).max()) for images, _ in parts.values() for image in images]
-                        ) if dicom else 255.0
+            top = _largest(read_mask, [m for _, split_masks in parts.values() for m in split_masks])
+            names = ["background"] + [f"class_{i}" for i in range(1, max(int(top), 1) + 1)]
+        value_max = 255.0
+        if dicom:  # scans are scaled by the largest value stored in any of them: one streaming pass, nothing kept
+            value_max = max(1.0, _largest(read_dicom, [image for images, _ in parts.values() for image in images]))
         return parts, list(names), value_max
 
     def _coco(self) -> tuple[dict[str, Arrays], list[str], float]:
@@ -149,8 +160,8 @@ class Segmentation(Task):
         return torch.stack(out_x), torch.stack(out_y).to(torch.uint8)
 
     def _memory_sets(self, parts: dict[str, Arrays], names: list[str], value_max: float,
-                     size: tuple[int, int] | None) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
-        """In-memory splits; the whole training split's images and masks (for the statistics)."""
+                     size: tuple[int, int] | None) -> tuple[dict[str, Any], PairStatistics]:
+        """In-memory splits; the statistics of the whole training split."""
         from modelforge.data.tensors import TensorDataset
 
         cfg = self.data_cfg
@@ -163,13 +174,14 @@ class Segmentation(Task):
         top = max(int(y.max()) for _, y in tensors.values())
         if top >= len(names):
             raise DataError(f"masks hold class index {top} but only {len(names)} classes are named")
-        return {s: TensorDataset(*t) for s, t in tensors.items()}, *tensors["train"]
+        return {s: TensorDataset(*t) for s, t in tensors.items()}, PairStatistics.of_tensors(*tensors["train"])
 
     def _lazy_sets(self, parts: dict[str, tuple[list[Path], list[Any]]], size: tuple[int, int], value_max: float
-                   ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
-        """Splits read per item from disk; up to 512 evenly spaced training pairs (for the statistics). Class
-        indices were checked while the folder was read (a COCO mask holds only its categories)."""
-        from modelforge.data.lazy_images import STATISTICS_SAMPLE, spread
+                   ) -> tuple[dict[str, Any], PairStatistics]:
+        """Splits read per item from disk; the statistics of up to 512 evenly spaced training pairs (each rank's
+        share decoded under torchrun). Class indices were checked while the folder was read (a COCO mask holds only
+        its categories)."""
+        from modelforge.data.lazy_images import STATISTICS_SAMPLE
         from modelforge.data.lazy_segmentation import SegmentationFileSet
 
         channels = self.data_cfg.channels
@@ -177,7 +189,7 @@ class Segmentation(Task):
         mode = "L" if channels == 1 or (channels is None and Path(first).suffix.lower() == ".dcm") else "RGB"
         sets = {s: SegmentationFileSet(list(zip(*paths)), mode, size, value_max, self._coco_index)
                 for s, paths in parts.items() if paths[0]}
-        return sets, *sets["train"].get_batch(spread(len(sets["train"]), STATISTICS_SAMPLE))
+        return sets, PairStatistics.of_sample(sets["train"], STATISTICS_SAMPLE)
 
     def datasets(self) -> Splits:
         cfg = self.data_cfg
@@ -198,21 +210,16 @@ class Segmentation(Task):
         side = cfg.image_size or (128 if cfg.source in ("folder", "coco") else None)
         size = (side, side) if side else None
         if cfg.source in ("folder", "coco"):  # the user's files: read per item
-            sets, train_x, train_y = self._lazy_sets(parts, size, value_max)
+            sets, stats = self._lazy_sets(parts, size, value_max)
         else:
-            sets, train_x, train_y = self._memory_sets(parts, names, value_max, size)
-        channels = int(train_x.shape[1])
-        self.state_dict_ = {
-            "labels": names,
-            "channels": channels,
-            "image_size": list(train_x.shape[-2:]),
-            "value_max": value_max,
-            "mean": train_x.mean(dim=(0, 2, 3)).tolist(),
-            "std": train_x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
-        }
+            sets, stats = self._memory_sets(parts, names, value_max, size)
+        self.state_dict_ = {"labels": names, "channels": stats.channels, "image_size": stats.image_size,
+                            "value_max": value_max, "mean": stats.mean, "std": stats.std}
         summary: dict[str, Any] = {f"{s}_size": len(d) for s, d in sets.items()}
-        fractions = np.bincount(train_y.flatten().numpy(), minlength=len(names)) / train_y.numel()
-        summary.update(classes=names, image_shape=list(train_x.shape[1:]), skipped=self._skipped,
+        class_pixels = np.zeros(len(names), dtype=np.int64)
+        class_pixels[: len(stats.class_pixels)] = stats.class_pixels
+        fractions = class_pixels / stats.class_pixels.sum()
+        summary.update(classes=names, image_shape=[stats.channels, *stats.image_size], skipped=self._skipped,
                        train_class_fractions={n: round(float(f), 4) for n, f in zip(names, fractions, strict=True)})
         if cfg.source in ("folder", "coco"):
             from modelforge.data.found import split_folders_found
