@@ -1,7 +1,8 @@
 """``Trainer.evaluate`` under a real 2-process DDP group (gloo, spawned processes with torchrun's environment): a task
 that declares ``evaluation_gathers_ranks`` but whose evaluation gathers the ranks' rows other than exactly once is
 refused on every rank in one line (its figures would be one rank's share, or rows counted twice), and one that gathers
-once gets the whole split's figures on every rank from each rank's share of the batches."""
+once gets the whole split's figures on every rank from each rank's share of the batches; with ``train.compile`` the
+shares run through the compiled plain module."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class SumsInputs(Task):
         rows = np.concatenate([x.numpy().ravel() for (x,) in loader] or [np.empty(0, np.float32)])
         for _ in range(self.gathers):
             (rows,) = across_ranks(rows)
-        return {"sum": float(rows.sum()), "count": len(rows)}
+        return {"sum": float(rows.sum()), "count": len(rows), "module": type(model).__name__}
 
 
 def _free_port() -> int:
@@ -59,7 +60,9 @@ def _rank(rank: int, port: int, run_dir: str) -> None:
     cfg = TrainConfig(strategy="ddp", batch_size=BATCH, progress="off", num_workers=0)
     trainer = Trainer(task, nn.Linear(1, 1), cfg, run_dir, device="cpu")
     dataset = TensorDataset(torch.arange(ROWS, dtype=torch.float32).unsqueeze(1))
-    results: dict[str, Any] = {}
+    compiling = cfg.model_copy(update={"compile": True, "compile_backend": "eager"})
+    compiled = Trainer(task, nn.Linear(1, 1), compiling, run_dir, device="cpu")
+    results: dict[str, Any] = {"compiled": compiled.evaluate(dataset)}
     for gathers in (1, 0, 2):
         task.gathers = gathers
         try:
@@ -75,7 +78,9 @@ def test_a_declaring_task_must_gather_exactly_once(tmp_path):
     mp.start_processes(_rank, args=(_free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
     for rank in (0, 1):
         results = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert results["1"] == {"val_sum": float(sum(range(ROWS))), "val_count": ROWS}
+        whole = {"val_sum": float(sum(range(ROWS))), "val_count": ROWS}
+        assert results["1"] == {**whole, "val_module": "Linear"}
+        assert results["compiled"] == {**whole, "val_module": "OptimizedModule"}
         for gathers in ("0", "2"):
             assert results[gathers] == ("TrainingError: task 'sums_inputs_test' declares evaluation_gathers_ranks, but "
                                         f"its evaluate gathered the ranks' rows {gathers} times instead of once "
