@@ -92,6 +92,7 @@ class Trainer:
         self.best_eval: dict[str, Any] | None = None  # the evaluation of best_weights: what the saved model scores
         self.stop_reason: str | None = None
         self.last_eval: dict[str, Any] = {}
+        self.last_eval_step = 0
         self._compiled_for_evaluation: nn.Module | None = None  # see _evaluation_model
 
     @staticmethod
@@ -224,7 +225,7 @@ class Trainer:
         return self.env.enabled and self.cfg.strategy == "ddp" and self.task.evaluation_gathers_ranks
 
     def _log_eval(self, metrics: dict[str, Any]) -> dict[str, float]:
-        self.last_eval = metrics
+        self.last_eval, self.last_eval_step = metrics, self.step
         floats = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         self.metrics_log.write({"step": self.step, "epoch": self.epoch, "event": "eval", **floats})
         for cb in self.callbacks:
@@ -416,6 +417,9 @@ class Trainer:
             progress.close()
         summary: dict[str, Any] = {"steps": self.step, "epochs": self.epoch, "stop_reason": self.stop_reason,
                                    "world_size": self.env.world_size}
+        last = {k: v for k, v in self.last_eval.items() if isinstance(v, (int, float))}
+        if last:  # what a run without a test split reports (modelforge train prints it)
+            summary["last_eval"] = {"step": self.last_eval_step, **last}
         if self.best_weights is not None:
             dist_utils.load_full_model_state(self.model, self.best_weights)
             summary["restored_best"] = self.best_eval  # the saved model's figures, not the last evaluation's
