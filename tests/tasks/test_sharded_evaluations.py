@@ -67,6 +67,14 @@ def _built(raw: dict[str, Any] | Any) -> tuple[Any, Any]:
     return task, task.datasets()
 
 
+def _showing_texts(task: Any, metrics_of: str) -> Any:
+    """``task`` whose text metrics (``metrics_of``) also return the texts they were computed from: the comparison
+    then covers every decoded row, not only the figures (an untrained model's BLEU is 0 whatever it outputs)."""
+    computed = getattr(task, metrics_of)
+    setattr(task, metrics_of, lambda *texts: {**computed(*texts), "texts": [list(t) for t in texts]})
+    return task
+
+
 def _model(task: Any) -> torch.nn.Module:
     torch.manual_seed(0)
     return task.build_model().eval()
@@ -89,7 +97,7 @@ def _translation(root: Path) -> tuple[Any, torch.nn.Module, Any]:
                            "data": {"source": "parallel", "path": str(root / "pairs.tsv"), "val_fraction": 0.1,
                                     "test_fraction": 0.2, "tokenizer": {"vocab_size": 300, "min_frequency": 1},
                                     "decoding": {"beam_size": 2, "max_new_tokens": 5}}})
-    return task, _model(task), splits.test
+    return _showing_texts(task, "text_metrics"), _model(task), splits.test
 
 
 def _image_captioning(root: Path) -> tuple[Any, torch.nn.Module, Any]:
@@ -98,7 +106,7 @@ def _image_captioning(root: Path) -> tuple[Any, torch.nn.Module, Any]:
         "data.test_fraction=0.3", "model.widths=[4,8]", "model.dim=16", "model.num_heads=2", "model.mlp_hidden=32",
         "data.decoding.beam_size=2", "data.max_caption_tokens=8"])
     task, splits = _built(recipe)
-    return task, _model(task), splits.test
+    return _showing_texts(task, "caption_metrics"), _model(task), splits.test
 
 
 ASR = {"name": "tiny-asr", "task": "speech_recognition",
@@ -247,7 +255,10 @@ def test_every_rank_of_a_sharded_evaluation_returns_the_whole_splits_metrics(tmp
 def _assert_samples_are_the_whole_splits(whole: dict[str, dict[str, Any]]) -> None:
     """What the comparison covers: sample lists taken from the first rows of the split (rank 0's) and figures of
     rows on both ranks (decoded outputs beside a greedy comparison, recall over every image)."""
-    assert len(whole["translation"]["samples"]) == 5 and "bleu_greedy" in whole["translation"]
+    sources, references, outputs = whole["translation"]["texts"]
+    assert len(sources) == len(references) == len(outputs) == len(whole["translation"]["texts_greedy"][2]) > 5
+    assert whole["translation"]["samples"][0]["source"] == sources[0] and "bleu_greedy" in whole["translation"]
+    assert len(whole["image_captioning"]["texts"][1]) == len(whole["image_captioning"]["texts_greedy"][1]) > 5
     assert "cider_greedy" in whole["image_captioning"]
     assert whole["speech_recognition"]["examples"][0]["reference"] == SPOKEN[0]
     assert "greedy_wer" in whole["speech_recognition"] and "wer" in whole["speech_checkpoint"]
