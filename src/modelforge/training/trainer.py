@@ -92,6 +92,7 @@ class Trainer:
         self.best_eval: dict[str, Any] | None = None  # the evaluation of best_weights: what the saved model scores
         self.stop_reason: str | None = None
         self.last_eval: dict[str, Any] = {}
+        self._compiled_for_evaluation: nn.Module | None = None  # see _evaluation_model
 
     @staticmethod
     def _compiled(model: nn.Module, backend: str) -> nn.Module:
@@ -194,7 +195,7 @@ class Trainer:
         share = (self.env.rank, self.env.world_size) if sharded else (0, 1)
         batches = eval_loader(dataset, batch_size, self.task.collate, *self._loading(dataset), *share)
         loader = (self._to_device(b) for b in batches)
-        model = self.model if sharded else self.train_model
+        model = self._evaluation_model() if sharded else self.train_model
         if sharded:  # what DDP's first evaluation forward would have done: every rank evaluates rank 0's buffers
             dist_utils.broadcast_buffers(self.model, self.env)
         was_training = model.training
@@ -208,6 +209,15 @@ class Trainer:
             raise TrainingError(f"task {self.task.name!r} declares evaluation_gathers_ranks, but its evaluate gathered "
                                 f"the ranks' rows {gather.gathers} times instead of once (tasks.metrics.across_ranks)")
         return {f"{prefix}_{k}": v for k, v in metrics.items()}
+
+    def _evaluation_model(self) -> nn.Module:
+        """The plain module a sharded evaluation runs: compiled once, on first use, when ``train.compile`` is on (the
+        compiled module shares the trained parameters, so it always scores the current weights)."""
+        if not self.cfg.compile:
+            return self.model
+        if self._compiled_for_evaluation is None:
+            self._compiled_for_evaluation = self._compiled(self.model, self.cfg.compile_backend)
+        return self._compiled_for_evaluation
 
     def _shards_evaluation(self) -> bool:
         """Whether each rank evaluates only its share (see ``evaluate``)."""
