@@ -69,7 +69,10 @@ def test_get_task_imports_only_the_task_asked_for():
     assert out.strip() == "[]"
 
 
-def test_the_tasks_that_shard_their_evaluation_over_ddp_ranks_are_the_classifiers():
-    """Declared only by tasks whose evaluate goes through classifier_evaluation, which gathers the ranks' rows."""
+def test_the_tasks_that_shard_their_evaluation_over_ddp_ranks():
+    """Declared only by tasks whose evaluate gathers the ranks' rows once: the classifiers (classifier_evaluation) and
+    the tasks of tests/tasks/test_sharded_evaluations.py (across_ranks)."""
     sharded = {name for name in task_names() if get_task(name).evaluation_gathers_ranks}
-    assert sharded == {"image_classification", "text_classification", "audio_classification", "video_classification"}
+    assert sharded == {"image_classification", "text_classification", "audio_classification", "video_classification",
+                       "language_modeling", "translation", "summarization", "image_captioning", "speech_recognition",
+                       "word_embeddings", "image_text_retrieval"}

@@ -97,6 +97,16 @@ def across_ranks(*parts: Any) -> tuple[Any, ...]:
     return tuple(_joined([share[i] for share in shares]) for i in range(len(parts)))
 
 
+def summed_in_order(values: Iterable[float]) -> float:
+    """``values`` added one after another from 0.0, as a running float total over the batches adds them. An
+    evaluation that gathers one sum per batch (``across_ranks``) and adds them with this gets the very float one
+    process adding batch after batch gets (``np.sum`` adds pairwise: its last bits differ)."""
+    total = 0.0
+    for value in values:
+        total += float(value)
+    return total
+
+
 def _joined(pieces: list[Any]) -> Any:
     if isinstance(pieces[0], np.ndarray):
         return np.concatenate(pieces)
