@@ -46,3 +46,17 @@ def test_recipes_and_models_listing(cli):
     assert shown.returncode == 0 and "grad_accum: 1" in shown.stdout and "seed_cnn" in shown.stdout
     models = cli("models")
     assert models.returncode == 0 and "seed_cnn" in models.stdout and "mlp" in models.stdout
+
+
+def test_a_run_without_a_test_split_prints_its_validation_figures_and_an_eval_command_that_works(tmp_path, capsys):
+    from modelforge.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "digits-cnn", "data.limit=128", "data.test_size=0",
+                 "train.epochs=1", "train.min_steps=null", "train.batch_size=32", "train.progress=off"]) == 0
+    out = capsys.readouterr().out
+    assert "no test split (the data has none and none was held out): the validation figures of the last evaluation, " \
+           "step 4" in out
+    assert "val_accuracy: " in out and "test_accuracy" not in out
+    assert f"evaluate: modelforge eval {run} --split val" in out
+    assert main(["eval", str(run), "--split", "val"]) == 0 and '"val_accuracy"' in capsys.readouterr().out

@@ -51,7 +51,10 @@ def cmd_train(args: argparse.Namespace) -> int:
               "changed. Raise train.epochs or train.max_steps to train it further")
     if (run.summary.get("data") or {}).get("found"):
         print(run.summary["data"]["found"])
-    floats = {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))}
+    floats = {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))}  # the test split's figures
+    if not floats:  # no test split: the validation figures of the saved weights, else of the last evaluation
+        floats, which = _validation_figures(run.summary)
+        print(f"no test split (the data has none and none was held out){which}")
     for key, value in floats.items():
         print(f"{key}: {value:.4f}")
     baseline = run.summary.get("baseline")
@@ -71,8 +74,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"predict: modelforge predict {run.directory} INPUT...")
     print(f"serve:   modelforge serve {run.directory}   (then open http://127.0.0.1:8000/)")
     print(f"report:  {run.directory / 'report.html'}")
-    print(f"evaluate: modelforge eval {run.directory}")
+    print(f"evaluate: modelforge eval {run.directory}" + ("" if run.metrics else " --split val"))
     return 0
+
+
+def _validation_figures(summary: dict) -> tuple[dict[str, float], str]:
+    """(the ``val_*`` figures a run without a test split reports, what they are: ``: …`` or nothing when none)."""
+    described = {"restored_best": "of the saved weights (the best evaluation, step {step})",
+                 "last_eval": "of the last evaluation, step {step}"}
+    for key, what in described.items():
+        evaluation = summary.get(key)
+        figures = {k: v for k, v in (evaluation if isinstance(evaluation, dict) else {}).items()
+                   if k.startswith("val_") and isinstance(v, (int, float))}
+        if figures:
+            return figures, ": the validation figures " + what.format(step=evaluation.get("step"))
+    return {}, ""
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

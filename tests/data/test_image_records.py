@@ -267,3 +267,17 @@ def test_an_image_folder_is_told_from_a_dataset_without_walking_it(tmp_path, mon
     nested.mkdir(parents=True)
     (nested / "0000.parquet").write_bytes(b"")
     assert hf_dataset.holds_data_files(tmp_path / "hub") and detect_format(str(tmp_path / "hub")) == "hf"
+
+
+def test_a_source_with_its_own_validation_split_still_holds_out_a_test_split(tmp_path):
+    """Shards of train-* and val-* (the ImageNet layout's pattern): val is the source's own, test a share of train."""
+    from modelforge.tasks import get_task
+
+    shards = write_shards(tmp_path / "shards", encoded_images(40)[:30], count=1, prefix="train")
+    write_shards(shards, encoded_images(40)[30:], count=1, prefix="val")
+    data = {"path": str(shards), "image_size": 8, "test_size": 0.2}
+    recipe = load_recipe({"name": "r", "task": "image_classification", "data": data, "model": {"name": "mlp"}})
+    splits = get_task("image_classification")(recipe).datasets()
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (24, 10, 6)
+    assert set(splits.test.ids.tolist()).isdisjoint(splits.train.ids.tolist())
+    assert "test 6 (split off shards (train))" in splits.summary["found"], splits.summary["found"]

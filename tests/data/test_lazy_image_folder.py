@@ -186,6 +186,8 @@ def test_imagenet_layout_trains_through_transfer_mobilenetv2(tmp_path):
                            run_dir=tmp_path / "run")
     found = run.summary["data"]["found"]
     assert "2 classes (tench " in found and ", goldfish " in found and "val 6 (imagenet/val)" in found
+    # no test/ folder: the test split is a share of train/, as the README says
+    assert "train 13 (imagenet/train)" in found and "test 3 (split off imagenet/train)" in found, found
     prediction = modelforge.load(run.directory).predict(str(root / "val" / "n01443537" / "n01443537_0.JPEG"))[0]
     assert prediction["label"] in {"tench", "goldfish"}
 

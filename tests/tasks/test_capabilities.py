@@ -69,10 +69,12 @@ def test_get_task_imports_only_the_task_asked_for():
     assert out.strip() == "[]"
 
 
-def test_the_tasks_that_shard_their_evaluation_over_ddp_ranks_are_the_classifiers_and_four_vision_tasks():
-    """Declared only by tasks whose evaluate gathers what it read once before any metric: the classifiers through
-    classifier_evaluation, segmentation, detection, autoencoding and image generation through across_ranks
-    (tests/tasks/test_sharded_vision_evaluations.py)."""
+def test_the_tasks_that_shard_their_evaluation_over_ddp_ranks():
+    """Declared only by tasks whose evaluate gathers the ranks' rows once: the classifiers (classifier_evaluation) and
+    the tasks of tests/tasks/test_sharded_evaluations.py and tests/tasks/test_sharded_vision_evaluations.py
+    (across_ranks)."""
     sharded = {name for name in task_names() if get_task(name).evaluation_gathers_ranks}
     assert sharded == {"image_classification", "text_classification", "audio_classification", "video_classification",
+                       "language_modeling", "translation", "summarization", "image_captioning", "speech_recognition",
+                       "word_embeddings", "image_text_retrieval",
                        "segmentation", "detection", "autoencoding", "image_generation"}

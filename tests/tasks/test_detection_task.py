@@ -189,3 +189,10 @@ def test_predict_draws_boxes_and_a_corrupt_picture_is_one_line(tmp_path, capsys)
     assert main(["predict", str(tmp_path / "run"), str(broken)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "broken.png: not an image file Pillow can read" in err
+
+
+def test_a_dataset_folder_with_train_and_val_but_no_test_holds_the_test_split_out_of_train(tmp_path):
+    for split in ("train", "val"):
+        _coco_folder(tmp_path / "coco" / split, bad=False)
+    splits = _coco_task(tmp_path / "coco").datasets()
+    assert (splits.summary["train_size"], splits.summary["val_size"], splits.summary["test_size"]) == (5, 6, 1)

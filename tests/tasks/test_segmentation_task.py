@@ -165,3 +165,10 @@ def test_prediction_mask_comes_back_at_the_input_size_and_exports_to_onnx(tmp_pa
     (actual,) = session.run(None, {"image": batch["image"].numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(actual, loaded.model(batch["image"]).numpy(), atol=1e-4, rtol=0)
+
+
+def test_train_and_val_folders_without_test_hold_the_test_split_out_of_train(tmp_path):
+    _folder(tmp_path / "seg" / "train", count=8)
+    _folder(tmp_path / "seg" / "val", count=3)
+    splits = _task("data.source=folder", f"data.path={tmp_path / 'seg'}", "data.image_size=16").datasets()
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (7, 3, 1)  # data.test_size=1 of train/

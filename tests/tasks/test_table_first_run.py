@@ -114,7 +114,8 @@ CASES = {
     "csv-inferred": ("reviews.csv", 150, {}),
     "tsv": ("reviews.tsv", 150, {"text_column": "review"}),
     "jsonl": ("reviews.jsonl", 150, {"val_fraction": 0.2, "test_fraction": 0.0}),
-    "csv-gz": ("reviews.csv.gz", 150, {"tokenizer": {"kind": "char"}}),  # wordpiece training is not repeatable
+    "csv-gz": ("reviews.csv.gz", 150, {"tokenizer": {"kind": "char"}}),
+    "wordpiece": ("reviews.csv", 150, {"tokenizer": {"kind": "wordpiece", "vocab_size": 80}}),  # trained twice alike
     "jsonl-bz2-limit": ("reviews.jsonl.bz2", 150, {"limit": 40}),
     "own-files": ("reviews.csv", 150, {"own": True}),
     "own-test-limit": ("reviews.tsv", 150, {"own": "test", "limit": 25}),

@@ -149,3 +149,15 @@ def test_motion_overlay_boxes_the_moving_square():
     drawn = overlay.draw(moved, heat, boxes)
     assert drawn.shape == moved.shape and not np.array_equal(drawn, moved)
 
+
+
+def test_train_and_val_folders_without_test_hold_the_test_split_out_of_train(clip_folder, tmp_path):
+    import shutil
+
+    for split, picks in (("train", range(3)), ("val", range(3, 4))):
+        for name in CLASSES:
+            for i in picks:
+                (tmp_path / split / name).mkdir(parents=True, exist_ok=True)
+                shutil.copy(clip_folder / name / f"clip_{i}.mkv", tmp_path / split / name)
+    splits = _task(tmp_path).datasets()
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (4, 2, 2)  # data.test_size=2 of train/

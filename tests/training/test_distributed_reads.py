@@ -12,12 +12,10 @@ together exactly the items of the steps trained (with DataLoader workers, plus a
 after the last step — still each rank its own share); neither rank reads the whole split. The image folder's
 mean/std sample is split between the ranks too (disjoint, together the whole sample).
 
-Evaluation of a classifier (``Task.evaluation_gathers_ranks``) is sharded too: at every evaluation each rank reads
-only its contiguous share of the validation batches (rank 0 the first, rank 1 the second), the shares are disjoint
-and together every validation item once, and the logged validation metrics equal a single-process evaluation of the
-saved model over the whole split. The language model's evaluation is not sharded: every rank evaluates the whole
-validation split (docs/distributed.md), so each rank reads every validation window at every evaluation — asserted
-as the documented behaviour, not as a share.
+Evaluation (of a task that declares ``Task.evaluation_gathers_ranks``: the classifier and the language model here)
+is sharded too: at every evaluation each rank reads only its contiguous share of the validation batches (rank 0 the
+first, rank 1 the second), the shares are disjoint and together every validation item once, and the logged
+validation metrics equal a single-process evaluation of the saved model over the whole split.
 
 The other formats read from disk — COCO detection, segmentation folders (pictures and DICOM scans), video folders —
 split their statistics sample the same way; no training is needed to see it, so a spawned 2-process gloo group (not
@@ -160,14 +158,20 @@ def test_each_rank_reads_a_disjoint_share_of_the_language_models_token_windows(t
     corpus = tmp_path / "notes.txt"
     corpus.write_text("\n".join(" ".join(words[i : i + 10]) for i in range(0, len(words), 10)) + "\n")
     block, batch = 16, 8
-    reads, summary, seed, _ = _traced_ddp_run(
+    reads, summary, seed, run_dir = _traced_ddp_run(
         tmp_path, "language-model", f"data.path={corpus}", "data.tokenizer.kind=char", f"data.block_size={block}",
         "data.eval_windows=8", "data.test_fraction=0", "model.dim=16", "model.num_layers=1", "model.num_heads=2",
-        f"train.batch_size={batch}", "train.eval_batch_size=8")
+        f"train.batch_size={batch}", "train.eval_batch_size=4")
     _check_training_shares(reads, epoch_order(summary["data"]["train_windows"], batch, seed, 0))
+    assert summary["data"]["val_windows"] == 8  # two evaluation batches: one each
     evaluations = STEPS // EVAL_EVERY
-    for rank in (0, 1):  # documented: every rank evaluates the whole (evenly spaced) validation windows
-        assert Counter(reads[rank, "evaluate"]) == {i: evaluations for i in range(summary["data"]["val_windows"])}
+    for rank, share in enumerate((range(0, 4), range(4, 8))):
+        assert Counter(reads[rank, "evaluate"]) == {i: evaluations for i in share}, f"rank {rank}"
+    last = [row for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+            if row["event"] == "eval"][-1]
+    single = api.evaluate(run_dir, split="val")  # this process: no process group, the whole split
+    for key in ("val_loss", "val_perplexity", "val_bits_per_char"):
+        assert last[key] == pytest.approx(single[key], rel=1e-5), key
     assert not reads.get((1, "other")), "rank 1 read windows outside training and evaluation"
 
 

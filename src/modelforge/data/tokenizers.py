@@ -15,6 +15,7 @@ from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, pro
 from tokenizers import Tokenizer as _Backend
 
 from modelforge.core.errors import ConfigError, DataError
+from modelforge.data import wordpiece_training
 
 FILENAME = "tokenizer.json"
 # Tried in order when the file does not configure a pad token.
@@ -171,6 +172,10 @@ def _require(special_tokens: Sequence[str], needed: Sequence[str], kind: str) ->
 def _train(backend: _Backend, trainer, texts: Iterable[str]) -> Tokenizer:
     """Train, then wrap; the pad token is the first of ``PAD_CANDIDATES`` among the special tokens, if any."""
     backend.train_from_iterator(texts, trainer=trainer)
+    return _wrapped(backend)
+
+
+def _wrapped(backend: _Backend) -> Tokenizer:
     if backend.get_vocab_size() == 0:
         raise DataError("the tokenizer learned no tokens: the training texts are empty")
     return Tokenizer(backend)
@@ -196,9 +201,10 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
     backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=list(special_tokens), show_progress=False)
-    tokenizer = _train(backend, trainer, texts)
+    # the library's WordPiece trainer alone differs from run to run: see data/wordpiece_training.py
+    backend = wordpiece_training.train_wordpiece(backend, texts, list(special_tokens), vocab_size=vocab_size,
+                                                 min_frequency=min_frequency, show_progress=False)
+    tokenizer = _wrapped(backend)
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",

@@ -97,22 +97,22 @@ def across_ranks(*parts: Any) -> tuple[Any, ...]:
     return tuple(_joined([share[i] for share in shares]) for i in range(len(parts)))
 
 
+def summed_in_order(values: Iterable[float]) -> float:
+    """``values`` added one after another from 0.0, as a running float total over the batches adds them. An
+    evaluation that gathers one sum per batch (``across_ranks``) and adds them with this gets the very float one
+    process adding batch after batch gets (``np.sum`` adds pairwise: its last bits differ)."""
+    total = 0.0
+    for value in values:
+        total += float(value)
+    return total
+
+
 def _joined(pieces: list[Any]) -> Any:
     if isinstance(pieces[0], np.ndarray):
         return np.concatenate(pieces)
     if isinstance(pieces[0], list):
         return [item for piece in pieces for item in piece]
     raise TypeError(f"across_ranks joins numpy arrays and lists, not {type(pieces[0]).__name__}")
-
-
-def summed_in_order(values: np.ndarray) -> float:
-    """The running ``+=`` of ``values`` in their order, from 0.0: what an evaluation adding up its batches one by one
-    computes, so a gathered evaluation of per-batch sums gives the single-process figure bit for bit (``np.sum``
-    adds pairwise and, from Python 3.12, ``sum`` compensates: both can differ in the last bits)."""
-    total = 0.0
-    for value in np.asarray(values, dtype=np.float64).tolist():
-        total += value
-    return total
 
 
 def standard_error(values: np.ndarray) -> float:

@@ -92,6 +92,8 @@ class Trainer:
         self.best_eval: dict[str, Any] | None = None  # the evaluation of best_weights: what the saved model scores
         self.stop_reason: str | None = None
         self.last_eval: dict[str, Any] = {}
+        self.last_eval_step = 0
+        self._compiled_for_evaluation: nn.Module | None = None  # see _evaluation_model
 
     @staticmethod
     def _compiled(model: nn.Module, backend: str) -> nn.Module:
@@ -194,7 +196,7 @@ class Trainer:
         share = (self.env.rank, self.env.world_size) if sharded else (0, 1)
         batches = eval_loader(dataset, batch_size, self.task.collate, *self._loading(dataset), *share)
         loader = (self._to_device(b) for b in batches)
-        model = self.model if sharded else self.train_model
+        model = self._evaluation_model() if sharded else self.train_model
         if sharded:  # what DDP's first evaluation forward would have done: every rank evaluates rank 0's buffers
             dist_utils.broadcast_buffers(self.model, self.env)
         was_training = model.training
@@ -209,12 +211,21 @@ class Trainer:
                                 f"the ranks' rows {gather.gathers} times instead of once (tasks.metrics.across_ranks)")
         return {f"{prefix}_{k}": v for k, v in metrics.items()}
 
+    def _evaluation_model(self) -> nn.Module:
+        """The plain module a sharded evaluation runs: compiled once, on first use, when ``train.compile`` is on (the
+        compiled module shares the trained parameters, so it always scores the current weights)."""
+        if not self.cfg.compile:
+            return self.model
+        if self._compiled_for_evaluation is None:
+            self._compiled_for_evaluation = self._compiled(self.model, self.cfg.compile_backend)
+        return self._compiled_for_evaluation
+
     def _shards_evaluation(self) -> bool:
         """Whether each rank evaluates only its share (see ``evaluate``)."""
         return self.env.enabled and self.cfg.strategy == "ddp" and self.task.evaluation_gathers_ranks
 
     def _log_eval(self, metrics: dict[str, Any]) -> dict[str, float]:
-        self.last_eval = metrics
+        self.last_eval, self.last_eval_step = metrics, self.step
         floats = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         self.metrics_log.write({"step": self.step, "epoch": self.epoch, "event": "eval", **floats})
         for cb in self.callbacks:
@@ -406,6 +417,9 @@ class Trainer:
             progress.close()
         summary: dict[str, Any] = {"steps": self.step, "epochs": self.epoch, "stop_reason": self.stop_reason,
                                    "world_size": self.env.world_size}
+        last = {k: v for k, v in self.last_eval.items() if isinstance(v, (int, float))}
+        if last:  # what a run without a test split reports (modelforge train prints it)
+            summary["last_eval"] = {"step": self.last_eval_step, **last}
         if self.best_weights is not None:
             dist_utils.load_full_model_state(self.model, self.best_weights)
             summary["restored_best"] = self.best_eval  # the saved model's figures, not the last evaluation's

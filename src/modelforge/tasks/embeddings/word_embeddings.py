@@ -51,6 +51,7 @@ from modelforge.tasks.embeddings.word_relations import (
     score_relations,
 )
 from modelforge.tasks.export_graphs import GraphSet, OnnxGraph, Verification
+from modelforge.tasks.metrics import across_ranks, summed_in_order
 
 VOCAB_FILE = "vocab.tsv"
 # The objective, by the first parameter of the network's forward: what the model predicts from.
@@ -87,6 +88,7 @@ class WordEmbeddings(Task):
     capabilities = frozenset({"neighbors"})
     DataConfig = EmbeddingDataConfig
     input_kind = "text"
+    evaluation_gathers_ranks = True  # evaluate gathers its loss sums once (across_ranks): a rank may take a share
 
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
@@ -283,11 +285,14 @@ class WordEmbeddings(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
-        total, count = 0.0, 0
+        sums, counts = [], []  # per batch: summed negative-sampling loss, examples
         for *examples, negatives in loader:
-            total += float(self._loss(self._logits(model, tuple(examples), negatives), reduction="sum"))
-            count += len(negatives)
-        metrics: dict[str, Any] = {"loss": total / count} if count else {}
+            sums.append(float(self._loss(self._logits(model, tuple(examples), negatives), reduction="sum")))
+            counts.append(len(negatives))
+        sums, counts = across_ranks(np.array(sums, dtype=np.float64), np.array(counts, dtype=np.int64))
+        count = int(counts.sum())
+        metrics: dict[str, Any] = {"loss": summed_in_order(sums) / count} if count else {}
+        # the relation scores read the word vectors, the same on every rank: only the loss comes from the batches
         vectors = self._plain(model).vectors
         metrics.update(score_relations(vectors, self.vocab.index, self.relations(), self.data_cfg.eval_k))
         return metrics

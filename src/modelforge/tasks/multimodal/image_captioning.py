@@ -38,6 +38,7 @@ from modelforge.data.text_encoding import TOKENIZER_FILE, TokenizerArtifact
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.beam_search import CachedStepDecoder, SearchSettings, next_token_loss, search
 from modelforge.tasks.export_graphs import GraphSet
+from modelforge.tasks.metrics import across_ranks, summed_in_order
 from modelforge.tasks.multimodal.caption_files_config import CaptionFilesConfig
 from modelforge.tasks.multimodal.captioning_data import caption_dataset, collate_captions, training_stats
 from modelforge.tasks.multimodal.captioning_metrics import caption_scores
@@ -81,6 +82,7 @@ class ImageCaptioning(TokenizerArtifact, Task):
     call_options = frozenset({"beam_size", "length_penalty"})
     baseline = "nearest_caption"
     validation_metric = ("val_cider", "maximize")
+    evaluation_gathers_ranks = True  # evaluate gathers its rows once (across_ranks): a rank may take a share
 
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
@@ -223,29 +225,38 @@ class ImageCaptioning(TokenizerArtifact, Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
-        pad = self.state_dict_["pad_id"]
-        settings, greedy = self.search_settings(), self.search_settings(beam_size=1)
-        nll, tokens = 0.0, 0
-        references: list[list[str]] = []
-        outputs: list[str] = []
-        greedy_outputs: list[str] = []
-        for batch in loader:
-            targets = batch["tgt"][:, 1:]
-            logits = self._teacher_forced(model, batch).float()
-            nll += float(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum", ignore_index=pad))
-            tokens += int((targets != pad).sum())
-            test = batch["split"] == "test"  # validation runs every epoch: greedy keeps it cheap
-            outputs += self.generate(model, batch["images"], settings if test else greedy)
-            if test and settings.beam_size > 1 and self.data_cfg.decoding.compare_greedy:
-                greedy_outputs += self.generate(model, batch["images"], greedy)
-            references += batch["references"]
-        loss = nll / max(tokens, 1)
+        nll, tokens, references, outputs, greedy_outputs = across_ranks(*self._evaluation_rows(model, loader))
+        loss = summed_in_order(nll) / max(int(tokens.sum()), 1)
         metrics: dict[str, Any] = {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
         metrics.update(self.caption_metrics(references, outputs))
         if greedy_outputs:
             metrics.update({f"{k}_greedy": v for k, v in self.caption_metrics(references, greedy_outputs).items()})
         metrics["samples"] = [{"references": r, "output": o} for r, o in list(zip(references, outputs))[:5]]
         return metrics
+
+    def _evaluation_rows(self, model: nn.Module, loader: Any) -> tuple[Any, ...]:
+        """What ``evaluate`` reads from its batches: the summed loss and the caption tokens of each batch (arrays),
+        then every image's references, its caption and (test with ``compare_greedy``) its greedy caption."""
+        pad = self.state_dict_["pad_id"]
+        settings, greedy = self.search_settings(), self.search_settings(beam_size=1)
+        nll: list[float] = []
+        tokens: list[int] = []
+        references: list[list[str]] = []
+        outputs: list[str] = []
+        greedy_outputs: list[str] = []
+        for batch in loader:
+            targets = batch["tgt"][:, 1:]
+            logits = self._teacher_forced(model, batch).float()
+            nll.append(float(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum",
+                                             ignore_index=pad)))
+            tokens.append(int((targets != pad).sum()))
+            test = batch["split"] == "test"  # validation runs every epoch: greedy keeps it cheap
+            outputs += self.generate(model, batch["images"], settings if test else greedy)
+            if test and settings.beam_size > 1 and self.data_cfg.decoding.compare_greedy:
+                greedy_outputs += self.generate(model, batch["images"], greedy)
+            references += batch["references"]
+        return (np.array(nll, dtype=np.float64), np.array(tokens, dtype=np.int64), references, outputs,
+                greedy_outputs)
 
     # ---- report -----------------------------------------------------------------------------------------------
     def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples | None:

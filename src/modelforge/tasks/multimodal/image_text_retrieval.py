@@ -43,7 +43,7 @@ from modelforge.data.text_encoding import (
 from modelforge.models.clip import contrastive_loss
 from modelforge.models.layers.masks import length_mask
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
-from modelforge.tasks.metrics import ranked_labels
+from modelforge.tasks.metrics import across_ranks, ranked_labels
 from modelforge.tasks.multimodal import retrieval_data
 from modelforge.tasks.multimodal.caption_files_config import CaptionFilesConfig
 from modelforge.tasks.multimodal.retrieval_data import RetrievalSet, collate_pairs
@@ -86,6 +86,7 @@ class ImageTextRetrieval(TokenizerArtifact, Task):
     # what a client may give in the predict request's query string (serve/inputs.py): repeated texts or one text
     query_options = {"labels": "texts", "query": "text", "templates": "texts"}
     validation_metric = ("val_mean_recall", "maximize")
+    evaluation_gathers_ranks = True  # evaluate gathers its embeddings once (across_ranks): a rank may take a share
 
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
@@ -203,8 +204,13 @@ class ImageTextRetrieval(TokenizerArtifact, Task):
     def embed(self, model: nn.Module, loader: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
         """Image embeddings, the embeddings of every caption, each caption's image index, and the mean contrastive
         loss of the batches' first captions."""
+        return _embedded(*self._embedding_rows(model, loader))
+
+    def _embedding_rows(self, model: nn.Module, loader: Any) -> tuple[list, list, np.ndarray, np.ndarray]:
+        """Per batch, its image and caption embeddings (tensors); per image, how many captions it has; per batch, the
+        contrastive loss of its first captions: what ``_embedded`` assembles."""
         core = getattr(model, "module", model)
-        image_emb, text_emb, text_image, losses, offset = [], [], [], [], 0
+        image_emb, text_emb, captions, losses = [], [], [], []
         for images, ids, lengths, counts, *features in loader:
             img = core.encode_image(self._pixels(images))
             keep = torch.arange(ids.shape[1], device=counts.device)[None] < counts[:, None]  # (B, K) real captions
@@ -216,14 +222,17 @@ class ImageTextRetrieval(TokenizerArtifact, Task):
             losses.append(float(contrastive_loss(core.scale() * img @ first.T)))
             image_emb.append(img)
             text_emb.append(txt)
-            text_image.append(keep.nonzero()[:, 0] + offset)
-            offset += len(images)
-        return torch.cat(image_emb), torch.cat(text_emb), torch.cat(text_image), float(np.mean(losses))
+            captions.append(keep.sum(1).cpu().numpy())
+        per_image = np.concatenate(captions) if captions else np.empty(0, dtype=np.int64)
+        return image_emb, text_emb, per_image, np.array(losses, dtype=np.float64)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
-        image_emb, text_emb, text_image, loss = self.embed(model, loader)
-        return {"loss": loss, **recall_at_k(image_emb.cpu(), text_emb.cpu(), text_image.cpu())}
+        # recall@k ranks every caption against every image of the split: the embeddings are gathered first
+        image_emb, text_emb, captions, losses = self._embedding_rows(model, loader)
+        rows = across_ranks([e.cpu() for e in image_emb], [e.cpu() for e in text_emb], captions, losses)
+        image_emb, text_emb, text_image, loss = _embedded(*rows)
+        return {"loss": loss, **recall_at_k(image_emb, text_emb, text_image)}
 
     def batch_size_of(self, batch: Any) -> int:
         return len(batch[0])
@@ -297,6 +306,14 @@ class ImageTextRetrieval(TokenizerArtifact, Task):
         from modelforge.tasks.multimodal.retrieval_export import retrieval_graphs
 
         return retrieval_graphs(model, self.state_dict_)
+
+
+def _embedded(image_emb: list[torch.Tensor], text_emb: list[torch.Tensor], captions: np.ndarray,
+              losses: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """``embed``'s answer from its rows: the embeddings concatenated, each caption's image index (every image's
+    captions follow one another, in image order) and the mean of the batches' losses."""
+    text_image = torch.repeat_interleave(torch.arange(len(captions)), torch.from_numpy(captions))
+    return torch.cat(image_emb), torch.cat(text_emb), text_image, float(np.mean(losses))
 
 
 def check_texts(labels: list[str] | None, query: str | None) -> list[str] | None:

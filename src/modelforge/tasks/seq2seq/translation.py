@@ -27,6 +27,7 @@ import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -41,6 +42,7 @@ from modelforge.data.tokenizers import Tokenizer, train_bpe
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
 from modelforge.tasks.beam_search import next_token_loss
 from modelforge.tasks.export_graphs import GraphSet
+from modelforge.tasks.metrics import across_ranks, summed_in_order
 from modelforge.tasks.seq2seq.decoding import SearchSettings, decode_ids
 from modelforge.tasks.seq2seq.pair_rows import Pairs, pair_datasets, prepare_pair_rows
 
@@ -201,6 +203,7 @@ class Translation(Task):
     DataConfig = TranslationDataConfig
     input_kind = "text"
     output_key: ClassVar[str] = "translation"
+    evaluation_gathers_ranks = True  # evaluate gathers its rows once (across_ranks): a rank may take a share
 
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
@@ -406,25 +409,8 @@ class Translation(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
-        settings = self.search_settings()
-        greedy = self.search_settings(beam_size=1)
-        nll, tokens, split = 0.0, 0, "val"
-        sources, references, outputs, greedy_outputs = [], [], [], []
-        for batch in loader:
-            split = batch["split"]
-            logits = self._teacher_forced(model, batch).float()
-            targets = batch["tgt"][:, 1:]
-            nll += float(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum",
-                                         ignore_index=self.state_dict_["pad_id"]))
-            tokens += int((targets != self.state_dict_["pad_id"]).sum())
-            # Validation runs every epoch: greedy keeps it cheap. Test uses the configured search.
-            chosen = greedy if split != "test" else settings
-            outputs += self.generate(model, batch["src"], batch["src_lengths"], chosen)
-            if split == "test" and chosen.beam_size > 1 and self.data_cfg.decoding.compare_greedy:
-                greedy_outputs += self.generate(model, batch["src"], batch["src_lengths"], greedy)
-            sources += batch["sources"]
-            references += batch["references"]
-        loss = nll / max(tokens, 1)
+        nll, tokens, sources, references, outputs, greedy_outputs = across_ranks(*self._evaluation_rows(model, loader))
+        loss = summed_in_order(nll) / max(int(tokens.sum()), 1)
         metrics: dict[str, Any] = {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
         metrics.update(self.text_metrics(sources, references, outputs))
         if greedy_outputs:
@@ -433,6 +419,28 @@ class Translation(Task):
         metrics["samples"] = [{"source": s, "reference": r, "output": o}
                               for s, r, o in list(zip(sources, references, outputs))[:5]]
         return metrics
+
+    def _evaluation_rows(self, model: nn.Module, loader: Any) -> tuple[Any, ...]:
+        """What ``evaluate`` reads from its batches: the summed loss and the reference tokens of each batch (arrays),
+        then the sources, references, outputs and (test with ``compare_greedy``) greedy outputs of every row."""
+        settings, greedy, pad = self.search_settings(), self.search_settings(beam_size=1), self.state_dict_["pad_id"]
+        nll, tokens = [], []
+        sources, references, outputs, greedy_outputs = [], [], [], []
+        for batch in loader:
+            logits = self._teacher_forced(model, batch).float()
+            targets = batch["tgt"][:, 1:]
+            nll.append(float(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum",
+                                             ignore_index=pad)))
+            tokens.append(int((targets != pad).sum()))
+            # Validation runs every epoch: greedy keeps it cheap. Test uses the configured search.
+            chosen = greedy if batch["split"] != "test" else settings
+            outputs += self.generate(model, batch["src"], batch["src_lengths"], chosen)
+            if batch["split"] == "test" and chosen.beam_size > 1 and self.data_cfg.decoding.compare_greedy:
+                greedy_outputs += self.generate(model, batch["src"], batch["src_lengths"], greedy)
+            sources += batch["sources"]
+            references += batch["references"]
+        return (np.array(nll, dtype=np.float64), np.array(tokens, dtype=np.int64), sources, references, outputs,
+                greedy_outputs)
 
     # ---- report -----------------------------------------------------------------------------------------------
     def report_samples(self, model: nn.Module, splits: Splits, count: int) -> ReportSamples | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -43,6 +44,7 @@ from modelforge.data.speech import (
     speech_split,
 )
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.metrics import across_ranks, summed_in_order
 from modelforge.tasks.speech.ctc_decoding import DEFAULT_CHARS, CharVocab, Lexicon, decode
 
 
@@ -78,6 +80,7 @@ class SpeechRecognition(Task):
     call_options = frozenset({"decoding", "beam_width"})
     DataConfig = AsrDataConfig
     input_kind = "audio"
+    evaluation_gathers_ranks = True  # both evaluations gather their rows once (across_ranks): a rank may take a share
 
     def __init__(self, recipe: Recipe, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
@@ -203,36 +206,46 @@ class SpeechRecognition(Task):
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
         if self.pretrained:
             return self._evaluate_checkpoint(model, loader)
-        total, count, refs, hyps, greedy = 0.0, 0, [], [], []
         beam = self.data_cfg.decoding == "beam"
-        for waves, wave_lengths, targets, target_lengths in loader:
-            feats, frames = speech_features(self.data_cfg, waves, wave_lengths)
-            log_probs, out_lengths = self.log_probs(model, feats, frames)
-            loss = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths,
-                              blank=self.vocab.blank, zero_infinity=True, reduction="sum")
-            total, count = total + float(loss), count + len(waves)
-            refs += [self.vocab.decode(t[:n].tolist()) for t, n in zip(targets, target_lengths, strict=True)]
-            greedy += decode(log_probs, self.vocab, out_lengths)
-            if beam:
-                hyps += self.decode(log_probs, out_lengths)
-        metrics: dict[str, Any] = {"loss": total / max(count, 1)}
+        losses, counts, refs, hyps, greedy = across_ranks(*self._evaluation_rows(model, loader, beam))
+        metrics: dict[str, Any] = {"loss": summed_in_order(losses) / max(int(counts.sum()), 1)}
         metrics.update(speech_metrics(refs, hyps if beam else greedy))
         if beam:
             metrics.update(speech_metrics(refs, greedy, prefix="greedy_"))
         metrics["examples"] = [{"reference": r, "hypothesis": h} for r, h in zip(refs[:5], (hyps or greedy)[:5])]
         return metrics
 
+    def _evaluation_rows(self, model: nn.Module, loader: Any, beam: bool) -> tuple[Any, ...]:
+        """What ``evaluate`` reads from its batches: the summed CTC loss and the utterances of each batch (arrays),
+        then every utterance's reference, beam transcript (``beam`` only) and greedy transcript."""
+        losses, counts, refs, hyps, greedy = [], [], [], [], []
+        for waves, wave_lengths, targets, target_lengths in loader:
+            feats, frames = speech_features(self.data_cfg, waves, wave_lengths)
+            log_probs, out_lengths = self.log_probs(model, feats, frames)
+            loss = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths,
+                              blank=self.vocab.blank, zero_infinity=True, reduction="sum")
+            losses.append(float(loss))
+            counts.append(len(waves))
+            refs += [self.vocab.decode(t[:n].tolist()) for t, n in zip(targets, target_lengths, strict=True)]
+            greedy += decode(log_probs, self.vocab, out_lengths)
+            if beam:
+                hyps += self.decode(log_probs, out_lengths)
+        return np.array(losses, dtype=np.float64), np.array(counts, dtype=np.int64), refs, hyps, greedy
+
     def _evaluate_checkpoint(self, model: nn.Module, loader: Any) -> dict[str, Any]:
         """Loss and WER/CER of a ``model.name=hf`` network (its own decoding: CTC greedy, or Whisper's search)."""
         speech = self.checkpoint_speech()
-        total, count, refs, hyps = 0.0, 0, [], []
+        losses, counts, refs, hyps = [], [], [], []
         for waves, wave_lengths, targets, target_lengths in loader:
-            total += float(speech.loss(model, waves, wave_lengths, targets, target_lengths, reduction="sum"))
-            count += len(waves)
+            losses.append(float(speech.loss(model, waves, wave_lengths, targets, target_lengths, reduction="sum")))
+            counts.append(len(waves))
             refs += [self.vocab.normalize(speech.decode_reference(t[:n].tolist()))
                      for t, n in zip(targets, target_lengths, strict=True)]
             hyps += self._transcripts(model, waves, wave_lengths)
-        metrics: dict[str, Any] = {"loss": total / max(count, 1), **speech_metrics(refs, hyps)}
+        losses, counts, refs, hyps = across_ranks(np.array(losses, dtype=np.float64), np.array(counts, dtype=np.int64),
+                                                  refs, hyps)
+        metrics: dict[str, Any] = {"loss": summed_in_order(losses) / max(int(counts.sum()), 1),
+                                   **speech_metrics(refs, hyps)}
         metrics["examples"] = [{"reference": r, "hypothesis": h} for r, h in zip(refs[:5], hyps[:5])]
         return metrics
 

@@ -41,6 +41,7 @@ from modelforge.data.text_encoding import (
     TokenizerConfig,
 )
 from modelforge.tasks.base import ReportSamples, Splits, StepOutput, Task
+from modelforge.tasks.metrics import across_ranks, summed_in_order
 from modelforge.tasks.text.generation import SamplingConfig, TextStreamer, generate_ids
 
 _CHUNK = re.compile(r"[^\n]*(?:\n+|$)")  # lines with their newlines: the unit the corpus is encoded in
@@ -142,6 +143,8 @@ class LanguageModeling(TokenizerArtifact, Task):
     call_options = frozenset({"max_new_tokens_cap"})
     DataConfig = LMDataConfig
     input_kind = "text"
+    evaluation_gathers_ranks = True  # evaluate gathers its per-batch sums once (across_ranks): a rank may take a share
+
     def __init__(self, recipe: Any, state: dict[str, Any] | None = None):
         super().__init__(recipe, state)
         self._tokenizer: Tokenizer | None = None
@@ -241,11 +244,12 @@ class LanguageModeling(TokenizerArtifact, Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
-        total, count = 0.0, 0
+        sums, counts = [], []  # per batch: summed next-token loss, predicted tokens
         for windows in loader:
-            total += float(self._loss(model, windows, reduction="sum"))
-            count += windows[:, 1:].numel()
-        loss = total / max(count, 1)
+            sums.append(float(self._loss(model, windows, reduction="sum")))
+            counts.append(windows[:, 1:].numel())
+        sums, counts = across_ranks(np.array(sums, dtype=np.float64), np.array(counts, dtype=np.int64))
+        loss = summed_in_order(sums) / max(int(counts.sum()), 1)
         metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
         ratio = self.state_dict_.get("chars_per_token")
         if ratio:

@@ -189,7 +189,9 @@ class Detection(Task):
 
         cfg = self.data_cfg
         if "all" in parts:
-            full = parts.pop("all")
+            parts["train"] = parts.pop("all")
+        if "test" not in parts and cfg.test_size > 0:  # no test split of its own (train/ + val/ too): a share of train
+            full = parts["train"]
             keep, test = _split_images(full.images, cfg.test_size, cfg.split_seed)
             parts["train"], parts["test"] = replace(full, images=keep), replace(full, images=test, skipped=[])
         if "val" not in parts and cfg.val_size > 0:

@@ -135,7 +135,9 @@ class ImageClassification(Task):
             return self._imagenet_splits()
         parts, classes = self._load_source()
         if "all" in parts:
-            images, labels = parts.pop("all")
+            parts["train"] = parts.pop("all")
+        if "test" not in parts:  # no test/ folder or test split of its own (train/ + val/ too): a share of train
+            images, labels = parts["train"]
             keep, test = _holdout(len(images), cfg.test_size, cfg.split_seed)
             parts["train"] = (images[keep], labels[keep])
             if len(test):  # data.test_size=0: no test split

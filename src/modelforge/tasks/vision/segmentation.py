@@ -202,7 +202,9 @@ class Segmentation(Task):
             parts, names, value_max = self._coco()
         read_splits = list(parts)
         if "all" in parts:
-            parts["train"], parts["test"] = _hold_out(*parts.pop("all"), cfg.test_size, cfg.split_seed)
+            parts["train"] = parts.pop("all")
+        if "test" not in parts and cfg.test_size > 0:  # no test split of its own (train/ + val/ too): a share of train
+            parts["train"], parts["test"] = _hold_out(*parts["train"], cfg.test_size, cfg.split_seed)
         if "val" not in parts and cfg.val_size > 0:
             parts["train"], parts["val"] = _hold_out(*parts["train"], cfg.val_size, cfg.split_seed + 1)
         if cfg.limit:

@@ -173,7 +173,9 @@ class VideoClassification(Task):
         parts, classes = self._moving_digits() if cfg.source == "moving-digits" else self._folder()
         read_splits = list(parts)
         if "all" in parts:
-            clips, labels = parts.pop("all")
+            parts["train"] = parts.pop("all")
+        if cfg.source == "folder" and "test" not in parts:  # no test/ folder (train/ + val/ too): a share of train
+            clips, labels = parts["train"]
             keep, test = _holdout(len(clips), cfg.test_size, cfg.split_seed)
             parts["train"] = (clips[keep], labels[keep])
             if len(test):  # data.test_size=0: no test split
