@@ -20,9 +20,16 @@ validation metrics equal a single-process evaluation of the saved model over the
 The other formats read from disk — COCO detection, segmentation folders (pictures and DICOM scans), video folders —
 split their statistics sample the same way; no training is needed to see it, so a spawned 2-process gloo group (not
 torchrun) loads their data with the same trace on the datasets' item reads: each rank decodes its contiguous share,
-and every rank gets the statistics one process computes, bit for bit.
+and every rank gets the statistics one process computes, bit for bit. The image captioner's statistics sample of
+the user's files is split the same way. In the same group the checks that open every file while a dataset loads
+(COCO's ``check_images=header|decode``, a segmentation folder's pairs, a video folder's probe and
+``check_clips=decode``) are run on folders with bad files in both ranks' shares, with the functions that open the
+files recorded: each rank opens only its contiguous share (with ``on_error=fail`` up to its first bad file), and
+both ranks keep, skip and fail with exactly the files and messages one process gives.
 """
 
+import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -30,6 +37,7 @@ import sys
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -39,6 +47,7 @@ import yaml
 from PIL import Image
 
 from modelforge import api
+from modelforge.core.errors import DataError
 from modelforge.data.lazy_images import STATISTICS_SAMPLE, spread
 from modelforge.tasks import get_task
 from modelforge.tasks.recipes import load_recipe
@@ -206,8 +215,10 @@ def _statistics_folders(root: Path) -> dict[str, Path]:
         for i in range(3):
             write_video(root / "clips" / name / f"clip_{i}.mkv",
                         render_clip(np.random.default_rng(i), digit, label, ClipParams(frames=8, size=24)))
+    from captioning_data import caption_folder
+
     return {"detection": root / "coco", "segmentation": root / "pictures", "dicom": root / "scans",
-            "video": root / "clips"}
+            "video": root / "clips", "captioner": caption_folder(root / "captions", count=7)}
 
 
 def _statistics_tasks(folders: dict[str, Path]) -> dict[str, object]:
@@ -220,11 +231,123 @@ def _statistics_tasks(folders: dict[str, Path]) -> dict[str, object]:
         "dicom": load_recipe("segmenter", [f"data.path={folders['dicom']}", "data.image_size=16", *held_out]),
         "video": load_recipe("video-classifier", [f"data.path={folders['video']}", "data.num_frames=4",
                                                   "data.image_size=16", "data.val_size=0", "data.test_size=2"]),
+        "captioner": load_recipe("scenes-captioner", [f"data.path={folders['captioner']}", "data.image_size=16",
+                                                      "data.val_fraction=0", "data.test_fraction=0"]),
     }
     return {name: get_task(recipe.task)(recipe) for name, recipe in recipes.items()}
 
 
+def _check_folders(root: Path) -> dict[str, Path]:
+    """Six files of each format whose loading checks every file, with bad ones placed in either rank's share.
+
+    COCO: 1.png is truncated (its header reads, its pixels do not), the JSON gives 4.png the wrong size. Segmentation:
+    pair 1's mask has another size, pair 4's holds a class index past the classes. Video (a/clip_0..2, b/clip_0..2):
+    a/clip_1 is cut in half (it opens, its later frames do not decode), b/clip_1 is not a video."""
+    from modelforge.data.builtin.moving_digits import ClipParams, render_clip
+    from modelforge.data.formats.segmentation_folder import write_mask, write_segmentation_folder
+    from modelforge.data.formats.video import write_video
+
+    rng = np.random.default_rng(1)
+    (root / "coco" / "images").mkdir(parents=True)
+    images = []
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (10, 12, 3)).astype(np.uint8)).save(root / "coco" / "images" / f"{i}.png")
+        images.append({"id": i + 1, "file_name": f"{i}.png", "width": 12, "height": 10 + 2 * (i == 4)})
+    truncated = root / "coco" / "images" / "1.png"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    (root / "coco" / "instances.json").write_text(json.dumps(
+        {"images": images, "annotations": [], "categories": [{"id": 1, "name": "box"}]}))
+    masks = [(rng.random((10, 12)) < 0.3).astype(np.uint8) for _ in range(6)]
+    write_segmentation_folder(root / "pairs", [rng.integers(0, 256, (10, 12, 3)).astype(np.uint8) for _ in masks],
+                              masks, class_names=["background", "spot"])
+    write_mask(root / "pairs" / "00001_mask.png", masks[1][:, :8])
+    write_mask(root / "pairs" / "00004_mask.png", masks[4] * 3)
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[6:22, 8:20] = 255
+    for name in ("a", "b"):
+        for i in range(3):
+            write_video(root / "clips" / name / f"clip_{i}.mkv",
+                        render_clip(np.random.default_rng(i), digit, 2, ClipParams(frames=8, size=24)))
+    cut = root / "clips" / "a" / "clip_1.mkv"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    (root / "clips" / "b" / "clip_1.mkv").write_bytes(b"RIFF" + bytes(range(256)) * 4)
+    return {"coco_checks": root / "coco", "pair_checks": root / "pairs", "clip_checks": root / "clips"}
+
+
+def _stem(path) -> str:
+    """A checked file as folder/stem (an image and its mask are one pair)."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name.split('.')[0].removesuffix('_mask')}"
+
+
+def _traced(read, *functions) -> tuple[dict, list[str]]:
+    """(what ``read()`` gives: kept files and skipped (path, reason) pairs, or the one-line error; the files that
+    each (module, function name) of ``functions`` was given while it ran, in order)."""
+    seen: list[str] = []
+
+    def recording(function):
+        def wrapper(path, *args, **kwargs):
+            seen.append(_stem(path)) if _stem(path) not in seen else None
+            return function(path, *args, **kwargs)
+        return wrapper
+
+    with contextlib.ExitStack() as patches:
+        for module, name in functions:
+            patches.enter_context(mock.patch.object(module, name, recording(getattr(module, name))))
+        try:
+            outcome = read()
+        except DataError as exc:
+            outcome = {"error": str(exc)}
+    return outcome, seen
+
+
+def _load_checks(folders: dict[str, Path]) -> tuple[dict[str, dict], dict[str, list[str]]]:
+    """Every whole-folder check of ``_check_folders`` with on_error skip and fail: the outcomes, and per check the
+    files this process opened for it. A collective under a process group: every rank runs the same checks."""
+    from modelforge.data.formats import coco, segmentation_folder, video
+    from modelforge.tasks.vision import video_classification
+
+    def coco_check(mode, on_error):
+        found = coco.read_coco(folders["coco_checks"] / "instances.json", on_error=on_error, check_images=mode)
+        return {"kept": [image.file_name for image in found.images], "skipped": [list(s) for s in found.skipped]}
+
+    def pair_check(on_error):
+        found = segmentation_folder.read_segmentation_folder(folders["pair_checks"], on_error=on_error)
+        return {"kept": [_stem(image) for image, _ in found.pairs], "skipped": [list(s) for s in found.skipped]}
+
+    def clip_header_check(on_error):
+        found = video.read_video_folder(folders["clip_checks"], on_error=on_error)
+        return {"kept": [_stem(path) for path, _ in found.clips], "skipped": [list(s) for s in found.skipped]}
+
+    def clip_decode_check(on_error):  # data.check_clips=decode over the clips the header check kept
+        task = get_task("video_classification")(load_recipe("video-classifier", [
+            f"data.path={folders['clip_checks']}", "data.num_frames=4", f"data.on_error={on_error}"]))
+        task._skipped = []
+        kept = task._decodable(video.read_video_folder(folders["clip_checks"], on_error="skip").clips)
+        return {"kept": [_stem(path) for path, _ in kept], "skipped": [list(s) for s in task._skipped]}
+
+    found = {}
+    for on_error in ("skip", "fail"):
+        for mode, opens in (("header", "image_size"), ("decode", "load_image")):
+            found[f"coco {mode} {on_error}"] = _traced(functools.partial(coco_check, mode, on_error), (coco, opens))
+        found[f"pairs {on_error}"] = _traced(functools.partial(pair_check, on_error),
+                                             (segmentation_folder, "image_size"))
+        found[f"clips header {on_error}"] = _traced(functools.partial(clip_header_check, on_error),
+                                                    (video, "probe_video"))
+        found[f"clips decode {on_error}"] = _traced(functools.partial(clip_decode_check, on_error),
+                                                    (video_classification, "sample_clip_frames"))
+    return {name: outcome for name, (outcome, _) in found.items()}, {name: seen for name, (_, seen) in found.items()}
+
+
+def _opened_share(files: list[str], bad: set[str], rank: int, fail: bool) -> list[str]:
+    """The files a rank checks: its contiguous share; with on_error=fail up to the first bad one of it."""
+    share = np.array_split(np.array(files), 2)[rank].tolist()
+    first_bad = next((at for at, file in enumerate(share) if file in bad), None)
+    return share[: first_bad + 1] if fail and first_bad is not None else share
+
+
 def _statistics_rank(rank: int, world_size: int, init_file: str, folders: dict[str, Path], trace: str) -> None:
+    from modelforge.data.caption_pixels import FilePixels
     from modelforge.data.lazy_segmentation import SegmentationFileSet
     from modelforge.data.lazy_video import ClipFileDataset
     from modelforge.tasks.vision.detection import CocoImageSet
@@ -232,6 +355,8 @@ def _statistics_rank(rank: int, world_size: int, init_file: str, folders: dict[s
     os.environ.update({"RANK": str(rank), read_trace.ENV: trace})
     for dataset_class in (CocoImageSet, SegmentationFileSet, ClipFileDataset):
         read_trace._trace_reads(dataset_class)
+    one = FilePixels.one  # the captioner's store decodes one image at a time
+    FilePixels.one = lambda self, index: read_trace._record([index]) or one(self, index)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
                             timeout=timedelta(seconds=60))
     try:
@@ -240,13 +365,15 @@ def _statistics_rank(rank: int, world_size: int, init_file: str, folders: dict[s
             read_trace._phase[0] = name  # the only items datasets() decodes are its statistics sample's
             splits = task.datasets()
             states[name] = {**task.state_dict_, "train_size": len(splits.train)}
+        states["checks"], states["opened"] = _load_checks(folders)
         (Path(trace) / f"states{rank}.json").write_text(json.dumps(states))
     finally:
         dist.destroy_process_group()
 
 
 def test_each_rank_decodes_a_disjoint_share_of_the_statistics_sample_of_coco_segmentation_and_video(tmp_path):
-    folders, trace = _statistics_folders(tmp_path / "data"), tmp_path / "trace"
+    folders = {**_statistics_folders(tmp_path / "data"), **_check_folders(tmp_path / "checks")}
+    trace = tmp_path / "trace"
     trace.mkdir()
     # spawned, not forked: a fork of a process whose OpenMP threads already ran (an earlier test's forward) can hang
     group = mp.start_processes(_statistics_rank, args=(2, str(tmp_path / "init"), folders, str(trace)), nprocs=2,
@@ -256,15 +383,44 @@ def test_each_rank_decodes_a_disjoint_share_of_the_statistics_sample_of_coco_seg
         for name, task in _statistics_tasks(folders).items():
             splits = task.datasets()
             single[name] = {**task.state_dict_, "train_size": len(splits.train)}
+        checks = _load_checks(folders)[0]
     finally:
         while not group.join():
             pass
     reads = read_trace.reads(trace)
     assert {name: state["train_size"] for name, state in single.items()} == {
-        "detection": 5, "segmentation": 7, "dicom": 4, "video": 4}
+        "detection": 5, "segmentation": 7, "dicom": 4, "video": 4, "captioner": 7}
     for name, state in single.items():
         sample = spread(state["train_size"], STATISTICS_SAMPLE)  # every training item: the folders are small
         for rank in (0, 1):
             assert sorted(reads[rank, name]) == np.array_split(sample, 2)[rank].tolist(), (name, rank)
             assert json.loads((trace / f"states{rank}.json").read_text())[name] == state, (name, rank)  # bit for bit
     assert single["dicom"]["value_max"] == 2499.0 and single["segmentation"]["channels"] == 3
+    _check_load_checks(checks, [json.loads((trace / f"states{rank}.json").read_text()) for rank in (0, 1)])
+
+
+def _check_load_checks(single: dict[str, dict], ranks: list[dict]) -> None:
+    """Each rank opened only its contiguous share of the files of every whole-folder check, and both ranks kept,
+    skipped and failed exactly as one process — with a bad file in the other rank's share."""
+    coco_files, pair_files = [f"images/{i}" for i in range(6)], [f"pairs/{i:05d}" for i in range(6)]
+    clips = [f"{name}/clip_{i}" for name in "ab" for i in range(3)]
+    decodable = [clip for clip in clips if clip != "b/clip_1"]  # what the header check kept
+    for on_error in ("skip", "fail"):
+        fail = on_error == "fail"
+        files = {f"coco header {on_error}": (coco_files, {"images/4"}), f"coco decode {on_error}": (coco_files, {
+            "images/1", "images/4"}), f"pairs {on_error}": (pair_files, {"pairs/00001", "pairs/00004"}),
+            f"clips header {on_error}": (clips, {"b/clip_1"}), f"clips decode {on_error}": (decodable, {"a/clip_1"})}
+        for name, (listed, bad) in files.items():
+            for rank, state in enumerate(ranks):
+                assert state["checks"][name] == single[name], (name, rank)
+                assert state["opened"][name] == _opened_share(listed, bad, rank, fail), (name, rank)
+    # what one process finds: the bad files of both shares, the first of them fatal under on_error=fail
+    assert [Path(where).name for where, _ in single["coco decode skip"]["skipped"]] == ["1.png", "4.png"]
+    assert [Path(where).name for where, _ in single["coco header skip"]["skipped"]] == ["4.png"]
+    assert "4.png: image is 12x10 but the COCO file says 12x12" in single["coco header fail"]["error"]  # rank 1's
+    assert "1.png" in single["coco decode fail"]["error"]
+    assert single["pairs skip"]["kept"] == ["pairs/00000", "pairs/00002", "pairs/00003", "pairs/00005"]
+    assert "00001_mask.png: mask is 8x10" in single["pairs fail"]["error"]  # rank 0's: rank 1 stops at 00004
+    assert single["clips header skip"]["kept"] == decodable and "b/clip_1.mkv" in single["clips header fail"]["error"]
+    assert [Path(where).name for where, _ in single["clips decode skip"]["skipped"]] == ["clip_1.mkv"]
+    assert "a/clip_1.mkv: truncated video" in single["clips decode fail"]["error"]  # rank 0's, raised on rank 1 too

@@ -22,7 +22,6 @@ import torch
 
 from modelforge.data.captions import CaptionedImages
 from modelforge.data.formats.image_folder import decode_image
-from modelforge.data.lazy_images import spread
 
 Indices = Sequence[int] | torch.Tensor | np.ndarray
 
@@ -82,12 +81,6 @@ def caption_pixels(data: CaptionedImages, size: int) -> HeldPixels | FilePixels:
     if not data.images:
         return HeldPixels(torch.zeros(0, 3, size, size, dtype=torch.uint8))
     return HeldPixels(torch.from_numpy(data.image_batch(range(len(data)), size)))
-
-
-def statistics_indices(pixels: HeldPixels | FilePixels, sample: int) -> np.ndarray:
-    """The images a per-channel mean/std is computed over: every one held in memory (as before), else up to
-    ``sample`` evenly spaced files (all of them in a split no larger than that)."""
-    return spread(len(pixels), sample) if pixels.loads_from_disk else np.arange(len(pixels))
 
 
 class ImagesOnAStore(torch.utils.data.Dataset):

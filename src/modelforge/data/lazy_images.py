@@ -143,12 +143,19 @@ def pixel_statistics(pixels_of: Callable[[int], torch.Tensor], items: int, chann
     Under torchrun each rank decodes only its contiguous share of the sample and the ranks' sums are gathered
     (``rows_over_ranks``). The sums are exact integers (of uint8 pixels), so every rank, and any world size, gets the
     same figures bit for bit."""
+    rows = rows_over_ranks(spread(items, sample), lambda index: pixel_sums(pixels_of(index), channels))
+    return statistics_of_sums([sum(column) for column in zip(*rows)] or [0] * (1 + 2 * channels), channels)
 
-    def sums(index: int) -> list[int]:  # pixels per channel, each channel's sum, then its sum of squares
-        pixels = pixels_of(index).reshape(channels, -1).to(torch.int64)
-        return [pixels.shape[1], *pixels.sum(1).tolist(), *pixels.square().sum(1).tolist()]
 
-    counts = [sum(column) for column in zip(*rows_over_ranks(spread(items, sample), sums))] or [0] * (1 + 2 * channels)
+def pixel_sums(pixels: torch.Tensor, channels: int) -> list[int]:
+    """Exact integer sums of uint8 ``pixels`` laid out channels first ``(C, ...)``: the pixels per channel, each
+    channel's sum, then each channel's sum of squares — sums of several images add up to those of all of them."""
+    pixels = pixels.reshape(channels, -1).to(torch.int64)
+    return [pixels.shape[1], *pixels.sum(1).tolist(), *pixels.square().sum(1).tolist()]
+
+
+def statistics_of_sums(counts: Sequence[int], channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (unbiased) std of pixels / 255 from ``pixel_sums`` (added up over the images)."""
     n, totals, squares = max(counts[0], 1), counts[1 : 1 + channels], counts[1 + channels :]  # Python ints: exact
     mean = [total / n / 255 for total in totals]
     # the unbiased variance, as torch.std gives, from exact integers: (n Σx² − (Σx)²) / (n (n − 1))
@@ -172,19 +179,30 @@ def rank_share(indices: np.ndarray) -> np.ndarray:
     return np.array_split(indices, world)[rank]
 
 
-def rows_over_ranks(indices: np.ndarray, row: Callable[[int], list[Any]]) -> list[list[Any]]:
+def rows_over_ranks(indices: np.ndarray, row: Callable[[int], Any],
+                    stop: Callable[[Any], bool] | None = None) -> list[Any]:
     """``row(i)`` for every index of ``indices``, in their order: under torchrun each rank computes (decodes) only
     its ``rank_share`` and the ranks' rows are gathered, so every rank returns what one process computes. A
-    collective: every rank of the group calls it, in the same order as its other collectives."""
-    rows = [row(index) for index in rank_share(indices).tolist()]
+    collective: every rank of the group calls it, in the same order as its other collectives.
+
+    ``stop(r)`` true: this rank computes no further rows of its share, whose places are None — for a caller that
+    reads the rows in order and stops at the first such row (a check that fails on the first bad file): every row
+    before it was computed, on its own rank or an earlier one."""
+    rows: list[Any] = []
+    share = rank_share(indices).tolist()
+    for index in share:
+        rows.append(row(index))
+        if stop is not None and stop(rows[-1]):
+            rows += [None] * (len(share) - len(rows))
+            break
     world = _process_group()[1]
     if world == 1:
         return rows
     import torch.distributed as dist
 
-    gathered: list[list[list[Any]]] = [[] for _ in range(world)]
+    gathered: list[list[Any]] = [[] for _ in range(world)]
     dist.all_gather_object(gathered, rows)  # Python objects: exact ints, any backend
-    return [r for share in gathered for r in share]
+    return [r for part in gathered for r in part]
 
 
 def _process_group() -> tuple[int, int]:

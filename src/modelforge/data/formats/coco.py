@@ -10,7 +10,9 @@ Reading validates everything a training run would otherwise trip over deep insid
 image ids, empty boxes, boxes outside their image (clipped and counted, or reported), missing or unreadable image
 files and image sizes that disagree with the JSON. Each problem names the file and the reason; with
 ``on_error="skip"`` the offending annotation (or image) is dropped and counted in ``CocoDataset.skipped``, with
-``on_error="fail"`` the first one raises DataError.
+``on_error="fail"`` the first one raises DataError. Under torchrun each rank checks only its contiguous share of the
+image files and every rank goes on with the gathered outcomes, so all of them read the same dataset, problems and
+first error as one process.
 
 ``evaluate_coco`` scores detections with pycocotools' COCOeval (mAP@[.5:.95], mAP@.5, ...).
 """
@@ -33,6 +35,7 @@ import torch
 
 from modelforge.core.atomic import atomic_write_json
 from modelforge.core.errors import DataError, MissingDependencyError
+from modelforge.data.lazy_images import rows_over_ranks
 from modelforge.data.transforms import Sample, Transform, image_size, load_image, to_tensor
 
 log = logging.getLogger("modelforge.data")
@@ -201,28 +204,55 @@ def _check_image_file(file: Path, image: CocoImage, check_images: str) -> str | 
     return None
 
 
+def _image_entry_problem(entry: Any) -> str | None:
+    """Why an ``images`` entry is unusable (missing or mistyped keys, a non-positive size), or None."""
+    reason = _require(entry, {"id": int, "file_name": str, "width": int, "height": int})
+    if reason is None and (entry["width"] <= 0 or entry["height"] <= 0):
+        reason = f"non-positive size {entry['width']}x{entry['height']}"
+    return reason
+
+
+def _image_file_problems(
+    entries: list[Any], image_dir: Path, check_images: str, on_error: OnError
+) -> dict[int, str | None]:
+    """Position in ``entries`` → what is wrong with that image's file (None: nothing), for every well-formed entry.
+
+    Under torchrun each rank checks only its contiguous share of the files and the outcomes are gathered in order
+    (``rows_over_ranks``), so every rank goes on with what one process finds. With ``on_error="fail"`` a rank stops
+    at the first bad file of its share: the reader stops at the first problem anyway."""
+    if check_images == "none":
+        return {}
+    checked = [at for at, entry in enumerate(entries) if _image_entry_problem(entry) is None]
+
+    def problem(at: int) -> str | None:
+        entry = entries[at]
+        image = CocoImage(entry["id"], entry["file_name"], entry["width"], entry["height"])
+        return _check_image_file(image_dir / image.file_name, image, check_images)
+
+    stop = (lambda reason: reason is not None) if on_error == "fail" else None
+    return dict(zip(checked, rows_over_ranks(np.asarray(checked, dtype=np.int64), problem, stop), strict=True))
+
+
 def _read_images(
     path: Path, entries: list[Any], image_dir: Path, check_images: str, problems: _Problems
 ) -> tuple[dict[int, CocoImage], set[int]]:
     """The readable images by id, and the ids of images dropped as problems (their annotations go with them)."""
+    file_problems = _image_file_problems(entries, image_dir, check_images, problems.on_error)
     images: dict[int, CocoImage] = {}
     dropped: set[int] = set()
-    for entry in entries:
-        reason = _require(entry, {"id": int, "file_name": str, "width": int, "height": int})
-        if reason is None and (entry["width"] <= 0 or entry["height"] <= 0):
-            reason = f"non-positive size {entry['width']}x{entry['height']}"
+    for at, entry in enumerate(entries):
+        reason = _image_entry_problem(entry)
         if reason:
             problems.add(f"{path}: image {entry!r}"[:300], reason)
             continue
         if entry["id"] in images:
             raise DataError(f"{path}: image id {entry['id']} appears twice")
         image = CocoImage(entry["id"], entry["file_name"], entry["width"], entry["height"])
-        if check_images != "none":
-            reason = _check_image_file(image_dir / image.file_name, image, check_images)
-            if reason:
-                problems.add(str(image_dir / image.file_name), f"{reason} (image id {image.id} in {path.name})")
-                dropped.add(image.id)
-                continue
+        reason = file_problems.get(at)
+        if reason:
+            problems.add(str(image_dir / image.file_name), f"{reason} (image id {image.id} in {path.name})")
+            dropped.add(image.id)
+            continue
         images[image.id] = image
     return images, dropped
 

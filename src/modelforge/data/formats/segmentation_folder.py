@@ -11,7 +11,8 @@ A mask is a class-index map, not a colour picture: a palette PNG (mode P) keeps 
 colours in its palette, so it is both exact and viewable; ``write_segmentation_folder`` writes masks that way.
 Reading checks every pair before training: an image without a mask, a mask without an image, a mask whose size
 differs from its image's, a colour (RGB) mask, and class indices ≥ the number of classes are each reported by path
-and reason — skipped and counted (``on_error="skip"``) or raised as DataError (``on_error="fail"``).
+and reason — skipped and counted (``on_error="skip"``) or raised as DataError (``on_error="fail"``). Under torchrun
+each rank reads only its contiguous share of the pairs, and every rank goes on with the gathered outcomes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 
 from modelforge.core.atomic import atomic_write_text
 from modelforge.core.errors import DataError
+from modelforge.data.lazy_images import rows_over_ranks
 from modelforge.data.transforms import (
     IMAGE_SUFFIXES,
     Sample,
@@ -109,6 +111,20 @@ def _pair_problem(
     return None
 
 
+def _pair_problems(
+    images: list[Path], reader: ImageReader | None, num_classes: int | None, check_values: bool, on_error: str
+) -> list[tuple[str, str] | None]:
+    """``_pair_problem`` of every image and its mask, in order. Under torchrun each rank reads only its contiguous
+    share of the pairs and the outcomes are gathered (``rows_over_ranks``), so every rank keeps and reports what one
+    process does; with ``on_error="fail"`` a rank stops at the first bad pair of its share (only the first counts)."""
+
+    def problem(index: int) -> tuple[str, str] | None:
+        return _pair_problem(images[index], mask_path_for(images[index]), reader, num_classes, check_values)
+
+    stop = (lambda found: found is not None) if on_error == "fail" else None
+    return rows_over_ranks(np.arange(len(images)), problem, stop)
+
+
 def read_segmentation_folder(
     root: str | Path,
     *,
@@ -141,9 +157,10 @@ def read_segmentation_folder(
         for m in sorted(masks)
         if m.name[: -len(MASK_SUFFIX)] not in stems
     ]
+    if problems and on_error == "fail":  # the first problem is a mask without an image: no pair need be read
+        raise DataError(f"{problems[0][0]}: {problems[0][1]}")
     pairs = []
-    for image in images:
-        problem = _pair_problem(image, mask_path_for(image), image_reader, num_classes, check_values)
+    for image, problem in zip(images, _pair_problems(images, image_reader, num_classes, check_values, on_error)):
         if problem:
             problems.append(problem)
         else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -259,6 +259,24 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 10.
     return Path(path)
 
 
+def clip_problems(paths: Sequence[Path], check: Callable[[Path], object], on_error: str = "skip") -> list[str | None]:
+    """The DataError message ``check(path)`` raises for each clip (None: it passed), in order. Under torchrun each
+    rank opens only its contiguous share of the clips and the messages are gathered (``rows_over_ranks``), so every
+    rank keeps, skips and reports what one process does; with ``on_error="fail"`` a rank stops at the first bad clip
+    of its share (only the first counts)."""
+    from modelforge.data.lazy_images import rows_over_ranks  # torch: loaded only when a folder is read
+
+    def problem(index: int) -> str | None:
+        try:
+            check(paths[index])
+        except DataError as exc:
+            return str(exc)
+        return None
+
+    stop = (lambda found: found is not None) if on_error == "fail" else None
+    return rows_over_ranks(np.arange(len(paths)), problem, stop)
+
+
 @dataclass
 class VideoFolder:
     clips: list[tuple[Path, int]]
@@ -273,7 +291,8 @@ def read_video_folder(
     on_error: Literal["skip", "fail"] = "fail",
     suffixes: Sequence[str] = VIDEO_SUFFIXES,
 ) -> VideoFolder:
-    """List ``root/<class>/<clip>`` videos with labels, probing each so a bad file is found before training."""
+    """List ``root/<class>/<clip>`` videos with labels, probing each so a bad file is found before training (under
+    torchrun each rank probes its share: ``clip_problems``)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: video folder does not exist or is not a directory")
@@ -282,19 +301,23 @@ def read_video_folder(
         raise DataError(f"{root}: no class folders found; expected {root}/<class>/<video files>")
     classes = list(classes or [d.name for d in dirs])
     index = {name: i for i, name in enumerate(classes)}
-    clips, skipped = [], []
+    listed, unknown = [], None  # the clips of the class folders before the first unknown one (an error after them)
     for directory in dirs:
         if directory.name not in index:
-            raise DataError(f"{directory}: class {directory.name!r} is not among the classes {classes}")
-        for path in sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in suffixes):
-            try:
-                probe_video(path)
-            except DataError as exc:
-                if on_error == "fail":
-                    raise
-                skipped.append((str(path), str(exc).removeprefix(f"{path}: ")))
-                continue
-            clips.append((path, index[directory.name]))
+            unknown = directory
+            break
+        listed += [(path, index[directory.name]) for path in
+                   sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in suffixes)]
+    clips, skipped = [], []
+    for (path, label), problem in zip(listed, clip_problems([path for path, _ in listed], probe_video, on_error)):
+        if problem is None:
+            clips.append((path, label))
+        elif on_error == "fail":
+            raise DataError(problem)
+        else:
+            skipped.append((str(path), problem.removeprefix(f"{path}: ")))
+    if unknown is not None:
+        raise DataError(f"{unknown}: class {unknown.name!r} is not among the classes {classes}")
     for where, reason in skipped:
         log.warning("skipped %s: %s", where, reason)
     if skipped:

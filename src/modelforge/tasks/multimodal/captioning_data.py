@@ -16,14 +16,8 @@ from typing import Any
 
 import torch
 
-from modelforge.data.caption_pixels import (
-    FilePixels,
-    HeldPixels,
-    ImagesOnAStore,
-    stack_images,
-    statistics_indices,
-)
-from modelforge.data.lazy_images import STATISTICS_SAMPLE
+from modelforge.data.caption_pixels import FilePixels, HeldPixels, ImagesOnAStore, stack_images
+from modelforge.data.lazy_images import STATISTICS_SAMPLE, pixel_statistics, pixel_sums, statistics_of_sums
 
 
 class CaptionDataset(ImagesOnAStore):
@@ -79,12 +73,25 @@ def caption_dataset(split: str, store: HeldPixels | FilePixels, captions: list[l
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation of uint8 images (N, C, H, W), in [0, 1] units."""
-    x = images.float().div(255).transpose(0, 1).flatten(1)
-    return x.mean(dim=1).tolist(), x.std(dim=1).clamp(min=1e-3).tolist()
+    """Per-channel mean and (unbiased) standard deviation of uint8 images (N, C, H, W), in [0, 1] units, from exact
+    integer sums (``lazy_images.pixel_sums``): the figures ``training_stats`` gives for the same images read as
+    files, on any number of ranks."""
+    channels = images.shape[1]
+    chunks = (pixel_sums(images[at : at + 256].transpose(0, 1), channels) for at in range(0, len(images), 256))
+    counts = [sum(column) for column in zip(*chunks)] or [0] * (1 + 2 * channels)  # int64 copies a chunk at a time
+    return _floored(statistics_of_sums(counts, channels))
 
 
 def training_stats(store: HeldPixels | FilePixels) -> tuple[list[float], list[float]]:
-    """``channel_stats`` of the training images: all of them in memory, a spread sample of STATISTICS_SAMPLE files
-    (every file of a smaller split, so the figures equal the in-memory path's)."""
-    return channel_stats(store.get(statistics_indices(store, STATISTICS_SAMPLE)))
+    """``channel_stats`` of the training images: all of them in memory, else a spread sample of STATISTICS_SAMPLE
+    files (every file of a smaller split, so the figures equal the in-memory path's). Under torchrun each rank
+    decodes only its share of the sample and the exact sums are gathered (``lazy_images.pixel_statistics``)."""
+    if isinstance(store, HeldPixels):
+        return channel_stats(store.images)
+    return _floored(pixel_statistics(store.one, len(store), 3, STATISTICS_SAMPLE))
+
+
+def _floored(stats: tuple[list[float], list[float]]) -> tuple[list[float], list[float]]:
+    """The captioner's floor on a channel's std (a flat channel is not blown up by the standardisation)."""
+    mean, std = stats
+    return mean, [max(s, 1e-3) for s in std]

@@ -26,7 +26,7 @@ from torch import nn
 from modelforge.core.errors import DataError
 from modelforge.core.registry import register
 from modelforge.data.class_splits import check_classifier_splits
-from modelforge.data.formats.video import sample_clip_frames
+from modelforge.data.formats.video import clip_problems, sample_clip_frames
 from modelforge.data.lazy_video import frames_to_clip
 from modelforge.data.split_config import HeldOutSplitConfig
 from modelforge.data.splits import holdout_split
@@ -130,18 +130,20 @@ class VideoClassification(Task):
 
     def _decodable(self, clips: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
         """data.check_clips=decode: the clips whose frames all sample (decoded one at a time, none kept); the others
-        skipped and counted, or the first one fatal with data.on_error=fail."""
+        skipped and counted, or the first one fatal with data.on_error=fail. Under torchrun each rank samples only its
+        share of the clips and every rank goes on with the gathered outcomes (``clip_problems``)."""
+        num_frames, on_error = self.data_cfg.num_frames, self.data_cfg.on_error
+        problems = clip_problems([path for path, _ in clips], lambda path: sample_clip_frames(path, num_frames),
+                                 on_error)
         kept = []
-        for path, label in clips:
-            try:
-                sample_clip_frames(path, self.data_cfg.num_frames)
-            except DataError as exc:
-                if self.data_cfg.on_error == "fail":
-                    raise
-                self._skipped.append((str(path), str(exc).removeprefix(f"{path}: ")))
-                log.warning("skipped %s: %s", path, self._skipped[-1][1])
+        for (path, label), problem in zip(clips, problems):
+            if problem is None:
+                kept.append((path, label))
                 continue
-            kept.append((path, label))
+            if on_error == "fail":
+                raise DataError(problem)
+            self._skipped.append((str(path), problem.removeprefix(f"{path}: ")))
+            log.warning("skipped %s: %s", path, self._skipped[-1][1])
         if not kept:
             raise DataError(f"no readable videos among {len(clips)} files")
         return kept
