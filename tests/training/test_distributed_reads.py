@@ -339,6 +339,27 @@ def _load_checks(folders: dict[str, Path]) -> tuple[dict[str, dict], dict[str, l
     return {name: outcome for name, (outcome, _) in found.items()}, {name: seen for name, (_, seen) in found.items()}
 
 
+def _first_failures() -> list[list[str]]:
+    """The errors rows_over_ranks raises over six items when items 1 and 4 cannot be read (one in each rank's share),
+    then when item 4 alone cannot: every rank must raise the first one, as one process does, and none may wait in the
+    gather for a rank that failed."""
+    from modelforge.data.lazy_images import rows_over_ranks
+
+    def row(index: int, bad: tuple[int, ...]) -> list[int]:
+        if index in bad:
+            raise DataError(f"item {index}: unreadable")
+        return [index]
+
+    found = []
+    for bad in ((1, 4), (4,)):
+        try:
+            rows_over_ranks(np.arange(6), functools.partial(row, bad=bad))
+            found.append(["no error"])
+        except DataError as exc:
+            found.append([type(exc).__name__, str(exc)])
+    return found
+
+
 def _opened_share(files: list[str], bad: set[str], rank: int, fail: bool) -> list[str]:
     """The files a rank checks: its contiguous share; with on_error=fail up to the first bad one of it."""
     share = np.array_split(np.array(files), 2)[rank].tolist()
@@ -366,6 +387,7 @@ def _statistics_rank(rank: int, world_size: int, init_file: str, folders: dict[s
             splits = task.datasets()
             states[name] = {**task.state_dict_, "train_size": len(splits.train)}
         states["checks"], states["opened"] = _load_checks(folders)
+        states["failures"] = _first_failures()
         (Path(trace) / f"states{rank}.json").write_text(json.dumps(states))
     finally:
         dist.destroy_process_group()
@@ -384,6 +406,7 @@ def test_each_rank_decodes_a_disjoint_share_of_the_statistics_sample_of_coco_seg
             splits = task.datasets()
             single[name] = {**task.state_dict_, "train_size": len(splits.train)}
         checks = _load_checks(folders)[0]
+        failures = _first_failures()
     finally:
         while not group.join():
             pass
@@ -396,7 +419,10 @@ def test_each_rank_decodes_a_disjoint_share_of_the_statistics_sample_of_coco_seg
             assert sorted(reads[rank, name]) == np.array_split(sample, 2)[rank].tolist(), (name, rank)
             assert json.loads((trace / f"states{rank}.json").read_text())[name] == state, (name, rank)  # bit for bit
     assert single["dicom"]["value_max"] == 2499.0 and single["segmentation"]["channels"] == 3
-    _check_load_checks(checks, [json.loads((trace / f"states{rank}.json").read_text()) for rank in (0, 1)])
+    ranks = [json.loads((trace / f"states{rank}.json").read_text()) for rank in (0, 1)]
+    _check_load_checks(checks, ranks)
+    assert failures == [["DataError", "item 1: unreadable"], ["DataError", "item 4: unreadable"]]
+    assert [state["failures"] for state in ranks] == [failures, failures]
 
 
 def _check_load_checks(single: dict[str, dict], ranks: list[dict]) -> None:

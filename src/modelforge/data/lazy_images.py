@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from modelforge.core.errors import DataError
+from modelforge.core.errors import DataError, ModelforgeError
 from modelforge.data.first_touch import SkippedAtFirstTouch
 from modelforge.data.formats.image_folder import decode_center_crop, decode_image
 from modelforge.data.transforms import load_image
@@ -187,22 +187,47 @@ def rows_over_ranks(indices: np.ndarray, row: Callable[[int], Any],
 
     ``stop(r)`` true: this rank computes no further rows of its share, whose places are None — for a caller that
     reads the rows in order and stops at the first such row (a check that fails on the first bad file): every row
-    before it was computed, on its own rank or an earlier one."""
+    before it was computed, on its own rank or an earlier one.
+
+    A row that raises ends its rank's share, and every rank raises the error of the first rank that failed — the
+    error one process meets first — after the gather, so no rank waits in it for one that gave up."""
     rows: list[Any] = []
+    failure: Exception | None = None
     share = rank_share(indices).tolist()
-    for index in share:
-        rows.append(row(index))
-        if stop is not None and stop(rows[-1]):
-            rows += [None] * (len(share) - len(rows))
-            break
-    world = _process_group()[1]
+    try:
+        for index in share:
+            rows.append(row(index))
+            if stop is not None and stop(rows[-1]):
+                rows += [None] * (len(share) - len(rows))
+                break
+    except Exception as exc:  # noqa: BLE001 - raised below on every rank, once the others know of it
+        failure = exc
+    rank, world = _process_group()
     if world == 1:
+        if failure is not None:
+            raise failure
         return rows
     import torch.distributed as dist
 
-    gathered: list[list[Any]] = [[] for _ in range(world)]
-    dist.all_gather_object(gathered, rows)  # Python objects: exact ints, any backend
-    return [r for part in gathered for r in part]
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, (rows, _described(failure)))  # Python objects: exact ints, any backend
+    failed = next((at for at, (_, described) in enumerate(gathered) if described is not None), None)
+    if failed == rank:
+        raise failure
+    if failed is not None:
+        kind, message = gathered[failed][1]
+        raise kind(message) if kind is not None else RuntimeError(f"rank {failed} failed: {message}")
+    return [r for part, _ in gathered for r in part]
+
+
+def _described(failure: Exception | None) -> tuple[type[ModelforgeError] | None, str] | None:
+    """A rank's failure as the others rebuild it: a ModelforgeError by its class and one-line message (every rank
+    then stops with the same one line), anything else by its type and message."""
+    if failure is None:
+        return None
+    if isinstance(failure, ModelforgeError):
+        return type(failure), str(failure)
+    return None, f"{type(failure).__name__}: {failure}"
 
 
 def _process_group() -> tuple[int, int]:
