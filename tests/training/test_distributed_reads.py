@@ -242,7 +242,11 @@ def _check_folders(root: Path) -> dict[str, Path]:
 
     COCO: 1.png is truncated (its header reads, its pixels do not), the JSON gives 4.png the wrong size. Segmentation:
     pair 1's mask has another size, pair 4's holds a class index past the classes. Video (a/clip_0..2, b/clip_0..2):
-    a/clip_1 is cut in half (it opens, its later frames do not decode), b/clip_1 is not a video."""
+    a/clip_1 is cut in half (it opens, its later frames do not decode), b/clip_1 is not a video. Captions (headers
+    only): image 004 is not a picture. Speech (WAV headers): 1.wav and 4.wav are not WAV files."""
+    from captioning_data import caption_folder
+
+    from modelforge.data.audio import write_wav
     from modelforge.data.builtin.moving_digits import ClipParams, render_clip
     from modelforge.data.formats.segmentation_folder import write_mask, write_segmentation_folder
     from modelforge.data.formats.video import write_video
@@ -271,7 +275,15 @@ def _check_folders(root: Path) -> dict[str, Path]:
     cut = root / "clips" / "a" / "clip_1.mkv"
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
     (root / "clips" / "b" / "clip_1.mkv").write_bytes(b"RIFF" + bytes(range(256)) * 4)
-    return {"coco_checks": root / "coco", "pair_checks": root / "pairs", "clip_checks": root / "clips"}
+    captions = caption_folder(root / "captions", count=6)
+    (root / "captions" / "images" / "004.png").write_bytes(b"not a picture")
+    (root / "speech").mkdir()
+    for i in range(6):
+        write_wav(root / "speech" / f"{i}.wav", np.sin(np.arange(1600 + 100 * i) / 5).astype(np.float32), 16000)
+    for i in (1, 4):
+        (root / "speech" / f"{i}.wav").write_bytes(b"RIFF but no wave")
+    return {"coco_checks": root / "coco", "pair_checks": root / "pairs", "clip_checks": root / "clips",
+            "caption_checks": captions, "speech_checks": root / "speech"}
 
 
 def _stem(path) -> str:
@@ -304,7 +316,10 @@ def _traced(read, *functions) -> tuple[dict, list[str]]:
 def _load_checks(folders: dict[str, Path]) -> tuple[dict[str, dict], dict[str, list[str]]]:
     """Every whole-folder check of ``_check_folders`` with on_error skip and fail: the outcomes, and per check the
     files this process opened for it. A collective under a process group: every rank runs the same checks."""
-    from modelforge.data.formats import coco, segmentation_folder, video
+    from modelforge.data import lazy_speech
+    from modelforge.data.audio import FeatureConfig
+    from modelforge.data.formats import coco, image_captions, segmentation_folder, video
+    from modelforge.data.formats.speech_manifest import SpeechRecord
     from modelforge.tasks.vision import video_classification
 
     def coco_check(mode, on_error):
@@ -326,8 +341,21 @@ def _load_checks(folders: dict[str, Path]) -> tuple[dict[str, dict], dict[str, l
         kept = task._decodable(video.read_video_folder(folders["clip_checks"], on_error="skip").clips)
         return {"kept": [_stem(path) for path, _ in kept], "skipped": [list(s) for s in task._skipped]}
 
+    def caption_check(on_error):
+        found = image_captions.read_caption_table(folders["caption_checks"], on_error=on_error)
+        return {"kept": [_stem(path) for path in found.images], "captions": found.num_captions}
+
+    def speech_check(on_error):
+        records = [SpeechRecord(folders["speech_checks"] / f"{i}.wav", "a tone") for i in range(6)]
+        kept, lengths, skipped = lazy_speech.index_recordings(records, FeatureConfig(), skip=on_error == "skip")
+        return {"kept": [_stem(record.path) for record in kept], "lengths": lengths, "skipped": skipped}
+
     found = {}
     for on_error in ("skip", "fail"):
+        found[f"captions {on_error}"] = _traced(functools.partial(caption_check, on_error),
+                                                (image_captions, "image_size"))
+        found[f"speech {on_error}"] = _traced(functools.partial(speech_check, on_error),
+                                              (lazy_speech, "read_wav_header"))
         for mode, opens in (("header", "image_size"), ("decode", "load_image")):
             found[f"coco {mode} {on_error}"] = _traced(functools.partial(coco_check, mode, on_error), (coco, opens))
         found[f"pairs {on_error}"] = _traced(functools.partial(pair_check, on_error),
@@ -429,13 +457,16 @@ def _check_load_checks(single: dict[str, dict], ranks: list[dict]) -> None:
     """Each rank opened only its contiguous share of the files of every whole-folder check, and both ranks kept,
     skipped and failed exactly as one process — with a bad file in the other rank's share."""
     coco_files, pair_files = [f"images/{i}" for i in range(6)], [f"pairs/{i:05d}" for i in range(6)]
+    captions, speech = [f"images/{i:03d}" for i in range(6)], [f"speech/{i}" for i in range(6)]
     clips = [f"{name}/clip_{i}" for name in "ab" for i in range(3)]
     decodable = [clip for clip in clips if clip != "b/clip_1"]  # what the header check kept
     for on_error in ("skip", "fail"):
         fail = on_error == "fail"
         files = {f"coco header {on_error}": (coco_files, {"images/4"}), f"coco decode {on_error}": (coco_files, {
             "images/1", "images/4"}), f"pairs {on_error}": (pair_files, {"pairs/00001", "pairs/00004"}),
-            f"clips header {on_error}": (clips, {"b/clip_1"}), f"clips decode {on_error}": (decodable, {"a/clip_1"})}
+            f"clips header {on_error}": (clips, {"b/clip_1"}), f"clips decode {on_error}": (decodable, {"a/clip_1"}),
+            f"captions {on_error}": (captions, {"images/004"}),
+            f"speech {on_error}": (speech, {"speech/1", "speech/4"})}
         for name, (listed, bad) in files.items():
             for rank, state in enumerate(ranks):
                 assert state["checks"][name] == single[name], (name, rank)
@@ -450,3 +481,8 @@ def _check_load_checks(single: dict[str, dict], ranks: list[dict]) -> None:
     assert single["clips header skip"]["kept"] == decodable and "b/clip_1.mkv" in single["clips header fail"]["error"]
     assert [Path(where).name for where, _ in single["clips decode skip"]["skipped"]] == ["clip_1.mkv"]
     assert "a/clip_1.mkv: truncated video" in single["clips decode fail"]["error"]  # rank 0's, raised on rank 1 too
+    assert single["captions skip"]["kept"] == [name for name in captions if name != "images/004"]
+    assert "004.png" in single["captions fail"]["error"]  # found by rank 1 alone, raised by rank 0 too
+    assert single["speech skip"]["kept"] == ["speech/0", "speech/2", "speech/3", "speech/5"]
+    assert single["speech skip"]["lengths"] == [1600, 1800, 1900, 2100] and len(single["speech skip"]["skipped"]) == 2
+    assert "1.wav" in single["speech fail"]["error"]

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from modelforge.core.errors import DataError
 from modelforge.data.audio import FeatureConfig, read_wav, read_wav_header
 from modelforge.data.formats.speech_manifest import SpeechRecord
+from modelforge.data.lazy_images import rows_over_ranks
 from modelforge.data.padding import collate_speech
 
 log = logging.getLogger("modelforge.data")
@@ -86,19 +87,31 @@ class WavFileDataset(Dataset):
 def index_recordings(records: Sequence[SpeechRecord], features: FeatureConfig, skip: bool
                      ) -> tuple[list[SpeechRecord], list[int], list[str]]:
     """Check every record's WAV header (no samples read): the kept records, their decoded lengths in samples and the
-    messages of the files skipped (``skip``), or the first bad file's one-line DataError (not ``skip``)."""
-    kept, lengths, skipped = [], [], []
-    for record in records:
+    messages of the files skipped (``skip``), or the first bad file's one-line DataError (not ``skip``).
+
+    Under torchrun each rank reads only its contiguous share of the headers and the (length, problem) rows are
+    gathered (``lazy_images.rows_over_ranks``), so every rank keeps, skips and fails as one process; not skipping, a
+    rank stops at the first bad file of its share (only the first counts)."""
+
+    def header(index: int) -> tuple[int | None, str | None]:
         try:
-            header = read_wav_header(record.path, features.max_seconds)
+            found = read_wav_header(records[index].path, features.max_seconds)
         except DataError as exc:
+            return None, str(exc)
+        return found.length_at(features.sample_rate), None
+
+    rows = rows_over_ranks(np.arange(len(records)), header, None if skip else (lambda row: row[1] is not None))
+    kept, lengths, skipped = [], [], []
+    for record, row in zip(records, rows, strict=True):
+        length, problem = row  # a row left None by a stopped rank lies past the first problem: never reached
+        if problem is not None:
             if not skip:
-                raise
-            skipped.append(str(exc))
-            log.warning("skipped %s", exc)
+                raise DataError(problem)
+            skipped.append(problem)
+            log.warning("skipped %s", problem)
             continue
         kept.append(record)
-        lengths.append(header.length_at(features.sample_rate))
+        lengths.append(length)
     if skipped:
         log.warning("%d audio file(s) skipped (set data.on_error=fail to stop instead)", len(skipped))
     return kept, lengths, skipped

@@ -11,7 +11,8 @@ A folder names one of those files (``captions.csv``/``.tsv``/``.jsonl``, or one 
 ``train/``, ``val/``, ``test/`` subfolders that each do (``read_caption_splits``). Every problem is found while
 reading, as a one-line ``DataError`` naming the file and line or image: a missing column, malformed JSON, an
 unknown image id. A missing or unreadable image file, or an empty caption, is a counted warning by default
-(``on_error="skip"``) or fails the read (``on_error="fail"``).
+(``on_error="skip"``) or fails the read (``on_error="fail"``). Under torchrun each rank reads only its share of the
+image headers and every rank goes on with the gathered outcomes.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from modelforge.core.errors import DataError
 from modelforge.data.captions import CaptionedImages
 from modelforge.data.formats.text_table import read_table_rows
+from modelforge.data.lazy_images import rows_over_ranks
 from modelforge.data.transforms import image_size
 
 log = logging.getLogger("modelforge.data")
@@ -63,10 +67,20 @@ def _image_problem(file: Path) -> str | None:
     return None
 
 
+def _image_problems(files: list[Path], on_error: OnError) -> list[str | None]:
+    """``_image_problem`` of each file, in order. Under torchrun each rank reads only its contiguous share of the
+    headers and the outcomes are gathered (``rows_over_ranks``), so every rank keeps and skips what one process does;
+    with ``on_error="fail"`` a rank stops at the first bad file of its share (only the first counts)."""
+    stop = (lambda problem: problem is not None) if on_error == "fail" else None
+    return rows_over_ranks(np.arange(len(files)), lambda index: _image_problem(files[index]), stop)
+
+
 def _gather(source: Path, rows: list[tuple[str, str, str]], resolve, skips: _Skips, origin: str) -> CaptionedImages:
     """Rows of (where, image reference, caption) → one entry per image, captions in file order."""
+    refs = list(dict.fromkeys(ref for _, ref, caption in rows if caption.split()))  # images with a caption to keep
+    files = {ref: resolve(ref) for ref in refs}
+    problems = dict(zip(refs, _image_problems(list(files.values()), skips.on_error), strict=True))
     by_image: dict[str, list[str]] = {}
-    files: dict[str, Path] = {}
     bad: set[str] = set()
     for where, ref, caption in rows:
         caption = " ".join(caption.split())
@@ -75,14 +89,10 @@ def _gather(source: Path, rows: list[tuple[str, str, str]], resolve, skips: _Ski
             continue
         if ref in bad:
             continue
-        if ref not in files:
-            file = resolve(ref)
-            problem = _image_problem(file)
-            if problem:
-                skips.add(str(file), f"{problem} ({where})")
-                bad.add(ref)
-                continue
-            files[ref] = file
+        if problems[ref]:
+            skips.add(str(files[ref]), f"{problems[ref]} ({where})")
+            bad.add(ref)
+            continue
         by_image.setdefault(ref, []).append(caption)
     skips.log()
     if not by_image:
