@@ -421,7 +421,7 @@ def _statistics_rank(rank: int, world_size: int, init_file: str, folders: dict[s
         dist.destroy_process_group()
 
 
-def test_each_rank_decodes_a_disjoint_share_of_the_statistics_sample_of_coco_segmentation_and_video(tmp_path):
+def test_each_rank_reads_a_disjoint_share_of_the_statistics_samples_and_whole_folder_checks_of_every_format(tmp_path):
     folders = {**_statistics_folders(tmp_path / "data"), **_check_folders(tmp_path / "checks")}
     trace = tmp_path / "trace"
     trace.mkdir()
