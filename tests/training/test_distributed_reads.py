@@ -23,9 +23,10 @@ torchrun) loads their data with the same trace on the datasets' item reads: each
 and every rank gets the statistics one process computes, bit for bit. The image captioner's statistics sample of
 the user's files is split the same way. In the same group the checks that open every file while a dataset loads
 (COCO's ``check_images=header|decode``, a segmentation folder's pairs, a video folder's probe and
-``check_clips=decode``) are run on folders with bad files in both ranks' shares, with the functions that open the
-files recorded: each rank opens only its contiguous share (with ``on_error=fail`` up to its first bad file), and
-both ranks keep, skip and fail with exactly the files and messages one process gives.
+``check_clips=decode``, a speech manifest's WAV headers, the caption images' headers) are run on folders with bad
+files in both ranks' shares, with the functions that open the files recorded: each rank opens only its contiguous
+share (with ``on_error=fail`` up to its first bad file), and both ranks keep, skip and fail with exactly the files
+and messages one process gives; an error raised while reading one rank's share is raised on every rank.
 """
 
 import contextlib
