@@ -131,18 +131,19 @@ def test_bad_training_file_is_skipped_and_counted_or_stops_with_one_line(tmp_pat
     rows = [{"audio": f"{i}.wav", "text": ("yes", "no", "stop")[i % 3], "split": "train" if i < 9 else "test"}
             for i in range(12)]
     (root / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    no_val = ["data.val_size=0"]  # the split column names no val rows: none held out of train here
     with caplog.at_level(logging.WARNING, logger="modelforge.data"):
-        _, splits = _datasets(root / "manifest.jsonl")
+        _, splits = _datasets(root / "manifest.jsonl", extra=no_val)
     assert len(splits.train) == 8 and splits.summary["skipped_files"] == 1
     assert "3.wav: not a WAV file" in splits.summary["first_skipped"] and "3.wav: not a WAV file" in caplog.text
     with pytest.raises(DataError, match=r"3\.wav: not a WAV file") as info:
-        _datasets(root / "manifest.jsonl", extra=["data.on_error=fail"])
+        _datasets(root / "manifest.jsonl", extra=[*no_val, "data.on_error=fail"])
     assert "\n" not in str(info.value)
     (root / "3.wav").unlink()
     write_wav(root / "3.wav", _tone(0.3, 16000), 16000)
     (root / "10.wav").write_text("broken test file")  # a held-out split never shrinks silently
     with pytest.raises(DataError, match=r"10\.wav: not a WAV file"):
-        _datasets(root / "manifest.jsonl")
+        _datasets(root / "manifest.jsonl", extra=no_val)
 
 
 def test_a_file_that_fails_only_when_decoded_stops_with_one_line_also_from_a_worker(tmp_path):

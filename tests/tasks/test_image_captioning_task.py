@@ -227,3 +227,16 @@ def test_data_limit_takes_an_even_spread_of_every_split(trained):
                                               "data.val_fraction=0.2", "data.test_fraction=0.2", "data.limit=2"])
     splits = get_task(recipe.task)(recipe).datasets()
     assert [len(getattr(splits, s).captions) for s in ("train", "val", "test")] == [2, 2, 2]
+
+
+def test_train_and_val_folders_without_test_hold_the_test_split_out_of_train(tmp_path):
+    from modelforge.tasks import get_task
+    from modelforge.tasks.recipes import load_recipe
+
+    caption_folder(tmp_path / "photos" / "train", count=20)
+    caption_folder(tmp_path / "photos" / "val", count=6)
+    recipe = load_recipe("scenes-captioner", [f"data.path={tmp_path / 'photos'}", "data.image_size=16",
+                                              "data.test_fraction=0.25"])
+    splits = get_task(recipe.task)(recipe).datasets()
+    assert len(splits.val) == 6 and splits.test is not None and len(splits.train) + len(splits.test) == 20
+    assert splits.summary["val_origin"] == "photos/val" and splits.summary["test_origin"].startswith("split off")

@@ -283,3 +283,18 @@ def test_lexicon_from_training_words_or_a_word_list_file(tmp_path):
     missing = tmp_path / "absent.txt"
     with pytest.raises(DataError, match=f"{missing}: cannot read the lexicon"):
         SpeechRecognition(load_recipe({**ASR_RECIPE, "data": {**data, "lexicon": str(missing)}})).datasets()
+
+
+def test_a_split_column_without_test_rows_holds_the_test_split_out_of_train_by_speaker(tmp_path):
+    rows = [{"audio": f"{s}-{i}.wav", "text": text, "speaker": s, "split": "val" if s == "eve" else "train"}
+            for s in ("ann", "bob", "cat", "dan", "eve") for i, text in enumerate(["yes", "no", "stop"])]
+    data = {**ASR_RECIPE["data"], "path": str(write_manifest(tmp_path, rows)), "val_size": 0.2, "test_size": 0.25}
+    task = SpeechRecognition(load_recipe({**ASR_RECIPE, "data": data}))
+    from modelforge.data.speech import load_records
+
+    parts = load_records(task.data_cfg)
+    speakers = {split: {r.voice for r in records} for split, records in parts.items()}
+    assert speakers["val"] == {"eve"} and len(speakers["test"]) == 1 and len(speakers["train"]) == 3
+    assert not speakers["train"] & speakers["test"]
+    found = task.datasets().summary["found"]
+    assert "the manifest's split column (test split off its training rows)" in found, found

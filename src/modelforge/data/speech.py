@@ -65,8 +65,10 @@ class SpeechDataConfig(StrictConfig):
 def manifest_origin(parts: dict[str, list[SpeechRecord]]) -> str:
     """How ``load_records`` split a manifest, for the found line."""
     everything = [r for records in parts.values() for r in records]
-    return ("the manifest's split column" if any(r.split for r in everything)
-            else "split off by speaker" if all(r.voice for r in everything) else "split off at random")
+    if not any(r.split for r in everything):
+        return "split off by speaker" if all(r.voice for r in everything) else "split off at random"
+    held = [split for split in ("val", "test") if parts.get(split) and not any(r.split == split for r in parts[split])]
+    return "the manifest's split column" + (f" ({' and '.join(held)} split off its training rows)" if held else "")
 
 
 def load_records(cfg: SpeechDataConfig) -> dict[str, list[SpeechRecord]]:
@@ -82,7 +84,8 @@ def load_records(cfg: SpeechDataConfig) -> dict[str, list[SpeechRecord]]:
 
     records = read_speech_manifest(Path(cfg.path).expanduser())
     if any(r.split for r in records):  # the manifest decides; lines without a split train
-        return {split: [r for r in records if (r.split or "train") == split] for split in SPLIT_NAMES}
+        return _held_out_of_train({split: [r for r in records if (r.split or "train") == split] for split in
+                                   SPLIT_NAMES}, cfg)
     from modelforge.data.splits import split_groups, split_indices
 
     fractions = {"train": 1 - cfg.val_size - cfg.test_size, "val": cfg.val_size, "test": cfg.test_size}
@@ -93,6 +96,26 @@ def load_records(cfg: SpeechDataConfig) -> dict[str, list[SpeechRecord]]:
     else:
         parts = split_indices(len(records), fractions, cfg.split_seed)
     return {split: [records[i] for i in parts[split]] for split in SPLIT_NAMES}
+
+
+def _held_out_of_train(parts: dict[str, list[SpeechRecord]], cfg: SpeechDataConfig) -> dict[str, list[SpeechRecord]]:
+    """``parts`` with each split the manifest's split column does not name (and whose share is set) held out of its
+    training rows — by speaker when every training row names one, else at random."""
+    from modelforge.data.splits import split_groups, split_indices
+
+    missing = {split: getattr(cfg, f"{split}_size") for split in ("val", "test") if not parts[split]}
+    missing = {split: share for split, share in missing.items() if share > 0}
+    train = parts["train"]
+    if not missing or not train:
+        return parts
+    fractions = {"train": 1 - sum(missing.values()), **missing}
+    if fractions["train"] <= 0:
+        raise DataError(f"data.val_size + data.test_size = {sum(missing.values()):g} leaves no training data")
+    if all(r.voice for r in train):
+        cut = split_groups([r.voice for r in train], fractions, cfg.split_seed)
+    else:
+        cut = split_indices(len(train), fractions, cfg.split_seed)
+    return {**parts, **{split: [train[i] for i in cut[split]] for split in fractions}}
 
 
 def read_split(

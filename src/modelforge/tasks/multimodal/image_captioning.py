@@ -106,9 +106,13 @@ class ImageCaptioning(TokenizerArtifact, Task):
                                     image_column=cfg.image_column, caption_column=cfg.caption_column)
         self._read_splits = list(parts)  # what the found line says each split came from
         if "all" in parts:
-            held = {"val": cfg.val_fraction, "test": cfg.test_fraction}
-            fractions = {"train": 1 - sum(held.values()), **{k: v for k, v in held.items() if v > 0}}
-            parts = split_captioned(parts["all"], fractions, cfg.split_seed, Path(cfg.path).name)
+            parts = {"train": parts.pop("all"), **parts}
+        # each split the files do not bring (a train/ + val/ folder too) is a share of the training images
+        held = {k: getattr(cfg, f"{k}_fraction") for k in ("val", "test") if k not in parts}
+        held = {k: share for k, share in held.items() if share > 0}
+        if held:
+            fractions = {"train": 1 - sum(held.values()), **held}
+            parts = {**parts, **split_captioned(parts["train"], fractions, cfg.split_seed, Path(cfg.path).name)}
         return {name: part for name, part in parts.items() if len(part)}
 
     def _found(self, parts: dict[str, Any]) -> str:
