@@ -120,7 +120,22 @@ def test_the_language_model_keeps_the_shards_own_splits(tmp_path):
     task = _task("language_modeling", {"path": str(folder), "block_size": 4}, GPT)
     splits = task.datasets()
     assert task.decode(np.asarray(splits.val.ids).tolist()) == "".join(m["txt"] + "\n" for m in members[20:])
-    assert "(val)" in splits.summary["found"]
+    assert "(val)" in splits.summary["found"] and splits.test is None  # the recipe asks for no test text
+
+
+def test_the_language_model_cuts_a_test_split_the_source_lacks_from_the_end_of_its_own_train(tmp_path):
+    members = [{"txt": f"sentence {i} of the corpus"} for i in range(30)]
+    folder = _shards(tmp_path, members[:20], count=2, prefix="train")
+    _shards(tmp_path, members[20:], count=1, prefix="val")
+    task = _task("language_modeling", {"path": str(folder), "block_size": 4, "test_fraction": 0.25}, GPT)
+    splits = task.datasets()
+    train, test, val = (task.decode(np.asarray(s.ids).tolist()) for s in (splits.train, splits.test, splits.val))
+    own_train = [m["txt"] for m in members[:20]]  # in the shards' order
+    assert sorted((train + test).splitlines()) == sorted(own_train)
+    assert len(test) == int(len("".join(line + "\n" for line in own_train)) * 0.25)  # the last quarter
+    assert val == "".join(m["txt"] + "\n" for m in members[20:])
+    found = splits.summary["found"]
+    assert found.index("; val ") < found.index("; test ") and "test " in found and "from its end" in found, found
 
 
 def test_translation_reads_a_translation_column_and_language_members(tmp_path):

@@ -172,7 +172,8 @@ class LanguageModeling(TokenizerArtifact, Task):
     def datasets(self) -> Splits:
         cfg = self.data_cfg
         corpus = self._corpus()
-        ids = {split: corpus.tokens.split(split) for split in corpus.tokens.meta["splits"]}
+        ids = {split: corpus.tokens.split(split) for split in ("train", "val", "test")
+               if split in corpus.tokens.meta["splits"]}
         window = cfg.block_size + 1  # inputs and their next-token targets
         extra = cfg.block_size if cfg.random_offsets else 0
         train = TokenWindows(ids["train"], window + extra, cfg.block_size)

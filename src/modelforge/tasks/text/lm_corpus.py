@@ -133,11 +133,31 @@ def split_ends(characters: int, val_fraction: float, test_fraction: float) -> di
     return ends
 
 
+# Part of the token file's key: a file cut by an earlier rule (a source's own splits only, none held out of its
+# training text) is not reused.
+SPLIT_LAYOUT = "missing splits held out of own train"
+
+
+def held_out_ends(characters: int, shares: dict[str, float]) -> dict[str, int]:
+    """Where ``train`` and then each split of ``shares`` (its share of ``characters``) end within one text: the
+    held-out splits are cut from its end, in order."""
+    cuts = {name: int(characters * share) for name, share in shares.items()}
+    train_end = characters - sum(cuts.values())
+    if train_end <= 0:
+        raise ConfigError("data.val_fraction + data.test_fraction leave no training text; lower them")
+    ends, end = {"train": train_end}, train_end
+    for name, cut in cuts.items():
+        end += cut
+        ends[name] = end
+    return ends
+
+
 def prepare_corpus(cfg: Any, pretrained: Tokenizer | None) -> LMCorpus:
     """The corpus's token file (built on the first run, opened from then on) and its tokenizer."""
     source = _source(cfg)
     tokenizer_id = pretrained.to_str() if pretrained is not None else cfg.tokenizer.model_dump_json()
-    key = cache_key(tokenizer_id, source.identity, f"{cfg.limit}|{cfg.val_fraction}|{cfg.test_fraction}")
+    key = cache_key(tokenizer_id, source.identity, f"{cfg.limit}|{cfg.val_fraction}|{cfg.test_fraction}",
+                    SPLIT_LAYOUT)
     path, tok_file = source.folder / f"{key}.tokens", source.folder / f"{key}.tokenizer.json"
     own = list(source.own or {})
     with build_lock(path):  # under torchrun one rank tokenizes; the others wait, then map the finished file
@@ -174,10 +194,14 @@ def _ends(cfg: Any, source: _Source) -> tuple[dict[str, int], Callable[[], Itera
     counts = _count(cfg, source)
     if not source.own:
         return split_ends(counts[""], cfg.val_fraction, cfg.test_fraction), lambda: limited(source.blocks(), cfg.limit)
+    # the splits the source does not bring are cut from the end of its training text, as from a plain corpus
+    missing = {split: share for split, share in (("val", cfg.val_fraction), ("test", cfg.test_fraction))
+               if split not in counts and share > 0}
     ends, total = {}, 0
     for name, count in counts.items():
+        parts = held_out_ends(count, missing) if name == "train" and missing else {name: count}
+        ends.update({part: total + end for part, end in parts.items()})
         total += count
-        ends[name] = total
     own = source.own
     return ends, lambda: chain.from_iterable(limited(own[name](), cfg.limit) for name in counts)
 
