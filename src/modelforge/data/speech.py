@@ -86,36 +86,33 @@ def load_records(cfg: SpeechDataConfig) -> dict[str, list[SpeechRecord]]:
     if any(r.split for r in records):  # the manifest decides; lines without a split train
         return _held_out_of_train({split: [r for r in records if (r.split or "train") == split] for split in
                                    SPLIT_NAMES}, cfg)
-    from modelforge.data.splits import split_groups, split_indices
-
-    fractions = {"train": 1 - cfg.val_size - cfg.test_size, "val": cfg.val_size, "test": cfg.test_size}
-    if fractions["train"] <= 0:
-        raise DataError(f"data.val_size + data.test_size = {cfg.val_size + cfg.test_size:g} leaves no training data")
-    if all(r.voice for r in records):
-        parts = split_groups([r.voice for r in records], fractions, cfg.split_seed)
-    else:
-        parts = split_indices(len(records), fractions, cfg.split_seed)
-    return {split: [records[i] for i in parts[split]] for split in SPLIT_NAMES}
+    return _cut(records, {"train": 1 - cfg.val_size - cfg.test_size, "val": cfg.val_size, "test": cfg.test_size},
+                cfg.split_seed)
 
 
 def _held_out_of_train(parts: dict[str, list[SpeechRecord]], cfg: SpeechDataConfig) -> dict[str, list[SpeechRecord]]:
     """``parts`` with each split the manifest's split column does not name (and whose share is set) held out of its
-    training rows — by speaker when every training row names one, else at random."""
-    from modelforge.data.splits import split_groups, split_indices
-
+    training rows."""
     missing = {split: getattr(cfg, f"{split}_size") for split in ("val", "test") if not parts[split]}
     missing = {split: share for split, share in missing.items() if share > 0}
-    train = parts["train"]
-    if not missing or not train:
+    if not missing or not parts["train"]:
         return parts
-    fractions = {"train": 1 - sum(missing.values()), **missing}
+    return {**parts, **_cut(parts["train"], {"train": 1 - sum(missing.values()), **missing}, cfg.split_seed)}
+
+
+def _cut(records: list[SpeechRecord], fractions: dict[str, float], seed: int) -> dict[str, list[SpeechRecord]]:
+    """``records`` cut into the splits of ``fractions``: by speaker when every record names one (no voice heard in
+    two splits), else at random."""
+    from modelforge.data.splits import split_groups, split_indices
+
     if fractions["train"] <= 0:
-        raise DataError(f"data.val_size + data.test_size = {sum(missing.values()):g} leaves no training data")
-    if all(r.voice for r in train):
-        cut = split_groups([r.voice for r in train], fractions, cfg.split_seed)
+        held = sum(share for split, share in fractions.items() if split != "train")
+        raise DataError(f"data.val_size + data.test_size = {held:g} leaves no training data")
+    if all(r.voice for r in records):
+        parts = split_groups([r.voice for r in records], fractions, seed)
     else:
-        cut = split_indices(len(train), fractions, cfg.split_seed)
-    return {**parts, **{split: [train[i] for i in cut[split]] for split in fractions}}
+        parts = split_indices(len(records), fractions, seed)
+    return {split: [records[i] for i in parts[split]] for split in fractions}
 
 
 def read_split(
