@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from modelforge.core.errors import DataError
+from modelforge.training.worker_lifetime import DieWithParent
 
 PREFETCH_BATCHES = 2  # batches each worker keeps decoded ahead of the training step
 
@@ -85,7 +86,7 @@ def iterate(
         loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches],
                             collate_fn=collate if skips is None else _WithSkips(collate, skips),
                             num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=PREFETCH_BATCHES,
-                            generator=torch.Generator().manual_seed(0))
+                            generator=torch.Generator().manual_seed(0), worker_init_fn=DieWithParent())
         try:
             for batch in loader:
                 if skips is not None:
