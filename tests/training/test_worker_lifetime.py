@@ -16,7 +16,6 @@ from modelforge.training.batches import iterate
 
 PR_GET_PDEATHSIG = 2
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
 
 
 class DeathSignal(torch.utils.data.Dataset):
@@ -31,6 +30,7 @@ class DeathSignal(torch.utils.data.Dataset):
         return value.value
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
 def test_every_worker_is_killed_with_its_parent():
     batches = [torch.tensor([0, 1]), torch.tensor([2, 3])]
     seen = [b.tolist() for b in iterate(DeathSignal(), batches, torch.utils.data.default_collate, num_workers=2)]

@@ -110,3 +110,14 @@ def split_captioned(data: CaptionedImages, fractions: Mapping[str, float], seed:
     parts = split_by_hash(data.names, fractions, seed)
     return {name: data.subset(idx, base if name == "train" else f"split off {base} by hash")
             for name, idx in parts.items()}
+
+
+def hold_out_missing(parts: Mapping[str, CaptionedImages], shares: Mapping[str, float], seed: int,
+                     base: str) -> dict[str, CaptionedImages]:
+    """``parts`` with every split of ``shares`` it lacks (and whose share is above 0) cut off its training images
+    (``split_captioned``): what a caption file or a train/ + val/ folder does not bring is held out of train."""
+    missing = {name: share for name, share in shares.items() if name not in parts and share > 0}
+    if not missing:
+        return dict(parts)
+    fractions = {"train": 1 - sum(missing.values()), **missing}
+    return {**parts, **split_captioned(parts["train"], fractions, seed, base)}

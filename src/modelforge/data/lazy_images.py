@@ -220,6 +220,15 @@ def rows_over_ranks(indices: np.ndarray, row: Callable[[int], Any],
     return [r for part, _ in gathered for r in part]
 
 
+def problems_over_ranks(indices: Sequence[int] | np.ndarray, problem: Callable[[int], Any], on_error: str
+                        ) -> list[Any]:
+    """``problem(i)`` — what is wrong with item i, None when nothing — for every index, through ``rows_over_ranks``
+    (each rank checks its share, every rank gets every outcome in order). With ``on_error="fail"`` a rank stops at
+    the first problem of its share: the caller stops at the first problem anyway."""
+    stop = (lambda found: found is not None) if on_error == "fail" else None
+    return rows_over_ranks(np.asarray(indices, dtype=np.int64), problem, stop)
+
+
 def _described(failure: Exception | None) -> tuple[type[ModelforgeError] | None, str] | None:
     """A rank's failure as the others rebuild it: a ModelforgeError by its class and one-line message (every rank
     then stops with the same one line), anything else by its type and message."""

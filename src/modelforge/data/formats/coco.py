@@ -35,7 +35,7 @@ import torch
 
 from modelforge.core.atomic import atomic_write_json
 from modelforge.core.errors import DataError, MissingDependencyError
-from modelforge.data.lazy_images import rows_over_ranks
+from modelforge.data.lazy_images import problems_over_ranks
 from modelforge.data.transforms import Sample, Transform, image_size, load_image, to_tensor
 
 log = logging.getLogger("modelforge.data")
@@ -229,8 +229,7 @@ def _image_file_problems(
         image = CocoImage(entry["id"], entry["file_name"], entry["width"], entry["height"])
         return _check_image_file(image_dir / image.file_name, image, check_images)
 
-    stop = (lambda reason: reason is not None) if on_error == "fail" else None
-    return dict(zip(checked, rows_over_ranks(np.asarray(checked, dtype=np.int64), problem, stop), strict=True))
+    return dict(zip(checked, problems_over_ranks(checked, problem, on_error), strict=True))
 
 
 def _read_images(

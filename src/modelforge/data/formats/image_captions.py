@@ -22,12 +22,10 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from modelforge.core.errors import DataError
 from modelforge.data.captions import CaptionedImages
 from modelforge.data.formats.text_table import read_table_rows
-from modelforge.data.lazy_images import rows_over_ranks
+from modelforge.data.lazy_images import problems_over_ranks
 from modelforge.data.transforms import image_size
 
 log = logging.getLogger("modelforge.data")
@@ -71,8 +69,7 @@ def _image_problems(files: list[Path], on_error: OnError) -> list[str | None]:
     """``_image_problem`` of each file, in order. Under torchrun each rank reads only its contiguous share of the
     headers and the outcomes are gathered (``rows_over_ranks``), so every rank keeps and skips what one process does;
     with ``on_error="fail"`` a rank stops at the first bad file of its share (only the first counts)."""
-    stop = (lambda problem: problem is not None) if on_error == "fail" else None
-    return rows_over_ranks(np.arange(len(files)), lambda index: _image_problem(files[index]), stop)
+    return problems_over_ranks(range(len(files)), lambda index: _image_problem(files[index]), on_error)
 
 
 def _gather(source: Path, rows: list[tuple[str, str, str]], resolve, skips: _Skips, origin: str) -> CaptionedImages:

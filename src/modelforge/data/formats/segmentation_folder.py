@@ -28,7 +28,7 @@ import torch
 
 from modelforge.core.atomic import atomic_write_text
 from modelforge.core.errors import DataError
-from modelforge.data.lazy_images import rows_over_ranks
+from modelforge.data.lazy_images import problems_over_ranks
 from modelforge.data.transforms import (
     IMAGE_SUFFIXES,
     Sample,
@@ -121,8 +121,7 @@ def _pair_problems(
     def problem(index: int) -> tuple[str, str] | None:
         return _pair_problem(images[index], mask_path_for(images[index]), reader, num_classes, check_values)
 
-    stop = (lambda found: found is not None) if on_error == "fail" else None
-    return rows_over_ranks(np.arange(len(images)), problem, stop)
+    return problems_over_ranks(range(len(images)), problem, on_error)
 
 
 def read_segmentation_folder(

@@ -264,7 +264,7 @@ def clip_problems(paths: Sequence[Path], check: Callable[[Path], object], on_err
     rank opens only its contiguous share of the clips and the messages are gathered (``rows_over_ranks``), so every
     rank keeps, skips and reports what one process does; with ``on_error="fail"`` a rank stops at the first bad clip
     of its share (only the first counts)."""
-    from modelforge.data.lazy_images import rows_over_ranks  # torch: loaded only when a folder is read
+    from modelforge.data.lazy_images import problems_over_ranks  # torch: loaded only when a folder is read
 
     def problem(index: int) -> str | None:
         try:
@@ -273,8 +273,7 @@ def clip_problems(paths: Sequence[Path], check: Callable[[Path], object], on_err
             return str(exc)
         return None
 
-    stop = (lambda found: found is not None) if on_error == "fail" else None
-    return rows_over_ranks(np.arange(len(paths)), problem, stop)
+    return problems_over_ranks(range(len(paths)), problem, on_error)
 
 
 @dataclass

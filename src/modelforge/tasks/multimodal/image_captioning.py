@@ -99,7 +99,7 @@ class ImageCaptioning(TokenizerArtifact, Task):
                                   image_size=cfg.image_size, seed=cfg.scene_seed)
         if not cfg.path:
             raise ConfigError("data.source=files needs data.path=captions.csv|.jsonl|captions_*.json or a folder")
-        from modelforge.data.captions import split_captioned
+        from modelforge.data.captions import hold_out_missing
         from modelforge.data.formats.image_captions import read_caption_splits
 
         parts = read_caption_splits(cfg.path, images_dir=cfg.images_dir, on_error=cfg.on_error,
@@ -108,11 +108,8 @@ class ImageCaptioning(TokenizerArtifact, Task):
         if "all" in parts:
             parts = {"train": parts.pop("all"), **parts}
         # each split the files do not bring (a train/ + val/ folder too) is a share of the training images
-        held = {k: getattr(cfg, f"{k}_fraction") for k in ("val", "test") if k not in parts}
-        held = {k: share for k, share in held.items() if share > 0}
-        if held:
-            fractions = {"train": 1 - sum(held.values()), **held}
-            parts = {**parts, **split_captioned(parts["train"], fractions, cfg.split_seed, Path(cfg.path).name)}
+        shares = {name: getattr(cfg, f"{name}_fraction") for name in ("val", "test")}
+        parts = hold_out_missing(parts, shares, cfg.split_seed, Path(cfg.path).name)
         return {name: part for name, part in parts.items() if len(part)}
 
     def _found(self, parts: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ import torch
 
 from modelforge.core.errors import ConfigError, DataError
 from modelforge.data.caption_pixels import FilePixels, HeldPixels, ImagesOnAStore, stack_images
-from modelforge.data.captions import CaptionedImages, split_captioned
+from modelforge.data.captions import CaptionedImages, hold_out_missing
 from modelforge.data.found import files_found, split_folders_found
 
 
@@ -32,18 +32,15 @@ def _scenes(cfg: Any) -> tuple[dict[str, CaptionedImages], dict[str, Any]]:
 
 
 def _held_out(parts: dict[str, CaptionedImages], cfg: Any, base: str) -> dict[str, CaptionedImages]:
-    """Split val/test off train where the files gave none."""
-    missing = {name: getattr(cfg, f"{name}_fraction") for name in ("val", "test") if name not in parts}
-    missing = {name: share for name, share in missing.items() if share > 0}
-    if not missing:
-        return parts
-    fractions = {"train": 1 - sum(missing.values()), **missing}
-    cut = split_captioned(parts["train"], fractions, cfg.split_seed, base)
-    for name, data in cut.items():
+    """Split val/test off train where the files gave none; a split left empty is a one-line error."""
+    shares = {name: getattr(cfg, f"{name}_fraction") for name in ("val", "test")}
+    held = hold_out_missing(parts, shares, cfg.split_seed, base)
+    for name, data in held.items():
         if len(data) == 0:
-            raise DataError(f"{base}: holding out {fractions[name]:.0%} for {name} leaves it empty "
-                            f"({len(parts['train'])} images); give more images or a {name}/ folder")
-    return {**parts, **cut}
+            what = f"{shares[name]:.0%}" if name in shares else "val/test"
+            raise DataError(f"{base}: holding out {what} for {name} leaves it empty ({len(parts['train'])} images); "
+                            f"give more images or a {name}/ folder")
+    return held
 
 
 def _files(cfg: Any) -> tuple[dict[str, CaptionedImages], dict[str, Any]]:
